@@ -1,0 +1,334 @@
+//! State for a single node, in process memory.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::{StateError, StateStore};
+
+/// Writes between sweeps of expired keys that nobody reads any more.
+const SWEEP_EVERY_WRITES: u32 = 4096;
+
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<String, Entry>,
+    writes_since_sweep: u32,
+}
+
+struct Entry {
+    value: Value,
+    expires_at: Option<Instant>,
+}
+
+enum Value {
+    Text(String),
+    List(VecDeque<String>),
+}
+
+impl Entry {
+    fn live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<R>(&self, write: bool, f: impl FnOnce(&mut HashMap<String, Entry>) -> R) -> R {
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if write {
+            inner.writes_since_sweep += 1;
+            if inner.writes_since_sweep >= SWEEP_EVERY_WRITES {
+                let now = Instant::now();
+                inner.entries.retain(|_, entry| entry.live(now));
+                inner.writes_since_sweep = 0;
+            }
+        }
+        f(&mut inner.entries)
+    }
+}
+
+/// The live entry under `key`, dropping it first if it has expired.
+fn live<'a>(entries: &'a mut HashMap<String, Entry>, key: &str) -> Option<&'a mut Entry> {
+    let now = Instant::now();
+    if entries.get(key).is_some_and(|entry| !entry.live(now)) {
+        entries.remove(key);
+    }
+    entries.get_mut(key)
+}
+
+fn text<'a>(entry: &'a Entry, key: &str) -> Result<&'a str, StateError> {
+    match &entry.value {
+        Value::Text(text) => Ok(text),
+        Value::List(_) => Err(StateError::NotAString {
+            key: key.to_owned(),
+        }),
+    }
+}
+
+fn deadline(ttl: Option<Duration>) -> Option<Instant> {
+    ttl.map(|ttl| Instant::now() + ttl)
+}
+
+/// Redis's inclusive, negative-from-the-end range, clamped to `len`.
+fn bounds(len: usize, start: i64, stop: i64) -> Option<(usize, usize)> {
+    let len = i64::try_from(len).unwrap_or(i64::MAX);
+    let resolve = |index: i64| if index < 0 { len + index } else { index };
+    let start = resolve(start).max(0);
+    let stop = resolve(stop).min(len - 1);
+    if len == 0 || start > stop {
+        return None;
+    }
+    Some((usize::try_from(start).ok()?, usize::try_from(stop).ok()?))
+}
+
+#[async_trait]
+impl StateStore for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<String>, StateError> {
+        self.with(false, |entries| {
+            live(entries, key)
+                .map(|entry| text(entry, key).map(str::to_owned))
+                .transpose()
+        })
+    }
+
+    async fn set(&self, key: &str, value: String, ttl: Option<Duration>) -> Result<(), StateError> {
+        self.with(true, |entries| {
+            entries.insert(
+                key.to_owned(),
+                Entry {
+                    value: Value::Text(value),
+                    expires_at: deadline(ttl),
+                },
+            );
+            Ok(())
+        })
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, StateError> {
+        self.with(true, |entries| {
+            let existed = live(entries, key).is_some();
+            entries.remove(key);
+            Ok(existed)
+        })
+    }
+
+    async fn incr(&self, key: &str, delta: i64) -> Result<i64, StateError> {
+        self.with(true, |entries| {
+            let current = match live(entries, key) {
+                Some(entry) => Some(text(entry, key)?.parse::<i64>().map_err(|_| {
+                    StateError::NotAnInteger {
+                        key: key.to_owned(),
+                    }
+                })?),
+                None => None,
+            };
+            let next =
+                current
+                    .unwrap_or(0)
+                    .checked_add(delta)
+                    .ok_or_else(|| StateError::Overflow {
+                        key: key.to_owned(),
+                    })?;
+            match entries.get_mut(key) {
+                Some(entry) => entry.value = Value::Text(next.to_string()),
+                None => {
+                    entries.insert(
+                        key.to_owned(),
+                        Entry {
+                            value: Value::Text(next.to_string()),
+                            expires_at: None,
+                        },
+                    );
+                }
+            }
+            Ok(next)
+        })
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        new: String,
+        ttl: Option<Duration>,
+    ) -> Result<bool, StateError> {
+        self.with(true, |entries| {
+            let current = live(entries, key)
+                .map(|entry| text(entry, key))
+                .transpose()?;
+            if current != expected {
+                return Ok(false);
+            }
+            entries.insert(
+                key.to_owned(),
+                Entry {
+                    value: Value::Text(new),
+                    expires_at: deadline(ttl),
+                },
+            );
+            Ok(true)
+        })
+    }
+
+    async fn expire(&self, key: &str, ttl: Option<Duration>) -> Result<bool, StateError> {
+        self.with(true, |entries| {
+            Ok(live(entries, key)
+                .map(|entry| entry.expires_at = deadline(ttl))
+                .is_some())
+        })
+    }
+
+    async fn list_push(&self, key: &str, values: Vec<String>) -> Result<u64, StateError> {
+        self.with(true, |entries| {
+            if live(entries, key).is_none() {
+                entries.insert(
+                    key.to_owned(),
+                    Entry {
+                        value: Value::List(VecDeque::new()),
+                        expires_at: None,
+                    },
+                );
+            }
+            match entries.get_mut(key).map(|entry| &mut entry.value) {
+                Some(Value::List(list)) => {
+                    list.extend(values);
+                    Ok(list.len() as u64)
+                }
+                _ => Err(StateError::NotAList {
+                    key: key.to_owned(),
+                }),
+            }
+        })
+    }
+
+    async fn list_range(
+        &self,
+        key: &str,
+        start: i64,
+        stop: i64,
+    ) -> Result<Vec<String>, StateError> {
+        self.with(false, |entries| {
+            match live(entries, key).map(|entry| &entry.value) {
+                None => Ok(Vec::new()),
+                Some(Value::Text(_)) => Err(StateError::NotAList {
+                    key: key.to_owned(),
+                }),
+                Some(Value::List(list)) => Ok(bounds(list.len(), start, stop)
+                    .map(|(start, stop)| list.range(start..=stop).cloned().collect())
+                    .unwrap_or_default()),
+            }
+        })
+    }
+
+    async fn list_trim(&self, key: &str, start: i64, stop: i64) -> Result<(), StateError> {
+        self.with(true, |entries| {
+            let list = match live(entries, key).map(|entry| &mut entry.value) {
+                None => return Ok(()),
+                Some(Value::Text(_)) => {
+                    return Err(StateError::NotAList {
+                        key: key.to_owned(),
+                    });
+                }
+                Some(Value::List(list)) => list,
+            };
+            match bounds(list.len(), start, stop) {
+                Some((start, stop)) => {
+                    list.truncate(stop + 1);
+                    list.drain(..start);
+                }
+                None => {
+                    entries.remove(key);
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn strings_counters_and_compare_and_swap() {
+        let store = MemoryStore::new();
+        assert_eq!(store.get("a").await.unwrap(), None);
+        store.set("a", "1".into(), None).await.unwrap();
+        assert_eq!(store.incr("a", 41).await.unwrap(), 42);
+        assert_eq!(store.incr("fresh", -2).await.unwrap(), -2);
+        assert!(
+            !store
+                .compare_and_swap("a", Some("41"), "x".into(), None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .compare_and_swap("a", Some("42"), "x".into(), None)
+                .await
+                .unwrap()
+        );
+        assert!(matches!(
+            store.incr("a", 1).await,
+            Err(StateError::NotAnInteger { .. })
+        ));
+        assert!(
+            store
+                .compare_and_swap("new", None, "v".into(), None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .compare_and_swap("new", None, "w".into(), None)
+                .await
+                .unwrap()
+        );
+        assert!(store.delete("a").await.unwrap());
+        assert!(!store.delete("a").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn values_expire() {
+        let store = MemoryStore::new();
+        store
+            .set("k", "v".into(), Some(Duration::from_millis(20)))
+            .await
+            .unwrap();
+        assert!(store.get("k").await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert_eq!(store.get("k").await.unwrap(), None);
+        assert!(!store.expire("k", None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn lists_follow_redis_indexing() {
+        let store = MemoryStore::new();
+        let values = ["a", "b", "c", "d"].map(String::from).to_vec();
+        assert_eq!(store.list_push("l", values).await.unwrap(), 4);
+        assert_eq!(store.list_range("l", -2, -1).await.unwrap(), ["c", "d"]);
+        assert_eq!(store.list_range("l", 0, 100).await.unwrap().len(), 4);
+        assert!(store.list_range("l", 3, 1).await.unwrap().is_empty());
+        store.list_trim("l", -3, -1).await.unwrap();
+        assert_eq!(store.list_range("l", 0, -1).await.unwrap(), ["b", "c", "d"]);
+        assert!(matches!(
+            store.get("l").await,
+            Err(StateError::NotAString { .. })
+        ));
+        store.list_trim("l", 5, 6).await.unwrap();
+        assert_eq!(store.get("l").await.unwrap(), None);
+    }
+}

@@ -1,0 +1,24 @@
+//! Switchboard: a Socket.IO server whose application logic runs as sandboxed
+//! WebAssembly components.
+//!
+//! Module map:
+//! - [`manifest`]: the TOML manifest, its strict schema and located errors.
+//! - [`runtime`]: the wasmtime engine, compiled plugins, warm instance pools.
+//! - [`bindings`]: the WIT world (`wit/plugin.wit`) as Rust, generated once.
+//! - [`host_api`]: the host side of each WIT import interface, one file each.
+//! - [`transport`]: Socket.IO namespaces, connect checks, per-socket event queues.
+//! - [`payload`]: event payloads between Socket.IO packets and plugins.
+//! - [`cluster`]: state shared by nodes, behind one trait (in memory for now).
+//! - [`server`]: loads a manifest and serves it until shutdown.
+
+pub mod bindings;
+pub mod cluster;
+pub mod host_api;
+pub mod manifest;
+pub mod payload;
+pub mod runtime;
+pub mod server;
+pub mod transport;
+
+pub use manifest::Manifest;
+pub use server::{ServeError, Server};

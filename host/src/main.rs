@@ -1,0 +1,110 @@
+//! The `switchboard` command: parse arguments, set up logging, hand over to the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use switchboard::runtime::Runtime;
+use switchboard::{Manifest, Server};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Socket.IO server running its app logic as WebAssembly plugins"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the plugins of a manifest.
+    Serve {
+        /// The TOML manifest.
+        #[arg(long, short)]
+        manifest: PathBuf,
+        /// Listen address, overriding `server.listen` (port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Validate a manifest and type-check every plugin it names.
+    Check {
+        /// The TOML manifest.
+        manifest: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,socketioxide=warn,engineioxide=warn".into()),
+        )
+        .init();
+    let result = match Cli::parse().command {
+        Command::Serve { manifest, listen } => serve(manifest, listen),
+        Command::Check { manifest } => check(manifest),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(manifest: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let manifest = Manifest::load(&manifest)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let address = listen.unwrap_or(manifest.server.listen);
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address}"))?;
+        let server = Server::load(manifest, listener).await?;
+        println!("switchboard listening on http://{}", server.local_addr()?);
+        server.run(shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+fn check(path: PathBuf) -> anyhow::Result<()> {
+    let manifest = Manifest::load(&path)?;
+    let runtime = Runtime::new(manifest.server.cache_dir.clone())
+        .map_err(|error| anyhow::anyhow!("cannot start the WebAssembly engine: {error:#}"))?;
+    let compiled = switchboard::server::compile_plugins(&runtime, &manifest)?;
+    println!("{}: ok", manifest.path.display());
+    for (spec, plugin) in manifest.plugins.iter().zip(&compiled) {
+        println!(
+            "  plugin {} ({}) namespaces {} events {}",
+            spec.name,
+            &plugin.hash[..12],
+            spec.namespaces.join(","),
+            spec.events.join(",")
+        );
+    }
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -1,0 +1,387 @@
+//! The TOML plugin manifest: strict schema ([`schema`]), validation into a
+//! [`Manifest`], and errors that point at a line and column ([`error`]).
+
+mod error;
+mod schema;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::{Location, ManifestError};
+use schema::{ManifestFile, PluginSection};
+use toml::Spanned;
+
+/// The manifest format version this release reads.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// Event names Socket.IO reserves; a plugin cannot claim them.
+const RESERVED_EVENTS: &[&str] = &[
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+    "error",
+];
+
+/// True for event names Socket.IO keeps for itself (and `error`, which the
+/// host uses to report failures).
+pub fn is_reserved_event(event: &str) -> bool {
+    RESERVED_EVENTS.contains(&event)
+}
+
+/// A validated manifest with paths resolved against its directory.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub path: PathBuf,
+    pub server: ServerSettings,
+    pub plugins: Vec<PluginSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub path: String,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    pub max_payload_bytes: u64,
+    pub static_dir: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// One plugin as the host runs it.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    pub name: PluginName,
+    pub wasm: PathBuf,
+    /// Where the plugin's `path` is written, for errors found while loading it.
+    pub location: Location,
+    pub namespaces: Vec<String>,
+    pub events: Vec<String>,
+    pub limits: Limits,
+    /// The `config` table as a JSON object.
+    pub config: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub time: Duration,
+    pub memory_bytes: usize,
+}
+
+/// A plugin name: lowercase ASCII letters, digits, `-` and `_`, starting with a letter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PluginName(String);
+
+impl PluginName {
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let mut chars = name.chars();
+        let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_lowercase());
+        let rest_valid =
+            chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if starts_with_letter && rest_valid && name.len() <= 64 {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(format!(
+                "invalid plugin name `{name}`: use 1 to 64 lowercase letters, digits, `-` or `_`, starting with a letter"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PluginName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Manifest {
+    /// Reads and validates a manifest file.
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let source = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        Self::parse(&path, &source)
+    }
+
+    /// Validates manifest text; `path` names it in errors and anchors relative paths.
+    pub fn parse(path: &Path, source: &str) -> Result<Self, ManifestError> {
+        let file: ManifestFile = toml::from_str(source).map_err(|error| ManifestError::Syntax {
+            location: Location::at(path, source, error.span().map_or(0, |span| span.start)),
+            message: error.message().trim_end().to_owned(),
+        })?;
+        Validator {
+            path,
+            source,
+            base: path.parent().unwrap_or(Path::new(".")),
+        }
+        .validate(file)
+    }
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    source: &'a str,
+    base: &'a Path,
+}
+
+impl Validator<'_> {
+    fn invalid<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        message: String,
+    ) -> Result<T, ManifestError> {
+        Err(ManifestError::Invalid {
+            location: self.location(span),
+            message,
+        })
+    }
+
+    fn location(&self, span: std::ops::Range<usize>) -> Location {
+        Location::at(self.path, self.source, span.start)
+    }
+
+    fn validate(&self, file: ManifestFile) -> Result<Manifest, ManifestError> {
+        if *file.version.get_ref() != MANIFEST_VERSION {
+            return self.invalid(
+                file.version.span(),
+                format!(
+                    "unsupported manifest version {}; this switchboard reads version {MANIFEST_VERSION}",
+                    file.version.get_ref()
+                ),
+            );
+        }
+        let server = file.server;
+        if !server.path.get_ref().starts_with('/') {
+            return self.invalid(
+                server.path.span(),
+                format!(
+                    "`path` must start with `/`, got `{}`",
+                    server.path.get_ref()
+                ),
+            );
+        }
+        if server.max_payload_bytes == 0 {
+            return self.invalid(0..0, "`max_payload_bytes` must be at least 1".to_owned());
+        }
+
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut claims: HashMap<(String, String), (String, usize)> = HashMap::new();
+        let mut plugins = Vec::with_capacity(file.plugins.len());
+        for section in file.plugins {
+            let name = self.plugin_name(&section.name)?;
+            let line = self.location(section.name.span()).line;
+            if let Some(first) = names.insert(name.to_string(), line) {
+                return self.invalid(
+                    section.name.span(),
+                    format!("plugin `{name}` is defined twice (first on line {first}); give each plugin its own name"),
+                );
+            }
+            let spec = self.plugin(name, section, &mut claims)?;
+            plugins.push(spec);
+        }
+
+        Ok(Manifest {
+            path: self.path.to_owned(),
+            server: ServerSettings {
+                listen: server.listen,
+                path: server.path.into_inner(),
+                ping_interval: Duration::from_millis(server.ping_interval_ms),
+                ping_timeout: Duration::from_millis(server.ping_timeout_ms),
+                max_payload_bytes: server.max_payload_bytes,
+                static_dir: server.static_dir.map(|dir| self.base.join(dir)),
+                cache_dir: server.cache_dir.map(|dir| self.base.join(dir)),
+            },
+            plugins,
+        })
+    }
+
+    fn plugin_name(&self, name: &Spanned<String>) -> Result<PluginName, ManifestError> {
+        PluginName::parse(name.get_ref()).or_else(|message| self.invalid(name.span(), message))
+    }
+
+    fn plugin(
+        &self,
+        name: PluginName,
+        section: PluginSection,
+        claims: &mut HashMap<(String, String), (String, usize)>,
+    ) -> Result<PluginSpec, ManifestError> {
+        let mut namespaces = Vec::with_capacity(section.namespaces.len());
+        for namespace in &section.namespaces {
+            if !namespace.get_ref().starts_with('/') {
+                return self.invalid(
+                    namespace.span(),
+                    format!(
+                        "namespace `{}` must start with `/`, e.g. `/{}`",
+                        namespace.get_ref(),
+                        namespace.get_ref()
+                    ),
+                );
+            }
+            namespaces.push(namespace.get_ref().clone());
+        }
+        if section.events.is_empty() {
+            return self.invalid(
+                section.name.span(),
+                format!("plugin `{name}` handles no events: list them in `events`"),
+            );
+        }
+        let mut events = Vec::with_capacity(section.events.len());
+        for event in &section.events {
+            let event_name = event.get_ref();
+            if event_name.is_empty() || is_reserved_event(event_name) {
+                return self.invalid(
+                    event.span(),
+                    format!("`{event_name}` cannot be handled by a plugin: it is empty or reserved by Socket.IO"),
+                );
+            }
+            let line = self.location(event.span()).line;
+            for namespace in &namespaces {
+                let key = (namespace.clone(), event_name.clone());
+                if let Some((owner, owner_line)) = claims.get(&key) {
+                    return self.invalid(
+                        event.span(),
+                        format!(
+                            "event `{event_name}` in namespace `{namespace}` is already handled by plugin `{owner}` (line {owner_line}); an event has one handler per namespace"
+                        ),
+                    );
+                }
+                claims.insert(key, (name.to_string(), line));
+            }
+            events.push(event_name.clone());
+        }
+        let limits = section.limits;
+        if limits.time_ms == 0 || limits.memory_mib == 0 {
+            return self.invalid(
+                section.name.span(),
+                format!(
+                    "plugin `{name}`: `limits.time_ms` and `limits.memory_mib` must be at least 1"
+                ),
+            );
+        }
+        let config = serde_json::to_value(&section.config)
+            .ok()
+            .and_then(|value| value.as_object().cloned())
+            .unwrap_or_default();
+        Ok(PluginSpec {
+            location: self.location(section.path.span()),
+            wasm: self.base.join(section.path.get_ref()),
+            name,
+            namespaces,
+            events,
+            limits: Limits {
+                time: Duration::from_millis(limits.time_ms),
+                memory_bytes: usize::try_from(limits.memory_mib.saturating_mul(1 << 20))
+                    .unwrap_or(usize::MAX),
+            },
+            config,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(source: &str) -> Result<Manifest, ManifestError> {
+        Manifest::parse(Path::new("/srv/switchboard.toml"), source)
+    }
+
+    const CHAT: &str = r#"
+version = 1
+
+[[plugins]]
+name = "chat"
+path = "chat.wasm"
+events = ["join", "send_message"]
+[plugins.config]
+history_size = 20
+"#;
+
+    #[test]
+    fn reads_a_valid_manifest_with_defaults() {
+        let manifest = parse(CHAT).expect("valid manifest");
+        assert_eq!(manifest.server.path, "/socket.io");
+        assert_eq!(manifest.server.listen.port(), 3000);
+        let chat = &manifest.plugins[0];
+        assert_eq!(chat.name.as_str(), "chat");
+        assert_eq!(chat.wasm, Path::new("/srv/chat.wasm"));
+        assert_eq!(chat.namespaces, ["/"]);
+        assert_eq!(chat.limits.time, Duration::from_secs(1));
+        assert_eq!(chat.config["history_size"], 20);
+        assert_eq!(chat.location.line, 6);
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_column() {
+        let error = parse("version = 1\n[server]\ncolour = \"red\"\n").unwrap_err();
+        let location = error.location().expect("has a location");
+        assert_eq!((location.line, location.column), (3, 1));
+        assert!(
+            error.to_string().contains("unknown field `colour`"),
+            "{error}"
+        );
+        assert!(
+            error.to_string().starts_with("/srv/switchboard.toml:3:1: "),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn event_claimed_twice_points_at_second_claim() {
+        let source = format!(
+            "{CHAT}\n[[plugins]]\nname = \"other\"\npath = \"o.wasm\"\nevents = [\"join\"]\n"
+        );
+        let error = parse(&source).unwrap_err();
+        assert_eq!(error.location().map(|l| l.line), Some(14));
+        assert!(
+            error
+                .to_string()
+                .contains("already handled by plugin `chat` (line 7)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn rejects_wrong_version_bad_names_and_reserved_events() {
+        let cases = [
+            ("version = 2\n", "unsupported manifest version 2"),
+            (
+                "version = 1\n[[plugins]]\nname = \"Chat\"\npath = \"c.wasm\"\nevents = [\"a\"]\n",
+                "invalid plugin name `Chat`",
+            ),
+            (
+                "version = 1\n[[plugins]]\nname = \"c\"\npath = \"c.wasm\"\nevents = [\"disconnect\"]\n",
+                "reserved by Socket.IO",
+            ),
+            (
+                "version = 1\n[[plugins]]\nname = \"c\"\npath = \"c.wasm\"\nnamespaces = [\"chat\"]\nevents = [\"a\"]\n",
+                "must start with `/`",
+            ),
+            (
+                "version = 1\n[[plugins]]\nname = \"c\"\n",
+                "missing field `path`",
+            ),
+        ];
+        for (source, expected) in cases {
+            let error = parse(source).unwrap_err().to_string();
+            assert!(error.contains(expected), "{source:?} gave {error}");
+        }
+    }
+
+    #[test]
+    fn location_counts_lines_and_columns() {
+        let location = Location::at(Path::new("m.toml"), "ab\ncdé\nx", 7);
+        assert_eq!((location.line, location.column), (2, 4));
+    }
+}

@@ -1,0 +1,116 @@
+//! The manifest as written in TOML. Every table denies unknown fields so a typo
+//! is an error, not a silently ignored setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole manifest file.
+///
+/// ```toml
+/// version = 1
+///
+/// [server]
+/// listen = "127.0.0.1:3000"
+///
+/// [[plugins]]
+/// name = "chat"
+/// path = "chat.wasm"
+/// namespaces = ["/"]
+/// events = ["join", "send_message"]
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestFile {
+    /// Format version of this file; this release reads `1`.
+    pub version: Spanned<u32>,
+    /// Listener and Socket.IO settings.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// One entry per plugin: `[[plugins]]`.
+    #[serde(default)]
+    pub plugins: Vec<PluginSection>,
+}
+
+/// `[server]`: where and how Socket.IO is served.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Address to listen on, e.g. `"0.0.0.0:3000"`. `--listen` overrides it.
+    pub listen: SocketAddr,
+    /// Socket.IO request path, the client's `path` option: `"/socket.io"`.
+    pub path: Spanned<String>,
+    /// Engine.IO ping interval in milliseconds: `25000`.
+    pub ping_interval_ms: u64,
+    /// How long to wait for a pong before closing, in milliseconds: `20000`.
+    pub ping_timeout_ms: u64,
+    /// Largest event payload a plugin is given, in bytes: `1000000`. A larger
+    /// event gets a `payload_too_large` error; a transport frame over twice
+    /// this size closes that connection.
+    pub max_payload_bytes: u64,
+    /// Directory of static files served at `/`, e.g. `"public"`.
+    pub static_dir: Option<PathBuf>,
+    /// Where precompiled plugin code is cached. Defaults to
+    /// `$XDG_CACHE_HOME/switchboard` (or `~/.cache/switchboard`).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            path: Spanned::new(0..0, "/socket.io".to_owned()),
+            ping_interval_ms: 25_000,
+            ping_timeout_ms: 20_000,
+            max_payload_bytes: 1_000_000,
+            static_dir: None,
+            cache_dir: None,
+        }
+    }
+}
+
+/// `[[plugins]]`: one WebAssembly component and what it handles.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSection {
+    /// Unique name, shown in logs and used to keep state apart: `"chat"`.
+    pub name: Spanned<String>,
+    /// Path to the `.wasm` component, relative to the manifest: `"chat.wasm"`.
+    pub path: Spanned<PathBuf>,
+    /// Namespaces the plugin serves: `["/", "/admin"]`. Defaults to `["/"]`.
+    #[serde(default = "default_namespaces")]
+    pub namespaces: Vec<Spanned<String>>,
+    /// Events routed to this plugin: `["join", "send_message"]`.
+    pub events: Vec<Spanned<String>>,
+    /// Limits for every call into the plugin.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// Free-form settings handed to the plugin's `init` and `config` API.
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+fn default_namespaces() -> Vec<Spanned<String>> {
+    vec![Spanned::new(0..0, "/".to_owned())]
+}
+
+/// `[plugins.limits]`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Wall-clock time one call may take, in milliseconds: `1000`.
+    pub time_ms: u64,
+    /// Linear memory one instance may grow to, in MiB: `64`.
+    pub memory_mib: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            time_ms: 1_000,
+            memory_mib: 64,
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Running plugins: one [`wasmtime::Engine`] and [`Linker`] per process
+//! ([`engine`]), compiled components with a precompiled-code cache ([`cache`]),
+//! the per-instance store data ([`instance`]) and pools of warm instances
+//! ([`plugin`]).
+
+mod cache;
+mod engine;
+mod instance;
+mod plugin;
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::bindings;
+pub use instance::{InstanceState, PluginContext};
+pub use plugin::{CallError, Plugin};
+
+/// The WIT world every plugin must implement.
+pub const WORLD: &str = "switchboard:plugin/plugin@0.1.0";
+
+/// Why a component could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read plugin file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a valid WebAssembly component: {source:#}", path.display())]
+    Compile {
+        path: PathBuf,
+        #[source]
+        source: wasmtime::Error,
+    },
+    #[error(
+        "{} does not implement the world `{WORLD}`: {source:#}. Build it against wit/plugin.wit, e.g. with the switchboard SDK",
+        path.display()
+    )]
+    WrongWorld {
+        path: PathBuf,
+        #[source]
+        source: wasmtime::Error,
+    },
+}
+
+/// A component compiled and checked against the world, ready to instantiate.
+#[derive(Clone)]
+pub struct CompiledPlugin {
+    /// SHA-256 of the `.wasm` file, hex: the plugin's version.
+    pub hash: String,
+    pre: bindings::PluginPre<InstanceState>,
+}
+
+/// The engine, the linker with every host interface, and the code cache.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<InstanceState>,
+    cache: cache::CodeCache,
+}
+
+impl Runtime {
+    /// `cache_dir: None` uses the default cache directory.
+    pub fn new(cache_dir: Option<PathBuf>) -> wasmtime::Result<Self> {
+        let engine = engine::new_engine()?;
+        let mut linker = Linker::new(&engine);
+        // Rust's std imports WASI even when a plugin uses none of it; the
+        // context linked here grants no files, network or environment.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        let cache =
+            cache::CodeCache::new(&engine, cache_dir.or_else(cache::CodeCache::default_dir));
+        Ok(Self {
+            engine,
+            linker,
+            cache,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Reads, compiles (or loads from the cache) and type-checks a component.
+    /// CPU-bound: call it off the async executor.
+    pub fn compile(&self, path: &Path) -> Result<CompiledPlugin, LoadError> {
+        let wasm = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let hash = format!("{:x}", Sha256::digest(&wasm));
+        let component = self
+            .cache
+            .load(&self.engine, &wasm, &hash)
+            .map_err(|source| LoadError::Compile {
+                path: path.to_owned(),
+                source,
+            })?;
+        let wrong_world = |source| LoadError::WrongWorld {
+            path: path.to_owned(),
+            source,
+        };
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(wrong_world)?;
+        let pre = bindings::PluginPre::new(instance_pre).map_err(wrong_world)?;
+        Ok(CompiledPlugin { hash, pre })
+    }
+}

@@ -1,0 +1,231 @@
+//! One task per socket runs its events through the plugins, one at a time, so
+//! a socket's events are handled in the order it sent them.
+//!
+//! Events are queued by a [`MessageHandler`] that socketioxide calls inline,
+//! in packet order, as each packet is read: no task per event, and nothing
+//! can overtake anything else.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use socketioxide::extract::{AckSender, SocketRef};
+use socketioxide::handler::{FromMessageParts, MessageHandler, Value};
+use socketioxide::socket::{DisconnectReason, Socket};
+use tokio::sync::mpsc;
+
+use super::{Adapter, HandshakeAuth, Namespace, conn};
+use crate::bindings::{Conn, PluginError};
+use crate::payload::{self, Outgoing};
+
+/// Events a socket may have waiting before further ones are refused with `overloaded`.
+const QUEUE_CAPACITY: usize = 256;
+
+enum Job {
+    Event {
+        packet: Value,
+        ack: Option<AckSender<Adapter>>,
+    },
+    Disconnect(DisconnectReason),
+}
+
+/// Registers the socket's handlers (before the connect handler returns, so an
+/// event sent right after `connect` is not missed) and starts its task.
+pub(super) fn start(socket: SocketRef<Adapter>, auth: HandshakeAuth, namespace: Arc<Namespace>) {
+    let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
+    socket.on_fallback(EventQueue { jobs: jobs.clone() });
+    socket.on_disconnect(move |reason: DisconnectReason| {
+        let jobs = jobs.clone();
+        async move {
+            // Fails only when the task is gone already; nothing left to tell.
+            let _ = jobs.send(Job::Disconnect(reason)).await;
+        }
+    });
+    let connection = Connection {
+        conn: conn(&socket, auth),
+        socket,
+        namespace,
+    };
+    tokio::spawn(connection.run(queue));
+}
+
+struct EventQueue {
+    jobs: mpsc::Sender<Job>,
+}
+
+/// Marks our handler apart from socketioxide's closure handlers.
+pub struct Queued;
+
+impl MessageHandler<Adapter, Queued> for EventQueue {
+    fn call(&self, socket: Arc<Socket<Adapter>>, mut packet: Value, ack_id: Option<i64>) {
+        let ack = ack_id.map(|_| {
+            let Ok(ack) = AckSender::from_message_parts(&socket, &mut packet, &ack_id);
+            ack
+        });
+        if let Err(mpsc::error::TrySendError::Full(Job::Event { packet, ack })) =
+            self.jobs.try_send(Job::Event { packet, ack })
+        {
+            let event = event_name(&packet).unwrap_or_default();
+            let error = PluginError::new(
+                "overloaded",
+                format!(
+                    "more than {QUEUE_CAPACITY} events from this socket are waiting; slow down and retry"
+                ),
+            );
+            reply_error(&SocketRef::from(socket), ack, &event, &error);
+        }
+    }
+}
+
+struct Connection {
+    socket: SocketRef<Adapter>,
+    conn: Conn,
+    namespace: Arc<Namespace>,
+}
+
+impl Connection {
+    async fn run(self, mut queue: mpsc::Receiver<Job>) {
+        while let Some(job) = queue.recv().await {
+            match job {
+                Job::Event { packet, ack } => self.handle(packet, ack).await,
+                Job::Disconnect(reason) => {
+                    self.disconnected(reason).await;
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, packet: Value, ack: Option<AckSender<Adapter>>) {
+        let (event, payload) = match packet {
+            Value::Str(text, attachments) => match payload::decode_event(&text, attachments) {
+                Ok(decoded) => decoded,
+                Err(error) => {
+                    let error = PluginError::new(
+                        "invalid_packet",
+                        format!("cannot read the event: {error}"),
+                    );
+                    return reply_error(&self.socket, ack, "", &error);
+                }
+            },
+            Value::Bytes(_) => {
+                let error = PluginError::new(
+                    "invalid_packet",
+                    "an event must start with its name as text",
+                );
+                return reply_error(&self.socket, ack, "", &error);
+            }
+        };
+        let Some(plugin) = self.namespace.routes.handler(&event) else {
+            let error = PluginError::new(
+                "unknown_event",
+                format!(
+                    "no plugin handles `{event}` in namespace `{}`",
+                    self.conn.namespace
+                ),
+            );
+            return reply_error(&self.socket, ack, &event, &error);
+        };
+        let size = payload::size(&payload);
+        if size > self.namespace.max_payload_bytes {
+            let error = PluginError::new(
+                "payload_too_large",
+                format!(
+                    "`{event}` carries {size} bytes; the limit is {} (server.max_payload_bytes)",
+                    self.namespace.max_payload_bytes
+                ),
+            );
+            return reply_error(&self.socket, ack, &event, &error);
+        }
+        let error = match plugin.on_event(&self.conn, &event, &payload).await {
+            Ok(Ok(reply)) => {
+                if let Some(ack) = ack {
+                    send_ack(ack, reply);
+                }
+                return;
+            }
+            Ok(Err(refusal)) => refusal,
+            Err(failure) => PluginError::new(failure.code(), failure.to_string()),
+        };
+        reply_error(&self.socket, ack, &event, &error);
+    }
+
+    async fn disconnected(&self, reason: DisconnectReason) {
+        let reason = reason.to_string();
+        for plugin in self.namespace.routes.plugins() {
+            // A failing plugin is logged by the runtime; the others still run.
+            let _ = plugin.on_disconnect(&self.conn, &reason).await;
+        }
+    }
+}
+
+fn send_ack(ack: AckSender<Adapter>, reply: Option<crate::bindings::Payload>) {
+    let sent = match reply.map(Outgoing::new).transpose() {
+        Ok(Some(reply)) => ack.send(&reply),
+        Ok(None) => ack.send(&serde_json::Value::Null),
+        Err(invalid) => ack.send(&ErrorReply::from(&invalid)),
+    };
+    if let Err(error) = sent {
+        tracing::debug!("ack not sent: {error}");
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+/// An error as the ack's single argument: `{ error: { code, message } }`.
+#[derive(Serialize)]
+struct ErrorReply<'a> {
+    error: ErrorBody<'a>,
+}
+
+impl<'a> From<&'a PluginError> for ErrorReply<'a> {
+    fn from(error: &'a PluginError) -> Self {
+        Self {
+            error: ErrorBody {
+                code: &error.code,
+                message: &error.message,
+            },
+        }
+    }
+}
+
+/// An error for a client that asked for no ack: an `error` event naming the event.
+#[derive(Serialize)]
+struct ErrorEvent<'a> {
+    event: &'a str,
+    code: &'a str,
+    message: &'a str,
+}
+
+/// Tells this client, and only it, that its event failed.
+fn reply_error(
+    socket: &SocketRef<Adapter>,
+    ack: Option<AckSender<Adapter>>,
+    event: &str,
+    error: &PluginError,
+) {
+    let sent = match ack {
+        Some(ack) => ack.send(&ErrorReply::from(error)),
+        None => socket.emit(
+            "error",
+            &ErrorEvent {
+                event,
+                code: &error.code,
+                message: &error.message,
+            },
+        ),
+    };
+    if let Err(failure) = sent {
+        tracing::debug!(socket = %socket.id, "error reply not sent: {failure}");
+    }
+}
+
+fn event_name(packet: &Value) -> Option<String> {
+    let text = packet.as_str()?;
+    payload::decode_event(text, None)
+        .ok()
+        .map(|(event, _)| event)
+}

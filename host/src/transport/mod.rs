@@ -1,0 +1,111 @@
+//! Socket.IO on axum via socketioxide: one namespace per manifest namespace,
+//! plugins asked on connect ([`Namespace::admit`]), events queued per socket and
+//! handled in order ([`connection`]).
+
+mod connection;
+mod routes;
+
+use std::sync::Arc;
+
+use socketioxide::SocketIo;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::SocketRef;
+use socketioxide::handler::{ConnectHandler, FromConnectParts, Value};
+use socketioxide::socket::Socket;
+
+use crate::bindings::Conn;
+use crate::manifest::ServerSettings;
+pub use routes::{NamespaceRoutes, Routes};
+
+pub type Adapter = LocalAdapter;
+pub type Io = SocketIo<Adapter>;
+
+/// Builds the Socket.IO layer and its handle from the `[server]` settings.
+pub fn socket_io(settings: &ServerSettings) -> (socketioxide::layer::SocketIoLayer<Adapter>, Io) {
+    SocketIo::builder()
+        .req_path(settings.path.clone())
+        .ping_interval(settings.ping_interval)
+        .ping_timeout(settings.ping_timeout)
+        // Events over `max_payload_bytes` get a clear error from the host; only
+        // frames far beyond it are refused by the transport itself.
+        .max_payload(settings.max_payload_bytes.saturating_mul(2))
+        .build_layer()
+}
+
+/// Serves every namespace the routes know.
+pub fn serve_namespaces(io: &Io, routes: &Routes, max_payload_bytes: u64) {
+    for (path, routes) in routes.namespaces() {
+        let namespace = Arc::new(Namespace {
+            routes: routes.clone(),
+            max_payload_bytes: usize::try_from(max_payload_bytes).unwrap_or(usize::MAX),
+        });
+        let admit = {
+            let namespace = namespace.clone();
+            move |socket: SocketRef<Adapter>, auth: HandshakeAuth| {
+                let namespace = namespace.clone();
+                async move { namespace.admit(socket, auth).await }
+            }
+        };
+        let connected = move |socket: SocketRef<Adapter>, auth: HandshakeAuth| {
+            connection::start(socket, auth, namespace.clone());
+            std::future::ready(())
+        };
+        io.ns(path.clone(), connected.with(admit));
+    }
+}
+
+/// One served namespace: its plugins and limits.
+pub struct Namespace {
+    routes: Arc<NamespaceRoutes>,
+    max_payload_bytes: usize,
+}
+
+/// Why a connection was refused; the client sees it in `connect_error`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Denied(String);
+
+impl Namespace {
+    /// Connect middleware: every plugin of the namespace must allow the socket.
+    async fn admit(&self, socket: SocketRef<Adapter>, auth: HandshakeAuth) -> Result<(), Denied> {
+        // The room named after the socket id lets plugins address this socket
+        // by id, the way Socket.IO does.
+        socket.join(socket.id);
+        let conn = conn(&socket, auth);
+        for plugin in self.routes.plugins() {
+            match plugin.on_connect(&conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(refusal)) => return Err(Denied(refusal.message)),
+                Err(failure) => return Err(Denied(format!("connection refused: {failure}"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn conn(socket: &Socket<Adapter>, auth: HandshakeAuth) -> Conn {
+    Conn {
+        socket_id: socket.id.to_string(),
+        namespace: socket.ns().to_owned(),
+        auth: auth.0,
+        user_id: None,
+    }
+}
+
+/// The handshake `auth` object as JSON text, passed to plugins unparsed.
+pub struct HandshakeAuth(String);
+
+impl FromConnectParts<Adapter> for HandshakeAuth {
+    type Error = std::convert::Infallible;
+
+    fn from_connect_parts(
+        _: &Arc<Socket<Adapter>>,
+        auth: &Option<Value>,
+    ) -> Result<Self, Self::Error> {
+        let json = auth
+            .as_ref()
+            .and_then(Value::as_str)
+            .map_or_else(|| "{}".to_owned(), |text| text.to_string());
+        Ok(Self(json))
+    }
+}

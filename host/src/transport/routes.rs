@@ -1,0 +1,56 @@
+//! Which plugin handles which event in which namespace.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::manifest::PluginSpec;
+use crate::runtime::Plugin;
+
+#[derive(Default)]
+pub struct Routes {
+    namespaces: HashMap<String, Arc<NamespaceRoutes>>,
+}
+
+/// The plugins bound to one namespace and the events each handles.
+#[derive(Default)]
+pub struct NamespaceRoutes {
+    plugins: Vec<Arc<Plugin>>,
+    events: HashMap<String, Arc<Plugin>>,
+}
+
+impl Routes {
+    /// The manifest has already checked that no event is claimed twice.
+    pub fn new<'a>(plugins: impl IntoIterator<Item = (&'a PluginSpec, Arc<Plugin>)>) -> Self {
+        let mut namespaces: HashMap<String, NamespaceRoutes> = HashMap::new();
+        for (spec, plugin) in plugins {
+            for namespace in &spec.namespaces {
+                let routes = namespaces.entry(namespace.clone()).or_default();
+                routes.plugins.push(plugin.clone());
+                for event in &spec.events {
+                    routes.events.insert(event.clone(), plugin.clone());
+                }
+            }
+        }
+        Self {
+            namespaces: namespaces
+                .into_iter()
+                .map(|(path, routes)| (path, Arc::new(routes)))
+                .collect(),
+        }
+    }
+
+    pub fn namespaces(&self) -> impl Iterator<Item = (&String, &Arc<NamespaceRoutes>)> {
+        self.namespaces.iter()
+    }
+}
+
+impl NamespaceRoutes {
+    /// Every plugin bound to the namespace, for connect and disconnect.
+    pub fn plugins(&self) -> &[Arc<Plugin>] {
+        &self.plugins
+    }
+
+    pub fn handler(&self, event: &str) -> Option<&Arc<Plugin>> {
+        self.events.get(event)
+    }
+}

@@ -77,32 +77,8 @@ pub struct Server {
 
 impl Server {
     pub async fn load(manifest: Manifest, listener: TcpListener) -> Result<Self, ServeError> {
-        let (runtime, compiled) = tokio::task::spawn_blocking({
-            let manifest = manifest.clone();
-            move || -> Result<_, ServeError> {
-                let runtime =
-                    Runtime::new(manifest.server.cache_dir.clone()).map_err(ServeError::Engine)?;
-                let compiled = compile_plugins(&runtime, &manifest)?;
-                Ok((runtime, compiled))
-            }
-        })
-        .await
-        .map_err(|join| std::io::Error::other(join.to_string()))??;
-
         let (layer, io) = transport::socket_io(&manifest.server);
-        let services = Arc::new(HostServices {
-            io: io.clone(),
-            state: Arc::new(MemoryStore::new()),
-        });
-        let mut plugins = Vec::with_capacity(compiled.len());
-        for (spec, compiled) in manifest.plugins.iter().zip(compiled) {
-            plugins.push((
-                spec,
-                start(&runtime, spec, compiled, services.clone()).await?,
-            ));
-        }
-        let routes = Routes::new(plugins);
-        transport::serve_namespaces(&io, &routes, manifest.server.max_payload_bytes);
+        attach_plugins(&manifest, &io).await?;
 
         let mut app = axum::Router::new().route("/healthz", get(|| async { "ok" }));
         if let Some(dir) = &manifest.server.static_dir {
@@ -146,6 +122,31 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Loads the manifest's plugins and serves their namespaces on `io`.
+pub async fn attach_plugins(manifest: &Manifest, io: &Io) -> Result<(), ServeError> {
+    let (runtime, compiled) = tokio::task::spawn_blocking({
+        let manifest = manifest.clone();
+        move || -> Result<_, ServeError> {
+            let runtime = Runtime::new(manifest.server.cache_dir.clone()).map_err(ServeError::Engine)?;
+            let compiled = compile_plugins(&runtime, &manifest)?;
+            Ok((runtime, compiled))
+        }
+    })
+    .await
+    .map_err(|join| std::io::Error::other(join.to_string()))??;
+
+    let services = Arc::new(HostServices {
+        io: io.clone(),
+        state: Arc::new(MemoryStore::new()),
+    });
+    let mut plugins = Vec::with_capacity(compiled.len());
+    for (spec, compiled) in manifest.plugins.iter().zip(compiled) {
+        plugins.push((spec, start(&runtime, spec, compiled, services.clone()).await?));
+    }
+    transport::serve_namespaces(io, &Routes::new(plugins), manifest.server.max_payload_bytes);
+    Ok(())
 }
 
 async fn start(

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{Location, ManifestError};
+pub use schema::InstanceModel;
 use schema::{ManifestFile, PluginSection};
 use toml::Spanned;
 
@@ -63,6 +64,7 @@ pub struct PluginSpec {
     pub namespaces: Vec<String>,
     pub events: Vec<String>,
     pub limits: Limits,
+    pub instances: InstanceModel,
     /// The `config` table as a JSON object.
     pub config: serde_json::Map<String, serde_json::Value>,
 }
@@ -284,6 +286,7 @@ impl Validator<'_> {
                 memory_bytes: usize::try_from(limits.memory_mib.saturating_mul(1 << 20))
                     .unwrap_or(usize::MAX),
             },
+            instances: section.instances,
             config,
         })
     }

@@ -87,6 +87,11 @@ pub struct PluginSection {
     /// Limits for every call into the plugin.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// `"pooled"` (default) reuses warm instances; `"per-event"` gives every
+    /// call a fresh instance, so nothing a call leaves in guest memory is seen
+    /// by the next, at about 25x the cost per event (see BENCHMARKS.md).
+    #[serde(default)]
+    pub instances: InstanceModel,
     /// Free-form settings handed to the plugin's `init` and `config` API.
     #[serde(default)]
     pub config: toml::Table,
@@ -94,6 +99,14 @@ pub struct PluginSection {
 
 fn default_namespaces() -> Vec<Spanned<String>> {
     vec![Spanned::new(0..0, "/".to_owned())]
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceModel {
+    #[default]
+    Pooled,
+    PerEvent,
 }
 
 /// `[plugins.limits]`.

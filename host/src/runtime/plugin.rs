@@ -1,7 +1,8 @@
 //! A loaded plugin and its pool of warm instances.
 //!
-//! Instance model: a warm instance is reused across events (about 2 µs per
-//! call) instead of a fresh one per event (about 50 µs); see BENCHMARKS.md.
+//! Instance model: by default a warm instance is reused across events instead
+//! of a fresh one per event, which costs about 25x more (BENCHMARKS.md has the
+//! figures); `instances = "per-event"` in the manifest chooses the latter.
 //! Each call takes an idle instance out of the pool, or makes one when all are
 //! busy, so concurrent sockets never share a `Store`. An instance whose call
 //! failed in any way is dropped, never returned: its memory may be corrupt.
@@ -16,7 +17,7 @@ use super::instance::{InstanceState, MemoryLimitExceeded, PluginContext};
 use super::{CompiledPlugin, engine};
 use crate::bindings::{self, Conn, Payload, PluginError};
 use crate::host_api::HostServices;
-use crate::manifest::{Limits, PluginName, PluginSpec};
+use crate::manifest::{InstanceModel, Limits, PluginName, PluginSpec};
 
 /// Idle instances kept per plugin; bursts above this make short-lived ones.
 const MAX_IDLE_INSTANCES: usize = 16;
@@ -64,6 +65,7 @@ pub struct Plugin {
     compiled: CompiledPlugin,
     engine: Engine,
     limits: Limits,
+    instances: InstanceModel,
     deadline_ticks: u64,
     idle: Mutex<Vec<WarmInstance>>,
 }
@@ -88,6 +90,7 @@ impl Plugin {
             compiled,
             engine: engine.clone(),
             limits: spec.limits,
+            instances: spec.instances,
             deadline_ticks: engine::deadline_ticks(spec.limits.time),
             idle: Mutex::new(Vec::new()),
         });
@@ -162,7 +165,7 @@ impl Plugin {
         instance: WarmInstance,
         result: Result<R, CallError>,
     ) -> Result<R, CallError> {
-        if result.is_ok() {
+        if result.is_ok() && self.instances == InstanceModel::Pooled {
             let mut idle = self
                 .idle
                 .lock()

@@ -25,7 +25,11 @@ fn plugin(name: &str) -> PathBuf {
         PathBuf::from,
     );
     let path = dir.join(format!("{name}.wasm"));
-    assert!(path.exists(), "{} is missing: run scripts/setup.sh first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup.sh first",
+        path.display()
+    );
     path
 }
 
@@ -60,14 +64,19 @@ impl Client {
 }
 
 async fn host(manifest: &str) -> switchboard::transport::Io {
-    let manifest = Manifest::parse(&std::env::temp_dir().join("bench.toml"), manifest).expect("bench manifest");
+    let manifest = Manifest::parse(&std::env::temp_dir().join("bench.toml"), manifest)
+        .expect("bench manifest");
     let (_layer, io) = switchboard::transport::socket_io(&manifest.server);
-    switchboard::server::attach_plugins(&manifest, &io).await.expect("plugins load");
+    switchboard::server::attach_plugins(&manifest, &io)
+        .await
+        .expect("plugins load");
     io
 }
 
 async fn connect(io: &switchboard::transport::Io, user: &str) -> Client {
-    let (packets_in, packets_out) = io.new_dummy_sock("/", serde_json::json!({ "user": user })).await;
+    let (packets_in, packets_out) = io
+        .new_dummy_sock("/", serde_json::json!({ "user": user }))
+        .await;
     let mut client = Client {
         packets_in,
         packets_out,
@@ -78,7 +87,13 @@ async fn connect(io: &switchboard::transport::Io, user: &str) -> Client {
 
 /// `events` events from `sender`, at most WINDOW in flight; returns the time
 /// until `receiver` has seen every resulting emit.
-async fn pipeline(sender: &mpsc::Sender<Packet>, receiver: &mut Client, event: &str, expect: &str, events: usize) -> Duration {
+async fn pipeline(
+    sender: &mpsc::Sender<Packet>,
+    receiver: &mut Client,
+    event: &str,
+    expect: &str,
+    events: usize,
+) -> Duration {
     let started = Instant::now();
     let mut sent = 0;
     let mut received = 0;
@@ -114,9 +129,27 @@ async fn run(scenario: &Scenario) {
         }
     }
     let sender_in = sender.packets_in.clone();
-    let receiver = if scenario.to_other { &mut other } else { &mut sender };
-    pipeline(&sender_in, receiver, scenario.event, scenario.expect, WARMUP_EVENTS).await;
-    let elapsed = pipeline(&sender_in, receiver, scenario.event, scenario.expect, MEASURED_EVENTS).await;
+    let receiver = if scenario.to_other {
+        &mut other
+    } else {
+        &mut sender
+    };
+    pipeline(
+        &sender_in,
+        receiver,
+        scenario.event,
+        scenario.expect,
+        WARMUP_EVENTS,
+    )
+    .await;
+    let elapsed = pipeline(
+        &sender_in,
+        receiver,
+        scenario.event,
+        scenario.expect,
+        MEASURED_EVENTS,
+    )
+    .await;
     let per_event = elapsed / u32::try_from(MEASURED_EVENTS).unwrap_or(u32::MAX);
 
     let mut latencies = Vec::with_capacity(LATENCY_SAMPLES);
@@ -187,8 +220,14 @@ events = ["join", "send_message"]
             to_other: true,
         },
     ];
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    println!("{} events per scenario, {WINDOW} in flight; {LATENCY_SAMPLES} sequential round trips", MEASURED_EVENTS);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    println!(
+        "{} events per scenario, {WINDOW} in flight; {LATENCY_SAMPLES} sequential round trips",
+        MEASURED_EVENTS
+    );
     for scenario in &scenarios {
         runtime.block_on(run(scenario));
     }

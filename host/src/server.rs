@@ -129,7 +129,8 @@ pub async fn attach_plugins(manifest: &Manifest, io: &Io) -> Result<(), ServeErr
     let (runtime, compiled) = tokio::task::spawn_blocking({
         let manifest = manifest.clone();
         move || -> Result<_, ServeError> {
-            let runtime = Runtime::new(manifest.server.cache_dir.clone()).map_err(ServeError::Engine)?;
+            let runtime =
+                Runtime::new(manifest.server.cache_dir.clone()).map_err(ServeError::Engine)?;
             let compiled = compile_plugins(&runtime, &manifest)?;
             Ok((runtime, compiled))
         }
@@ -138,14 +139,19 @@ pub async fn attach_plugins(manifest: &Manifest, io: &Io) -> Result<(), ServeErr
     .map_err(|join| std::io::Error::other(join.to_string()))??;
 
     let services = Arc::new(HostServices {
-        io: io.clone(),
+        sockets: Arc::new(io.clone()),
         state: Arc::new(MemoryStore::new()),
     });
     let mut plugins = Vec::with_capacity(compiled.len());
     for (spec, compiled) in manifest.plugins.iter().zip(compiled) {
-        plugins.push((spec, start(&runtime, spec, compiled, services.clone()).await?));
+        plugins.push((
+            spec,
+            start(&runtime, spec, compiled, services.clone()).await?,
+        ));
     }
-    transport::serve_namespaces(io, &Routes::new(plugins), manifest.server.max_payload_bytes);
+    // In memory, namespaces are ready as soon as they are added.
+    let _ready: Vec<()> =
+        transport::serve_namespaces(io, &Routes::new(plugins), manifest.server.max_payload_bytes);
     Ok(())
 }
 

@@ -1,12 +1,9 @@
-use socketioxide::operators::BroadcastOperators;
-
-use super::transport_error;
 use crate::bindings::switchboard::plugin::emit::Host;
 use crate::bindings::{Payload, PluginError};
 use crate::manifest::is_reserved_event;
 use crate::payload::Outgoing;
 use crate::runtime::InstanceState;
-use crate::transport::Adapter;
+use crate::transport::Audience;
 
 impl Host for InstanceState {
     async fn to_socket(
@@ -16,8 +13,8 @@ impl Host for InstanceState {
         event: String,
         payload: Payload,
     ) -> Result<(), PluginError> {
-        let target = self.namespace(&namespace)?.to(socket_id);
-        send(target, &event, payload).await
+        self.emit(&namespace, Some(socket_id), None, &event, payload)
+            .await
     }
 
     async fn to_room(
@@ -27,8 +24,8 @@ impl Host for InstanceState {
         event: String,
         payload: Payload,
     ) -> Result<(), PluginError> {
-        let target = self.namespace(&namespace)?.to(room);
-        send(target, &event, payload).await
+        self.emit(&namespace, Some(room), None, &event, payload)
+            .await
     }
 
     async fn to_room_except(
@@ -39,11 +36,14 @@ impl Host for InstanceState {
         event: String,
         payload: Payload,
     ) -> Result<(), PluginError> {
-        let target = self
-            .namespace(&namespace)?
-            .to(room)
-            .except(except_socket_id);
-        send(target, &event, payload).await
+        self.emit(
+            &namespace,
+            Some(room),
+            Some(except_socket_id),
+            &event,
+            payload,
+        )
+        .await
     }
 
     async fn to_namespace(
@@ -52,22 +52,32 @@ impl Host for InstanceState {
         event: String,
         payload: Payload,
     ) -> Result<(), PluginError> {
-        let target = self.namespace(&namespace)?;
-        send(target, &event, payload).await
+        self.emit(&namespace, None, None, &event, payload).await
     }
 }
 
-async fn send(
-    target: BroadcastOperators<Adapter>,
-    event: &str,
-    payload: Payload,
-) -> Result<(), PluginError> {
-    if is_reserved_event(event) {
-        return Err(PluginError::new(
-            "reserved_event",
-            format!("`{event}` is reserved by Socket.IO and cannot be emitted by a plugin"),
-        ));
+impl InstanceState {
+    async fn emit(
+        &mut self,
+        namespace: &str,
+        room: Option<String>,
+        except: Option<String>,
+        event: &str,
+        payload: Payload,
+    ) -> Result<(), PluginError> {
+        self.check_namespace(namespace)?;
+        if is_reserved_event(event) {
+            return Err(PluginError::new(
+                "reserved_event",
+                format!("`{event}` is reserved by Socket.IO and cannot be emitted by a plugin"),
+            ));
+        }
+        let payload = Outgoing::new(payload)?;
+        let audience = Audience { room, except };
+        Ok(self
+            .services
+            .sockets
+            .emit(namespace, audience, event, &payload)
+            .await?)
     }
-    let payload = Outgoing::new(payload)?;
-    target.emit(event, &payload).await.map_err(transport_error)
 }

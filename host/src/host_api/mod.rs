@@ -11,45 +11,43 @@ mod state;
 
 use std::sync::Arc;
 
-use socketioxide::operators::BroadcastOperators;
-
 use crate::bindings::PluginError;
 use crate::bindings::switchboard::plugin::types;
 use crate::cluster::StateStore;
 use crate::runtime::InstanceState;
-use crate::transport::{Adapter, Io};
+use crate::transport::{Sockets, SocketsError};
 
-/// What the host imports reach: the Socket.IO server and the state backend.
+/// What the host imports reach: the sockets of the server and the state backend.
 pub struct HostServices {
-    pub io: Io,
+    pub sockets: Arc<dyn Sockets>,
     pub state: Arc<dyn StateStore>,
 }
 
 impl types::Host for InstanceState {}
 
 impl InstanceState {
-    /// Operators on a namespace the plugin serves; other namespaces are refused
-    /// so a plugin only reaches the sockets the manifest gave it.
-    fn namespace(&self, namespace: &str) -> Result<BroadcastOperators<Adapter>, PluginError> {
-        if !self.plugin.serves(namespace) {
-            return Err(PluginError::new(
-                "namespace_not_allowed",
-                format!(
-                    "plugin `{}` is not bound to namespace `{namespace}`; add it to the plugin's `namespaces` in the manifest",
-                    self.plugin.name
-                ),
-            ));
+    /// Refuses namespaces the plugin is not bound to, so a plugin only
+    /// reaches the sockets the manifest gave it.
+    fn check_namespace(&self, namespace: &str) -> Result<(), PluginError> {
+        if self.plugin.serves(namespace) {
+            return Ok(());
         }
-        self.services.io.of(namespace).ok_or_else(|| {
-            PluginError::new(
-                "unknown_namespace",
-                format!("namespace `{namespace}` is not served"),
-            )
-        })
+        Err(PluginError::new(
+            "namespace_not_allowed",
+            format!(
+                "plugin `{}` is not bound to namespace `{namespace}`; add it to the plugin's `namespaces` in the manifest",
+                self.plugin.name
+            ),
+        ))
     }
 }
 
-/// Maps a transport failure to the error a plugin sees.
-fn transport_error(error: impl std::fmt::Display) -> PluginError {
-    PluginError::new("transport_error", error.to_string())
+impl From<SocketsError> for PluginError {
+    fn from(error: SocketsError) -> Self {
+        let code = match error {
+            SocketsError::UnknownNamespace(_) => "unknown_namespace",
+            SocketsError::Transport(_) => "transport_error",
+        };
+        PluginError::new(code, error.to_string())
+    }
 }

@@ -1,4 +1,3 @@
-use super::transport_error;
 use crate::bindings::PluginError;
 use crate::bindings::switchboard::plugin::rooms::Host;
 use crate::runtime::InstanceState;
@@ -12,11 +11,12 @@ impl Host for InstanceState {
         socket_id: String,
         room: String,
     ) -> Result<(), PluginError> {
-        self.namespace(&namespace)?
-            .within(socket_id)
-            .join(room)
-            .await
-            .map_err(transport_error)
+        self.check_namespace(&namespace)?;
+        Ok(self
+            .services
+            .sockets
+            .join(&namespace, socket_id, room)
+            .await?)
     }
 
     async fn leave(
@@ -25,11 +25,12 @@ impl Host for InstanceState {
         socket_id: String,
         room: String,
     ) -> Result<(), PluginError> {
-        self.namespace(&namespace)?
-            .within(socket_id)
-            .leave(room)
-            .await
-            .map_err(transport_error)
+        self.check_namespace(&namespace)?;
+        Ok(self
+            .services
+            .sockets
+            .leave(&namespace, socket_id, room)
+            .await?)
     }
 
     async fn size(&mut self, namespace: String, room: String) -> Result<u32, PluginError> {
@@ -42,16 +43,8 @@ impl Host for InstanceState {
         namespace: String,
         room: String,
     ) -> Result<Vec<String>, PluginError> {
-        let sockets = self
-            .namespace(&namespace)?
-            .within(room)
-            .fetch_sockets()
-            .await
-            .map_err(transport_error)?;
-        Ok(sockets
-            .iter()
-            .map(|socket| socket.data().id.to_string())
-            .collect())
+        self.check_namespace(&namespace)?;
+        Ok(self.services.sockets.members(&namespace, room).await?)
     }
 
     async fn rooms_of(
@@ -59,16 +52,15 @@ impl Host for InstanceState {
         namespace: String,
         socket_id: String,
     ) -> Result<Vec<String>, PluginError> {
+        self.check_namespace(&namespace)?;
         let rooms = self
-            .namespace(&namespace)?
-            .within(socket_id.clone())
-            .rooms()
-            .await
-            .map_err(transport_error)?;
+            .services
+            .sockets
+            .rooms_of(&namespace, socket_id.clone())
+            .await?;
         Ok(rooms
             .into_iter()
             .filter(|room| *room != socket_id)
-            .map(|room| room.into_owned())
             .collect())
     }
 }

@@ -8,29 +8,34 @@
 use std::sync::Arc;
 
 use serde::Serialize;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef};
 use socketioxide::handler::{FromMessageParts, MessageHandler, Value};
 use socketioxide::socket::{DisconnectReason, Socket};
 use tokio::sync::mpsc;
 
-use super::{Adapter, HandshakeAuth, Namespace, conn};
+use super::{HandshakeAuth, Namespace, conn};
 use crate::bindings::{Conn, PluginError};
 use crate::payload::{self, Outgoing};
 
 /// Events a socket may have waiting before further ones are refused with `overloaded`.
 const QUEUE_CAPACITY: usize = 256;
 
-enum Job {
+enum Job<A: Adapter> {
     Event {
         packet: Value,
-        ack: Option<AckSender<Adapter>>,
+        ack: Option<AckSender<A>>,
     },
     Disconnect(DisconnectReason),
 }
 
 /// Registers the socket's handlers (before the connect handler returns, so an
 /// event sent right after `connect` is not missed) and starts its task.
-pub(super) fn start(socket: SocketRef<Adapter>, auth: HandshakeAuth, namespace: Arc<Namespace>) {
+pub(super) fn start<A: Adapter>(
+    socket: SocketRef<A>,
+    auth: HandshakeAuth,
+    namespace: Arc<Namespace>,
+) {
     let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
     socket.on_fallback(EventQueue { jobs: jobs.clone() });
     socket.on_disconnect(move |reason: DisconnectReason| {
@@ -48,15 +53,15 @@ pub(super) fn start(socket: SocketRef<Adapter>, auth: HandshakeAuth, namespace: 
     tokio::spawn(connection.run(queue));
 }
 
-struct EventQueue {
-    jobs: mpsc::Sender<Job>,
+struct EventQueue<A: Adapter> {
+    jobs: mpsc::Sender<Job<A>>,
 }
 
 /// Marks our handler apart from socketioxide's closure handlers.
 pub struct Queued;
 
-impl MessageHandler<Adapter, Queued> for EventQueue {
-    fn call(&self, socket: Arc<Socket<Adapter>>, mut packet: Value, ack_id: Option<i64>) {
+impl<A: Adapter> MessageHandler<A, Queued> for EventQueue<A> {
+    fn call(&self, socket: Arc<Socket<A>>, mut packet: Value, ack_id: Option<i64>) {
         let ack = ack_id.map(|_| {
             let Ok(ack) = AckSender::from_message_parts(&socket, &mut packet, &ack_id);
             ack
@@ -76,14 +81,14 @@ impl MessageHandler<Adapter, Queued> for EventQueue {
     }
 }
 
-struct Connection {
-    socket: SocketRef<Adapter>,
+struct Connection<A: Adapter> {
+    socket: SocketRef<A>,
     conn: Conn,
     namespace: Arc<Namespace>,
 }
 
-impl Connection {
-    async fn run(self, mut queue: mpsc::Receiver<Job>) {
+impl<A: Adapter> Connection<A> {
+    async fn run(self, mut queue: mpsc::Receiver<Job<A>>) {
         while let Some(job) = queue.recv().await {
             match job {
                 Job::Event { packet, ack } => self.handle(packet, ack).await,
@@ -95,7 +100,7 @@ impl Connection {
         }
     }
 
-    async fn handle(&self, packet: Value, ack: Option<AckSender<Adapter>>) {
+    async fn handle(&self, packet: Value, ack: Option<AckSender<A>>) {
         let (event, payload) = match packet {
             Value::Str(text, attachments) => match payload::decode_event(&text, attachments) {
                 Ok(decoded) => decoded,
@@ -158,7 +163,7 @@ impl Connection {
     }
 }
 
-fn send_ack(ack: AckSender<Adapter>, reply: Option<crate::bindings::Payload>) {
+fn send_ack<A: Adapter>(ack: AckSender<A>, reply: Option<crate::bindings::Payload>) {
     let sent = match reply.map(Outgoing::new).transpose() {
         Ok(Some(reply)) => ack.send(&reply),
         Ok(None) => ack.send(&serde_json::Value::Null),
@@ -201,9 +206,9 @@ struct ErrorEvent<'a> {
 }
 
 /// Tells this client, and only it, that its event failed.
-fn reply_error(
-    socket: &SocketRef<Adapter>,
-    ack: Option<AckSender<Adapter>>,
+fn reply_error<A: Adapter>(
+    socket: &SocketRef<A>,
+    ack: Option<AckSender<A>>,
     event: &str,
     error: &PluginError,
 ) {

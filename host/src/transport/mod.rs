@@ -4,24 +4,29 @@
 
 mod connection;
 mod routes;
+mod sockets;
 
 use std::sync::Arc;
 
 use socketioxide::SocketIo;
-use socketioxide::adapter::LocalAdapter;
+use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::extract::SocketRef;
 use socketioxide::handler::{ConnectHandler, FromConnectParts, Value};
 use socketioxide::socket::Socket;
+use socketioxide_core::adapter::DefinedAdapter;
 
 use crate::bindings::Conn;
 use crate::manifest::ServerSettings;
 pub use routes::{NamespaceRoutes, Routes};
+pub use sockets::{Audience, Sockets, SocketsError};
 
-pub type Adapter = LocalAdapter;
-pub type Io = SocketIo<Adapter>;
+/// The Socket.IO server of a single node.
+pub type Io = SocketIo<LocalAdapter>;
 
 /// Builds the Socket.IO layer and its handle from the `[server]` settings.
-pub fn socket_io(settings: &ServerSettings) -> (socketioxide::layer::SocketIoLayer<Adapter>, Io) {
+pub fn socket_io(
+    settings: &ServerSettings,
+) -> (socketioxide::layer::SocketIoLayer<LocalAdapter>, Io) {
     SocketIo::builder()
         .req_path(settings.path.clone())
         .ping_interval(settings.ping_interval)
@@ -32,8 +37,14 @@ pub fn socket_io(settings: &ServerSettings) -> (socketioxide::layer::SocketIoLay
         .build_layer()
 }
 
-/// Serves every namespace the routes know.
-pub fn serve_namespaces(io: &Io, routes: &Routes, max_payload_bytes: u64) {
+/// Serves every namespace the routes know. The adapter's results (futures
+/// that subscribe, for a cluster adapter) are returned for the caller to await.
+pub fn serve_namespaces<A: Adapter + DefinedAdapter>(
+    io: &SocketIo<A>,
+    routes: &Routes,
+    max_payload_bytes: u64,
+) -> Vec<A::InitRes> {
+    let mut initialising = Vec::new();
     for (path, routes) in routes.namespaces() {
         let namespace = Arc::new(Namespace {
             routes: routes.clone(),
@@ -41,17 +52,18 @@ pub fn serve_namespaces(io: &Io, routes: &Routes, max_payload_bytes: u64) {
         });
         let admit = {
             let namespace = namespace.clone();
-            move |socket: SocketRef<Adapter>, auth: HandshakeAuth| {
+            move |socket: SocketRef<A>, auth: HandshakeAuth| {
                 let namespace = namespace.clone();
                 async move { namespace.admit(socket, auth).await }
             }
         };
-        let connected = move |socket: SocketRef<Adapter>, auth: HandshakeAuth| {
+        let connected = move |socket: SocketRef<A>, auth: HandshakeAuth| {
             connection::start(socket, auth, namespace.clone());
             std::future::ready(())
         };
-        io.ns(path.clone(), connected.with(admit));
+        initialising.push(io.ns(path.clone(), connected.with(admit)));
     }
+    initialising
 }
 
 /// One served namespace: its plugins and limits.
@@ -67,7 +79,11 @@ pub struct Denied(String);
 
 impl Namespace {
     /// Connect middleware: every plugin of the namespace must allow the socket.
-    async fn admit(&self, socket: SocketRef<Adapter>, auth: HandshakeAuth) -> Result<(), Denied> {
+    async fn admit<A: Adapter>(
+        &self,
+        socket: SocketRef<A>,
+        auth: HandshakeAuth,
+    ) -> Result<(), Denied> {
         // The room named after the socket id lets plugins address this socket
         // by id, the way Socket.IO does.
         socket.join(socket.id);
@@ -83,7 +99,7 @@ impl Namespace {
     }
 }
 
-fn conn(socket: &Socket<Adapter>, auth: HandshakeAuth) -> Conn {
+fn conn<A: Adapter>(socket: &Socket<A>, auth: HandshakeAuth) -> Conn {
     Conn {
         socket_id: socket.id.to_string(),
         namespace: socket.ns().to_owned(),
@@ -95,13 +111,10 @@ fn conn(socket: &Socket<Adapter>, auth: HandshakeAuth) -> Conn {
 /// The handshake `auth` object as JSON text, passed to plugins unparsed.
 pub struct HandshakeAuth(String);
 
-impl FromConnectParts<Adapter> for HandshakeAuth {
+impl<A: Adapter> FromConnectParts<A> for HandshakeAuth {
     type Error = std::convert::Infallible;
 
-    fn from_connect_parts(
-        _: &Arc<Socket<Adapter>>,
-        auth: &Option<Value>,
-    ) -> Result<Self, Self::Error> {
+    fn from_connect_parts(_: &Arc<Socket<A>>, auth: &Option<Value>) -> Result<Self, Self::Error> {
         let json = auth
             .as_ref()
             .and_then(Value::as_str)

@@ -1,0 +1,140 @@
+//! The socket operations plugins reach, over whichever socketioxide adapter
+//! the server runs (in memory, or Redis for a cluster), so the host API does
+//! not depend on the adapter type.
+
+use async_trait::async_trait;
+use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
+use socketioxide::operators::BroadcastOperators;
+
+use crate::payload::Outgoing;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SocketsError {
+    #[error("namespace `{0}` is not served")]
+    UnknownNamespace(String),
+    #[error("{0}")]
+    Transport(String),
+}
+
+/// Who an emit reaches within a namespace.
+pub struct Audience {
+    /// A room (a socket id is a room too); `None` is the whole namespace.
+    pub room: Option<String>,
+    /// A room (usually a socket id) left out.
+    pub except: Option<String>,
+}
+
+#[async_trait]
+pub trait Sockets: Send + Sync + 'static {
+    async fn emit(
+        &self,
+        namespace: &str,
+        audience: Audience,
+        event: &str,
+        payload: &Outgoing,
+    ) -> Result<(), SocketsError>;
+    async fn join(
+        &self,
+        namespace: &str,
+        socket_id: String,
+        room: String,
+    ) -> Result<(), SocketsError>;
+    async fn leave(
+        &self,
+        namespace: &str,
+        socket_id: String,
+        room: String,
+    ) -> Result<(), SocketsError>;
+    /// Socket ids in a room.
+    async fn members(&self, namespace: &str, room: String) -> Result<Vec<String>, SocketsError>;
+    /// Rooms a socket is in, including the one named after its id.
+    async fn rooms_of(
+        &self,
+        namespace: &str,
+        socket_id: String,
+    ) -> Result<Vec<String>, SocketsError>;
+}
+
+fn operators<A: Adapter>(
+    io: &SocketIo<A>,
+    namespace: &str,
+) -> Result<BroadcastOperators<A>, SocketsError> {
+    io.of(namespace)
+        .ok_or_else(|| SocketsError::UnknownNamespace(namespace.to_owned()))
+}
+
+fn transport(error: impl std::fmt::Display) -> SocketsError {
+    SocketsError::Transport(error.to_string())
+}
+
+#[async_trait]
+impl<A: Adapter> Sockets for SocketIo<A> {
+    async fn emit(
+        &self,
+        namespace: &str,
+        audience: Audience,
+        event: &str,
+        payload: &Outgoing,
+    ) -> Result<(), SocketsError> {
+        let mut target = operators(self, namespace)?;
+        if let Some(room) = audience.room {
+            target = target.to(room);
+        }
+        if let Some(except) = audience.except {
+            target = target.except(except);
+        }
+        target.emit(event, payload).await.map_err(transport)
+    }
+
+    async fn join(
+        &self,
+        namespace: &str,
+        socket_id: String,
+        room: String,
+    ) -> Result<(), SocketsError> {
+        operators(self, namespace)?
+            .within(socket_id)
+            .join(room)
+            .await
+            .map_err(transport)
+    }
+
+    async fn leave(
+        &self,
+        namespace: &str,
+        socket_id: String,
+        room: String,
+    ) -> Result<(), SocketsError> {
+        operators(self, namespace)?
+            .within(socket_id)
+            .leave(room)
+            .await
+            .map_err(transport)
+    }
+
+    async fn members(&self, namespace: &str, room: String) -> Result<Vec<String>, SocketsError> {
+        let sockets = operators(self, namespace)?
+            .within(room)
+            .fetch_sockets()
+            .await
+            .map_err(transport)?;
+        Ok(sockets
+            .iter()
+            .map(|socket| socket.data().id.to_string())
+            .collect())
+    }
+
+    async fn rooms_of(
+        &self,
+        namespace: &str,
+        socket_id: String,
+    ) -> Result<Vec<String>, SocketsError> {
+        let rooms = operators(self, namespace)?
+            .within(socket_id)
+            .rooms()
+            .await
+            .map_err(transport)?;
+        Ok(rooms.into_iter().map(|room| room.into_owned()).collect())
+    }
+}

@@ -260,75 +260,11 @@ impl StateStore for MemoryStore {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::MemoryStore;
+    use crate::cluster::conformance;
 
     #[tokio::test]
-    async fn strings_counters_and_compare_and_swap() {
-        let store = MemoryStore::new();
-        assert_eq!(store.get("a").await.unwrap(), None);
-        store.set("a", "1".into(), None).await.unwrap();
-        assert_eq!(store.incr("a", 41).await.unwrap(), 42);
-        assert_eq!(store.incr("fresh", -2).await.unwrap(), -2);
-        assert!(
-            !store
-                .compare_and_swap("a", Some("41"), "x".into(), None)
-                .await
-                .unwrap()
-        );
-        assert!(
-            store
-                .compare_and_swap("a", Some("42"), "x".into(), None)
-                .await
-                .unwrap()
-        );
-        assert!(matches!(
-            store.incr("a", 1).await,
-            Err(StateError::NotAnInteger { .. })
-        ));
-        assert!(
-            store
-                .compare_and_swap("new", None, "v".into(), None)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .compare_and_swap("new", None, "w".into(), None)
-                .await
-                .unwrap()
-        );
-        assert!(store.delete("a").await.unwrap());
-        assert!(!store.delete("a").await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn values_expire() {
-        let store = MemoryStore::new();
-        store
-            .set("k", "v".into(), Some(Duration::from_millis(20)))
-            .await
-            .unwrap();
-        assert!(store.get("k").await.unwrap().is_some());
-        tokio::time::sleep(Duration::from_millis(40)).await;
-        assert_eq!(store.get("k").await.unwrap(), None);
-        assert!(!store.expire("k", None).await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn lists_follow_redis_indexing() {
-        let store = MemoryStore::new();
-        let values = ["a", "b", "c", "d"].map(String::from).to_vec();
-        assert_eq!(store.list_push("l", values).await.unwrap(), 4);
-        assert_eq!(store.list_range("l", -2, -1).await.unwrap(), ["c", "d"]);
-        assert_eq!(store.list_range("l", 0, 100).await.unwrap().len(), 4);
-        assert!(store.list_range("l", 3, 1).await.unwrap().is_empty());
-        store.list_trim("l", -3, -1).await.unwrap();
-        assert_eq!(store.list_range("l", 0, -1).await.unwrap(), ["b", "c", "d"]);
-        assert!(matches!(
-            store.get("l").await,
-            Err(StateError::NotAString { .. })
-        ));
-        store.list_trim("l", 5, 6).await.unwrap();
-        assert_eq!(store.get("l").await.unwrap(), None);
+    async fn follows_the_state_semantics() {
+        conformance::check_all(&MemoryStore::new()).await;
     }
 }

@@ -2,12 +2,18 @@
 //! keeps it in memory ([`memory`]); a cluster keeps it in Redis with the same
 //! semantics, which are Redis's own.
 
+#[cfg(test)]
+mod conformance;
 mod memory;
+mod redis;
+#[cfg(test)]
+mod test_redis;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

@@ -8,8 +8,13 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use engineioxide::Packet;
-use switchboard::Manifest;
+use socketioxide::SocketIo;
+use switchboard::cluster::MemoryStore;
+use switchboard::host_api::HostServices;
+use switchboard::{Manifest, server, transport};
 use tokio::sync::mpsc;
 
 /// Events in flight at once: below the per-socket queue (256) and the socket's
@@ -63,17 +68,23 @@ impl Client {
     }
 }
 
-async fn host(manifest: &str) -> switchboard::transport::Io {
+async fn host(manifest: &str) -> SocketIo {
     let manifest = Manifest::parse(&std::env::temp_dir().join("bench.toml"), manifest)
         .expect("bench manifest");
-    let (_layer, io) = switchboard::transport::socket_io(&manifest.server);
-    switchboard::server::attach_plugins(&manifest, &io)
+    let (_layer, io) = transport::socket_io(SocketIo::builder(), &manifest.server);
+    let services = HostServices {
+        sockets: Arc::new(io.clone()),
+        state: Arc::new(MemoryStore::new()),
+    };
+    let routes = server::load_plugins(&manifest, services)
         .await
         .expect("plugins load");
+    let _ready: Vec<()> =
+        transport::serve_namespaces(&io, &routes, manifest.server.max_payload_bytes);
     io
 }
 
-async fn connect(io: &switchboard::transport::Io, user: &str) -> Client {
+async fn connect(io: &SocketIo, user: &str) -> Client {
     let (packets_in, packets_out) = io
         .new_dummy_sock("/", serde_json::json!({ "user": user }))
         .await;

@@ -8,12 +8,14 @@
 //! - [`host_api`]: the host side of each WIT import interface, one file each.
 //! - [`transport`]: Socket.IO namespaces, connect checks, per-socket event queues.
 //! - [`payload`]: event payloads between Socket.IO packets and plugins.
-//! - [`cluster`]: state shared by nodes, behind one trait (in memory for now).
+//! - [`cluster`]: state shared by nodes (memory or Redis) and the Redis connection.
+//! - [`http_api`]: health, readiness and the `/api/v1` emit and room endpoints.
 //! - [`server`]: loads a manifest and serves it until shutdown.
 
 pub mod bindings;
 pub mod cluster;
 pub mod host_api;
+pub mod http_api;
 pub mod manifest;
 pub mod payload;
 pub mod runtime;

@@ -6,15 +6,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::get;
+use fred::prelude::ClientLike;
+use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
+use socketioxide_core::adapter::DefinedAdapter;
+use socketioxide_redis::{FredAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tokio::net::TcpListener;
 use tower_http::services::ServeDir;
 
-use crate::cluster::MemoryStore;
+use crate::cluster::{self, MemoryStore, RedisStore, StateStore};
 use crate::host_api::HostServices;
+use crate::http_api::{self, Readiness};
 use crate::manifest::{Location, Manifest, PluginName, PluginSpec};
 use crate::runtime::{CallError, CompiledPlugin, LoadError, Plugin, Runtime};
-use crate::transport::{self, Io, Routes};
+use crate::transport::{self, Routes, Sockets};
 
 /// How long open connections get to close after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -25,6 +30,10 @@ pub enum ServeError {
     Engine(wasmtime::Error),
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    #[error(transparent)]
+    Redis(#[from] cluster::ConnectError),
+    #[error("cannot subscribe to the cluster's Redis channels: {0}")]
+    Subscribe(String),
     #[error("server I/O failed")]
     Io(#[from] std::io::Error),
 }
@@ -72,22 +81,84 @@ pub fn compile_plugins(
 pub struct Server {
     listener: TcpListener,
     app: axum::Router,
-    io: Io,
+    sockets: Arc<dyn Sockets>,
 }
 
 impl Server {
+    /// Loads the plugins and, when the manifest has a `[cluster]`, connects to
+    /// Redis (waiting, with backoff, while it cannot be reached).
     pub async fn load(manifest: Manifest, listener: TcpListener) -> Result<Self, ServeError> {
-        let (layer, io) = transport::socket_io(&manifest.server);
-        attach_plugins(&manifest, &io).await?;
+        let Some(settings) = manifest.cluster.clone() else {
+            return Self::assemble(
+                manifest,
+                listener,
+                SocketIo::builder(),
+                Arc::new(MemoryStore::new()),
+                None,
+            )
+            .await;
+        };
+        let redis = cluster::connect(&settings).await?;
+        let adapter_config = RedisAdapterConfig::new()
+            .with_prefix(settings.prefix.clone())
+            .with_request_timeout(settings.request_timeout);
+        let adapter =
+            RedisAdapterCtr::new_with_fred_config(redis.subscriber.clone(), adapter_config)
+                .await
+                .map_err(|error| ServeError::Subscribe(error.to_string()))?;
+        let builder = SocketIo::builder().with_adapter::<FredAdapter<_>>(adapter);
+        let state = Arc::new(RedisStore::new(redis.commands.clone(), &settings.prefix));
+        let url = settings.redis_url.clone();
+        let readiness: Readiness = Some(Arc::new(move || {
+            if redis.commands.is_connected() && redis.subscriber.is_connected() {
+                Ok(())
+            } else {
+                Err(format!("Redis at {url} is unreachable; reconnecting"))
+            }
+        }));
+        Self::assemble(manifest, listener, builder, state, readiness).await
+    }
 
-        let mut app = axum::Router::new().route("/healthz", get(|| async { "ok" }));
+    async fn assemble<A>(
+        manifest: Manifest,
+        listener: TcpListener,
+        builder: socketioxide::SocketIoBuilder<A>,
+        state: Arc<dyn StateStore>,
+        readiness: Readiness,
+    ) -> Result<Self, ServeError>
+    where
+        A: Adapter + DefinedAdapter,
+        A::InitRes: NamespaceReady,
+    {
+        let (layer, io) = transport::socket_io(builder, &manifest.server);
+        let sockets: Arc<dyn Sockets> = Arc::new(io.clone());
+        let routes = load_plugins(
+            &manifest,
+            HostServices {
+                sockets: sockets.clone(),
+                state,
+            },
+        )
+        .await?;
+        for namespace in
+            transport::serve_namespaces(&io, &routes, manifest.server.max_payload_bytes)
+        {
+            namespace.ready().await.map_err(ServeError::Subscribe)?;
+        }
+        let namespaces = routes.namespaces().map(|(path, _)| path.clone()).collect();
+        let mut app = http_api::router(
+            sockets.clone(),
+            manifest.api_token.clone(),
+            namespaces,
+            readiness,
+        );
         if let Some(dir) = &manifest.server.static_dir {
             app = app.fallback_service(ServeDir::new(dir));
         }
         Ok(Self {
             listener,
             app: app.layer(layer),
-            io,
+            sockets,
         })
     }
 
@@ -102,12 +173,12 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-        let io = self.io.clone();
+        let sockets = self.sockets.clone();
         let serve = axum::serve(self.listener, self.app).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: closing connections");
             let _ = stopping.send(());
-            io.close().await;
+            sockets.close().await;
         });
         let grace_expired = async {
             if stopped.await.is_ok() {
@@ -124,8 +195,30 @@ impl Server {
     }
 }
 
-/// Loads the manifest's plugins and serves their namespaces on `io`.
-pub async fn attach_plugins(manifest: &Manifest, io: &Io) -> Result<(), ServeError> {
+/// Completes once a namespace is served: at once in memory, after the Redis
+/// subscriptions for a cluster adapter.
+pub trait NamespaceReady {
+    fn ready(self) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+impl NamespaceReady for () {
+    async fn ready(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<D: socketioxide_redis::drivers::Driver> NamespaceReady for socketioxide_redis::InitRes<D> {
+    async fn ready(self) -> Result<(), String> {
+        self.await.map_err(|error| error.to_string())
+    }
+}
+
+/// Compiles (off the async executor), instantiates and initialises every
+/// plugin of the manifest, and routes their events.
+pub async fn load_plugins(
+    manifest: &Manifest,
+    services: HostServices,
+) -> Result<Routes, ServeError> {
     let (runtime, compiled) = tokio::task::spawn_blocking({
         let manifest = manifest.clone();
         move || -> Result<_, ServeError> {
@@ -138,10 +231,7 @@ pub async fn attach_plugins(manifest: &Manifest, io: &Io) -> Result<(), ServeErr
     .await
     .map_err(|join| std::io::Error::other(join.to_string()))??;
 
-    let services = Arc::new(HostServices {
-        sockets: Arc::new(io.clone()),
-        state: Arc::new(MemoryStore::new()),
-    });
+    let services = Arc::new(services);
     let mut plugins = Vec::with_capacity(compiled.len());
     for (spec, compiled) in manifest.plugins.iter().zip(compiled) {
         plugins.push((
@@ -149,10 +239,7 @@ pub async fn attach_plugins(manifest: &Manifest, io: &Io) -> Result<(), ServeErr
             start(&runtime, spec, compiled, services.clone()).await?,
         ));
     }
-    // In memory, namespaces are ready as soon as they are added.
-    let _ready: Vec<()> =
-        transport::serve_namespaces(io, &Routes::new(plugins), manifest.server.max_payload_bytes);
-    Ok(())
+    Ok(Routes::new(plugins))
 }
 
 async fn start(

@@ -4,6 +4,7 @@
 
 #[cfg(test)]
 mod conformance;
+mod connect;
 mod memory;
 mod redis;
 #[cfg(test)]
@@ -12,6 +13,7 @@ mod test_redis;
 use std::time::Duration;
 
 use async_trait::async_trait;
+pub use connect::{ConnectError, RedisConnection, connect};
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 

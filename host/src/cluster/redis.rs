@@ -28,13 +28,21 @@ return 1
 
 pub struct RedisStore {
     client: Client,
+    /// `"{cluster prefix}:"`, so clusters sharing one Redis keep apart.
+    prefix: String,
 }
 
 impl RedisStore {
-    /// `client` must be connected (or connecting: fred queues commands
-    /// while it reconnects).
-    pub fn new(client: Client) -> Self {
-        Self { client }
+    /// `client` must be connected (fred queues commands while it reconnects).
+    pub fn new(client: Client, prefix: &str) -> Self {
+        Self {
+            client,
+            prefix: format!("{prefix}:"),
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
     }
 }
 
@@ -63,7 +71,7 @@ fn state_error(key: &str, error: fred::error::Error) -> StateError {
 impl StateStore for RedisStore {
     async fn get(&self, key: &str) -> Result<Option<String>, StateError> {
         self.client
-            .get(key)
+            .get(self.key(key))
             .await
             .map_err(|error| match state_error(key, error) {
                 StateError::NotAList { key } => StateError::NotAString { key },
@@ -74,7 +82,7 @@ impl StateStore for RedisStore {
     async fn set(&self, key: &str, value: String, ttl: Option<Duration>) -> Result<(), StateError> {
         let expire = ttl.map(|ttl| Expiration::PX(millis(ttl)));
         self.client
-            .set::<(), _, _>(key, value, expire, None, false)
+            .set::<(), _, _>(self.key(key), value, expire, None, false)
             .await
             .map_err(|error| state_error(key, error))
     }
@@ -82,7 +90,7 @@ impl StateStore for RedisStore {
     async fn delete(&self, key: &str) -> Result<bool, StateError> {
         let deleted: u64 = self
             .client
-            .del(key)
+            .del(self.key(key))
             .await
             .map_err(|error| state_error(key, error))?;
         Ok(deleted > 0)
@@ -90,7 +98,7 @@ impl StateStore for RedisStore {
 
     async fn incr(&self, key: &str, delta: i64) -> Result<i64, StateError> {
         self.client
-            .incr_by(key, delta)
+            .incr_by(self.key(key), delta)
             .await
             .map_err(|error| match state_error(key, error) {
                 StateError::NotAList { key } => StateError::NotAnInteger { key },
@@ -113,7 +121,7 @@ impl StateStore for RedisStore {
         ];
         let swapped: i64 = self
             .client
-            .eval(COMPARE_AND_SWAP, key, arguments)
+            .eval(COMPARE_AND_SWAP, self.key(key), arguments)
             .await
             .map_err(|error| match state_error(key, error) {
                 StateError::NotAList { key } => StateError::NotAString { key },
@@ -124,10 +132,10 @@ impl StateStore for RedisStore {
 
     async fn expire(&self, key: &str, ttl: Option<Duration>) -> Result<bool, StateError> {
         let existed: i64 = match ttl {
-            Some(ttl) => self.client.pexpire(key, millis(ttl), None).await,
+            Some(ttl) => self.client.pexpire(self.key(key), millis(ttl), None).await,
             None => {
                 self.client
-                    .eval(PERSIST_EXISTING, key, Vec::<String>::new())
+                    .eval(PERSIST_EXISTING, self.key(key), Vec::<String>::new())
                     .await
             }
         }
@@ -137,7 +145,7 @@ impl StateStore for RedisStore {
 
     async fn list_push(&self, key: &str, values: Vec<String>) -> Result<u64, StateError> {
         self.client
-            .rpush(key, values)
+            .rpush(self.key(key), values)
             .await
             .map_err(|error| state_error(key, error))
     }
@@ -149,14 +157,14 @@ impl StateStore for RedisStore {
         stop: i64,
     ) -> Result<Vec<String>, StateError> {
         self.client
-            .lrange(key, start, stop)
+            .lrange(self.key(key), start, stop)
             .await
             .map_err(|error| state_error(key, error))
     }
 
     async fn list_trim(&self, key: &str, start: i64, stop: i64) -> Result<(), StateError> {
         self.client
-            .ltrim(key, start, stop)
+            .ltrim(self.key(key), start, stop)
             .await
             .map_err(|error| state_error(key, error))
     }
@@ -178,6 +186,6 @@ mod tests {
         config.version = RespVersion::RESP3;
         let client = Builder::from_config(config).build().unwrap();
         client.init().await.unwrap();
-        conformance::check_all(&RedisStore::new(client)).await;
+        conformance::check_all(&RedisStore::new(client, "test")).await;
     }
 }

@@ -2,6 +2,7 @@
 //! [`Manifest`], and errors that point at a line and column ([`error`]).
 
 mod error;
+mod redis_url;
 mod schema;
 
 use std::collections::HashMap;
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{Location, ManifestError};
+pub use redis_url::RedisUrl;
 pub use schema::InstanceModel;
 use schema::{ManifestFile, PluginSection};
 use toml::Spanned;
@@ -35,12 +37,28 @@ pub fn is_reserved_event(event: &str) -> bool {
     RESERVED_EVENTS.contains(&event)
 }
 
+/// Environment variable that overrides `cluster.redis_url`.
+pub const REDIS_URL_VARIABLE: &str = "SWITCHBOARD_REDIS_URL";
+/// Environment variable that overrides `api.token`.
+pub const API_TOKEN_VARIABLE: &str = "SWITCHBOARD_API_TOKEN";
+
 /// A validated manifest with paths resolved against its directory.
 #[derive(Debug, Clone)]
 pub struct Manifest {
     pub path: PathBuf,
     pub server: ServerSettings,
+    /// `None`: a single node keeping everything in memory.
+    pub cluster: Option<ClusterSettings>,
+    /// `None`: the HTTP API is off.
+    pub api_token: Option<String>,
     pub plugins: Vec<PluginSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub redis_url: RedisUrl,
+    pub prefix: String,
+    pub request_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -106,18 +124,34 @@ impl fmt::Display for PluginName {
 }
 
 impl Manifest {
-    /// Reads and validates a manifest file.
+    /// Reads and validates a manifest file, applying the environment's overrides.
     pub fn load(path: &Path) -> Result<Self, ManifestError> {
         let source = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
             path: path.to_owned(),
             source,
         })?;
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-        Self::parse(&path, &source)
+        let variable = |name| {
+            std::env::var(name)
+                .ok()
+                .filter(|value: &String| !value.is_empty())
+        };
+        Self::parse_with(
+            &path,
+            &source,
+            &Overrides {
+                redis_url: variable(REDIS_URL_VARIABLE),
+                api_token: variable(API_TOKEN_VARIABLE),
+            },
+        )
     }
 
     /// Validates manifest text; `path` names it in errors and anchors relative paths.
     pub fn parse(path: &Path, source: &str) -> Result<Self, ManifestError> {
+        Self::parse_with(path, source, &Overrides::default())
+    }
+
+    fn parse_with(path: &Path, source: &str, overrides: &Overrides) -> Result<Self, ManifestError> {
         let file: ManifestFile = toml::from_str(source).map_err(|error| ManifestError::Syntax {
             location: Location::at(path, source, error.span().map_or(0, |span| span.start)),
             message: error.message().trim_end().to_owned(),
@@ -126,15 +160,24 @@ impl Manifest {
             path,
             source,
             base: path.parent().unwrap_or(Path::new(".")),
+            overrides,
         }
         .validate(file)
     }
+}
+
+/// Settings the environment gives instead of the manifest.
+#[derive(Debug, Default)]
+struct Overrides {
+    redis_url: Option<String>,
+    api_token: Option<String>,
 }
 
 struct Validator<'a> {
     path: &'a Path,
     source: &'a str,
     base: &'a Path,
+    overrides: &'a Overrides,
 }
 
 impl Validator<'_> {
@@ -193,8 +236,14 @@ impl Validator<'_> {
             plugins.push(spec);
         }
 
+        let cluster = file
+            .cluster
+            .map(|cluster| self.cluster(cluster))
+            .transpose()?;
         Ok(Manifest {
             path: self.path.to_owned(),
+            cluster,
+            api_token: self.overrides.api_token.clone().or(file.api.token),
             server: ServerSettings {
                 listen: server.listen,
                 path: server.path.into_inner(),
@@ -205,6 +254,25 @@ impl Validator<'_> {
                 cache_dir: server.cache_dir.map(|dir| self.base.join(dir)),
             },
             plugins,
+        })
+    }
+
+    fn cluster(&self, cluster: schema::ClusterSection) -> Result<ClusterSettings, ManifestError> {
+        let (url, span) = match (&self.overrides.redis_url, &cluster.redis_url) {
+            (Some(url), _) => (url.clone(), 0..0),
+            (None, Some(url)) => (url.get_ref().clone(), url.span()),
+            (None, None) => {
+                return self.invalid(
+                    0..0,
+                    format!("`[cluster]` needs `redis_url`, or set {REDIS_URL_VARIABLE}"),
+                );
+            }
+        };
+        let redis_url = RedisUrl::parse(&url).or_else(|message| self.invalid(span, message))?;
+        Ok(ClusterSettings {
+            redis_url,
+            prefix: cluster.prefix,
+            request_timeout: Duration::from_millis(cluster.request_timeout_ms),
         })
     }
 
@@ -380,6 +448,31 @@ history_size = 20
             let error = parse(source).unwrap_err().to_string();
             assert!(error.contains(expected), "{source:?} gave {error}");
         }
+    }
+
+    #[test]
+    fn cluster_url_comes_from_the_environment_first() {
+        let source = "version = 1\n[cluster]\nredis_url = \"redis://:pw@file:1\"\n";
+        let from_file = parse(source).unwrap().cluster.unwrap();
+        assert_eq!(from_file.redis_url.expose(), "redis://:pw@file:1");
+        assert_eq!(from_file.prefix, "switchboard");
+        let overrides = Overrides {
+            redis_url: Some("redis://env:2".to_owned()),
+            api_token: Some("t".to_owned()),
+        };
+        let manifest = Manifest::parse_with(Path::new("/m.toml"), source, &overrides).unwrap();
+        assert_eq!(
+            manifest.cluster.unwrap().redis_url.expose(),
+            "redis://env:2"
+        );
+        assert_eq!(manifest.api_token.as_deref(), Some("t"));
+        let error = parse("version = 1\n[cluster]\nredis_url = \"http://:pw@x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(":3:13: ") && !error.contains("pw"),
+            "{error}"
+        );
     }
 
     #[test]

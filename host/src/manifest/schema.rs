@@ -29,6 +29,11 @@ pub struct ManifestFile {
     /// Listener and Socket.IO settings.
     #[serde(default)]
     pub server: ServerSection,
+    /// Run as one node of a cluster that shares Redis; absent: one node in memory.
+    pub cluster: Option<ClusterSection>,
+    /// The HTTP API (`/api/v1/...`).
+    #[serde(default)]
+    pub api: ApiSection,
     /// One entry per plugin: `[[plugins]]`.
     #[serde(default)]
     pub plugins: Vec<PluginSection>,
@@ -69,6 +74,38 @@ impl Default for ServerSection {
             cache_dir: None,
         }
     }
+}
+
+/// `[cluster]`: nodes that share one Redis (or Valkey) for fanout and state.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// `"redis://[user:password@]host:port"`, or `"rediss://..."` for TLS.
+    /// The environment variable `SWITCHBOARD_REDIS_URL` overrides it.
+    pub redis_url: Option<Spanned<String>>,
+    /// Prefix of every key and channel, so clusters can share a Redis: `"switchboard"`.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// How long a cross-node request (room members, acks) waits, in milliseconds: `1000`.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_prefix() -> String {
+    "switchboard".to_owned()
+}
+
+fn default_request_timeout_ms() -> u64 {
+    1_000
+}
+
+/// `[api]`: the HTTP API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Bearer token required by `/api/v1/...`. The environment variable
+    /// `SWITCHBOARD_API_TOKEN` overrides it; with neither, the API is off.
+    pub token: Option<String>,
 }
 
 /// `[[plugins]]`: one WebAssembly component and what it handles.

@@ -8,11 +8,11 @@ mod sockets;
 
 use std::sync::Arc;
 
-use socketioxide::SocketIo;
-use socketioxide::adapter::{Adapter, LocalAdapter};
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::handler::{ConnectHandler, FromConnectParts, Value};
 use socketioxide::socket::Socket;
+use socketioxide::{SocketIo, SocketIoBuilder};
 use socketioxide_core::adapter::DefinedAdapter;
 
 use crate::bindings::Conn;
@@ -20,14 +20,13 @@ use crate::manifest::ServerSettings;
 pub use routes::{NamespaceRoutes, Routes};
 pub use sockets::{Audience, Sockets, SocketsError};
 
-/// The Socket.IO server of a single node.
-pub type Io = SocketIo<LocalAdapter>;
-
-/// Builds the Socket.IO layer and its handle from the `[server]` settings.
-pub fn socket_io(
+/// Builds the Socket.IO layer and its handle from the `[server]` settings,
+/// on the adapter `builder` was given.
+pub fn socket_io<A: Adapter>(
+    builder: SocketIoBuilder<A>,
     settings: &ServerSettings,
-) -> (socketioxide::layer::SocketIoLayer<LocalAdapter>, Io) {
-    SocketIo::builder()
+) -> (socketioxide::layer::SocketIoLayer<A>, SocketIo<A>) {
+    builder
         .req_path(settings.path.clone())
         .ping_interval(settings.ping_interval)
         .ping_timeout(settings.ping_timeout)

@@ -54,6 +54,8 @@ pub trait Sockets: Send + Sync + 'static {
         namespace: &str,
         socket_id: String,
     ) -> Result<Vec<String>, SocketsError>;
+    /// Disconnects every local socket, for shutdown.
+    async fn close(&self);
 }
 
 fn operators<A: Adapter>(
@@ -136,5 +138,9 @@ impl<A: Adapter> Sockets for SocketIo<A> {
             .await
             .map_err(transport)?;
         Ok(rooms.into_iter().map(|room| room.into_owned()).collect())
+    }
+
+    async fn close(&self) {
+        SocketIo::close(self).await;
     }
 }

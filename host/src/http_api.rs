@@ -1,0 +1,265 @@
+//! The HTTP side: health and readiness probes, and `/api/v1` for backends to
+//! push events to sockets and read room membership on any node.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::manifest::is_reserved_event;
+use crate::payload::Outgoing;
+use crate::transport::{Audience, Sockets, SocketsError};
+
+/// Whether the node can do its whole job: `None` when always ready (one node
+/// in memory), otherwise a check of its cluster connection.
+pub type Readiness = Option<Arc<dyn Fn() -> Result<(), String> + Send + Sync>>;
+
+struct ApiState {
+    sockets: Arc<dyn Sockets>,
+    token: Option<String>,
+    namespaces: Vec<String>,
+    readiness: Readiness,
+}
+
+pub fn router(
+    sockets: Arc<dyn Sockets>,
+    token: Option<String>,
+    namespaces: Vec<String>,
+    readiness: Readiness,
+) -> Router {
+    let state = Arc::new(ApiState {
+        sockets,
+        token,
+        namespaces,
+        readiness,
+    });
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/api/v1/emit", post(emit))
+        .route("/api/v1/namespaces/{namespace}/rooms/{room}", get(room))
+        .with_state(state)
+}
+
+/// A JSON error body: `{ "error": { "code", "message" } }`, the same shape
+/// clients get in acks.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: Inner<'a>,
+        }
+        #[derive(Serialize)]
+        struct Inner<'a> {
+            code: &'a str,
+            message: &'a str,
+        }
+        let body = Body {
+            error: Inner {
+                code: self.code,
+                message: &self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<SocketsError> for ApiError {
+    fn from(error: SocketsError) -> Self {
+        match error {
+            SocketsError::UnknownNamespace(_) => Self::new(
+                StatusCode::NOT_FOUND,
+                "unknown_namespace",
+                error.to_string(),
+            ),
+            SocketsError::Transport(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "transport_error",
+                error.to_string(),
+            ),
+        }
+    }
+}
+
+/// `Json`, with a rejection in our error shape.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        Json::<T>::from_request(request, state)
+            .await
+            .map(|Json(value)| Self(value))
+            .map_err(|rejection: JsonRejection| {
+                ApiError::new(rejection.status(), "bad_request", rejection.body_text())
+            })
+    }
+}
+
+impl ApiState {
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(expected) = &self.token else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "api_disabled",
+                "the HTTP API is off: set `api.token` in the manifest or SWITCHBOARD_API_TOKEN",
+            ));
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        match given {
+            Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(()),
+            Some(_) => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "bad_token",
+                "the bearer token is wrong",
+            )),
+            None => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing_token",
+                "send `Authorization: Bearer <token>`",
+            )),
+        }
+    }
+
+    /// Accepts `chat` as well as `/chat`; `%2F` is the root namespace.
+    fn namespace(&self, namespace: &str) -> Result<String, ApiError> {
+        let namespace = if namespace.starts_with('/') {
+            namespace.to_owned()
+        } else {
+            format!("/{namespace}")
+        };
+        if self.namespaces.contains(&namespace) {
+            Ok(namespace)
+        } else {
+            Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_namespace",
+                format!(
+                    "namespace `{namespace}` is not served; served: {}",
+                    self.namespaces.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |differ, (x, y)| differ | (x ^ y)) == 0
+}
+
+async fn ready(State(state): State<Arc<ApiState>>) -> Result<&'static str, ApiError> {
+    match state.readiness.as_ref().map(|check| check()) {
+        None | Some(Ok(())) => Ok("ready"),
+        Some(Err(reason)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            reason,
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmitRequest {
+    namespace: String,
+    to: Recipient,
+    event: String,
+    data: Box<RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+enum Recipient {
+    Room(String),
+    Socket(String),
+    /// Every socket of a user, through the room `user:{id}` they join.
+    User(String),
+}
+
+async fn emit(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Body(request): Body<EmitRequest>,
+) -> Result<StatusCode, ApiError> {
+    state.authorize(&headers)?;
+    let namespace = state.namespace(&request.namespace)?;
+    if request.event.is_empty() || is_reserved_event(&request.event) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "reserved_event",
+            format!(
+                "`{}` cannot be emitted: it is empty or reserved by Socket.IO",
+                request.event
+            ),
+        ));
+    }
+    let room = match request.to {
+        Recipient::Room(room) | Recipient::Socket(room) => room,
+        Recipient::User(user) => format!("user:{user}"),
+    };
+    let audience = Audience {
+        room: Some(room),
+        except: None,
+    };
+    state
+        .sockets
+        .emit(
+            &namespace,
+            audience,
+            &request.event,
+            &Outgoing::Json(request.data),
+        )
+        .await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Serialize)]
+struct RoomResponse {
+    namespace: String,
+    room: String,
+    size: usize,
+    members: Vec<String>,
+}
+
+async fn room(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path((namespace, room)): Path<(String, String)>,
+) -> Result<Json<RoomResponse>, ApiError> {
+    state.authorize(&headers)?;
+    let namespace = state.namespace(&namespace)?;
+    let members = state.sockets.members(&namespace, room.clone()).await?;
+    Ok(Json(RoomResponse {
+        namespace,
+        room,
+        size: members.len(),
+        members,
+    }))
+}

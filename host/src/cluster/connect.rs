@@ -45,10 +45,12 @@ pub async fn connect(settings: &ClusterSettings) -> Result<RedisConnection, Conn
     let mut builder = Builder::from_config(config);
     // After the first connection, reconnect forever (0 = no attempt limit).
     builder.set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
-    let commands = builder.build().map_err(config_error)?;
-    let subscriber = builder.build_subscriber_client().map_err(config_error)?;
-    first_connection(&commands, url).await?;
-    first_connection(&subscriber, url).await?;
+    let commands = first_connection(|| builder.build(), url)
+        .await
+        .map_err(|error| error.or_config(url))?;
+    let subscriber = first_connection(|| builder.build_subscriber_client(), url)
+        .await
+        .map_err(|error| error.or_config(url))?;
     let version = commands
         .server_version()
         .map(|version| version.major)
@@ -68,21 +70,46 @@ pub async fn connect(settings: &ClusterSettings) -> Result<RedisConnection, Conn
     })
 }
 
-async fn first_connection(client: &impl ClientLike, url: &RedisUrl) -> Result<(), ConnectError> {
+/// A failure before the first connection: the configuration, or Redis's answer.
+enum FirstConnectionError {
+    Build(fred::error::Error),
+    Connect(ConnectError),
+}
+
+impl FirstConnectionError {
+    fn or_config(self, url: &RedisUrl) -> ConnectError {
+        match self {
+            Self::Build(error) => ConnectError::Config {
+                url: url.clone(),
+                detail: error.details().to_owned(),
+            },
+            Self::Connect(error) => error,
+        }
+    }
+}
+
+/// Builds a client and connects it, with a fresh client for every attempt:
+/// one whose first connection failed is not reused.
+async fn first_connection<C: ClientLike>(
+    build: impl Fn() -> Result<C, fred::error::Error>,
+    url: &RedisUrl,
+) -> Result<C, FirstConnectionError> {
     let mut delay = RETRY_MIN;
     loop {
+        let client = build().map_err(FirstConnectionError::Build)?;
         let Err(error) = client.init().await.map(drop) else {
-            return Ok(());
+            return Ok(client);
         };
         let detail = error.details().to_owned();
         if *error.kind() == ErrorKind::Auth
             || detail.contains("WRONGPASS")
             || detail.contains("NOAUTH")
         {
-            return Err(ConnectError::Auth {
-                url: url.clone(),
+            let url = url.clone();
+            return Err(FirstConnectionError::Connect(ConnectError::Auth {
+                url,
                 detail,
-            });
+            }));
         }
         tracing::warn!(%url, "cannot reach Redis ({error}); retrying in {} ms; /readyz reports not ready", delay.as_millis());
         tokio::time::sleep(delay).await;

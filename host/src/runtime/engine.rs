@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use wasmtime::{Config, Engine};
 
-/// How often the epoch advances; call deadlines are counted in these ticks.
+/// How often the epoch advances: how long a guest runs before it yields and
+/// its deadline is checked.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Builds the engine every plugin runs on: component model and epoch interruption (a looping plugin is stopped at its deadline).
@@ -31,13 +32,4 @@ fn start_epoch_ticker(engine: &Engine) {
             }
         })
         .expect("spawning the epoch ticker thread");
-}
-
-/// Epoch ticks for a time limit, rounded up, plus one because the first tick
-/// may come at any moment.
-pub fn deadline_ticks(limit: Duration) -> u64 {
-    let tick = EPOCH_TICK.as_millis().max(1);
-    u64::try_from(limit.as_millis().div_ceil(tick))
-        .unwrap_or(u64::MAX)
-        .saturating_add(1)
 }

@@ -2,6 +2,7 @@
 //! nothing), its memory limiter, and the host services its imports use.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
@@ -46,6 +47,8 @@ pub struct InstanceState {
     pub(crate) plugin: Arc<PluginContext>,
     pub(crate) services: Arc<HostServices>,
     pub(crate) memory: MemoryLimiter,
+    /// When the running call must stop; checked at every epoch tick.
+    pub(crate) deadline: Instant,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -62,6 +65,7 @@ impl InstanceState {
             memory: MemoryLimiter {
                 limit: memory_bytes,
             },
+            deadline: Instant::now(),
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
         }

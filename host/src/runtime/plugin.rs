@@ -9,12 +9,12 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
+use super::CompiledPlugin;
 use super::instance::{InstanceState, MemoryLimitExceeded, PluginContext};
-use super::{CompiledPlugin, engine};
 use crate::bindings::{self, Conn, Payload, PluginError};
 use crate::host_api::HostServices;
 use crate::manifest::{InstanceModel, Limits, PluginName, PluginSpec};
@@ -66,7 +66,6 @@ pub struct Plugin {
     engine: Engine,
     limits: Limits,
     instances: InstanceModel,
-    deadline_ticks: u64,
     idle: Mutex<Vec<WarmInstance>>,
 }
 
@@ -91,7 +90,6 @@ impl Plugin {
             engine: engine.clone(),
             limits: spec.limits,
             instances: spec.instances,
-            deadline_ticks: engine::deadline_ticks(spec.limits.time),
             idle: Mutex::new(Vec::new()),
         });
         let first = plugin.instantiate().await;
@@ -155,8 +153,16 @@ impl Plugin {
             Some(instance) => instance,
             None => self.instantiate().await?,
         };
-        instance.store.set_epoch_deadline(self.deadline_ticks);
+        self.start_clock(&mut instance.store);
         Ok(instance)
+    }
+
+    /// Gives the next call the plugin's time limit. At every epoch tick the
+    /// guest yields to the executor (so a looping plugin holds no worker
+    /// thread) and is interrupted once the limit has passed.
+    fn start_clock(&self, store: &mut Store<InstanceState>) {
+        store.data_mut().deadline = Instant::now() + self.limits.time;
+        store.set_epoch_deadline(1);
     }
 
     /// Returns the instance to the pool if its call succeeded; drops it otherwise.
@@ -185,7 +191,14 @@ impl Plugin {
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.memory);
-        store.set_epoch_deadline(self.deadline_ticks);
+        store.epoch_deadline_callback(|store| {
+            Ok(if Instant::now() >= store.data().deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        self.start_clock(&mut store);
         let (exports, init) = self
             .limited(async {
                 let exports = self.compiled.pre.instantiate_async(&mut store).await?;

@@ -26,6 +26,8 @@ pub fn socket_io<A: Adapter>(
     builder: SocketIoBuilder<A>,
     settings: &ServerSettings,
 ) -> (socketioxide::layer::SocketIoLayer<A>, SocketIo<A>) {
+    let frame_limit =
+        usize::try_from(settings.max_payload_bytes.saturating_mul(2)).unwrap_or(usize::MAX);
     builder
         .req_path(settings.path.clone())
         .ping_interval(settings.ping_interval)
@@ -33,6 +35,8 @@ pub fn socket_io<A: Adapter>(
         // Events over `max_payload_bytes` get a clear error from the host; only
         // frames far beyond it are refused by the transport itself.
         .max_payload(settings.max_payload_bytes.saturating_mul(2))
+        .ws_max_message_size(frame_limit)
+        .ws_max_frame_size(frame_limit)
         .build_layer()
 }
 

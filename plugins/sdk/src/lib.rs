@@ -1,0 +1,313 @@
+//! Write Switchboard plugins as short, typed Rust.
+//!
+//! A plugin is a type implementing [`Plugin`], exported with
+//! [`export_plugin!`]. Payloads are JSON: [`Payload::parse`] reads one into a
+//! serde type, [`Payload::new`] makes one. Host functions live in the
+//! [`emit`], [`rooms`], [`state`], [`log`], [`clock`] and [`config`] modules.
+//!
+//! ```ignore
+//! struct Hello;
+//! impl switchboard_sdk::Plugin for Hello {
+//!     fn on_event(conn: &Conn, event: &str, payload: Payload) -> Result<Option<Payload>, Error> {
+//!         Ok(Some(Payload::new(&format!("hello {}", conn.socket_id))?))
+//!     }
+//! }
+//! switchboard_sdk::export_plugin!(Hello);
+//! ```
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "plugin",
+        pub_export_macro: true,
+        default_bindings_module: "switchboard_sdk::bindings",
+        generate_all,
+    });
+}
+
+pub use bindings::switchboard::plugin::types::{Conn, Error, Level, Payload};
+
+/// A plugin's event handlers. Every method but `on_event` has a default that
+/// accepts and does nothing.
+pub trait Plugin {
+    /// Runs on each new instance with the manifest's `config` table. The host
+    /// may run several instances, so keep shared data in [`state`].
+    fn init(_config: &Config) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// A socket connects; an error refuses it with the error's message.
+    fn on_connect(_conn: &Conn) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// An event routed to this plugin; `Ok(Some(ack))` answers the client's ack.
+    fn on_event(conn: &Conn, event: &str, payload: Payload) -> Result<Option<Payload>, Error>;
+
+    /// The socket has gone.
+    fn on_disconnect(_conn: &Conn, _reason: &str) {}
+}
+
+/// Exports a [`Plugin`] implementation as the component's `handler`.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        struct __SwitchboardExports;
+
+        impl $crate::bindings::exports::switchboard::plugin::handler::Guest for __SwitchboardExports {
+            fn init(config: String) -> Result<(), $crate::Error> {
+                <$plugin as $crate::Plugin>::init(&$crate::Config::from_json(&config)?)
+            }
+
+            fn on_connect(conn: $crate::Conn) -> Result<(), $crate::Error> {
+                <$plugin as $crate::Plugin>::on_connect(&conn)
+            }
+
+            fn on_event(
+                conn: $crate::Conn,
+                event: String,
+                payload: $crate::Payload,
+            ) -> Result<Option<$crate::Payload>, $crate::Error> {
+                <$plugin as $crate::Plugin>::on_event(&conn, &event, payload)
+            }
+
+            fn on_disconnect(conn: $crate::Conn, reason: String) {
+                <$plugin as $crate::Plugin>::on_disconnect(&conn, &reason)
+            }
+        }
+
+        $crate::bindings::export!(__SwitchboardExports with_types_in $crate::bindings);
+    };
+}
+
+impl Error {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The payload does not have the shape the event needs.
+    pub fn invalid_payload(message: impl Into<String>) -> Self {
+        Self::new("invalid_payload", message)
+    }
+
+    /// The plugin has no handler for this event.
+    pub fn unknown_event(event: &str) -> Self {
+        Self::new("unknown_event", format!("no handler for `{event}`"))
+    }
+}
+
+impl Payload {
+    /// Serializes `value` as the payload's JSON.
+    pub fn new<T: Serialize + ?Sized>(value: &T) -> Result<Self, Error> {
+        let json = serde_json::to_string(value).map_err(|error| {
+            Error::new("internal", format!("cannot serialize a payload: {error}"))
+        })?;
+        Ok(Self {
+            json,
+            attachments: Vec::new(),
+        })
+    }
+
+    /// Reads the JSON into `T`; a mismatch is an `invalid_payload` error that
+    /// names the field and the problem (e.g. "`text`: invalid type: integer
+    /// `42`, expected a string").
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        let deserializer = &mut serde_json::Deserializer::from_str(&self.json);
+        serde_path_to_error::deserialize(deserializer).map_err(|error| {
+            let path = error.path().to_string();
+            // serde_json appends "at line 1 column N", which says little to a client.
+            let message = error.inner().to_string();
+            let message = message.split(" at line ").next().unwrap_or(&message);
+            if path == "." {
+                Error::invalid_payload(format!("invalid payload: {message}"))
+            } else {
+                Error::invalid_payload(format!("invalid payload: `{path}`: {message}"))
+            }
+        })
+    }
+
+    /// Like [`parse`](Self::parse), but the payload must be a JSON object: serde
+    /// would otherwise also read a struct from an array of its fields.
+    pub fn parse_object<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        if !self.json.trim_start().starts_with('{') {
+            return Err(Error::invalid_payload(format!(
+                "invalid payload: expected a JSON object, got `{}`",
+                self.json.chars().take(40).collect::<String>()
+            )));
+        }
+        self.parse()
+    }
+}
+
+impl Conn {
+    /// One field of the handshake `auth` object, if present and of type `T`.
+    pub fn auth_field<T: DeserializeOwned>(&self, name: &str) -> Option<T> {
+        let auth: serde_json::Value = serde_json::from_str(&self.auth).ok()?;
+        serde_json::from_value(auth.get(name)?.clone()).ok()
+    }
+}
+
+/// The manifest's `config` table.
+pub struct Config(serde_json::Map<String, serde_json::Value>);
+
+impl Config {
+    #[doc(hidden)]
+    pub fn from_json(json: &str) -> Result<Self, Error> {
+        serde_json::from_str(json).map(Self).map_err(|error| {
+            Error::new(
+                "bad_config",
+                format!("config is not a JSON object: {error}"),
+            )
+        })
+    }
+
+    /// A key of the table as `T`; `Ok(None)` when absent, an error when of another type.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        self.0
+            .get(key)
+            .map(|value| serde_json::from_value(value.clone()))
+            .transpose()
+            .map_err(|error| Error::new("bad_config", format!("config `{key}`: {error}")))
+    }
+}
+
+/// Sending events. `namespace` must be one the plugin is bound to.
+pub mod emit {
+    use serde::Serialize;
+
+    use super::{Error, Payload};
+    pub use crate::bindings::switchboard::plugin::emit as raw;
+
+    /// To one socket, by id.
+    pub fn to_socket<T: Serialize + ?Sized>(
+        namespace: &str,
+        socket_id: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<(), Error> {
+        raw::to_socket(namespace, socket_id, event, &Payload::new(data)?)
+    }
+
+    /// To every socket in a room.
+    pub fn to_room<T: Serialize + ?Sized>(
+        namespace: &str,
+        room: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<(), Error> {
+        raw::to_room(namespace, room, event, &Payload::new(data)?)
+    }
+
+    /// To every socket in a room but one, usually the sender.
+    pub fn to_room_except<T: Serialize + ?Sized>(
+        namespace: &str,
+        room: &str,
+        except_socket_id: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<(), Error> {
+        raw::to_room_except(
+            namespace,
+            room,
+            except_socket_id,
+            event,
+            &Payload::new(data)?,
+        )
+    }
+
+    /// To every socket in the namespace.
+    pub fn to_namespace<T: Serialize + ?Sized>(
+        namespace: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<(), Error> {
+        raw::to_namespace(namespace, event, &Payload::new(data)?)
+    }
+}
+
+/// Room membership: join, leave, size, members, and a socket's rooms.
+pub mod rooms {
+    pub use crate::bindings::switchboard::plugin::rooms::*;
+}
+
+/// Key-value and list state with Redis semantics, private to the plugin.
+pub mod state {
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+
+    // The glob brings `Error` too: the interface uses the shared `error` record.
+    pub use crate::bindings::switchboard::plugin::state::*;
+
+    /// Reads a JSON value stored with [`set_json`].
+    pub fn get_json<T: DeserializeOwned>(key: &str) -> Result<Option<T>, Error> {
+        get(key)?
+            .map(|json| serde_json::from_str(&json))
+            .transpose()
+            .map_err(|error| {
+                Error::new(
+                    "corrupt_state",
+                    format!("state `{key}` is not the expected JSON: {error}"),
+                )
+            })
+    }
+
+    /// Stores `value` as JSON.
+    pub fn set_json<T: Serialize + ?Sized>(
+        key: &str,
+        value: &T,
+        ttl_ms: Option<u64>,
+    ) -> Result<(), Error> {
+        let json = serde_json::to_string(value).map_err(|error| {
+            Error::new(
+                "internal",
+                format!("cannot serialize state `{key}`: {error}"),
+            )
+        })?;
+        set(key, &json, ttl_ms)
+    }
+}
+
+/// Logging, shown with the plugin's name.
+pub mod log {
+    use crate::Level;
+    pub use crate::bindings::switchboard::plugin::log::log;
+
+    pub fn debug(message: &str) {
+        log(Level::Debug, message);
+    }
+
+    pub fn info(message: &str) {
+        log(Level::Info, message);
+    }
+
+    pub fn warn(message: &str) {
+        log(Level::Warn, message);
+    }
+
+    pub fn error(message: &str) {
+        log(Level::Error, message);
+    }
+}
+
+/// Wall-clock time.
+pub mod clock {
+    pub use crate::bindings::switchboard::plugin::clock::now_ms;
+}
+
+/// The manifest's `config` table, from anywhere in the plugin.
+pub mod config {
+    use serde::de::DeserializeOwned;
+
+    /// One top-level key as `T`, if present and of that type.
+    pub fn get<T: DeserializeOwned>(key: &str) -> Option<T> {
+        let json = crate::bindings::switchboard::plugin::config::get(key)?;
+        serde_json::from_str(&json).ok()
+    }
+}

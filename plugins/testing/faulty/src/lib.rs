@@ -1,0 +1,77 @@
+//! Test-only plugin that misbehaves on purpose, so the end-to-end tests can
+//! check the host's limits, and measures the bare dispatch path.
+//!
+//! Events: `echo` (acks the payload with a marker), `relay` (emits the
+//! payload back to the sender), `trap` (panics), `spin` (loops forever), `hog`
+//! (allocates without bound), `fail` (returns an error), `count` (increments a
+//! shared counter), `claim` (compare-and-swap race for a key).
+
+use serde::Deserialize;
+use serde_json::json;
+use switchboard_sdk::{Config, Conn, Error, Payload, Plugin, emit, export_plugin, state};
+
+#[derive(Deserialize)]
+struct Claim {
+    key: String,
+}
+
+struct Faulty;
+
+impl Plugin for Faulty {
+    fn init(config: &Config) -> Result<(), Error> {
+        if config.get::<bool>("fail_init")?.unwrap_or(false) {
+            return Err(Error::new("bad_config", "fail_init is set"));
+        }
+        Ok(())
+    }
+
+    fn on_connect(conn: &Conn) -> Result<(), Error> {
+        if conn.auth_field::<bool>("deny").unwrap_or(false) {
+            return Err(Error::new("denied", "denied by faulty plugin"));
+        }
+        Ok(())
+    }
+
+    fn on_event(conn: &Conn, event: &str, payload: Payload) -> Result<Option<Payload>, Error> {
+        match event {
+            "echo" => {
+                let echo: serde_json::Value = payload.parse()?;
+                let marker = switchboard_sdk::config::get::<String>("marker")
+                    .unwrap_or_else(|| "faulty".to_owned());
+                Ok(Some(Payload::new(
+                    &json!({ "echo": echo, "marker": marker }),
+                )?))
+            }
+            "relay" => {
+                emit::raw::to_socket(&conn.namespace, &conn.socket_id, "relay", &payload)?;
+                Ok(None)
+            }
+            "trap" => panic!("asked to trap"),
+            "spin" => loop {
+                std::hint::black_box(());
+            },
+            "hog" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "fail" => Err(Error::new("deliberate", "asked to fail")),
+            "count" => Ok(Some(Payload::new(&state::incr("counter", 1)?)?)),
+            "claim" => {
+                let claim: Claim = payload.parse()?;
+                let won = state::compare_and_swap(
+                    &format!("claim:{}", claim.key),
+                    None,
+                    &conn.socket_id,
+                    None,
+                )?;
+                Ok(Some(Payload::new(&json!({ "won": won }))?))
+            }
+            other => Err(Error::unknown_event(other)),
+        }
+    }
+}
+
+export_plugin!(Faulty);

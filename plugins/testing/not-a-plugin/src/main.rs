@@ -1,0 +1,3 @@
+fn main() {
+    println!("a WASI command, not a Switchboard plugin");
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Installs what building and testing Switchboard needs, on a Debian machine
+# with rustup, Node.js and Python. Idempotent: every step is skipped when
+# already done.
+#
+#   - the wasm32-wasip2 Rust target (and rustfmt/clippy)
+#   - redis-server (the host's cluster tests run against a real one)
+#   - the end-to-end suite's npm packages (tests/node_modules), from the lockfile
+#   - the plugins (plugins/ -> target/wasm32-wasip2/release/*.wasm)
+#   - the browser client for examples/chat (public/vendor/socket.io.min.js)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '==> %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        echo "error: '$*' needs root and sudo is not installed" >&2
+        exit 1
+    fi
+}
+
+# --- Rust -------------------------------------------------------------------
+if ! command -v rustup >/dev/null 2>&1; then
+    echo "error: rustup is not installed; install it (it brings cargo), then run this again" >&2
+    exit 1
+fi
+if ! rustup target list --installed | grep -qx 'wasm32-wasip2'; then
+    step "rustup target add wasm32-wasip2"
+    rustup target add wasm32-wasip2
+fi
+for component in rustfmt clippy; do
+    if ! rustup component list --installed | grep -q "^${component}"; then
+        step "rustup component add ${component}"
+        rustup component add "${component}"
+    fi
+done
+
+# --- Redis ------------------------------------------------------------------
+if ! command -v redis-server >/dev/null 2>&1; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "error: redis-server is missing and apt-get is not available; install Redis 7 or newer" >&2
+        exit 1
+    fi
+    step "apt-get install redis-server"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
+fi
+
+# --- npm packages of the end-to-end suite -------------------------------------
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "error: Node.js 20 or newer with npm is required" >&2
+    exit 1
+fi
+lock_hash="$(cat tests/package.json tests/package-lock.json | sha256sum | cut -d' ' -f1)"
+stamp=tests/node_modules/.switchboard-lock-hash
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_hash" ] \
+    || [ ! -f tests/node_modules/socket.io-client/package.json ] \
+    || [ ! -f tests/node_modules/ws/package.json ]; then
+    step "npm ci (tests/)"
+    (cd tests && npm ci --no-audit --no-fund)
+    echo "$lock_hash" >"$stamp"
+fi
+
+# --- Plugins ----------------------------------------------------------------
+step "cargo build --release (plugins/)"
+(cd plugins && cargo build --release)
+
+# --- The chat example's browser client --------------------------------------
+vendor=examples/chat/public/vendor
+client=tests/node_modules/socket.io-client/dist/socket.io.min.js
+if ! cmp -s "$client" "$vendor/socket.io.min.js" 2>/dev/null; then
+    step "copy socket.io.min.js to $vendor/"
+    mkdir -p "$vendor"
+    cp "$client" "$vendor/socket.io.min.js.tmp"
+    mv "$vendor/socket.io.min.js.tmp" "$vendor/socket.io.min.js"
+fi

@@ -1,0 +1,192 @@
+// Several real switchboard nodes sharing one real redis-server: fanout, room
+// membership and the HTTP API work whichever node a client or caller is on.
+
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+
+import {
+  chatPlugin,
+  closeAllSockets,
+  collect,
+  connect,
+  emitAckOk,
+  manifestToml,
+  quiet,
+  runSwitchboard,
+  startHost,
+  waitFor,
+  writeManifest,
+} from "./harness.mjs";
+import { freePort, startRedis } from "./redis.mjs";
+
+const TOKEN = "cluster-test-token";
+
+function clusterManifest(redisUrl, { prefix = "e2e" } = {}) {
+  return (
+    manifestToml({ plugins: [chatPlugin()] }) +
+    `\n[cluster]\nredis_url = "${redisUrl}"\nprefix = "${prefix}"\nrequest_timeout_ms = 500\n\n[api]\ntoken = "${TOKEN}"\n`
+  );
+}
+
+async function api(node, method, path, body, token = TOKEN) {
+  const response = await fetch(`${node.url}${path}`, {
+    method,
+    headers: {
+      ...(token ? { authorization: `Bearer ${token}` } : {}),
+      ...(body !== undefined ? { "content-type": "application/json" } : {}),
+    },
+    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+  });
+  const text = await response.text();
+  return { status: response.status, body: text ? JSON.parse(text) : undefined };
+}
+
+describe("two nodes sharing Redis", () => {
+  let redis;
+  let nodeA;
+  let nodeB;
+
+  before(async () => {
+    redis = await startRedis();
+    const manifest = clusterManifest(redis.url);
+    [nodeA, nodeB] = await Promise.all([startHost({ manifest }), startHost({ manifest })]);
+  });
+
+  after(async () => {
+    closeAllSockets();
+    await Promise.all([nodeA?.stop(), nodeB?.stop()]);
+    await redis?.stop();
+  });
+
+  test("a room broadcast reaches members on both nodes exactly once, in order", async () => {
+    const ada = await connect(nodeA.url, { auth: { user: "ada" } });
+    const bob = await connect(nodeB.url, { auth: { user: "bob" } });
+    const outsider = await connect(nodeB.url, { auth: { user: "eve" } });
+    await emitAckOk(ada, "join", { room: "across" });
+    const joined = await emitAckOk(bob, "join", { room: "across" });
+    assert.equal(joined.members, 2, "the join ack counts the member on the other node");
+
+    const atAda = collect(ada, "message");
+    const atBob = collect(bob, "message");
+    const atOutsider = collect(outsider, "message");
+    const texts = Array.from({ length: 20 }, (_, index) => `from ada ${index}`);
+    for (const text of texts) await emitAckOk(ada, "send_message", { room: "across", text });
+    await emitAckOk(bob, "send_message", { room: "across", text: "from bob" });
+
+    const expected = [...texts, "from bob"];
+    await waitFor(() => atAda.length >= expected.length && atBob.length >= expected.length, 5000, () =>
+      `21 messages on both nodes (ada ${atAda.length}, bob ${atBob.length})`,
+    );
+    await quiet();
+    assert.deepEqual(atAda.map((message) => message.text), expected);
+    assert.deepEqual(atBob.map((message) => message.text), expected);
+    assert.equal(atOutsider.length, 0);
+  });
+
+  test("room size and members count sockets on every node", async () => {
+    const sockets = await Promise.all([
+      connect(nodeA.url, { auth: { user: "r1" } }),
+      connect(nodeA.url, { auth: { user: "r2" } }),
+      connect(nodeB.url, { auth: { user: "r3" } }),
+    ]);
+    for (const socket of sockets) await emitAckOk(socket, "join", { room: "counted" });
+    for (const node of [nodeA, nodeB]) {
+      const { status, body } = await api(node, "GET", "/api/v1/namespaces/%2F/rooms/counted");
+      assert.equal(status, 200);
+      assert.equal(body.size, 3);
+      assert.deepEqual([...body.members].sort(), sockets.map((socket) => socket.id).sort());
+    }
+    sockets[2].close();
+    await waitFor(async () => (await api(nodeA, "GET", "/api/v1/namespaces/%2F/rooms/counted")).body.size === 2, 5000,
+      "the departed socket on node B to leave the count on node A");
+  });
+
+  test("an HTTP emit on node B reaches a client on node A", async () => {
+    const listener = await connect(nodeA.url, { auth: { user: "listener" } });
+    await emitAckOk(listener, "join", { room: "news" });
+    const received = collect(listener, "headline");
+    const { status } = await api(nodeB, "POST", "/api/v1/emit", {
+      namespace: "/",
+      to: { room: "news" },
+      event: "headline",
+      data: { title: "cluster works", n: 1 },
+    });
+    assert.equal(status, 202);
+    await waitFor(() => received.length === 1, 5000, "the headline on node A");
+    const direct = collect(listener, "direct");
+    await api(nodeB, "POST", "/api/v1/emit", { namespace: "/", to: { socket: listener.id }, event: "direct", data: 7 });
+    await waitFor(() => direct.length === 1, 5000, "the emit to one socket id");
+    await quiet();
+    assert.deepEqual(received, [{ title: "cluster works", n: 1 }]);
+    assert.deepEqual(direct, [7]);
+  });
+
+  test("the HTTP API answers bad requests with clear JSON errors", async () => {
+    const emit = { namespace: "/", to: { room: "x" }, event: "e", data: null };
+    const wrongToken = await api(nodeA, "POST", "/api/v1/emit", emit, "nope");
+    assert.equal(wrongToken.status, 401);
+    assert.equal(wrongToken.body.error.code, "bad_token");
+    const noToken = await api(nodeA, "POST", "/api/v1/emit", emit, null);
+    assert.equal(noToken.status, 401);
+    assert.equal(noToken.body.error.code, "missing_token");
+    const badBody = await api(nodeA, "POST", "/api/v1/emit", "{not json");
+    assert.equal(badBody.status, 400);
+    assert.equal(badBody.body.error.code, "bad_request");
+    const missingField = await api(nodeA, "POST", "/api/v1/emit", { namespace: "/", event: "e", data: 1 });
+    assert.equal(missingField.status, 422);
+    assert.match(missingField.body.error.message, /missing field `to`/);
+    const unknownNamespace = await api(nodeA, "POST", "/api/v1/emit", { ...emit, namespace: "/nowhere" });
+    assert.equal(unknownNamespace.status, 404);
+    assert.equal(unknownNamespace.body.error.code, "unknown_namespace");
+    const reserved = await api(nodeA, "POST", "/api/v1/emit", { ...emit, event: "connect" });
+    assert.equal(reserved.status, 400);
+  });
+
+  test("both nodes are ready", async () => {
+    for (const node of [nodeA, nodeB]) {
+      const response = await fetch(`${node.url}/readyz`);
+      assert.equal(response.status, 200);
+    }
+  });
+});
+
+describe("Redis problems", () => {
+  test("a wrong password stops the node with a clear error that hides the password", async () => {
+    const redis = await startRedis({ args: ["--requirepass", "right-password"] });
+    try {
+      const manifest = writeManifest(clusterManifest(`redis://:wrong-password@127.0.0.1:${redis.port}`));
+      const result = await runSwitchboard(["serve", "--manifest", manifest, "--listen", "127.0.0.1:0"], { timeout: 15000 });
+      assert.notEqual(result.code, 0);
+      assert.match(result.stderr, /refused the credentials/);
+      assert.match(result.stderr, /redis:\/\/:\*\*\*\*@127\.0\.0\.1/);
+      assert.doesNotMatch(result.stderr + result.stdout, /wrong-password/);
+    } finally {
+      await redis.stop();
+    }
+  });
+
+  test("an unreachable Redis is retried, logged without the password, and used once it is up", async () => {
+    const port = await freePort();
+    const manifest = clusterManifest(`redis://:secret-pw@127.0.0.1:${port}`);
+    const node = startHost({ manifest, env: { RUST_LOG: "info" } });
+    // The node waits for Redis; bring it up once the node has said why it waits.
+    const started = Date.now();
+    let redis;
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      redis = await startRedis({ port, args: ["--requirepass", "secret-pw"] });
+      const host = await node;
+      assert.ok(Date.now() - started >= 1500);
+      assert.match(host.stderr(), /cannot reach Redis/);
+      assert.match(host.stderr(), /redis:\/\/:\*\*\*\*@127\.0\.0\.1/);
+      assert.doesNotMatch(host.stderr(), /secret-pw/);
+      const client = await connect(host.url, { auth: { user: "late" } });
+      const ack = await emitAckOk(client, "join", { room: "late" });
+      assert.equal(ack.members, 1);
+      client.close();
+      await host.stop();
+    } finally {
+      await redis?.stop();
+    }
+  });
+});

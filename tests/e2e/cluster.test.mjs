@@ -10,6 +10,7 @@ import {
   collect,
   connect,
   emitAckOk,
+  faultyPlugin,
   manifestToml,
   quiet,
   runSwitchboard,
@@ -23,7 +24,7 @@ const TOKEN = "cluster-test-token";
 
 function clusterManifest(redisUrl, { prefix = "e2e" } = {}) {
   return (
-    manifestToml({ plugins: [chatPlugin()] }) +
+    manifestToml({ plugins: [chatPlugin(), faultyPlugin()] }) +
     `\n[cluster]\nredis_url = "${redisUrl}"\nprefix = "${prefix}"\nrequest_timeout_ms = 500\n\n[api]\ntoken = "${TOKEN}"\n`
   );
 }
@@ -140,6 +141,35 @@ describe("two nodes sharing Redis", () => {
     assert.equal(unknownNamespace.body.error.code, "unknown_namespace");
     const reserved = await api(nodeA, "POST", "/api/v1/emit", { ...emit, event: "connect" });
     assert.equal(reserved.status, 400);
+  });
+
+  test("1,000 increments from each node total 2,000, each value handed out once", async () => {
+    const socketsPerNode = 10;
+    const perSocket = 100;
+    const sockets = await Promise.all(
+      [nodeA, nodeB].flatMap((node) =>
+        Array.from({ length: socketsPerNode }, () => connect(node.url, { namespace: "/faulty" })),
+      ),
+    );
+    const values = (
+      await Promise.all(
+        sockets.flatMap((socket) =>
+          Array.from({ length: perSocket }, () => emitAckOk(socket, "count", null, { timeout: 20000 })),
+        ),
+      )
+    ).sort((a, b) => a - b);
+    assert.equal(values.length, 2000);
+    assert.deepEqual(values, Array.from({ length: 2000 }, (_, index) => index + 1));
+  });
+
+  test("a compare-and-swap race across nodes has exactly one winner", async () => {
+    const sockets = await Promise.all(
+      [nodeA, nodeB].flatMap((node) => Array.from({ length: 10 }, () => connect(node.url, { namespace: "/faulty" }))),
+    );
+    for (const key of ["prize-1", "prize-2", "prize-3"]) {
+      const replies = await Promise.all(sockets.map((socket) => emitAckOk(socket, "claim", { key })));
+      assert.equal(replies.filter((reply) => reply.won).length, 1, `one winner for ${key}`);
+    }
   });
 
   test("both nodes are ready", async () => {

@@ -1,0 +1,119 @@
+// Loopback load run: many clients in one room, a few senders, every message
+// delivered to every member. Measures deliveries per second, latency from
+// send to delivery (p50 / p99), and server CPU per delivery, for Switchboard
+// and, in the same run, for a plain Node socket.io server as the baseline.
+//
+//   node tests/load/fanout.mjs [--subscribers 500] [--senders 5] [--rate 100] [--seconds 10]
+//
+// Uses target/release/switchboard (build it with `cargo build --release`).
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { parseArgs } from "node:util";
+
+import { io } from "socket.io-client";
+
+import { REPO, chatPlugin, manifestToml, writeManifest } from "../e2e/harness.mjs";
+
+const { values } = parseArgs({
+  options: {
+    subscribers: { type: "string", default: "500" },
+    senders: { type: "string", default: "5" },
+    rate: { type: "string", default: "100" },
+    seconds: { type: "string", default: "10" },
+  },
+});
+const SUBSCRIBERS = Number(values.subscribers);
+const SENDERS = Number(values.senders);
+const RATE = Number(values.rate); // messages per second, all senders together
+const SECONDS = Number(values.seconds);
+const CLOCK_TICKS = 100; // Linux USER_HZ
+
+function startServer(command, args) {
+  const child = spawn(command, args, { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: "warn" } });
+  return new Promise((resolve, reject) => {
+    let output = "";
+    child.stdout.on("data", (chunk) => {
+      output += chunk;
+      const match = output.match(/listening on (http:\/\/[\d.:]+)/);
+      if (match) resolve({ child, url: match[1] });
+    });
+    child.on("exit", (code) => reject(new Error(`${command} exited with ${code}`)));
+  });
+}
+
+function cpuSeconds(pid) {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+
+function connectClient(url, user) {
+  const socket = io(url, { transports: ["websocket"], auth: { user }, forceNew: true, reconnection: false });
+  return new Promise((resolve, reject) => {
+    socket.once("connect", () => resolve(socket));
+    socket.once("connect_error", reject);
+  });
+}
+
+function percentile(sorted, p) {
+  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))] : NaN;
+}
+
+async function run(name, server) {
+  const clients = [];
+  for (let index = 0; index < SUBSCRIBERS; index++) {
+    clients.push(await connectClient(server.url, `user${index}`));
+  }
+  await Promise.all(clients.map((socket) => socket.timeout(10000).emitWithAck("join", { room: "load" })));
+
+  const latencies = [];
+  let deliveries = 0;
+  for (const socket of clients) {
+    socket.on("message", (message) => {
+      deliveries++;
+      latencies.push(Number(process.hrtime.bigint() - BigInt(message.text)) / 1e6);
+    });
+  }
+  const expected = Math.round(RATE * SECONDS) * SUBSCRIBERS;
+  const cpuBefore = cpuSeconds(server.child.pid);
+  const started = process.hrtime.bigint();
+  const total = Math.round(RATE * SECONDS);
+  for (let sent = 0; sent < total; sent++) {
+    const due = started + BigInt(Math.round((sent * 1e9) / RATE));
+    const wait = Number(due - process.hrtime.bigint()) / 1e6;
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    clients[sent % SENDERS].emit("send_message", { room: "load", text: String(process.hrtime.bigint()) });
+  }
+  const deadline = Date.now() + 30000;
+  while (deliveries < expected && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+  const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
+  const cpu = cpuSeconds(server.child.pid) - cpuBefore;
+  latencies.sort((a, b) => a - b);
+  for (const socket of clients) socket.close();
+  server.child.kill("SIGTERM");
+  return {
+    name,
+    deliveries,
+    expected,
+    perSecond: deliveries / elapsed,
+    cpuMicrosPerDelivery: (cpu * 1e6) / deliveries,
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+  };
+}
+
+const manifest = writeManifest(manifestToml({ plugins: [chatPlugin({ config: { history_size: 10 } })] }));
+const binary = process.env.SWITCHBOARD_BIN ?? path.join(REPO, "target/release/switchboard");
+const results = [];
+results.push(await run("switchboard (chat plugin)", await startServer(binary, ["serve", "--manifest", manifest, "--listen", "127.0.0.1:0"])));
+results.push(await run("node socket.io (baseline)", await startServer(process.execPath, [path.join(REPO, "tests/load/baseline-server.mjs")])));
+
+console.log(`${SUBSCRIBERS} subscribers in one room, ${SENDERS} senders, ${RATE} msg/s for ${SECONDS} s, websocket, loopback`);
+console.log("| server | delivered | deliveries/s | server CPU µs/delivery | p50 ms | p99 ms |");
+console.log("|---|---|---|---|---|---|");
+for (const r of results) {
+  console.log(`| ${r.name} | ${r.deliveries}/${r.expected} | ${r.perSecond.toFixed(0)} | ${r.cpuMicrosPerDelivery.toFixed(2)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} |`);
+}
+const [ours, baseline] = results;
+console.log(`ratio, switchboard / baseline: CPU per delivery ${(ours.cpuMicrosPerDelivery / baseline.cpuMicrosPerDelivery).toFixed(2)}x, p99 ${(ours.p99 / baseline.p99).toFixed(2)}x`);
+process.exit(0);

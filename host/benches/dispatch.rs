@@ -52,6 +52,16 @@ async fn send(packets_in: &mpsc::Sender<Packet>, socket_io_packet: &str) {
 }
 
 impl Client {
+    /// Disconnects and drains until the server side is done with the socket
+    /// (the test socket panics if its receiver goes away first).
+    async fn close(mut self) {
+        let _ = self.packets_in.send(Packet::Close).await;
+        while let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_millis(200), self.packets_out.recv()).await
+        {
+        }
+    }
+
     /// Waits for the next packet whose text starts with `prefix`.
     async fn next(&mut self, prefix: &str) -> String {
         loop {
@@ -170,6 +180,8 @@ async fn run(scenario: &Scenario) {
         receiver.next(scenario.expect).await;
         latencies.push(started.elapsed());
     }
+    sender.close().await;
+    other.close().await;
     latencies.sort();
     let percentile = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
     println!(

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::prelude::ClientLike;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide_core::adapter::DefinedAdapter;
@@ -19,7 +18,7 @@ use crate::host_api::HostServices;
 use crate::http_api::{self, Readiness};
 use crate::manifest::{Location, Manifest, PluginName, PluginSpec};
 use crate::runtime::{CallError, CompiledPlugin, LoadError, Plugin, Runtime};
-use crate::transport::{self, Routes, Sockets};
+use crate::transport::{self, ClusterSockets, Routes, Sockets};
 
 /// How long open connections get to close after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -89,13 +88,10 @@ impl Server {
     /// Redis (waiting, with backoff, while it cannot be reached).
     pub async fn load(manifest: Manifest, listener: TcpListener) -> Result<Self, ServeError> {
         let Some(settings) = manifest.cluster.clone() else {
-            return Self::assemble(
-                manifest,
-                listener,
-                SocketIo::builder(),
-                Arc::new(MemoryStore::new()),
-                None,
-            )
+            let state = Arc::new(MemoryStore::new());
+            return Self::assemble(manifest, listener, SocketIo::builder(), state, None, |io| {
+                Arc::new(io)
+            })
             .await;
         };
         let redis = cluster::connect(&settings).await?;
@@ -108,15 +104,23 @@ impl Server {
                 .map_err(|error| ServeError::Subscribe(error.to_string()))?;
         let builder = SocketIo::builder().with_adapter::<FredAdapter<_>>(adapter);
         let state = Arc::new(RedisStore::new(redis.commands.clone(), &settings.prefix));
+        let redis = Arc::new(redis);
         let url = settings.redis_url.clone();
-        let readiness: Readiness = Some(Arc::new(move || {
-            if redis.commands.is_connected() && redis.subscriber.is_connected() {
-                Ok(())
-            } else {
-                Err(format!("Redis at {url} is unreachable; reconnecting"))
+        let readiness: Readiness = Some(Arc::new({
+            let redis = redis.clone();
+            move || {
+                if redis.is_connected() {
+                    Ok(())
+                } else {
+                    Err(format!("Redis at {url} is unreachable; reconnecting"))
+                }
             }
         }));
-        Self::assemble(manifest, listener, builder, state, readiness).await
+        let cluster_up = Arc::new(move || redis.is_connected());
+        Self::assemble(manifest, listener, builder, state, readiness, |io| {
+            Arc::new(ClusterSockets::new(io, cluster_up))
+        })
+        .await
     }
 
     async fn assemble<A>(
@@ -125,13 +129,14 @@ impl Server {
         builder: socketioxide::SocketIoBuilder<A>,
         state: Arc<dyn StateStore>,
         readiness: Readiness,
+        sockets: impl FnOnce(SocketIo<A>) -> Arc<dyn Sockets>,
     ) -> Result<Self, ServeError>
     where
         A: Adapter + DefinedAdapter,
         A::InitRes: NamespaceReady,
     {
         let (layer, io) = transport::socket_io(builder, &manifest.server);
-        let sockets: Arc<dyn Sockets> = Arc::new(io.clone());
+        let sockets = sockets(io.clone());
         let routes = load_plugins(
             &manifest,
             HostServices {

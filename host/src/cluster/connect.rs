@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use fred::clients::SubscriberClient;
 use fred::error::ErrorKind;
-use fred::prelude::{Builder, Client, ClientLike, Config, ReconnectPolicy};
+use fred::prelude::{
+    Builder, Client, ClientLike, Config, EventInterface, PubsubInterface, ReconnectPolicy,
+};
 use fred::types::RespVersion;
 
 use crate::manifest::{ClusterSettings, RedisUrl};
@@ -13,6 +15,8 @@ use crate::manifest::{ClusterSettings, RedisUrl};
 /// Backoff between first connection attempts.
 const RETRY_MIN: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -31,6 +35,13 @@ pub struct RedisConnection {
     pub subscriber: SubscriberClient,
 }
 
+impl RedisConnection {
+    /// Whether both connections are up right now.
+    pub fn is_connected(&self) -> bool {
+        self.commands.is_connected() && self.subscriber.is_connected()
+    }
+}
+
 /// Connects both clients, retrying with backoff while Redis cannot be
 /// reached; wrong credentials or an old server fail at once.
 pub async fn connect(settings: &ClusterSettings) -> Result<RedisConnection, ConnectError> {
@@ -45,12 +56,20 @@ pub async fn connect(settings: &ClusterSettings) -> Result<RedisConnection, Conn
     let mut builder = Builder::from_config(config);
     // After the first connection, reconnect forever (0 = no attempt limit).
     builder.set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
+    // While Redis is away, a command fails after this instead of waiting for
+    // the reconnection, so a plugin call gets `state_unavailable` within its
+    // own time limit rather than hanging until it is aborted.
+    builder.with_performance_config(|performance| {
+        performance.default_command_timeout = COMMAND_TIMEOUT
+    });
+    builder.with_connection_config(|connection| connection.connection_timeout = CONNECTION_TIMEOUT);
     let commands = first_connection(|| builder.build(), url)
         .await
         .map_err(|error| error.or_config(url))?;
     let subscriber = first_connection(|| builder.build_subscriber_client(), url)
         .await
         .map_err(|error| error.or_config(url))?;
+    resubscribe_on_reconnect(&subscriber);
     let version = commands
         .server_version()
         .map(|version| version.major)
@@ -68,6 +87,32 @@ pub async fn connect(settings: &ClusterSettings) -> Result<RedisConnection, Conn
         commands,
         subscriber,
     })
+}
+
+/// After every reconnection, subscribes again to the adapter's (sharded)
+/// channels, so cross-node fanout resumes by itself after a Redis restart.
+fn resubscribe_on_reconnect(subscriber: &SubscriberClient) {
+    let client = subscriber.clone();
+    subscriber.on_reconnect(move |_| {
+        let client = client.clone();
+        async move {
+            let channels: Vec<String> = client
+                .tracked_shard_channels()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            if !channels.is_empty() {
+                match client.ssubscribe(channels).await {
+                    Ok(()) => tracing::info!("reconnected to Redis; cluster fanout resumed"),
+                    // Returning the error would end this listener; the next reconnection retries.
+                    Err(error) => {
+                        tracing::warn!("reconnected to Redis but could not resubscribe: {error}")
+                    }
+                }
+            }
+            Ok(())
+        }
+    });
 }
 
 /// A failure before the first connection: the configuration, or Redis's answer.

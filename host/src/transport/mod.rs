@@ -18,7 +18,7 @@ use socketioxide_core::adapter::DefinedAdapter;
 use crate::bindings::Conn;
 use crate::manifest::ServerSettings;
 pub use routes::{NamespaceRoutes, Routes};
-pub use sockets::{Audience, Sockets, SocketsError};
+pub use sockets::{Audience, ClusterSockets, Sockets, SocketsError};
 
 /// Builds the Socket.IO layer and its handle from the `[server]` settings,
 /// on the adapter `builder` was given.

@@ -2,6 +2,8 @@
 //! the server runs (in memory, or Redis for a cluster), so the host API does
 //! not depend on the adapter type.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
@@ -58,12 +60,41 @@ pub trait Sockets: Send + Sync + 'static {
     async fn close(&self);
 }
 
+/// A cluster node's sockets. While the cluster's Redis is unreachable, emits
+/// still reach this node's own sockets (the adapter would fail them whole);
+/// sockets on other nodes miss them.
+pub struct ClusterSockets<A: Adapter> {
+    io: SocketIo<A>,
+    cluster_up: Arc<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl<A: Adapter> ClusterSockets<A> {
+    pub fn new(io: SocketIo<A>, cluster_up: Arc<dyn Fn() -> bool + Send + Sync>) -> Self {
+        Self { io, cluster_up }
+    }
+}
+
 fn operators<A: Adapter>(
     io: &SocketIo<A>,
     namespace: &str,
 ) -> Result<BroadcastOperators<A>, SocketsError> {
     io.of(namespace)
         .ok_or_else(|| SocketsError::UnknownNamespace(namespace.to_owned()))
+}
+
+fn reaching<A: Adapter>(
+    io: &SocketIo<A>,
+    namespace: &str,
+    audience: &Audience,
+) -> Result<BroadcastOperators<A>, SocketsError> {
+    let mut target = operators(io, namespace)?;
+    if let Some(room) = &audience.room {
+        target = target.to(room.clone());
+    }
+    if let Some(except) = &audience.except {
+        target = target.except(except.clone());
+    }
+    Ok(target)
 }
 
 fn transport(error: impl std::fmt::Display) -> SocketsError {
@@ -79,14 +110,10 @@ impl<A: Adapter> Sockets for SocketIo<A> {
         event: &str,
         payload: &Outgoing,
     ) -> Result<(), SocketsError> {
-        let mut target = operators(self, namespace)?;
-        if let Some(room) = audience.room {
-            target = target.to(room);
-        }
-        if let Some(except) = audience.except {
-            target = target.except(except);
-        }
-        target.emit(event, payload).await.map_err(transport)
+        reaching(self, namespace, &audience)?
+            .emit(event, payload)
+            .await
+            .map_err(transport)
     }
 
     async fn join(
@@ -142,5 +169,71 @@ impl<A: Adapter> Sockets for SocketIo<A> {
 
     async fn close(&self) {
         SocketIo::close(self).await;
+    }
+}
+
+#[async_trait]
+impl<A: Adapter> Sockets for ClusterSockets<A> {
+    async fn emit(
+        &self,
+        namespace: &str,
+        audience: Audience,
+        event: &str,
+        payload: &Outgoing,
+    ) -> Result<(), SocketsError> {
+        if (self.cluster_up)() {
+            // The adapter publishes first and delivers locally after, so a
+            // failed emit reached no one and can be retried locally.
+            match reaching(&self.io, namespace, &audience)?
+                .emit(event, payload)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(error) => tracing::warn!(
+                    namespace,
+                    event,
+                    "cluster emit failed ({error}); delivering to this node's sockets only"
+                ),
+            }
+        }
+        reaching(&self.io, namespace, &audience)?
+            .local()
+            .emit(event, payload)
+            .await
+            .map_err(transport)
+    }
+
+    async fn join(
+        &self,
+        namespace: &str,
+        socket_id: String,
+        room: String,
+    ) -> Result<(), SocketsError> {
+        Sockets::join(&self.io, namespace, socket_id, room).await
+    }
+
+    async fn leave(
+        &self,
+        namespace: &str,
+        socket_id: String,
+        room: String,
+    ) -> Result<(), SocketsError> {
+        Sockets::leave(&self.io, namespace, socket_id, room).await
+    }
+
+    async fn members(&self, namespace: &str, room: String) -> Result<Vec<String>, SocketsError> {
+        Sockets::members(&self.io, namespace, room).await
+    }
+
+    async fn rooms_of(
+        &self,
+        namespace: &str,
+        socket_id: String,
+    ) -> Result<Vec<String>, SocketsError> {
+        Sockets::rooms_of(&self.io, namespace, socket_id).await
+    }
+
+    async fn close(&self) {
+        Sockets::close(&self.io).await;
     }
 }

@@ -243,15 +243,31 @@ events = ["join", "send_message"]
             to_other: true,
         },
     ];
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
     println!(
-        "{} events per scenario, {WINDOW} in flight; {LATENCY_SAMPLES} sequential round trips",
-        MEASURED_EVENTS
+        "{MEASURED_EVENTS} events per scenario, {WINDOW} in flight; {LATENCY_SAMPLES} sequential round trips"
     );
-    for scenario in &scenarios {
-        runtime.block_on(run(scenario));
+    // One thread: the CPU cost of an event on one core. Two threads: what the
+    // server's multi-threaded runtime does with both cores of this machine.
+    let runtimes = [
+        (
+            "1 thread",
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+        ),
+        (
+            "2 threads",
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build(),
+        ),
+    ];
+    for (threads, runtime) in runtimes {
+        let runtime = runtime.expect("tokio runtime");
+        for scenario in &scenarios {
+            print!("{threads:<10} ");
+            runtime.block_on(run(scenario));
+        }
     }
 }

@@ -126,7 +126,7 @@ pub struct PluginSection {
     pub limits: LimitsSection,
     /// `"pooled"` (default) reuses warm instances; `"per-event"` gives every
     /// call a fresh instance, so nothing a call leaves in guest memory is seen
-    /// by the next, at about 25x the cost per event (see BENCHMARKS.md).
+    /// by the next, at about 19x the cost per event (see BENCHMARKS.md).
     #[serde(default)]
     pub instances: InstanceModel,
     /// Free-form settings handed to the plugin's `init` and `config` API.

@@ -1,7 +1,7 @@
 //! A loaded plugin and its pool of warm instances.
 //!
 //! Instance model: by default a warm instance is reused across events instead
-//! of a fresh one per event, which costs about 25x more (BENCHMARKS.md has the
+//! of a fresh one per event, which costs about 19x more (BENCHMARKS.md has the
 //! figures); `instances = "per-event"` in the manifest chooses the latter.
 //! Each call takes an idle instance out of the pool, or makes one when all are
 //! busy, so concurrent sockets never share a `Store`. An instance whose call

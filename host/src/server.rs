@@ -94,7 +94,26 @@ impl Server {
             })
             .await;
         };
-        let redis = cluster::connect(&settings).await?;
+        let redis = match cluster::connect(&settings).await {
+            Ok(redis) => redis,
+            Err(unreachable @ cluster::ConnectError::Unreachable { .. }) => {
+                tracing::warn!(
+                    "{unreachable}; running this node alone, in memory, as `fallback = \"local\"` asks: \
+                     its rooms and state are not shared, and it will not join the cluster later"
+                );
+                let state = Arc::new(MemoryStore::new());
+                return Self::assemble(
+                    manifest,
+                    listener,
+                    SocketIo::builder(),
+                    state,
+                    None,
+                    |io| Arc::new(io),
+                )
+                .await;
+            }
+            Err(error) => return Err(error.into()),
+        };
         let adapter_config = RedisAdapterConfig::new()
             .with_prefix(settings.prefix.clone())
             .with_request_timeout(settings.request_timeout);

@@ -22,10 +22,11 @@ import { freePort, startRedis } from "./redis.mjs";
 
 const TOKEN = "cluster-test-token";
 
-function clusterManifest(redisUrl, { prefix = "e2e" } = {}) {
+function clusterManifest(redisUrl, { prefix = "e2e", fallback = "wait" } = {}) {
   return (
     manifestToml({ plugins: [chatPlugin(), faultyPlugin()] }) +
-    `\n[cluster]\nredis_url = "${redisUrl}"\nprefix = "${prefix}"\nrequest_timeout_ms = 500\n\n[api]\ntoken = "${TOKEN}"\n`
+    `\n[cluster]\nredis_url = "${redisUrl}"\nprefix = "${prefix}"\nrequest_timeout_ms = 500\nfallback = "${fallback}"\n` +
+    `\n[api]\ntoken = "${TOKEN}"\n`
   );
 }
 
@@ -244,6 +245,22 @@ describe("Redis problems", () => {
       assert.doesNotMatch(result.stderr + result.stdout, /wrong-password/);
     } finally {
       await redis.stop();
+    }
+  });
+
+  test('with fallback = "local", an unreachable Redis leaves the node running alone in memory', async () => {
+    const port = await freePort();
+    const host = await startHost({ manifest: clusterManifest(`redis://:secret-pw@127.0.0.1:${port}`, { fallback: "local" }) });
+    try {
+      assert.match(host.stderr(), /running this node alone, in memory/);
+      assert.doesNotMatch(host.stderr(), /secret-pw/);
+      const client = await connect(host.url, { auth: { user: "alone" } });
+      const ack = await emitAckOk(client, "join", { room: "solo" });
+      assert.equal(ack.members, 1);
+      assert.equal((await fetch(`${host.url}/readyz`)).status, 200);
+      client.close();
+    } finally {
+      await host.stop();
     }
   });
 

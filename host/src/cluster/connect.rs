@@ -10,7 +10,7 @@ use fred::prelude::{
 };
 use fred::types::RespVersion;
 
-use crate::manifest::{ClusterSettings, RedisUrl};
+use crate::manifest::{ClusterSettings, Fallback, RedisUrl};
 
 /// Backoff between first connection attempts.
 const RETRY_MIN: Duration = Duration::from_millis(200);
@@ -24,6 +24,8 @@ pub enum ConnectError {
     Config { url: RedisUrl, detail: String },
     #[error("Redis at {url} refused the credentials: {detail}; check the user and password")]
     Auth { url: RedisUrl, detail: String },
+    #[error("cannot reach Redis at {url}: {detail}")]
+    Unreachable { url: RedisUrl, detail: String },
     #[error(
         "Redis at {url} is version {version}; Switchboard needs Redis 7 or newer (sharded pub/sub, RESP3)"
     )]
@@ -42,8 +44,9 @@ impl RedisConnection {
     }
 }
 
-/// Connects both clients, retrying with backoff while Redis cannot be
-/// reached; wrong credentials or an old server fail at once.
+/// Connects both clients. While Redis cannot be reached this retries with
+/// backoff, or with `fallback = "local"` fails at once with `Unreachable`;
+/// wrong credentials or an old server fail at once.
 pub async fn connect(settings: &ClusterSettings) -> Result<RedisConnection, ConnectError> {
     let url = &settings.redis_url;
     let config_error = |error: fred::error::Error| ConnectError::Config {
@@ -63,10 +66,11 @@ pub async fn connect(settings: &ClusterSettings) -> Result<RedisConnection, Conn
         performance.default_command_timeout = COMMAND_TIMEOUT
     });
     builder.with_connection_config(|connection| connection.connection_timeout = CONNECTION_TIMEOUT);
-    let commands = first_connection(|| builder.build(), url)
+    let retry = settings.fallback == Fallback::Wait;
+    let commands = first_connection(|| builder.build(), url, retry)
         .await
         .map_err(|error| error.or_config(url))?;
-    let subscriber = first_connection(|| builder.build_subscriber_client(), url)
+    let subscriber = first_connection(|| builder.build_subscriber_client(), url, retry)
         .await
         .map_err(|error| error.or_config(url))?;
     resubscribe_on_reconnect(&subscriber);
@@ -138,6 +142,7 @@ impl FirstConnectionError {
 async fn first_connection<C: ClientLike>(
     build: impl Fn() -> Result<C, fred::error::Error>,
     url: &RedisUrl,
+    retry: bool,
 ) -> Result<C, FirstConnectionError> {
     let mut delay = RETRY_MIN;
     loop {
@@ -152,6 +157,13 @@ async fn first_connection<C: ClientLike>(
         {
             let url = url.clone();
             return Err(FirstConnectionError::Connect(ConnectError::Auth {
+                url,
+                detail,
+            }));
+        }
+        if !retry {
+            let url = url.clone();
+            return Err(FirstConnectionError::Connect(ConnectError::Unreachable {
                 url,
                 detail,
             }));

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 pub use error::{Location, ManifestError};
 pub use redis_url::RedisUrl;
-pub use schema::InstanceModel;
+pub use schema::{Fallback, InstanceModel};
 use schema::{ManifestFile, PluginSection};
 use toml::Spanned;
 
@@ -59,6 +59,7 @@ pub struct ClusterSettings {
     pub redis_url: RedisUrl,
     pub prefix: String,
     pub request_timeout: Duration,
+    pub fallback: Fallback,
 }
 
 #[derive(Debug, Clone)]
@@ -273,6 +274,7 @@ impl Validator<'_> {
             redis_url,
             prefix: cluster.prefix,
             request_timeout: Duration::from_millis(cluster.request_timeout_ms),
+            fallback: cluster.fallback,
         })
     }
 

@@ -89,6 +89,19 @@ pub struct ClusterSection {
     /// How long a cross-node request (room members, acks) waits, in milliseconds: `1000`.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// What a node does when Redis cannot be reached at start: `"wait"`
+    /// (default) retries until it can; `"local"` runs this node alone in
+    /// memory, with a warning: only for a deployment with a single replica.
+    #[serde(default)]
+    pub fallback: Fallback,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fallback {
+    #[default]
+    Wait,
+    Local,
 }
 
 fn default_prefix() -> String {

@@ -15,19 +15,46 @@ import {
   quiet,
   runSwitchboard,
   startHost,
+  tempDir,
   waitFor,
   writeManifest,
 } from "./harness.mjs";
-import { freePort, startRedis } from "./redis.mjs";
+import { freePort, makeCertificates, startRedis, startRedisCluster } from "./redis.mjs";
 
 const TOKEN = "cluster-test-token";
 
-function clusterManifest(redisUrl, { prefix = "e2e", fallback = "wait" } = {}) {
+function clusterManifest(redisUrl, { prefix = "e2e", fallback = "wait", caFile } = {}) {
   return (
     manifestToml({ plugins: [chatPlugin(), faultyPlugin()] }) +
     `\n[cluster]\nredis_url = "${redisUrl}"\nprefix = "${prefix}"\nrequest_timeout_ms = 500\nfallback = "${fallback}"\n` +
+    (caFile ? `ca_file = "${caFile}"\n` : "") +
     `\n[api]\ntoken = "${TOKEN}"\n`
   );
+}
+
+/** Two nodes on `manifest`: a room message from node A reaches node B, and 200 increments from both total 200. */
+async function checkTwoNodes(manifest) {
+  const [nodeA, nodeB] = await Promise.all([startHost({ manifest }), startHost({ manifest })]);
+  try {
+    const ada = await connect(nodeA.url, { auth: { user: "ada" } });
+    const bob = await connect(nodeB.url, { auth: { user: "bob" } });
+    await emitAckOk(ada, "join", { room: "shared" });
+    assert.equal((await emitAckOk(bob, "join", { room: "shared" })).members, 2);
+    const atBob = collect(bob, "message");
+    await emitAckOk(ada, "send_message", { room: "shared", text: "across" });
+    await waitFor(() => atBob.length === 1, 5000, "the message on node B");
+    const counters = await Promise.all(
+      [nodeA, nodeB].map((node) => connect(node.url, { namespace: "/faulty" })),
+    );
+    const values = await Promise.all(
+      counters.flatMap((socket) => Array.from({ length: 100 }, () => emitAckOk(socket, "count", null))),
+    );
+    assert.equal(Math.max(...values), 200);
+    assert.equal(new Set(values).size, 200);
+  } finally {
+    closeAllSockets();
+    await Promise.all([nodeA.stop(), nodeB.stop()]);
+  }
 }
 
 async function api(node, method, path, body, token = TOKEN) {
@@ -229,6 +256,31 @@ describe("Redis restarting mid-traffic", () => {
       closeAllSockets();
       await Promise.all([nodeA.stop(), nodeB.stop()]);
       await restarted?.stop();
+    }
+  });
+});
+
+describe("other Redis deployments", () => {
+  test("rediss:// to a TLS redis-server with the CA from ca_file", async () => {
+    const dir = tempDir();
+    const { ca, cert, key } = makeCertificates(dir);
+    const tlsPort = await freePort();
+    const redis = await startRedis({
+      args: ["--tls-port", String(tlsPort), "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca, "--tls-auth-clients", "no"],
+    });
+    try {
+      await checkTwoNodes(clusterManifest(`rediss://127.0.0.1:${tlsPort}`, { caFile: ca }));
+    } finally {
+      await redis.stop();
+    }
+  });
+
+  test("a 3-shard Redis Cluster, with sharded pub/sub", async () => {
+    const cluster = await startRedisCluster({ shards: 3, dir: tempDir() });
+    try {
+      await checkTwoNodes(clusterManifest(cluster.url));
+    } finally {
+      await cluster.stop();
     }
   });
 });

@@ -1,8 +1,10 @@
 // A throwaway `redis-server` (installed by scripts/setup.sh) on a free
 // loopback port, killed when the test process exits.
 
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
 import net from "node:net";
+import path from "node:path";
 
 const servers = new Set();
 process.on("exit", () => {
@@ -65,4 +67,73 @@ export async function startRedis({ port, args = [] } = {}) {
       await exited;
     },
   };
+}
+
+/** A free port whose cluster bus port (port + 10000) is free too. */
+async function freeClusterPort() {
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const [a, b] = await Promise.all([accepts(port), accepts(port + 10000)]);
+    if (!a && !b) return port;
+  }
+}
+
+/**
+ * A Redis Cluster of `shards` masters (no replicas), created with
+ * `redis-cli --cluster create`. Resolves to `{ url, stop() }` where `url` is a
+ * `redis-cluster://` URL naming every node.
+ */
+export async function startRedisCluster({ shards = 3, dir }) {
+  const nodes = [];
+  try {
+    for (let index = 0; index < shards; index++) {
+      const port = await freeClusterPort();
+      nodes.push(
+        await startRedis({
+          port,
+          args: ["--cluster-enabled", "yes", "--cluster-config-file", path.join(dir, `nodes-${port}.conf`), "--dir", dir],
+        }),
+      );
+    }
+    const create = spawnSync(
+      "redis-cli",
+      ["--cluster", "create", ...nodes.map((node) => `127.0.0.1:${node.port}`), "--cluster-replicas", "0", "--cluster-yes"],
+      { encoding: "utf8", timeout: 30000 },
+    );
+    if (create.status !== 0) throw new Error(`redis-cli --cluster create failed: ${create.stdout}${create.stderr}`);
+    const deadline = Date.now() + 20000;
+    for (;;) {
+      const states = nodes.map(
+        (node) => spawnSync("redis-cli", ["-p", String(node.port), "cluster", "info"], { encoding: "utf8" }).stdout,
+      );
+      if (states.every((info) => info.includes("cluster_state:ok"))) break;
+      if (Date.now() > deadline) throw new Error(`cluster not ok:\n${states.join("\n")}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  } catch (error) {
+    await Promise.all(nodes.map((node) => node.stop()));
+    throw error;
+  }
+  const [first, ...rest] = nodes;
+  return {
+    url: `redis-cluster://127.0.0.1:${first.port}?${rest.map((node) => `node=127.0.0.1:${node.port}`).join("&")}`,
+    stop: () => Promise.all(nodes.map((node) => node.stop())),
+  };
+}
+
+/**
+ * Certificates for a TLS redis-server on 127.0.0.1, made with openssl in
+ * `dir`: `{ ca, cert, key }` paths.
+ */
+export function makeCertificates(dir) {
+  const file = (name) => path.join(dir, name);
+  const run = (args) => {
+    const result = spawnSync("openssl", args, { encoding: "utf8" });
+    if (result.status !== 0) throw new Error(`openssl ${args.join(" ")} failed: ${result.stderr}`);
+  };
+  writeFileSync(file("san.ext"), "subjectAltName=IP:127.0.0.1\n");
+  run(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", file("ca.key"), "-out", file("ca.pem"), "-days", "1", "-subj", "/CN=switchboard-test-ca"]);
+  run(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", file("server.key"), "-out", file("server.csr"), "-subj", "/CN=127.0.0.1"]);
+  run(["x509", "-req", "-in", file("server.csr"), "-CA", file("ca.pem"), "-CAkey", file("ca.key"), "-CAcreateserial", "-out", file("server.pem"), "-days", "1", "-extfile", file("san.ext")]);
+  return { ca: file("ca.pem"), cert: file("server.pem"), key: file("server.key") };
 }

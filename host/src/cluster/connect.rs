@@ -1,6 +1,8 @@
 //! Connecting to the cluster's Redis: one client for commands, one for the
 //! adapter's pub/sub, both in RESP3 and reconnecting by themselves.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fred::clients::SubscriberClient;
@@ -9,6 +11,9 @@ use fred::prelude::{
     Builder, Client, ClientLike, Config, EventInterface, PubsubInterface, ReconnectPolicy,
 };
 use fred::types::RespVersion;
+use fred::types::config::TlsConnector;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 
 use crate::manifest::{ClusterSettings, Fallback, RedisUrl};
 
@@ -24,6 +29,8 @@ pub enum ConnectError {
     Config { url: RedisUrl, detail: String },
     #[error("Redis at {url} refused the credentials: {detail}; check the user and password")]
     Auth { url: RedisUrl, detail: String },
+    #[error("cannot set up TLS for Redis at {url}: {detail}")]
+    Tls { url: RedisUrl, detail: String },
     #[error("cannot reach Redis at {url}: {detail}")]
     Unreachable { url: RedisUrl, detail: String },
     #[error(
@@ -56,6 +63,13 @@ pub async fn connect(settings: &ClusterSettings) -> Result<RedisConnection, Conn
     let mut config = Config::from_url(url.expose()).map_err(config_error)?;
     // fred ignores `?protocol=resp3`; the adapter needs RESP3.
     config.version = RespVersion::RESP3;
+    if let Some(ca_file) = &settings.ca_file {
+        let tls = trusting(ca_file).map_err(|detail| ConnectError::Tls {
+            url: url.clone(),
+            detail,
+        })?;
+        config.tls = Some(TlsConnector::from(tls).into());
+    }
     let mut builder = Builder::from_config(config);
     // After the first connection, reconnect forever (0 = no attempt limit).
     builder.set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
@@ -91,6 +105,29 @@ pub async fn connect(settings: &ClusterSettings) -> Result<RedisConnection, Conn
         commands,
         subscriber,
     })
+}
+
+/// A TLS client configuration that trusts the CA certificates in `ca_file`.
+fn trusting(ca_file: &Path) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certificates = CertificateDer::pem_file_iter(ca_file)
+        .map_err(|error| format!("cannot read CA file {}: {error}", ca_file.display()))?;
+    for certificate in certificates {
+        let certificate = certificate
+            .map_err(|error| format!("bad certificate in {}: {error}", ca_file.display()))?;
+        roots.add(certificate).map_err(|error| {
+            format!("unusable CA certificate in {}: {error}", ca_file.display())
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{} holds no PEM certificate", ca_file.display()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| error.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// After every reconnection, subscribes again to the adapter's (sharded)

@@ -60,6 +60,8 @@ pub struct ClusterSettings {
     pub prefix: String,
     pub request_timeout: Duration,
     pub fallback: Fallback,
+    /// CA certificates for `rediss://`, resolved against the manifest.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -269,12 +271,20 @@ impl Validator<'_> {
                 );
             }
         };
-        let redis_url = RedisUrl::parse(&url).or_else(|message| self.invalid(span, message))?;
+        let redis_url =
+            RedisUrl::parse(&url).or_else(|message| self.invalid(span.clone(), message))?;
+        if cluster.ca_file.is_some() && !redis_url.is_tls() {
+            return self.invalid(
+                span,
+                format!("`ca_file` is set but {redis_url} does not use TLS; write rediss://"),
+            );
+        }
         Ok(ClusterSettings {
             redis_url,
             prefix: cluster.prefix,
             request_timeout: Duration::from_millis(cluster.request_timeout_ms),
             fallback: cluster.fallback,
+            ca_file: cluster.ca_file.map(|file| self.base.join(file)),
         })
     }
 

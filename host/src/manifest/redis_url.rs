@@ -2,18 +2,34 @@
 
 use std::fmt;
 
-/// `redis://[user[:password]@]host[:port][/db]` or `rediss://` (TLS).
-/// `Display` and `Debug` print the password as `****`, so the URL can go into
-/// logs, errors, `check` output and metrics.
+const SCHEMES: &[&str] = &[
+    "redis",
+    "rediss",
+    "redis-cluster",
+    "rediss-cluster",
+    "valkey",
+    "valkeys",
+    "valkey-cluster",
+    "valkeys-cluster",
+];
+
+/// `redis://[user[:password]@]host[:port][/db]`, `rediss://` for TLS, and
+/// `redis-cluster://host:port?node=host2:port2...` (or `rediss-cluster://`) for
+/// Redis Cluster; `valkey` may replace `redis` in each. `Display` and `Debug`
+/// print the password as `****`, so the URL can go into logs, errors, `check`
+/// output and metrics.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl(String);
 
 impl RedisUrl {
     pub fn parse(url: &str) -> Result<Self, String> {
-        let scheme_ok = url.starts_with("redis://") || url.starts_with("rediss://");
+        let scheme_ok = url
+            .split_once("://")
+            .is_some_and(|(scheme, _)| SCHEMES.contains(&scheme));
         if !scheme_ok || url.contains(char::is_whitespace) {
             return Err(format!(
-                "`{}` is not a Redis URL: write redis://[user:password@]host:port or rediss:// for TLS",
+                "`{}` is not a Redis URL: write redis://[user:password@]host:port, rediss:// for TLS, \
+                 or redis-cluster://host:port?node=host2:port2 for Redis Cluster",
                 Self(url.to_owned())
             ));
         }
@@ -26,7 +42,7 @@ impl RedisUrl {
     }
 
     pub fn is_tls(&self) -> bool {
-        self.0.starts_with("rediss://")
+        self.0.starts_with("rediss") || self.0.starts_with("valkeys")
     }
 }
 
@@ -70,6 +86,11 @@ mod tests {
             "rediss://app:****@cache:6380"
         );
         assert_eq!(show("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            show("redis-cluster://:pw@10.0.0.1:7000?node=10.0.0.2:7001"),
+            "redis-cluster://:****@10.0.0.1:7000?node=10.0.0.2:7001"
+        );
+        assert!(RedisUrl::parse("rediss://h:1").unwrap().is_tls());
         let error = RedisUrl::parse("http://:s3cret@host").unwrap_err();
         assert!(!error.contains("s3cret"), "{error}");
     }

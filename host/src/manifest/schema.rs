@@ -83,6 +83,10 @@ pub struct ClusterSection {
     /// `"redis://[user:password@]host:port"`, or `"rediss://..."` for TLS.
     /// The environment variable `SWITCHBOARD_REDIS_URL` overrides it.
     pub redis_url: Option<Spanned<String>>,
+    /// PEM file of the CA that signed the Redis server's certificate, for
+    /// `rediss://` with a private CA: `"redis-ca.pem"`. Without it the system's
+    /// trusted roots are used.
+    pub ca_file: Option<PathBuf>,
     /// Prefix of every key and channel, so clusters can share a Redis: `"switchboard"`.
     #[serde(default = "default_prefix")]
     pub prefix: String,

@@ -90,7 +90,7 @@ async fn host(manifest: &str) -> SocketIo {
         .await
         .expect("plugins load");
     let _ready: Vec<()> =
-        transport::serve_namespaces(&io, &routes, manifest.server.max_payload_bytes);
+        transport::serve_namespaces(&io, &routes, manifest.server.max_payload_bytes, None);
     io
 }
 

@@ -6,14 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use socketioxide::SocketIo;
-use socketioxide::adapter::Adapter;
+use socketioxide::adapter::{Adapter, LocalAdapter};
+use socketioxide::{SocketIo, SocketIoBuilder};
 use socketioxide_core::adapter::DefinedAdapter;
 use socketioxide_redis::{FredAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tokio::net::TcpListener;
 use tower_http::services::ServeDir;
 
-use crate::cluster::{self, MemoryStore, RedisStore, StateStore};
+use crate::cluster::{self, MemoryStore, NodeLiveness, RedisStore, StateStore};
 use crate::host_api::HostServices;
 use crate::http_api::{self, Readiness};
 use crate::manifest::{Location, Manifest, PluginName, PluginSpec};
@@ -83,34 +83,42 @@ pub struct Server {
     sockets: Arc<dyn Sockets>,
 }
 
+/// What differs between a single node in memory and a node of a cluster.
+struct Backend<A: Adapter> {
+    builder: SocketIoBuilder<A>,
+    state: Arc<dyn StateStore>,
+    readiness: Readiness,
+    sockets: Box<dyn FnOnce(SocketIo<A>) -> Arc<dyn Sockets> + Send>,
+    liveness: Option<Arc<NodeLiveness>>,
+}
+
+impl Backend<LocalAdapter> {
+    fn in_memory() -> Self {
+        Self {
+            builder: SocketIo::builder(),
+            state: Arc::new(MemoryStore::new()),
+            readiness: None,
+            sockets: Box::new(|io| Arc::new(io)),
+            liveness: None,
+        }
+    }
+}
+
 impl Server {
     /// Loads the plugins and, when the manifest has a `[cluster]`, connects to
     /// Redis (waiting, with backoff, while it cannot be reached).
     pub async fn load(manifest: Manifest, listener: TcpListener) -> Result<Self, ServeError> {
         let Some(settings) = manifest.cluster.clone() else {
-            let state = Arc::new(MemoryStore::new());
-            return Self::assemble(manifest, listener, SocketIo::builder(), state, None, |io| {
-                Arc::new(io)
-            })
-            .await;
+            return Self::assemble(manifest, listener, Backend::in_memory()).await;
         };
         let redis = match cluster::connect(&settings).await {
-            Ok(redis) => redis,
+            Ok(redis) => Arc::new(redis),
             Err(unreachable @ cluster::ConnectError::Unreachable { .. }) => {
                 tracing::warn!(
                     "{unreachable}; running this node alone, in memory, as `fallback = \"local\"` asks: \
                      its rooms and state are not shared, and it will not join the cluster later"
                 );
-                let state = Arc::new(MemoryStore::new());
-                return Self::assemble(
-                    manifest,
-                    listener,
-                    SocketIo::builder(),
-                    state,
-                    None,
-                    |io| Arc::new(io),
-                )
-                .await;
+                return Self::assemble(manifest, listener, Backend::in_memory()).await;
             }
             Err(error) => return Err(error.into()),
         };
@@ -121,9 +129,6 @@ impl Server {
             RedisAdapterCtr::new_with_fred_config(redis.subscriber.clone(), adapter_config)
                 .await
                 .map_err(|error| ServeError::Subscribe(error.to_string()))?;
-        let builder = SocketIo::builder().with_adapter::<FredAdapter<_>>(adapter);
-        let state = Arc::new(RedisStore::new(redis.commands.clone(), &settings.prefix));
-        let redis = Arc::new(redis);
         let url = settings.redis_url.clone();
         let readiness: Readiness = Some(Arc::new({
             let redis = redis.clone();
@@ -135,46 +140,56 @@ impl Server {
                 }
             }
         }));
-        let cluster_up = Arc::new(move || redis.is_connected());
-        Self::assemble(manifest, listener, builder, state, readiness, |io| {
-            Arc::new(ClusterSockets::new(io, cluster_up))
-        })
-        .await
+        let backend = Backend {
+            builder: SocketIo::builder().with_adapter::<FredAdapter<_>>(adapter),
+            state: Arc::new(RedisStore::new(redis.commands.clone(), &settings.prefix)),
+            readiness,
+            liveness: Some(NodeLiveness::new(redis.commands.clone(), &settings.prefix)),
+            sockets: Box::new(move |io| {
+                Arc::new(ClusterSockets::new(
+                    io,
+                    Arc::new(move || redis.is_connected()),
+                ))
+            }),
+        };
+        Self::assemble(manifest, listener, backend).await
     }
 
     async fn assemble<A>(
         manifest: Manifest,
         listener: TcpListener,
-        builder: socketioxide::SocketIoBuilder<A>,
-        state: Arc<dyn StateStore>,
-        readiness: Readiness,
-        sockets: impl FnOnce(SocketIo<A>) -> Arc<dyn Sockets>,
+        backend: Backend<A>,
     ) -> Result<Self, ServeError>
     where
         A: Adapter + DefinedAdapter,
         A::InitRes: NamespaceReady,
     {
-        let (layer, io) = transport::socket_io(builder, &manifest.server);
-        let sockets = sockets(io.clone());
-        let routes = load_plugins(
-            &manifest,
-            HostServices {
-                sockets: sockets.clone(),
-                state,
-            },
-        )
-        .await?;
+        let (layer, io) = transport::socket_io(backend.builder, &manifest.server);
+        let sockets = (backend.sockets)(io.clone());
+        let services = HostServices {
+            sockets: sockets.clone(),
+            state: backend.state,
+        };
+        let routes = Arc::new(load_plugins(&manifest, services).await?);
+        let max_payload = manifest.server.max_payload_bytes;
         for namespace in
-            transport::serve_namespaces(&io, &routes, manifest.server.max_payload_bytes)
+            transport::serve_namespaces(&io, &routes, max_payload, backend.liveness.clone())
         {
             namespace.ready().await.map_err(ServeError::Subscribe)?;
+        }
+        if let Some(liveness) = backend.liveness {
+            let routes = routes.clone();
+            liveness.run(move |lost| {
+                let routes = routes.clone();
+                async move { transport::disconnect_lost(&routes, lost).await }
+            });
         }
         let namespaces = routes.namespaces().map(|(path, _)| path.clone()).collect();
         let mut app = http_api::router(
             sockets.clone(),
             manifest.api_token.clone(),
             namespaces,
-            readiness,
+            backend.readiness,
         );
         if let Some(dir) = &manifest.server.static_dir {
             app = app.fallback_service(ServeDir::new(dir));

@@ -208,6 +208,43 @@ describe("two nodes sharing Redis", () => {
   });
 });
 
+describe("presence across nodes", () => {
+  test("a user is online while any of its sockets is, and a killed node's users go offline", async () => {
+    const redis = await startRedis();
+    const manifest = clusterManifest(redis.url);
+    const [nodeA, nodeB, nodeC] = await Promise.all([startHost({ manifest }), startHost({ manifest }), startHost({ manifest })]);
+    try {
+      const bob = await connect(nodeB.url, { auth: { user: "bob" } });
+      await emitAckOk(bob, "join", { room: "pair" });
+      const online = collect(bob, "user_online");
+      const offline = collect(bob, "user_offline");
+
+      const adaOnA = await connect(nodeA.url, { auth: { user: "ada" } });
+      await emitAckOk(adaOnA, "join", { room: "pair" });
+      // Ada's second socket, on another node, is put back in her rooms and announces nothing.
+      const adaOnC = await connect(nodeC.url, { auth: { user: "ada" } });
+      await waitFor(async () => (await api(nodeB, "GET", "/api/v1/namespaces/%2F/rooms/pair")).body.size === 3, 5000,
+        "ada's second socket to rejoin the room");
+      adaOnC.close();
+      await waitFor(async () => (await api(nodeB, "GET", "/api/v1/namespaces/%2F/rooms/pair")).body.size === 2, 5000,
+        "ada's second socket to leave");
+      await quiet();
+      assert.deepEqual(offline, [], "ada still has a socket, on node A");
+
+      nodeA.child.kill("SIGKILL");
+      await waitFor(() => offline.length === 1, 15000, "user_offline for ada after node A was killed");
+      assert.deepEqual(offline, [{ user: "ada" }]);
+      assert.deepEqual(online, [], "ada's first socket joined the room after bob; nothing came online while bob watched");
+      await quiet(500);
+      assert.equal(offline.length, 1, "the dead node's sockets are cleaned up once");
+    } finally {
+      closeAllSockets();
+      await Promise.all([nodeA.stop(), nodeB.stop(), nodeC.stop()]);
+      await redis.stop();
+    }
+  });
+});
+
 describe("Redis restarting mid-traffic", () => {
   test("local delivery goes on during the outage and cross-node fanout resumes after it", async () => {
     const redis = await startRedis();

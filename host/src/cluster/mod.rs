@@ -5,6 +5,7 @@
 #[cfg(test)]
 mod conformance;
 mod connect;
+mod liveness;
 mod memory;
 mod redis;
 #[cfg(test)]
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 pub use connect::{ConnectError, RedisConnection, connect};
+pub use liveness::NodeLiveness;
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 

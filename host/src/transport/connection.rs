@@ -89,6 +89,9 @@ struct Connection<A: Adapter> {
 
 impl<A: Adapter> Connection<A> {
     async fn run(self, mut queue: mpsc::Receiver<Job<A>>) {
+        if let Some(liveness) = &self.namespace.liveness {
+            liveness.connected(&self.conn).await;
+        }
         while let Some(job) = queue.recv().await {
             match job {
                 Job::Event { packet, ack } => self.handle(packet, ack).await,
@@ -159,6 +162,9 @@ impl<A: Adapter> Connection<A> {
         for plugin in self.namespace.routes.plugins() {
             // A failing plugin is logged by the runtime; the others still run.
             let _ = plugin.on_disconnect(&self.conn, &reason).await;
+        }
+        if let Some(liveness) = &self.namespace.liveness {
+            liveness.disconnected(&self.conn).await;
         }
     }
 }

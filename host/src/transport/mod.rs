@@ -16,6 +16,7 @@ use socketioxide::{SocketIo, SocketIoBuilder};
 use socketioxide_core::adapter::DefinedAdapter;
 
 use crate::bindings::Conn;
+use crate::cluster::NodeLiveness;
 use crate::manifest::ServerSettings;
 pub use routes::{NamespaceRoutes, Routes};
 pub use sockets::{Audience, ClusterSockets, Sockets, SocketsError};
@@ -46,12 +47,14 @@ pub fn serve_namespaces<A: Adapter + DefinedAdapter>(
     io: &SocketIo<A>,
     routes: &Routes,
     max_payload_bytes: u64,
+    liveness: Option<Arc<NodeLiveness>>,
 ) -> Vec<A::InitRes> {
     let mut initialising = Vec::new();
     for (path, routes) in routes.namespaces() {
         let namespace = Arc::new(Namespace {
             routes: routes.clone(),
             max_payload_bytes: usize::try_from(max_payload_bytes).unwrap_or(usize::MAX),
+            liveness: liveness.clone(),
         });
         let admit = {
             let namespace = namespace.clone();
@@ -73,6 +76,20 @@ pub fn serve_namespaces<A: Adapter + DefinedAdapter>(
 pub struct Namespace {
     routes: Arc<NamespaceRoutes>,
     max_payload_bytes: usize,
+    /// In a cluster, where this node records its sockets.
+    liveness: Option<Arc<NodeLiveness>>,
+}
+
+/// Runs the plugins' `on-disconnect` for sockets of a node that died.
+pub async fn disconnect_lost(routes: &Routes, conns: Vec<Conn>) {
+    for conn in conns {
+        let Some(namespace) = routes.namespace(&conn.namespace) else {
+            continue;
+        };
+        for plugin in namespace.plugins() {
+            let _ = plugin.on_disconnect(&conn, "server node lost").await;
+        }
+    }
 }
 
 /// Why a connection was refused; the client sees it in `connect_error`.

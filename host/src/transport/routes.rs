@@ -39,6 +39,10 @@ impl Routes {
         }
     }
 
+    pub fn namespace(&self, path: &str) -> Option<&Arc<NamespaceRoutes>> {
+        self.namespaces.get(path)
+    }
+
     pub fn namespaces(&self) -> impl Iterator<Item = (&String, &Arc<NamespaceRoutes>)> {
         self.namespaces.iter()
     }

@@ -1,0 +1,194 @@
+//! Which nodes are alive, and what happens to the sockets of one that died.
+//!
+//! Every node refreshes a heartbeat key in Redis and records its connected
+//! sockets. Every node also watches the others: when a node's heartbeat has
+//! expired (it crashed, or lost its network), one surviving node claims it,
+//! runs the plugins' `on-disconnect` for each of its sockets (so presence
+//! stays right cluster-wide), and forgets it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fred::prelude::{
+    Client, Expiration, HashesInterface, KeysInterface, SetOptions, SetsInterface,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::bindings::Conn;
+
+/// How often a node refreshes its heartbeat and looks for dead nodes.
+const BEAT: Duration = Duration::from_secs(1);
+/// A node whose heartbeat is older than this is dead.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long one node holds the claim to clean up after a dead one.
+const CLAIM: Duration = Duration::from_secs(30);
+
+/// A socket as recorded in Redis.
+#[derive(Serialize, Deserialize)]
+struct RecordedConn {
+    socket_id: String,
+    namespace: String,
+    auth: String,
+    user_id: Option<String>,
+}
+
+impl From<&Conn> for RecordedConn {
+    fn from(conn: &Conn) -> Self {
+        Self {
+            socket_id: conn.socket_id.clone(),
+            namespace: conn.namespace.clone(),
+            auth: conn.auth.clone(),
+            user_id: conn.user_id.clone(),
+        }
+    }
+}
+
+impl From<RecordedConn> for Conn {
+    fn from(recorded: RecordedConn) -> Self {
+        Self {
+            socket_id: recorded.socket_id,
+            namespace: recorded.namespace,
+            auth: recorded.auth,
+            user_id: recorded.user_id,
+        }
+    }
+}
+
+pub struct NodeLiveness {
+    client: Client,
+    prefix: String,
+    node_id: String,
+}
+
+impl NodeLiveness {
+    pub fn new(client: Client, prefix: &str) -> Arc<Self> {
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        Arc::new(Self {
+            client,
+            prefix: prefix.to_owned(),
+            node_id: format!("{started:x}-{:x}", std::process::id()),
+        })
+    }
+
+    fn nodes_key(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
+    fn heartbeat_key(&self, node: &str) -> String {
+        format!("{}:node:{node}:alive", self.prefix)
+    }
+
+    fn sockets_key(&self, node: &str) -> String {
+        format!("{}:node:{node}:sockets", self.prefix)
+    }
+
+    /// Records a connected socket of this node.
+    pub async fn connected(&self, conn: &Conn) {
+        let Ok(json) = serde_json::to_string(&RecordedConn::from(conn)) else {
+            return;
+        };
+        let recorded: Result<(), _> = self
+            .client
+            .hset(
+                self.sockets_key(&self.node_id),
+                (conn.socket_id.as_str(), json),
+            )
+            .await;
+        if let Err(error) = recorded {
+            tracing::warn!(socket = %conn.socket_id, "cannot record the socket in Redis: {error}");
+        }
+    }
+
+    /// Forgets a socket whose disconnect this node has handled.
+    pub async fn disconnected(&self, conn: &Conn) {
+        let forgotten: Result<(), _> = self
+            .client
+            .hdel(self.sockets_key(&self.node_id), conn.socket_id.as_str())
+            .await;
+        if let Err(error) = forgotten {
+            tracing::warn!(socket = %conn.socket_id, "cannot forget the socket in Redis: {error}");
+        }
+    }
+
+    /// Beats and watches until the process ends; `lost` handles the sockets
+    /// of a dead node this node claimed.
+    pub fn run<F, Fut>(self: Arc<Self>, lost: F)
+    where
+        F: Fn(Vec<Conn>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(BEAT);
+            loop {
+                ticker.tick().await;
+                if let Err(error) = self.beat().await {
+                    tracing::warn!("cannot refresh this node's heartbeat: {error}");
+                    continue;
+                }
+                if let Err(error) = self.reap(&lost).await {
+                    tracing::warn!("cannot check the other nodes' heartbeats: {error}");
+                }
+            }
+        });
+    }
+
+    async fn beat(&self) -> Result<(), fred::error::Error> {
+        let timeout = i64::try_from(HEARTBEAT_TIMEOUT.as_millis()).unwrap_or(i64::MAX);
+        let () = self
+            .client
+            .set(
+                self.heartbeat_key(&self.node_id),
+                "1",
+                Some(Expiration::PX(timeout)),
+                None,
+                false,
+            )
+            .await?;
+        self.client
+            .sadd(self.nodes_key(), self.node_id.as_str())
+            .await
+    }
+
+    async fn reap<F, Fut>(&self, lost: &F) -> Result<(), fred::error::Error>
+    where
+        F: Fn(Vec<Conn>) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let nodes: Vec<String> = self.client.smembers(self.nodes_key()).await?;
+        for node in nodes.iter().filter(|node| **node != self.node_id) {
+            let alive: bool = self.client.exists(self.heartbeat_key(node)).await?;
+            if alive {
+                continue;
+            }
+            let claim = format!("{}:node:{node}:reaper", self.prefix);
+            let claim_ms = i64::try_from(CLAIM.as_millis()).unwrap_or(i64::MAX);
+            let claimed: Option<String> = self
+                .client
+                .set(
+                    claim,
+                    self.node_id.as_str(),
+                    Some(Expiration::PX(claim_ms)),
+                    Some(SetOptions::NX),
+                    false,
+                )
+                .await?;
+            if claimed.is_none() {
+                continue; // another node is cleaning up after it
+            }
+            let sockets: Vec<String> = self.client.hvals(self.sockets_key(node)).await?;
+            let conns: Vec<Conn> = sockets
+                .iter()
+                .filter_map(|json| serde_json::from_str::<RecordedConn>(json).ok())
+                .map(Conn::from)
+                .collect();
+            tracing::warn!(node = %node, sockets = conns.len(), "node stopped beating; disconnecting its sockets");
+            lost(conns).await;
+            let () = self.client.del(self.sockets_key(node)).await?;
+            let () = self.client.srem(self.nodes_key(), node.as_str()).await?;
+        }
+        Ok(())
+    }
+}

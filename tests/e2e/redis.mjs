@@ -60,6 +60,7 @@ export async function startRedis({ port, args = [] } = {}) {
   }
   return {
     port,
+    pid: child.pid,
     url: `redis://127.0.0.1:${port}`,
     async stop() {
       servers.delete(child);

@@ -1,9 +1,13 @@
 // Loopback load run: many clients in one room, a few senders, every message
 // delivered to every member. Measures deliveries per second, latency from
-// send to delivery (p50 / p99), and server CPU per delivery, for Switchboard
-// and, in the same run, for a plain Node socket.io server as the baseline.
+// send to delivery (p50 / p99), and server CPU per delivery.
 //
-//   node tests/load/fanout.mjs [--subscribers 500] [--senders 5] [--rate 100] [--seconds 10]
+//   node tests/load/fanout.mjs [--subscribers 500] [--senders 5] [--rate 100] [--seconds 10] [--compare node|cluster]
+//
+// --compare node (default): Switchboard against a plain Node socket.io server.
+// --compare cluster: one Switchboard node in memory against two nodes sharing
+//   a redis-server, with the subscribers split over both nodes and the senders
+//   on the first; CPU is summed over both nodes and Redis.
 //
 // Uses target/release/switchboard (build it with `cargo build --release`).
 import { spawn } from "node:child_process";
@@ -14,6 +18,7 @@ import { parseArgs } from "node:util";
 import { io } from "socket.io-client";
 
 import { REPO, chatPlugin, manifestToml, writeManifest } from "../e2e/harness.mjs";
+import { startRedis } from "../e2e/redis.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -21,6 +26,7 @@ const { values } = parseArgs({
     senders: { type: "string", default: "5" },
     rate: { type: "string", default: "100" },
     seconds: { type: "string", default: "10" },
+    compare: { type: "string", default: "node" },
   },
 });
 const SUBSCRIBERS = Number(values.subscribers);
@@ -59,9 +65,12 @@ function percentile(sorted, p) {
   return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))] : NaN;
 }
 
-async function run(name, server) {
+/** `servers`: `{ url }` to connect to (round robin; senders on the first), `pids`: processes whose CPU counts. */
+async function run(name, servers, pids) {
   const clients = [];
   for (let index = 0; index < SUBSCRIBERS; index++) {
+    // Senders are clients 0..SENDERS-1 and all sit on the first server.
+    const server = index < SENDERS ? servers[0] : servers[index % servers.length];
     clients.push(await connectClient(server.url, `user${index}`));
   }
   await Promise.all(clients.map((socket) => socket.timeout(10000).emitWithAck("join", { room: "load" })));
@@ -75,7 +84,8 @@ async function run(name, server) {
     });
   }
   const expected = Math.round(RATE * SECONDS) * SUBSCRIBERS;
-  const cpuBefore = cpuSeconds(server.child.pid);
+  const totalCpu = () => pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+  const cpuBefore = totalCpu();
   const started = process.hrtime.bigint();
   const total = Math.round(RATE * SECONDS);
   for (let sent = 0; sent < total; sent++) {
@@ -87,10 +97,10 @@ async function run(name, server) {
   const deadline = Date.now() + 30000;
   while (deliveries < expected && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
   const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
-  const cpu = cpuSeconds(server.child.pid) - cpuBefore;
+  const cpu = totalCpu() - cpuBefore;
   latencies.sort((a, b) => a - b);
   for (const socket of clients) socket.close();
-  server.child.kill("SIGTERM");
+  for (const server of servers) server.child?.kill("SIGTERM");
   return {
     name,
     deliveries,
@@ -102,11 +112,23 @@ async function run(name, server) {
   };
 }
 
-const manifest = writeManifest(manifestToml({ plugins: [chatPlugin({ config: { history_size: 10 } })] }));
 const binary = process.env.SWITCHBOARD_BIN ?? path.join(REPO, "target/release/switchboard");
+const chat = chatPlugin({ config: { history_size: 10 } });
+const serve = (manifestPath) => startServer(binary, ["serve", "--manifest", manifestPath, "--listen", "127.0.0.1:0"]);
+const single = writeManifest(manifestToml({ plugins: [chat] }));
 const results = [];
-results.push(await run("switchboard (chat plugin)", await startServer(binary, ["serve", "--manifest", manifest, "--listen", "127.0.0.1:0"])));
-results.push(await run("node socket.io (baseline)", await startServer(process.execPath, [path.join(REPO, "tests/load/baseline-server.mjs")])));
+const ours = await serve(single);
+results.push(await run("switchboard, one node (chat plugin)", [ours], [ours.child.pid]));
+if (values.compare === "cluster") {
+  const redis = await startRedis();
+  const clustered = writeManifest(manifestToml({ plugins: [chat] }) + `\n[cluster]\nredis_url = "${redis.url}"\n`);
+  const nodes = [await serve(clustered), await serve(clustered)];
+  results.push(await run("switchboard, two nodes + Redis", nodes, [...nodes.map((node) => node.child.pid), redis.pid]));
+  await redis.stop();
+} else {
+  const baseline = await startServer(process.execPath, [path.join(REPO, "tests/load/baseline-server.mjs")]);
+  results.push(await run("node socket.io (baseline)", [baseline], [baseline.child.pid]));
+}
 
 console.log(`${SUBSCRIBERS} subscribers in one room, ${SENDERS} senders, ${RATE} msg/s for ${SECONDS} s, websocket, loopback`);
 console.log("| server | delivered | deliveries/s | server CPU µs/delivery | p50 ms | p99 ms |");
@@ -114,6 +136,6 @@ console.log("|---|---|---|---|---|---|");
 for (const r of results) {
   console.log(`| ${r.name} | ${r.deliveries}/${r.expected} | ${r.perSecond.toFixed(0)} | ${r.cpuMicrosPerDelivery.toFixed(2)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} |`);
 }
-const [ours, baseline] = results;
-console.log(`ratio, switchboard / baseline: CPU per delivery ${(ours.cpuMicrosPerDelivery / baseline.cpuMicrosPerDelivery).toFixed(2)}x, p99 ${(ours.p99 / baseline.p99).toFixed(2)}x`);
+const [first, second] = results;
+console.log(`ratio, second / first: CPU per delivery ${(second.cpuMicrosPerDelivery / first.cpuMicrosPerDelivery).toFixed(2)}x, p99 ${(second.p99 / first.p99).toFixed(2)}x`);
 process.exit(0);

@@ -1,6 +1,7 @@
 //! The HTTP side: health and readiness probes, and `/api/v1` for backends to
 //! push events to sockets and read room membership on any node.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
@@ -11,6 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use tokio::net::TcpListener;
 
 use crate::manifest::is_reserved_event;
 use crate::payload::Outgoing;
@@ -45,6 +47,30 @@ pub fn router(
         .route("/api/v1/emit", post(emit))
         .route("/api/v1/namespaces/{namespace}/rooms/{room}", get(room))
         .with_state(state)
+}
+
+/// Answers on `listener` while the server is still starting (loading plugins,
+/// waiting for Redis): `/healthz` is 200, everything else, `/readyz` included,
+/// is 503. Returns when `started` resolves, once in-flight requests are done.
+pub async fn serve_while_starting(
+    listener: TcpListener,
+    started: impl Future<Output = ()> + Send + 'static,
+) {
+    let starting = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "starting",
+                "the server is starting: loading plugins or waiting for Redis",
+            )
+        });
+    if let Err(error) = axum::serve(listener, starting)
+        .with_graceful_shutdown(started)
+        .await
+    {
+        tracing::warn!("the start-up responder failed: {error}");
+    }
 }
 
 /// A JSON error body: `{ "error": { "code", "message" } }`, the same shape

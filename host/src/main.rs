@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use switchboard::http_api;
 use switchboard::runtime::Runtime;
 use switchboard::{Manifest, Server};
 use tokio::net::TcpListener;
@@ -67,7 +68,18 @@ fn serve(manifest: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()> {
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("cannot listen on {address}"))?;
-        let server = Server::load(manifest, listener).await?;
+        // Probes get answers (503 "starting") while plugins load and Redis is
+        // awaited; the same socket is then handed to the real server.
+        let (listener, probe_listener) =
+            share(listener).context("cannot share the listening socket")?;
+        let (started, starting_done) = tokio::sync::oneshot::channel::<()>();
+        let probes = tokio::spawn(http_api::serve_while_starting(probe_listener, async {
+            let _ = starting_done.await;
+        }));
+        let loaded = Server::load(manifest, listener).await;
+        let _ = started.send(());
+        let _ = probes.await;
+        let server = loaded?;
         let shutdown = shutdown_signal().context("cannot install signal handlers")?;
         println!("switchboard listening on http://{}", server.local_addr()?);
         server.run(shutdown).await?;
@@ -81,6 +93,12 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
         .map_err(|error| anyhow::anyhow!("cannot start the WebAssembly engine: {error:#}"))?;
     let compiled = switchboard::server::compile_plugins(&runtime, &manifest)?;
     println!("{}: ok", manifest.path.display());
+    if let Some(cluster) = &manifest.cluster {
+        println!(
+            "  cluster {} (prefix {})",
+            cluster.redis_url, cluster.prefix
+        );
+    }
     for (spec, plugin) in manifest.plugins.iter().zip(&compiled) {
         println!(
             "  plugin {} ({}) namespaces {} events {}",
@@ -91,6 +109,16 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Two handles on one listening socket.
+fn share(listener: TcpListener) -> std::io::Result<(TcpListener, TcpListener)> {
+    let listener = listener.into_std()?;
+    let twin = listener.try_clone()?;
+    Ok((
+        TcpListener::from_std(listener)?,
+        TcpListener::from_std(twin)?,
+    ))
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when

@@ -2,9 +2,11 @@
 // membership and the HTTP API work whichever node a client or caller is on.
 
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { after, before, describe, test } from "node:test";
 
 import {
+  BIN,
   chatPlugin,
   closeAllSockets,
   collect,
@@ -323,6 +325,14 @@ describe("other Redis deployments", () => {
 });
 
 describe("Redis problems", () => {
+  test("check shows the cluster's Redis URL without its password", async () => {
+    const manifest = writeManifest(clusterManifest("redis://app:hunter2@127.0.0.1:6379"));
+    const result = await runSwitchboard(["check", manifest]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /cluster redis:\/\/app:\*\*\*\*@127\.0\.0\.1:6379 \(prefix e2e\)/);
+    assert.doesNotMatch(result.stdout + result.stderr, /hunter2/);
+  });
+
   test("a wrong password stops the node with a clear error that hides the password", async () => {
     const redis = await startRedis({ args: ["--requirepass", "right-password"] });
     try {
@@ -350,6 +360,33 @@ describe("Redis problems", () => {
       client.close();
     } finally {
       await host.stop();
+    }
+  });
+
+  test("while it waits for Redis, the node answers /healthz 200 and /readyz 503", async () => {
+    const [port, redisPort] = [await freePort(), await freePort()];
+    const manifest = writeManifest(clusterManifest(`redis://127.0.0.1:${redisPort}`));
+    const child = spawn(BIN, ["serve", "--manifest", manifest, "--listen", `127.0.0.1:${port}`], { stdio: "ignore" });
+    try {
+      const url = `http://127.0.0.1:${port}`;
+      const status = async (path) => {
+        try {
+          return (await fetch(`${url}${path}`)).status;
+        } catch {
+          return 0; // not listening yet
+        }
+      };
+      await waitFor(async () => (await status("/healthz")) === 200, 10000, "the node to answer /healthz while starting");
+      assert.equal(await status("/readyz"), 503);
+      const redis = await startRedis({ port: redisPort });
+      try {
+        await waitFor(async () => (await status("/readyz")) === 200, 15000, "the node to become ready once Redis is up");
+      } finally {
+        child.kill("SIGTERM");
+        await redis.stop();
+      }
+    } finally {
+      child.kill("SIGKILL");
     }
   });
 

@@ -92,17 +92,9 @@ impl Plugin {
             instances: spec.instances,
             idle: Mutex::new(Vec::new()),
         });
-        let first = plugin.instantiate().await;
-        plugin.check_in(first?, Ok(()))?;
+        let first = plugin.instantiate().await?;
+        plugin.check_in(first, Ok(()))?;
         Ok(plugin)
-    }
-
-    pub fn name(&self) -> &PluginName {
-        &self.context.name
-    }
-
-    pub fn context(&self) -> &PluginContext {
-        &self.context
     }
 
     /// SHA-256 of the running component.

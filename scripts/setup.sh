@@ -69,6 +69,11 @@ fi
 # --- Plugins ----------------------------------------------------------------
 step "cargo build --release (plugins/)"
 (cd plugins && cargo build --release)
+# A second build of the test plugin whose echo says "v2", for the hot-reload
+# tests; its own target directory keeps the first build untouched.
+(cd plugins && SWITCHBOARD_BUILD_MARKER=v2 cargo build --release -p faulty --target-dir ../target/plugins-v2)
+cp target/plugins-v2/wasm32-wasip2/release/faulty.wasm target/wasm32-wasip2/release/faulty_v2.wasm.tmp
+mv target/wasm32-wasip2/release/faulty_v2.wasm.tmp target/wasm32-wasip2/release/faulty_v2.wasm
 
 # --- The chat example's browser client --------------------------------------
 vendor=examples/chat/public/vendor

@@ -88,7 +88,8 @@ async fn host(manifest: &str) -> SocketIo {
     };
     let routes = server::load_plugins(&manifest, services)
         .await
-        .expect("plugins load");
+        .expect("plugins load")
+        .routes;
     let _ready: Vec<()> =
         transport::serve_namespaces(&io, &routes, manifest.server.max_payload_bytes, None);
     io

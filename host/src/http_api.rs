@@ -16,37 +16,33 @@ use tokio::net::TcpListener;
 
 use crate::manifest::is_reserved_event;
 use crate::payload::Outgoing;
+use crate::reload::{ReloadCounts, ReloadError, Reloaded, Reloader};
+use crate::runtime::PluginStatus;
 use crate::transport::{Audience, Sockets, SocketsError};
 
 /// Whether the node can do its whole job: `None` when always ready (one node
 /// in memory), otherwise a check of its cluster connection.
 pub type Readiness = Option<Arc<dyn Fn() -> Result<(), String> + Send + Sync>>;
 
-struct ApiState {
-    sockets: Arc<dyn Sockets>,
-    token: Option<String>,
-    namespaces: Vec<String>,
-    readiness: Readiness,
+/// What the HTTP API reaches.
+pub struct ApiState {
+    pub sockets: Arc<dyn Sockets>,
+    /// `None`: `/api/v1` is off.
+    pub token: Option<String>,
+    pub namespaces: Vec<String>,
+    pub readiness: Readiness,
+    pub reloader: Arc<Reloader>,
 }
 
-pub fn router(
-    sockets: Arc<dyn Sockets>,
-    token: Option<String>,
-    namespaces: Vec<String>,
-    readiness: Readiness,
-) -> Router {
-    let state = Arc::new(ApiState {
-        sockets,
-        token,
-        namespaces,
-        readiness,
-    });
+pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/api/v1/emit", post(emit))
         .route("/api/v1/namespaces/{namespace}/rooms/{room}", get(room))
-        .with_state(state)
+        .route("/api/v1/plugins", get(plugins))
+        .route("/api/v1/plugins/{name}/reload", post(reload))
+        .with_state(Arc::new(state))
 }
 
 /// Answers on `listener` while the server is still starting (loading plugins,
@@ -287,5 +283,64 @@ async fn room(
         room,
         size: members.len(),
         members,
+    }))
+}
+
+#[derive(Serialize)]
+struct PluginsResponse {
+    plugins: Vec<PluginStatus>,
+    #[serde(flatten)]
+    counts: ReloadCounts,
+}
+
+async fn plugins(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> Result<Json<PluginsResponse>, ApiError> {
+    state.authorize(&headers)?;
+    Ok(Json(PluginsResponse {
+        plugins: state.reloader.statuses(),
+        counts: state.reloader.counts(),
+    }))
+}
+
+#[derive(Serialize)]
+struct ReloadResponse {
+    plugin: String,
+    result: Reloaded,
+    version: String,
+}
+
+async fn reload(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<ReloadResponse>, ApiError> {
+    state.authorize(&headers)?;
+    let result = state
+        .reloader
+        .reload(&name)
+        .await
+        .map_err(|error| match error {
+            ReloadError::UnknownPlugin(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_plugin", error.to_string())
+            }
+            ReloadError::Rejected { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "reload_failed",
+                error.to_string(),
+            ),
+        })?;
+    let version = state
+        .reloader
+        .statuses()
+        .into_iter()
+        .find(|status| status.name == name)
+        .map(|status| status.version)
+        .unwrap_or_default();
+    Ok(Json(ReloadResponse {
+        plugin: name,
+        result,
+        version,
     }))
 }

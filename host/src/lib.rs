@@ -10,6 +10,7 @@
 //! - [`payload`]: event payloads between Socket.IO packets and plugins.
 //! - [`cluster`]: state shared by nodes (memory or Redis) and the Redis connection.
 //! - [`http_api`]: health, readiness and the `/api/v1` emit and room endpoints.
+//! - [`reload`]: hot reload of plugin components (file watch, API, SIGHUP).
 //! - [`server`]: loads a manifest and serves it until shutdown.
 
 pub mod bindings;
@@ -18,6 +19,7 @@ pub mod host_api;
 pub mod http_api;
 pub mod manifest;
 pub mod payload;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod transport;

@@ -81,6 +81,8 @@ fn serve(manifest: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()> {
         let _ = probes.await;
         let server = loaded?;
         let shutdown = shutdown_signal().context("cannot install signal handlers")?;
+        #[cfg(unix)]
+        reload_on_hangup(server.reloader()).context("cannot install the SIGHUP handler")?;
         println!("switchboard listening on http://{}", server.local_addr()?);
         server.run(shutdown).await?;
         Ok(())
@@ -108,6 +110,22 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
             spec.events.join(",")
         );
     }
+    Ok(())
+}
+
+/// SIGHUP reloads every plugin, for where file watching does not work.
+#[cfg(unix)]
+fn reload_on_hangup(
+    reloader: std::sync::Arc<switchboard::reload::Reloader>,
+) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading every plugin");
+            reloader.reload_all().await;
+        }
+    });
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use notify_debouncer_full::{Debouncer, RecommendedCache};
 use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::{SocketIo, SocketIoBuilder};
 use socketioxide_core::adapter::DefinedAdapter;
@@ -17,7 +18,8 @@ use crate::cluster::{self, MemoryStore, NodeLiveness, RedisStore, StateStore};
 use crate::host_api::HostServices;
 use crate::http_api::{self, Readiness};
 use crate::manifest::{Location, Manifest, PluginName, PluginSpec};
-use crate::runtime::{CallError, CompiledPlugin, LoadError, Plugin, Runtime};
+use crate::reload::Reloader;
+use crate::runtime::{CallError, CompiledPlugin, LoadError, Plugin, PluginSlot, Runtime};
 use crate::transport::{self, ClusterSockets, Routes, Sockets};
 
 /// How long open connections get to close after a shutdown signal.
@@ -81,6 +83,9 @@ pub struct Server {
     listener: TcpListener,
     app: axum::Router,
     sockets: Arc<dyn Sockets>,
+    reloader: Arc<Reloader>,
+    /// Kept for its file watches; dropping it stops them.
+    _watcher: Option<Debouncer<notify::RecommendedWatcher, RecommendedCache>>,
 }
 
 /// What differs between a single node in memory and a node of a cluster.
@@ -170,7 +175,17 @@ impl Server {
             sockets: sockets.clone(),
             state: backend.state,
         };
-        let routes = Arc::new(load_plugins(&manifest, services).await?);
+        let LoadedPlugins { routes, reloader } = load_plugins(&manifest, services).await?;
+        let routes = Arc::new(routes);
+        let watcher = match reloader.watch() {
+            Ok(watcher) => Some(watcher),
+            Err(error) => {
+                tracing::warn!(
+                    "cannot watch the plugin files ({error}); reload with SIGHUP or the HTTP API"
+                );
+                None
+            }
+        };
         let max_payload = manifest.server.max_payload_bytes;
         for namespace in
             transport::serve_namespaces(&io, &routes, max_payload, backend.liveness.clone())
@@ -185,12 +200,13 @@ impl Server {
             });
         }
         let namespaces = routes.namespaces().map(|(path, _)| path.clone()).collect();
-        let mut app = http_api::router(
-            sockets.clone(),
-            manifest.api_token.clone(),
+        let mut app = http_api::router(http_api::ApiState {
+            sockets: sockets.clone(),
+            token: manifest.api_token.clone(),
             namespaces,
-            backend.readiness,
-        );
+            readiness: backend.readiness,
+            reloader: reloader.clone(),
+        });
         if let Some(dir) = &manifest.server.static_dir {
             app = app.fallback_service(ServeDir::new(dir));
         }
@@ -198,7 +214,14 @@ impl Server {
             listener,
             app: app.layer(layer),
             sockets,
+            reloader,
+            _watcher: watcher,
         })
+    }
+
+    /// Reloads plugins on demand (SIGHUP).
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -254,10 +277,16 @@ impl<D: socketioxide_redis::drivers::Driver> NamespaceReady for socketioxide_red
 
 /// Compiles (off the async executor), instantiates and initialises every
 /// plugin of the manifest, and routes their events.
+/// The plugins of a manifest, running, and what reloads them.
+pub struct LoadedPlugins {
+    pub routes: Routes,
+    pub reloader: Arc<Reloader>,
+}
+
 pub async fn load_plugins(
     manifest: &Manifest,
     services: HostServices,
-) -> Result<Routes, ServeError> {
+) -> Result<LoadedPlugins, ServeError> {
     let (runtime, compiled) = tokio::task::spawn_blocking({
         let manifest = manifest.clone();
         move || -> Result<_, ServeError> {
@@ -271,14 +300,15 @@ pub async fn load_plugins(
     .map_err(|join| std::io::Error::other(join.to_string()))??;
 
     let services = Arc::new(services);
-    let mut plugins = Vec::with_capacity(compiled.len());
+    let mut slots = Vec::with_capacity(compiled.len());
     for (spec, compiled) in manifest.plugins.iter().zip(compiled) {
-        plugins.push((
-            spec,
-            start(&runtime, spec, compiled, services.clone()).await?,
-        ));
+        let plugin = start(&runtime, spec, compiled, services.clone()).await?;
+        slots.push(Arc::new(PluginSlot::new(spec.clone(), plugin)));
     }
-    Ok(Routes::new(plugins))
+    Ok(LoadedPlugins {
+        routes: Routes::new(&slots),
+        reloader: Reloader::new(Arc::new(runtime), services, slots),
+    })
 }
 
 async fn start(

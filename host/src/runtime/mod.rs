@@ -7,6 +7,7 @@ mod cache;
 mod engine;
 mod instance;
 mod plugin;
+mod slot;
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,7 @@ use wasmtime::component::{HasSelf, Linker};
 use crate::bindings;
 pub use instance::{InstanceState, PluginContext};
 pub use plugin::{CallError, Plugin};
+pub use slot::{PluginSlot, PluginStatus};
 
 /// The WIT world every plugin must implement.
 pub const WORLD: &str = "switchboard:plugin/plugin@0.1.0";

@@ -123,7 +123,7 @@ impl<A: Adapter> Connection<A> {
                 return reply_error(&self.socket, ack, "", &error);
             }
         };
-        let Some(plugin) = self.namespace.routes.handler(&event) else {
+        let Some(slot) = self.namespace.routes.handler(&event) else {
             let error = PluginError::new(
                 "unknown_event",
                 format!(
@@ -144,7 +144,7 @@ impl<A: Adapter> Connection<A> {
             );
             return reply_error(&self.socket, ack, &event, &error);
         }
-        let error = match plugin.on_event(&self.conn, &event, &payload).await {
+        let error = match slot.current().on_event(&self.conn, &event, &payload).await {
             Ok(Ok(reply)) => {
                 if let Some(ack) = ack {
                     send_ack(ack, reply);
@@ -161,7 +161,7 @@ impl<A: Adapter> Connection<A> {
         let reason = reason.to_string();
         for plugin in self.namespace.routes.plugins() {
             // A failing plugin is logged by the runtime; the others still run.
-            let _ = plugin.on_disconnect(&self.conn, &reason).await;
+            let _ = plugin.current().on_disconnect(&self.conn, &reason).await;
         }
         if let Some(liveness) = &self.namespace.liveness {
             liveness.disconnected(&self.conn).await;

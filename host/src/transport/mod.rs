@@ -87,7 +87,10 @@ pub async fn disconnect_lost(routes: &Routes, conns: Vec<Conn>) {
             continue;
         };
         for plugin in namespace.plugins() {
-            let _ = plugin.on_disconnect(&conn, "server node lost").await;
+            let _ = plugin
+                .current()
+                .on_disconnect(&conn, "server node lost")
+                .await;
         }
     }
 }
@@ -109,7 +112,7 @@ impl Namespace {
         socket.join(socket.id);
         let conn = conn(&socket, auth);
         for plugin in self.routes.plugins() {
-            match plugin.on_connect(&conn).await {
+            match plugin.current().on_connect(&conn).await {
                 Ok(Ok(())) => {}
                 Ok(Err(refusal)) => return Err(Denied(refusal.message)),
                 Err(failure) => return Err(Denied(format!("connection refused: {failure}"))),

@@ -3,8 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::manifest::PluginSpec;
-use crate::runtime::Plugin;
+use crate::runtime::PluginSlot;
 
 #[derive(Default)]
 pub struct Routes {
@@ -14,15 +13,16 @@ pub struct Routes {
 /// The plugins bound to one namespace and the events each handles.
 #[derive(Default)]
 pub struct NamespaceRoutes {
-    plugins: Vec<Arc<Plugin>>,
-    events: HashMap<String, Arc<Plugin>>,
+    plugins: Vec<Arc<PluginSlot>>,
+    events: HashMap<String, Arc<PluginSlot>>,
 }
 
 impl Routes {
     /// The manifest has already checked that no event is claimed twice.
-    pub fn new<'a>(plugins: impl IntoIterator<Item = (&'a PluginSpec, Arc<Plugin>)>) -> Self {
+    pub fn new<'a>(plugins: impl IntoIterator<Item = &'a Arc<PluginSlot>>) -> Self {
         let mut namespaces: HashMap<String, NamespaceRoutes> = HashMap::new();
-        for (spec, plugin) in plugins {
+        for plugin in plugins {
+            let spec = &plugin.spec;
             for namespace in &spec.namespaces {
                 let routes = namespaces.entry(namespace.clone()).or_default();
                 routes.plugins.push(plugin.clone());
@@ -50,11 +50,11 @@ impl Routes {
 
 impl NamespaceRoutes {
     /// Every plugin bound to the namespace, for connect and disconnect.
-    pub fn plugins(&self) -> &[Arc<Plugin>] {
+    pub fn plugins(&self) -> &[Arc<PluginSlot>] {
         &self.plugins
     }
 
-    pub fn handler(&self, event: &str) -> Option<&Arc<Plugin>> {
+    pub fn handler(&self, event: &str) -> Option<&Arc<PluginSlot>> {
         self.events.get(event)
     }
 }

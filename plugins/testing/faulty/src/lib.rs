@@ -36,8 +36,13 @@ impl Plugin for Faulty {
         match event {
             "echo" => {
                 let echo: serde_json::Value = payload.parse()?;
-                let marker = switchboard_sdk::config::get::<String>("marker")
-                    .unwrap_or_else(|| "faulty".to_owned());
+                // Builds differ by SWITCHBOARD_BUILD_MARKER, which hot-reload tests swap between.
+                let marker =
+                    switchboard_sdk::config::get::<String>("marker").unwrap_or_else(|| {
+                        option_env!("SWITCHBOARD_BUILD_MARKER")
+                            .unwrap_or("faulty")
+                            .to_owned()
+                    });
                 Ok(Some(Payload::new(
                     &json!({ "echo": echo, "marker": marker }),
                 )?))

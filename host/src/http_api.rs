@@ -40,6 +40,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(ready))
         .route("/api/v1/emit", post(emit))
         .route("/api/v1/namespaces/{namespace}/rooms/{room}", get(room))
+        .route("/metrics", get(metrics))
         .route("/api/v1/plugins", get(plugins))
         .route("/api/v1/plugins/{name}/reload", post(reload))
         .with_state(Arc::new(state))
@@ -343,4 +344,43 @@ async fn reload(
         result,
         version,
     }))
+}
+
+/// Prometheus text exposition of the reload counters and running versions.
+async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
+    use std::fmt::Write;
+    let counts = state.reloader.counts();
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "# HELP switchboard_plugin_reloads_total Plugin reloads attempted (file change, API or SIGHUP)."
+    );
+    let _ = writeln!(text, "# TYPE switchboard_plugin_reloads_total counter");
+    let _ = writeln!(text, "switchboard_plugin_reloads_total {}", counts.reloads);
+    let _ = writeln!(
+        text,
+        "# HELP switchboard_plugin_reload_failures_total Reloads that kept the running version."
+    );
+    let _ = writeln!(
+        text,
+        "# TYPE switchboard_plugin_reload_failures_total counter"
+    );
+    let _ = writeln!(
+        text,
+        "switchboard_plugin_reload_failures_total {}",
+        counts.failures
+    );
+    let _ = writeln!(
+        text,
+        "# HELP switchboard_plugin_info The running version of each plugin."
+    );
+    let _ = writeln!(text, "# TYPE switchboard_plugin_info gauge");
+    for status in state.reloader.statuses() {
+        let _ = writeln!(
+            text,
+            "switchboard_plugin_info{{plugin=\"{}\",version=\"{}\"}} 1",
+            status.name, status.version
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

@@ -136,6 +136,10 @@ describe("hot reload of a plugin file", () => {
     assert.match(faulty.version, /^[0-9a-f]{64}$/);
     assert.ok(body.reloads >= 20, `reloads counted: ${body.reloads}`);
     assert.ok(body.failures >= 10, `failures counted: ${body.failures}`);
+    const metrics = await (await fetch(`${host.url}/metrics`)).text();
+    assert.match(metrics, new RegExp(`^switchboard_plugin_reloads_total ${body.reloads}$`, "m"));
+    assert.match(metrics, new RegExp(`^switchboard_plugin_reload_failures_total ${body.failures}$`, "m"));
+    assert.match(metrics, new RegExp(`^switchboard_plugin_info\\{plugin="faulty",version="${faulty.version}"\\} 1$`, "m"));
   });
 
   test("a broken file is reported by the API and leaves the running version", async () => {

@@ -21,7 +21,7 @@ use crate::runtime::{Plugin, PluginSlot, PluginStatus, Runtime};
 
 /// Quiet time after the last file event before a reload starts: long enough
 /// for a copy in place to finish writing.
-const DEBOUNCE: Duration = Duration::from_millis(200);
+const DEBOUNCE: Duration = Duration::from_millis(150);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {

@@ -90,8 +90,9 @@ async fn host(manifest: &str) -> SocketIo {
         .await
         .expect("plugins load")
         .routes;
-    let _ready: Vec<()> =
-        transport::serve_namespaces(&io, &routes, manifest.server.max_payload_bytes, None);
+    transport::Namespaces::serve(&io, &routes, manifest.server.max_payload_bytes, None)
+        .await
+        .expect("namespaces served");
     io
 }
 

@@ -18,7 +18,7 @@ use crate::manifest::is_reserved_event;
 use crate::payload::Outgoing;
 use crate::reload::{ReloadCounts, ReloadError, Reloaded, Reloader};
 use crate::runtime::PluginStatus;
-use crate::transport::{Audience, Sockets, SocketsError};
+use crate::transport::{Audience, Namespaces, Sockets, SocketsError};
 
 /// Whether the node can do its whole job: `None` when always ready (one node
 /// in memory), otherwise a check of its cluster connection.
@@ -29,7 +29,7 @@ pub struct ApiState {
     pub sockets: Arc<dyn Sockets>,
     /// `None`: `/api/v1` is off.
     pub token: Option<String>,
-    pub namespaces: Vec<String>,
+    pub namespaces: Arc<Namespaces>,
     pub readiness: Readiness,
     pub reloader: Arc<Reloader>,
 }
@@ -178,7 +178,8 @@ impl ApiState {
         } else {
             format!("/{namespace}")
         };
-        if self.namespaces.contains(&namespace) {
+        let served = self.namespaces.paths();
+        if served.contains(&namespace) {
             Ok(namespace)
         } else {
             Err(ApiError::new(
@@ -186,7 +187,7 @@ impl ApiState {
                 "unknown_namespace",
                 format!(
                     "namespace `{namespace}` is not served; served: {}",
-                    self.namespaces.join(", ")
+                    served.join(", ")
                 ),
             ))
         }
@@ -326,7 +327,7 @@ async fn reload(
             ReloadError::UnknownPlugin(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "unknown_plugin", error.to_string())
             }
-            ReloadError::Rejected { .. } => ApiError::new(
+            ReloadError::Rejected { .. } | ReloadError::Manifest(_) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "reload_failed",
                 error.to_string(),

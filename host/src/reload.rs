@@ -1,23 +1,29 @@
-//! Hot reload of plugin components: a changed `.wasm` is compiled off the
-//! event path, checked against the world, initialised, then swapped in. A
-//! version that fails any of that leaves the running one in place.
+//! Hot reload of plugin components and of the manifest. A changed `.wasm` is
+//! compiled off the event path, checked against the world, initialised, then
+//! swapped in; a version that fails any of that leaves the running one in
+//! place. A changed manifest adds, removes and restarts plugins (new config
+//! or limits) and reroutes events; an invalid one keeps the running set.
 //!
 //! Triggers: the file watcher (debounced, so an overwrite in place and an
-//! atomic rename both work), `POST /api/v1/plugins/{name}/reload`, and SIGHUP.
+//! atomic rename both work), `POST /api/v1/plugins/{name}/reload`, and SIGHUP
+//! (everything: the manifest, then every plugin file).
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex, OnceLock};
 use std::time::Duration;
 
-use notify::RecursiveMode;
+use notify::event::ModifyKind;
+use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use serde::Serialize;
 use tokio::sync::{Mutex, mpsc};
 
 use crate::host_api::HostServices;
-use crate::runtime::{Plugin, PluginSlot, PluginStatus, Runtime};
+use crate::manifest::{Manifest, PluginSpec};
+use crate::runtime::{CompiledPlugin, Plugin, PluginSlot, PluginStatus, Runtime};
+use crate::transport::{Namespaces, Routes};
 
 /// Quiet time after the last file event before a reload starts: long enough
 /// for a copy in place to finish writing.
@@ -29,6 +35,8 @@ pub enum ReloadError {
     UnknownPlugin(String),
     #[error("plugin `{plugin}` kept its running version: {cause}")]
     Rejected { plugin: String, cause: String },
+    #[error("the running configuration stays: {0}")]
+    Manifest(String),
 }
 
 /// What a reload did.
@@ -48,10 +56,18 @@ pub struct ReloadCounts {
     pub failures: u64,
 }
 
+type Watcher = Debouncer<notify::RecommendedWatcher, RecommendedCache>;
+
 pub struct Reloader {
     runtime: Arc<Runtime>,
     services: Arc<HostServices>,
-    slots: Vec<Arc<PluginSlot>>,
+    slots: StdMutex<Vec<Arc<PluginSlot>>>,
+    manifest: StdMutex<Manifest>,
+    /// Where routes go when the manifest changes; set once serving.
+    namespaces: OnceLock<Arc<Namespaces>>,
+    /// The file watcher and the directories it watches: watching a directory
+    /// again makes it report its files as changed, so each is watched once.
+    watcher: StdMutex<Option<(Watcher, HashSet<PathBuf>)>>,
     /// One reload at a time per process, so two triggers never race a swap.
     reloading: Mutex<()>,
     reloads: AtomicU64,
@@ -62,20 +78,44 @@ impl Reloader {
     pub fn new(
         runtime: Arc<Runtime>,
         services: Arc<HostServices>,
+        manifest: Manifest,
         slots: Vec<Arc<PluginSlot>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             runtime,
             services,
-            slots,
+            slots: StdMutex::new(slots),
+            manifest: StdMutex::new(manifest),
+            namespaces: OnceLock::new(),
+            watcher: StdMutex::new(None),
             reloading: Mutex::new(()),
             reloads: AtomicU64::new(0),
             failures: AtomicU64::new(0),
         })
     }
 
+    /// Lets manifest changes reroute events; call once the namespaces are served.
+    pub fn serve(&self, namespaces: Arc<Namespaces>) {
+        let _ = self.namespaces.set(namespaces);
+    }
+
+    fn slots(&self) -> Vec<Arc<PluginSlot>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn manifest_path(&self) -> PathBuf {
+        self.manifest
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .path
+            .clone()
+    }
+
     pub fn statuses(&self) -> Vec<PluginStatus> {
-        self.slots.iter().map(|slot| slot.status()).collect()
+        self.slots().iter().map(|slot| slot.status()).collect()
     }
 
     pub fn counts(&self) -> ReloadCounts {
@@ -87,12 +127,13 @@ impl Reloader {
 
     /// Reloads one plugin from its file.
     pub async fn reload(&self, name: &str) -> Result<Reloaded, ReloadError> {
+        let _one_at_a_time = self.reloading.lock().await;
         let slot = self
-            .slots
-            .iter()
+            .slots()
+            .into_iter()
             .find(|slot| slot.spec.name.as_str() == name)
             .ok_or_else(|| ReloadError::UnknownPlugin(name.to_owned()))?;
-        let _one_at_a_time = self.reloading.lock().await;
+        let slot = &slot;
         self.reloads.fetch_add(1, Ordering::Relaxed);
         let outcome = self.load(slot).await;
         match &outcome {
@@ -109,11 +150,100 @@ impl Reloader {
         outcome
     }
 
-    /// Reloads every plugin (SIGHUP); failures are logged and recorded.
+    /// Reloads everything (SIGHUP): the manifest, then every plugin's file.
+    /// Failures are logged and recorded.
     pub async fn reload_all(&self) {
-        for slot in &self.slots {
+        let _ = self.reload_manifest().await;
+        for slot in self.slots() {
             let _ = self.reload(slot.spec.name.as_str()).await;
         }
+    }
+
+    /// Applies the manifest file as it is now: starts added plugins and ones
+    /// whose settings changed, drops removed ones, and reroutes events.
+    pub async fn reload_manifest(&self) -> Result<(), ReloadError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        let applied = self.apply_manifest().await;
+        match &applied {
+            Ok(()) => tracing::info!("manifest reloaded"),
+            Err(error) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("manifest not applied: {error}");
+            }
+        }
+        applied
+    }
+
+    async fn apply_manifest(&self) -> Result<(), ReloadError> {
+        let manifest = Manifest::load(&self.manifest_path())
+            .map_err(|error| ReloadError::Manifest(error.to_string()))?;
+        {
+            let running = self
+                .manifest
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if manifest.server != running.server
+                || manifest.cluster != running.cluster
+                || manifest.api_token != running.api_token
+            {
+                tracing::warn!("[server], [cluster] and [api] changes apply at the next restart");
+            }
+        }
+        let running = self.slots();
+        let mut next = Vec::with_capacity(manifest.plugins.len());
+        for spec in &manifest.plugins {
+            match running.iter().find(|slot| slot.spec.runs_like(spec)) {
+                Some(slot) => next.push(slot.clone()),
+                None => {
+                    let plugin = self.start(spec).await.map_err(|cause| {
+                        ReloadError::Manifest(format!(
+                            "{}: plugin `{}`: {cause}",
+                            spec.location, spec.name
+                        ))
+                    })?;
+                    next.push(Arc::new(PluginSlot::new(spec.clone(), plugin)));
+                }
+            }
+        }
+        if let Some(namespaces) = self.namespaces.get() {
+            namespaces.apply(&Routes::new(&next));
+        }
+        *self
+            .slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = next;
+        *self
+            .manifest
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = manifest;
+        self.watch_directories();
+        Ok(())
+    }
+
+    async fn start(&self, spec: &PluginSpec) -> Result<Arc<Plugin>, String> {
+        let compiled = self.compile(&spec.wasm).await?;
+        self.instantiate(spec, compiled).await
+    }
+
+    /// Compiles and type-checks off the async executor.
+    async fn compile(&self, path: &Path) -> Result<CompiledPlugin, String> {
+        let runtime = self.runtime.clone();
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || runtime.compile(&path))
+            .await
+            .map_err(|join| join.to_string())?
+            .map_err(|error| error.to_string())
+    }
+
+    async fn instantiate(
+        &self,
+        spec: &PluginSpec,
+        compiled: CompiledPlugin,
+    ) -> Result<Arc<Plugin>, String> {
+        Plugin::start(self.runtime.engine(), compiled, spec, self.services.clone())
+            .await
+            .map_err(|error| error.to_string())
     }
 
     async fn load(&self, slot: &PluginSlot) -> Result<Reloaded, ReloadError> {
@@ -121,68 +251,102 @@ impl Reloader {
             plugin: slot.spec.name.to_string(),
             cause,
         };
-        let runtime = self.runtime.clone();
-        let path = slot.spec.wasm.clone();
-        let compiled = tokio::task::spawn_blocking(move || runtime.compile(&path))
-            .await
-            .map_err(|join| rejected(join.to_string()))?
-            .map_err(|error| rejected(error.to_string()))?;
+        let compiled = self.compile(&slot.spec.wasm).await.map_err(rejected)?;
         if compiled.hash == slot.current().version() {
             return Ok(Reloaded::Unchanged);
         }
-        let plugin = Plugin::start(
-            self.runtime.engine(),
-            compiled,
-            &slot.spec,
-            self.services.clone(),
-        )
-        .await
-        .map_err(|error| rejected(error.to_string()))?;
-        slot.swap(plugin);
+        slot.swap(
+            self.instantiate(&slot.spec, compiled)
+                .await
+                .map_err(rejected)?,
+        );
         Ok(Reloaded::Loaded)
     }
 
-    /// Watches every plugin's file and reloads it when it changes. The
-    /// returned watcher must be kept alive.
-    pub fn watch(
-        self: &Arc<Self>,
-    ) -> notify::Result<Debouncer<notify::RecommendedWatcher, RecommendedCache>> {
-        // Watch the directories, not the files: an atomic rename replaces the
-        // file, and a watch on the old inode would see nothing more.
-        let mut by_path: HashMap<PathBuf, String> = HashMap::new();
-        for slot in &self.slots {
-            let path =
-                std::path::absolute(&slot.spec.wasm).unwrap_or_else(|_| slot.spec.wasm.clone());
-            by_path.insert(path, slot.spec.name.to_string());
-        }
-        let (changed, mut to_reload) = mpsc::unbounded_channel::<String>();
-        let watched = by_path.clone();
-        let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
+    /// Watches the manifest and every plugin's file, and reloads what changes.
+    pub fn watch(self: &Arc<Self>) -> notify::Result<()> {
+        let (changed, mut to_reload) = mpsc::unbounded_channel::<PathBuf>();
+        let debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
             let Ok(events) = result else { return };
-            let mut names: Vec<&String> = events
+            // Only writes, creations and renames: reading a file (as a reload
+            // does) must not trigger another reload.
+            let mut paths: Vec<&PathBuf> = events
                 .iter()
+                .filter(|event| is_write(&event.kind))
                 .flat_map(|event| event.paths.iter())
-                .filter_map(|path| watched.get(path))
                 .collect();
-            names.sort();
-            names.dedup();
-            for name in names {
-                let _ = changed.send(name.clone());
+            paths.sort();
+            paths.dedup();
+            for path in paths {
+                let _ = changed.send(path.clone());
             }
         })?;
-        let directories: std::collections::HashSet<PathBuf> = by_path
-            .keys()
-            .filter_map(|path| path.parent().map(PathBuf::from))
-            .collect();
-        for directory in directories {
-            debouncer.watch(&directory, RecursiveMode::NonRecursive)?;
-        }
+        *self
+            .watcher
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((debouncer, HashSet::new()));
+        self.watch_directories();
         let reloader = self.clone();
         tokio::spawn(async move {
-            while let Some(name) = to_reload.recv().await {
-                let _ = reloader.reload(&name).await;
+            while let Some(path) = to_reload.recv().await {
+                if path == reloader.manifest_path() {
+                    let _ = reloader.reload_manifest().await;
+                    continue;
+                }
+                let names: Vec<String> = reloader
+                    .slots()
+                    .iter()
+                    .filter(|slot| absolute(&slot.spec.wasm) == path)
+                    .map(|slot| slot.spec.name.to_string())
+                    .collect();
+                for name in names {
+                    let _ = reloader.reload(&name).await;
+                }
             }
         });
-        Ok(debouncer)
+        Ok(())
     }
+
+    /// Watches the directories of the manifest and of every plugin file (not
+    /// the files: an atomic rename replaces the file, and a watch on the old
+    /// inode would see nothing more).
+    fn watch_directories(&self) {
+        let mut watcher = self
+            .watcher
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some((watcher, watched)) = watcher.as_mut() else {
+            return;
+        };
+        let files = self
+            .slots()
+            .iter()
+            .map(|slot| absolute(&slot.spec.wasm))
+            .chain([absolute(&self.manifest_path())])
+            .collect::<Vec<_>>();
+        let directories: HashSet<PathBuf> = files
+            .iter()
+            .filter_map(|file| file.parent().map(PathBuf::from))
+            .collect();
+        for directory in directories {
+            if !watched.insert(directory.clone()) {
+                continue;
+            }
+            if let Err(error) = watcher.watch(&directory, RecursiveMode::NonRecursive) {
+                tracing::warn!(directory = %directory.display(), "cannot watch for plugin changes: {error}");
+            }
+        }
+    }
+}
+
+fn is_write(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Create(_)
+            | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any)
+    )
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }

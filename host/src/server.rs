@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify_debouncer_full::{Debouncer, RecommendedCache};
 use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::{SocketIo, SocketIoBuilder};
 use socketioxide_core::adapter::DefinedAdapter;
@@ -20,7 +19,7 @@ use crate::http_api::{self, Readiness};
 use crate::manifest::{Location, Manifest, PluginName, PluginSpec};
 use crate::reload::Reloader;
 use crate::runtime::{CallError, CompiledPlugin, LoadError, Plugin, PluginSlot, Runtime};
-use crate::transport::{self, ClusterSockets, Routes, Sockets};
+use crate::transport::{self, ClusterSockets, NamespaceReady, Namespaces, Routes, Sockets};
 
 /// How long open connections get to close after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -84,8 +83,6 @@ pub struct Server {
     app: axum::Router,
     sockets: Arc<dyn Sockets>,
     reloader: Arc<Reloader>,
-    /// Kept for its file watches; dropping it stops them.
-    _watcher: Option<Debouncer<notify::RecommendedWatcher, RecommendedCache>>,
 }
 
 /// What differs between a single node in memory and a node of a cluster.
@@ -176,30 +173,23 @@ impl Server {
             state: backend.state,
         };
         let LoadedPlugins { routes, reloader } = load_plugins(&manifest, services).await?;
-        let routes = Arc::new(routes);
-        let watcher = match reloader.watch() {
-            Ok(watcher) => Some(watcher),
-            Err(error) => {
-                tracing::warn!(
-                    "cannot watch the plugin files ({error}); reload with SIGHUP or the HTTP API"
-                );
-                None
-            }
-        };
         let max_payload = manifest.server.max_payload_bytes;
-        for namespace in
-            transport::serve_namespaces(&io, &routes, max_payload, backend.liveness.clone())
-        {
-            namespace.ready().await.map_err(ServeError::Subscribe)?;
+        let namespaces = Namespaces::serve(&io, &routes, max_payload, backend.liveness.clone())
+            .await
+            .map_err(ServeError::Subscribe)?;
+        reloader.serve(namespaces.clone());
+        if let Err(error) = reloader.watch() {
+            tracing::warn!(
+                "cannot watch the plugin files ({error}); reload with SIGHUP or the HTTP API"
+            );
         }
         if let Some(liveness) = backend.liveness {
-            let routes = routes.clone();
+            let namespaces = namespaces.clone();
             liveness.run(move |lost| {
-                let routes = routes.clone();
-                async move { transport::disconnect_lost(&routes, lost).await }
+                let namespaces = namespaces.clone();
+                async move { namespaces.disconnect_lost(lost).await }
             });
         }
-        let namespaces = routes.namespaces().map(|(path, _)| path.clone()).collect();
         let mut app = http_api::router(http_api::ApiState {
             sockets: sockets.clone(),
             token: manifest.api_token.clone(),
@@ -215,7 +205,6 @@ impl Server {
             app: app.layer(layer),
             sockets,
             reloader,
-            _watcher: watcher,
         })
     }
 
@@ -257,26 +246,6 @@ impl Server {
     }
 }
 
-/// Completes once a namespace is served: at once in memory, after the Redis
-/// subscriptions for a cluster adapter.
-pub trait NamespaceReady {
-    fn ready(self) -> impl Future<Output = Result<(), String>> + Send;
-}
-
-impl NamespaceReady for () {
-    async fn ready(self) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-impl<D: socketioxide_redis::drivers::Driver> NamespaceReady for socketioxide_redis::InitRes<D> {
-    async fn ready(self) -> Result<(), String> {
-        self.await.map_err(|error| error.to_string())
-    }
-}
-
-/// Compiles (off the async executor), instantiates and initialises every
-/// plugin of the manifest, and routes their events.
 /// The plugins of a manifest, running, and what reloads them.
 pub struct LoadedPlugins {
     pub routes: Routes,
@@ -307,7 +276,7 @@ pub async fn load_plugins(
     }
     Ok(LoadedPlugins {
         routes: Routes::new(&slots),
-        reloader: Reloader::new(Arc::new(runtime), services, slots),
+        reloader: Reloader::new(Arc::new(runtime), services, manifest.clone(), slots),
     })
 }
 

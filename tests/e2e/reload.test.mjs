@@ -170,3 +170,67 @@ describe("hot reload of a plugin file", () => {
     assert.ok(host.alive(), "SIGHUP does not stop the server");
   });
 });
+
+describe("hot reload of the manifest", () => {
+  test("plugins are added, removed and reconfigured under traffic; an invalid manifest changes nothing", async () => {
+    const chatOnly = manifestToml({ plugins: [chatPlugin()] });
+    const host = await startHost({ manifest: chatOnly });
+    const rewrite = (text) => {
+      writeFileSync(`${host.manifestPath}.tmp`, text);
+      renameSync(`${host.manifestPath}.tmp`, host.manifestPath);
+    };
+    try {
+      const [ann, ben] = await Promise.all(["ann", "ben"].map((user) => connect(host.url, { auth: { user } })));
+      await emitAckOk(ann, "join", { room: "steady" });
+      await emitAckOk(ben, "join", { room: "steady" });
+      const received = collect(ben, "message");
+      const disconnects = [];
+      for (const socket of [ann, ben]) socket.on("disconnect", (reason) => disconnects.push(reason));
+      let running = true;
+      let sent = 0;
+      const traffic = (async () => {
+        while (running) await emitAckOk(ann, "send_message", { room: "steady", text: `t${sent++}` });
+      })();
+
+      // Add a plugin in a new namespace.
+      rewrite(manifestToml({ plugins: [chatPlugin(), faultyPlugin({ config: { marker: "added" } })] }));
+      const faulty = await waitFor(
+        async () => connect(host.url, { namespace: "/faulty", timeout: 1000 }).catch(() => null),
+        10000,
+        "the added plugin's namespace to accept connections",
+      );
+      assert.equal((await emitAckOk(faulty, "echo", 1)).marker, "added");
+
+      // Change its config: it restarts with the new one.
+      rewrite(manifestToml({ plugins: [chatPlugin(), faultyPlugin({ config: { marker: "changed" } })] }));
+      await waitFor(async () => (await emitAck(faulty, "echo", 2)).marker === "changed", 10000, "the new config");
+
+      // An invalid manifest keeps everything running as it was.
+      rewrite(`bogus = 1\n${manifestToml({ plugins: [chatPlugin(), faultyPlugin({ config: { marker: "bad" } })] })}`);
+      await new Promise((resolve) => setTimeout(resolve, 600));
+      assert.equal((await emitAckOk(faulty, "echo", 3)).marker, "changed");
+
+      // Remove it: its events get a clear "no handler" error; the socket stays.
+      rewrite(chatOnly);
+      const removed = await waitFor(
+        async () => {
+          const reply = await emitAck(faulty, "echo", 4);
+          return reply?.error?.code === "unknown_event" ? reply.error : null;
+        },
+        10000,
+        "the removed plugin's events to be refused",
+      );
+      assert.match(removed.message, /no plugin handles `echo`/);
+      assert.ok(faulty.connected);
+
+      running = false;
+      await traffic;
+      await waitFor(() => received.length === sent, 5000, "every chat message sent during the changes");
+      assert.deepEqual(received.map((message) => message.text), Array.from({ length: sent }, (_, i) => `t${i}`));
+      assert.deepEqual(disconnects, []);
+    } finally {
+      closeAllSockets();
+      await host.stop();
+    }
+  });
+});

@@ -54,7 +54,7 @@ pub struct Manifest {
     pub plugins: Vec<PluginSpec>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClusterSettings {
     pub redis_url: RedisUrl,
     pub prefix: String,
@@ -64,7 +64,7 @@ pub struct ClusterSettings {
     pub ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
     pub path: String,
@@ -76,7 +76,7 @@ pub struct ServerSettings {
 }
 
 /// One plugin as the host runs it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PluginSpec {
     pub name: PluginName,
     pub wasm: PathBuf,
@@ -99,6 +99,20 @@ pub struct Limits {
 /// A plugin name: lowercase ASCII letters, digits, `-` and `_`, starting with a letter.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PluginName(String);
+
+impl PluginSpec {
+    /// Whether a plugin running `self` can keep running for `other`: the same
+    /// component and settings (where the manifest says so may differ).
+    pub fn runs_like(&self, other: &PluginSpec) -> bool {
+        self.name == other.name
+            && self.wasm == other.wasm
+            && self.namespaces == other.namespaces
+            && self.events == other.events
+            && self.limits == other.limits
+            && self.instances == other.instances
+            && self.config == other.config
+    }
+}
 
 impl PluginName {
     pub fn parse(name: &str) -> Result<Self, String> {

@@ -123,7 +123,8 @@ impl<A: Adapter> Connection<A> {
                 return reply_error(&self.socket, ack, "", &error);
             }
         };
-        let Some(slot) = self.namespace.routes.handler(&event) else {
+        let routes = self.namespace.routes.load_full();
+        let Some(slot) = routes.handler(&event) else {
             let error = PluginError::new(
                 "unknown_event",
                 format!(
@@ -159,7 +160,7 @@ impl<A: Adapter> Connection<A> {
 
     async fn disconnected(&self, reason: DisconnectReason) {
         let reason = reason.to_string();
-        for plugin in self.namespace.routes.plugins() {
+        for plugin in self.namespace.routes.load().plugins() {
             // A failing plugin is logged by the runtime; the others still run.
             let _ = plugin.current().on_disconnect(&self.conn, &reason).await;
         }

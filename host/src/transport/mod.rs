@@ -6,8 +6,11 @@ mod connection;
 mod routes;
 mod sockets;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::handler::{ConnectHandler, FromConnectParts, Value};
@@ -41,58 +44,163 @@ pub fn socket_io<A: Adapter>(
         .build_layer()
 }
 
-/// Serves every namespace the routes know. The adapter's results (futures
-/// that subscribe, for a cluster adapter) are returned for the caller to await.
-pub fn serve_namespaces<A: Adapter + DefinedAdapter>(
-    io: &SocketIo<A>,
-    routes: &Routes,
-    max_payload_bytes: u64,
-    liveness: Option<Arc<NodeLiveness>>,
-) -> Vec<A::InitRes> {
-    let mut initialising = Vec::new();
-    for (path, routes) in routes.namespaces() {
-        let namespace = Arc::new(Namespace {
-            routes: routes.clone(),
-            max_payload_bytes: usize::try_from(max_payload_bytes).unwrap_or(usize::MAX),
-            liveness: liveness.clone(),
-        });
-        let admit = {
-            let namespace = namespace.clone();
-            move |socket: SocketRef<A>, auth: HandshakeAuth| {
-                let namespace = namespace.clone();
-                async move { namespace.admit(socket, auth).await }
-            }
-        };
-        let connected = move |socket: SocketRef<A>, auth: HandshakeAuth| {
-            connection::start(socket, auth, namespace.clone());
-            std::future::ready(())
-        };
-        initialising.push(io.ns(path.clone(), connected.with(admit)));
+/// Completes once a namespace is served: at once in memory, after the Redis
+/// subscriptions for a cluster adapter.
+pub trait NamespaceReady: Send + 'static {
+    fn ready(self) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+impl NamespaceReady for () {
+    async fn ready(self) -> Result<(), String> {
+        Ok(())
     }
-    initialising
+}
+
+impl<D: socketioxide_redis::drivers::Driver> NamespaceReady for socketioxide_redis::InitRes<D> {
+    async fn ready(self) -> Result<(), String> {
+        self.await.map_err(|error| error.to_string())
+    }
+}
+
+type AddNamespace = Box<dyn Fn(&str, Arc<Namespace>) + Send + Sync>;
+
+/// The namespaces this node serves. A manifest change swaps their routes and
+/// adds new ones; a namespace no plugin serves any more keeps its connections
+/// and answers every event with `unknown_event`.
+pub struct Namespaces {
+    served: Mutex<HashMap<String, Arc<Namespace>>>,
+    add: AddNamespace,
+    max_payload_bytes: usize,
+    liveness: Option<Arc<NodeLiveness>>,
+}
+
+impl Namespaces {
+    /// Serves every namespace of `routes`, waiting until each is ready.
+    pub async fn serve<A>(
+        io: &SocketIo<A>,
+        routes: &Routes,
+        max_payload_bytes: u64,
+        liveness: Option<Arc<NodeLiveness>>,
+    ) -> Result<Arc<Self>, String>
+    where
+        A: Adapter + DefinedAdapter,
+        A::InitRes: NamespaceReady,
+    {
+        let mut initialising = Vec::new();
+        let mut served = HashMap::new();
+        let namespaces = Self {
+            served: Mutex::new(HashMap::new()),
+            add: Box::new({
+                let io = io.clone();
+                move |path, namespace| {
+                    let ready = register(&io, path, namespace).ready();
+                    let path = path.to_owned();
+                    tokio::spawn(async move {
+                        if let Err(error) = ready.await {
+                            tracing::error!(namespace = %path, "cannot serve the new namespace: {error}");
+                        }
+                    });
+                }
+            }),
+            max_payload_bytes: usize::try_from(max_payload_bytes).unwrap_or(usize::MAX),
+            liveness,
+        };
+        for (path, routes) in routes.namespaces() {
+            let namespace = namespaces.namespace(routes.clone());
+            initialising.push(register(io, path, namespace.clone()));
+            served.insert(path.clone(), namespace);
+        }
+        for namespace in initialising {
+            namespace.ready().await?;
+        }
+        *namespaces
+            .served
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = served;
+        Ok(Arc::new(namespaces))
+    }
+
+    fn namespace(&self, routes: Arc<NamespaceRoutes>) -> Arc<Namespace> {
+        Arc::new(Namespace {
+            routes: ArcSwap::new(routes),
+            max_payload_bytes: self.max_payload_bytes,
+            liveness: self.liveness.clone(),
+        })
+    }
+
+    /// Routes events by `routes` from now on.
+    pub fn apply(&self, routes: &Routes) {
+        let mut served = self
+            .served
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (path, namespace) in served.iter() {
+            let routes = routes.namespace(path).cloned().unwrap_or_default();
+            namespace.routes.store(routes);
+        }
+        for (path, routes) in routes.namespaces() {
+            if !served.contains_key(path) {
+                let namespace = self.namespace(routes.clone());
+                (self.add)(path, namespace.clone());
+                served.insert(path.clone(), namespace);
+            }
+        }
+    }
+
+    /// Runs the plugins' `on-disconnect` for sockets of a node that died.
+    pub async fn disconnect_lost(&self, conns: Vec<Conn>) {
+        for conn in conns {
+            let namespace = self
+                .served
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .get(&conn.namespace)
+                .cloned();
+            let Some(namespace) = namespace else { continue };
+            for plugin in namespace.routes.load().plugins() {
+                let _ = plugin
+                    .current()
+                    .on_disconnect(&conn, "server node lost")
+                    .await;
+            }
+        }
+    }
+
+    pub fn paths(&self) -> Vec<String> {
+        self.served
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+}
+
+fn register<A: Adapter + DefinedAdapter>(
+    io: &SocketIo<A>,
+    path: &str,
+    namespace: Arc<Namespace>,
+) -> A::InitRes {
+    let admit = {
+        let namespace = namespace.clone();
+        move |socket: SocketRef<A>, auth: HandshakeAuth| {
+            let namespace = namespace.clone();
+            async move { namespace.admit(socket, auth).await }
+        }
+    };
+    let connected = move |socket: SocketRef<A>, auth: HandshakeAuth| {
+        connection::start(socket, auth, namespace.clone());
+        std::future::ready(())
+    };
+    io.ns(path.to_owned(), connected.with(admit))
 }
 
 /// One served namespace: its plugins and limits.
 pub struct Namespace {
-    routes: Arc<NamespaceRoutes>,
+    routes: ArcSwap<NamespaceRoutes>,
     max_payload_bytes: usize,
     /// In a cluster, where this node records its sockets.
     liveness: Option<Arc<NodeLiveness>>,
-}
-
-/// Runs the plugins' `on-disconnect` for sockets of a node that died.
-pub async fn disconnect_lost(routes: &Routes, conns: Vec<Conn>) {
-    for conn in conns {
-        let Some(namespace) = routes.namespace(&conn.namespace) else {
-            continue;
-        };
-        for plugin in namespace.plugins() {
-            let _ = plugin
-                .current()
-                .on_disconnect(&conn, "server node lost")
-                .await;
-        }
-    }
 }
 
 /// Why a connection was refused; the client sees it in `connect_error`.
@@ -111,7 +219,7 @@ impl Namespace {
         // by id, the way Socket.IO does.
         socket.join(socket.id);
         let conn = conn(&socket, auth);
-        for plugin in self.routes.plugins() {
+        for plugin in self.routes.load().plugins() {
             match plugin.current().on_connect(&conn).await {
                 Ok(Ok(())) => {}
                 Ok(Err(refusal)) => return Err(Denied(refusal.message)),

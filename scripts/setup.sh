@@ -69,11 +69,14 @@ fi
 # --- Plugins ----------------------------------------------------------------
 step "cargo build --release (plugins/)"
 (cd plugins && cargo build --release)
-# A second build of the test plugin whose echo says "v2", for the hot-reload
-# tests; its own target directory keeps the first build untouched.
-(cd plugins && SWITCHBOARD_BUILD_MARKER=v2 cargo build --release -p faulty --target-dir ../target/plugins-v2)
-cp target/plugins-v2/wasm32-wasip2/release/faulty.wasm target/wasm32-wasip2/release/faulty_v2.wasm.tmp
-mv target/wasm32-wasip2/release/faulty_v2.wasm.tmp target/wasm32-wasip2/release/faulty_v2.wasm
+# Second builds of chat and the test plugin that carry the marker "v2" in
+# their acks, for the hot-reload tests; their own target directory keeps the
+# first builds untouched.
+(cd plugins && SWITCHBOARD_BUILD_MARKER=v2 cargo build --release -p chat -p faulty --target-dir ../target/plugins-v2)
+for plugin in chat faulty; do
+    cp "target/plugins-v2/wasm32-wasip2/release/$plugin.wasm" "target/wasm32-wasip2/release/${plugin}_v2.wasm.tmp"
+    mv "target/wasm32-wasip2/release/${plugin}_v2.wasm.tmp" "target/wasm32-wasip2/release/${plugin}_v2.wasm"
+done
 
 # --- The chat example's browser client --------------------------------------
 vendor=examples/chat/public/vendor

@@ -1,8 +1,9 @@
-// Hot reload: a plugin's file is replaced under traffic, alternating two
-// builds whose `echo` acks carry different markers, with broken files in
-// between. Every event is acked exactly once and in order, the markers follow
-// the swaps, a broken file leaves the old version answering, and no client
-// is disconnected.
+// Hot reload: the chat plugin's file is replaced under traffic, alternating
+// two builds (the second's send_message acks carry `build: "v2"`), with
+// broken files in between. Every event is acked exactly once and in order,
+// the markers follow the swaps, a broken file leaves the old version
+// answering, state survives, and no client is disconnected. Then the
+// manifest itself changes under traffic.
 
 import assert from "node:assert/strict";
 import { copyFileSync, readFileSync, renameSync, writeFileSync } from "node:fs";
@@ -25,17 +26,18 @@ import {
 } from "./harness.mjs";
 
 const TOKEN = "reload-token";
-const MARKERS = { v1: "faulty", v2: "v2" };
+/** The `build` field of each version's send_message ack. */
+const MARKERS = { v1: undefined, v2: "v2" };
 
 describe("hot reload of a plugin file", () => {
   let dir;
   let file;
   let host;
 
-  // Writes `source` as the plugin file, by atomic rename or in place.
+  // Writes `source` as the chat plugin's file, by atomic rename or in place.
   function install(source, { atomic }) {
     if (atomic) {
-      const temporary = path.join(dir, ".faulty.wasm.tmp");
+      const temporary = path.join(dir, ".chat.wasm.tmp");
       copyFileSync(source, temporary);
       renameSync(temporary, file);
     } else {
@@ -50,10 +52,10 @@ describe("hot reload of a plugin file", () => {
 
   before(async () => {
     dir = tempDir();
-    file = path.join(dir, "faulty.wasm");
-    copyFileSync(wasm("faulty"), file);
+    file = path.join(dir, "chat.wasm");
+    copyFileSync(wasm("chat"), file);
     const manifest =
-      manifestToml({ plugins: [chatPlugin(), faultyPlugin({ path: file })] }) + `\n[api]\ntoken = "${TOKEN}"\n`;
+      manifestToml({ plugins: [chatPlugin({ path: file }), faultyPlugin()] }) + `\n[api]\ntoken = "${TOKEN}"\n`;
     host = await startHost({ manifest });
   });
 
@@ -62,44 +64,40 @@ describe("hot reload of a plugin file", () => {
     await host?.stop();
   });
 
-  test("ten swaps under traffic, with broken files in between", async () => {
-    const senders = await Promise.all([1, 2, 3].map(() => connect(host.url, { namespace: "/faulty" })));
-    const chatters = await Promise.all(["r1", "r2"].map((user) => connect(host.url, { auth: { user } })));
-    for (const chatter of chatters) await emitAckOk(chatter, "join", { room: "during-reload" });
-    const chatReceived = collect(chatters[1], "message");
+  test("ten swaps of the chat plugin under traffic, with broken files in between", async () => {
+    const rooms = ["swap-1", "swap-2", "swap-3"];
+    const senders = await Promise.all(rooms.map((room) => connect(host.url, { auth: { user: `sender-${room}` } })));
+    const listener = await connect(host.url, { auth: { user: "listener" } });
+    for (const [index, room] of rooms.entries()) {
+      await emitAckOk(senders[index], "join", { room });
+      await emitAckOk(listener, "join", { room });
+    }
+    const heard = collect(listener, "message");
     const disconnects = [];
-    for (const socket of [...senders, ...chatters]) socket.on("disconnect", (reason) => disconnects.push(reason));
-    const counterBefore = await emitAckOk(senders[0], "count", null);
+    for (const socket of [...senders, listener]) socket.on("disconnect", (reason) => disconnects.push(reason));
 
-    // Each sender sends `echo {seq}` one after another for as long as the swaps go on.
+    // Each sender sends to its room one message after another while the swaps go on.
     let running = true;
     const acks = senders.map(() => []);
     const traffic = senders.map(async (socket, index) => {
       for (let seq = 0; running; seq++) {
-        const ack = await emitAck(socket, "echo", { seq });
-        acks[index].push({ seq, ack });
+        acks[index].push(await emitAck(socket, "send_message", { room: rooms[index], text: `${seq}` }));
       }
     });
-    let chatSent = 0;
-    const chatTraffic = (async () => {
-      while (running) {
-        await emitAckOk(chatters[0], "send_message", { room: "during-reload", text: `m${chatSent++}` });
-      }
-    })();
-    const latestMarker = () => acks.map((list) => list.at(-1)?.ack?.marker);
+    const latestMarkers = () => acks.map((list) => list.at(-1)?.build);
     const markerEverywhere = (marker) =>
       waitFor(
         async () => {
           const mark = acks.map((list) => list.length);
           await waitFor(() => acks.every((list, index) => list.length > mark[index] + 2), 5000, "more acks");
-          return latestMarker().every((seen) => seen === marker);
+          return latestMarkers().every((seen) => seen === marker);
         },
         5000,
-        () => `every sender to see marker ${marker} (latest: ${latestMarker()})`,
+        () => `every sender to see build ${marker} (latest: ${latestMarkers()})`,
       );
 
     const broken = path.join(dir, "broken.wasm");
-    writeFileSync(broken, readFileSync(wasm("faulty")).subarray(0, 4096));
+    writeFileSync(broken, readFileSync(wasm("chat")).subarray(0, 4096));
     let expected = MARKERS.v1;
     await markerEverywhere(expected);
     for (let swap = 1; swap <= 10; swap++) {
@@ -108,65 +106,68 @@ describe("hot reload of a plugin file", () => {
       await new Promise((resolve) => setTimeout(resolve, 400));
       await markerEverywhere(expected);
       const version = swap % 2 === 1 ? "v2" : "v1";
-      install(version === "v2" ? wasm("faulty_v2") : wasm("faulty"), { atomic: swap % 2 === 1 });
+      install(version === "v2" ? wasm("chat_v2") : wasm("chat"), { atomic: swap % 2 === 1 });
       expected = MARKERS[version];
       await markerEverywhere(expected);
     }
     running = false;
-    await Promise.all([...traffic, chatTraffic]);
+    await Promise.all(traffic);
 
-    for (const list of acks) {
-      assert.deepEqual(list.map((entry) => entry.seq), list.map((_, index) => index), "acks in order, none missing");
-      for (const { seq, ack } of list) {
-        assert.ok(!ack.error, `echo ${seq} failed: ${JSON.stringify(ack)}`);
-        assert.deepEqual(ack.echo, { seq });
-      }
+    for (const [index, list] of acks.entries()) {
+      for (const ack of list) assert.ok(!ack.error, `send_message failed: ${JSON.stringify(ack)}`);
+      // Ids come from a per-room counter in the state API: consecutive ids
+      // mean every message was handled exactly once, in order, across swaps.
+      assert.deepEqual(list.map((ack) => ack.id), list.map((_, seq) => seq + 1), `room ${rooms[index]}`);
+      await waitFor(() => heard.filter((message) => message.room === rooms[index]).length === list.length, 5000,
+        `every message of ${rooms[index]} at the listener`);
+      const texts = heard.filter((message) => message.room === rooms[index]).map((message) => message.text);
+      assert.deepEqual(texts, list.map((_, seq) => `${seq}`));
     }
-    await waitFor(() => chatReceived.length === chatSent, 5000, "every chat message during the reloads");
-    assert.deepEqual(chatReceived.map((message) => message.text), Array.from({ length: chatSent }, (_, i) => `m${i}`));
     assert.deepEqual(disconnects, [], "no client was disconnected");
-
-    const counterAfter = await emitAckOk(senders[0], "count", null);
-    assert.equal(counterAfter, counterBefore + 1, "plugin state survived the reloads");
 
     const { status, body } = await api("GET", "/api/v1/plugins");
     assert.equal(status, 200);
-    const faulty = body.plugins.find((plugin) => plugin.name === "faulty");
-    assert.equal(faulty.last_error, null);
-    assert.match(faulty.version, /^[0-9a-f]{64}$/);
+    const chat = body.plugins.find((plugin) => plugin.name === "chat");
+    assert.equal(chat.last_error, null);
+    assert.match(chat.version, /^[0-9a-f]{64}$/);
     assert.ok(body.reloads >= 20, `reloads counted: ${body.reloads}`);
     assert.ok(body.failures >= 10, `failures counted: ${body.failures}`);
     const metrics = await (await fetch(`${host.url}/metrics`)).text();
     assert.match(metrics, new RegExp(`^switchboard_plugin_reloads_total ${body.reloads}$`, "m"));
     assert.match(metrics, new RegExp(`^switchboard_plugin_reload_failures_total ${body.failures}$`, "m"));
-    assert.match(metrics, new RegExp(`^switchboard_plugin_info\\{plugin="faulty",version="${faulty.version}"\\} 1$`, "m"));
+    assert.match(metrics, new RegExp(`^switchboard_plugin_info\\{plugin="chat",version="${chat.version}"\\} 1$`, "m"));
   });
 
   test("a broken file is reported by the API and leaves the running version", async () => {
-    const socket = await connect(host.url, { namespace: "/faulty" });
-    const before = (await emitAckOk(socket, "echo", 1)).marker;
+    const socket = await connect(host.url, { auth: { user: "checker" } });
+    await emitAckOk(socket, "join", { room: "check" });
     writeFileSync(file, "this is not WebAssembly");
-    const { status, body } = await api("POST", "/api/v1/plugins/faulty/reload");
+    const { status, body } = await api("POST", "/api/v1/plugins/chat/reload");
     assert.equal(status, 422);
     assert.equal(body.error.code, "reload_failed");
-    assert.match(body.error.message, /faulty/);
-    const listed = (await api("GET", "/api/v1/plugins")).body.plugins.find((plugin) => plugin.name === "faulty");
+    assert.match(body.error.message, /chat/);
+    const listed = (await api("GET", "/api/v1/plugins")).body.plugins.find((plugin) => plugin.name === "chat");
     assert.equal(listed.last_reload, "failed");
     assert.match(listed.last_error, /not a valid WebAssembly component/);
-    assert.equal((await emitAckOk(socket, "echo", 2)).marker, before);
-    install(wasm("faulty"), { atomic: true });
-    await waitFor(async () => (await api("GET", "/api/v1/plugins")).body.plugins.some((p) => p.name === "faulty" && p.last_error === null), 5000, "a good file to clear the error");
+    assert.equal((await emitAckOk(socket, "send_message", { room: "check", text: "still here" })).id, 1);
+    install(wasm("chat"), { atomic: true });
+    await waitFor(
+      async () => (await api("GET", "/api/v1/plugins")).body.plugins.some((p) => p.name === "chat" && p.last_error === null),
+      5000,
+      "a good file to clear the error",
+    );
   });
 
   test("POST reload and SIGHUP reload on demand; an unchanged file stays as it is", async () => {
-    const reloaded = await api("POST", "/api/v1/plugins/faulty/reload");
+    const reloaded = await api("POST", "/api/v1/plugins/chat/reload");
     assert.equal(reloaded.status, 200);
     assert.equal(reloaded.body.result, "unchanged");
     const unknown = await api("POST", "/api/v1/plugins/nope/reload");
     assert.equal(unknown.status, 404);
     const { reloads } = (await api("GET", "/api/v1/plugins")).body;
     host.child.kill("SIGHUP");
-    await waitFor(async () => (await api("GET", "/api/v1/plugins")).body.reloads >= reloads + 2, 5000, "SIGHUP to reload both plugins");
+    await waitFor(async () => (await api("GET", "/api/v1/plugins")).body.reloads >= reloads + 3, 5000,
+      "SIGHUP to reload the manifest and both plugins");
     assert.ok(host.alive(), "SIGHUP does not stop the server");
   });
 });

@@ -55,6 +55,10 @@ struct Presence<'a> {
 #[derive(Serialize)]
 struct Sent {
     id: i64,
+    /// The build's marker, when built with SWITCHBOARD_BUILD_MARKER set (the
+    /// hot-reload tests swap between two builds and watch it change).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    build: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -189,7 +193,10 @@ fn send_message(conn: &Conn, request: SendMessage) -> Result<Sent, Error> {
     state::list_push(&history, &[json])?;
     state::list_trim(&history, -history_size(), -1)?;
     emit::to_room(&conn.namespace, &message.room, "message", &message)?;
-    Ok(Sent { id: message.id })
+    Ok(Sent {
+        id: message.id,
+        build: option_env!("SWITCHBOARD_BUILD_MARKER"),
+    })
 }
 
 fn typing(conn: &Conn, request: RoomRequest) -> Result<(), Error> {

@@ -150,6 +150,12 @@ describe("hot reload of a plugin file", () => {
     assert.equal(listed.last_reload, "failed");
     assert.match(listed.last_error, /not a valid WebAssembly component/);
     assert.equal((await emitAckOk(socket, "send_message", { room: "check", text: "still here" })).id, 1);
+    // A component for another world (a plain WASI command) is refused the same way.
+    install(wasm("not_a_plugin"), { atomic: true });
+    const wrongWorld = await api("POST", "/api/v1/plugins/chat/reload");
+    assert.equal(wrongWorld.status, 422);
+    assert.match(wrongWorld.body.error.message, /does not implement the world `switchboard:plugin\/plugin@0\.1\.0`/);
+    assert.equal((await emitAckOk(socket, "send_message", { room: "check", text: "still here" })).id, 2);
     install(wasm("chat"), { atomic: true });
     await waitFor(
       async () => (await api("GET", "/api/v1/plugins")).body.plugins.some((p) => p.name === "chat" && p.last_error === null),

@@ -10,7 +10,6 @@
 //   on the first; CPU is summed over both nodes and Redis.
 //
 // Uses target/release/switchboard (build it with `cargo build --release`).
-import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -19,6 +18,7 @@ import { io } from "socket.io-client";
 
 import { REPO, chatPlugin, manifestToml, writeManifest } from "../e2e/harness.mjs";
 import { startRedis } from "../e2e/redis.mjs";
+import { serveRelease, startServer } from "./servers.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -34,19 +34,6 @@ const SENDERS = Number(values.senders);
 const RATE = Number(values.rate); // messages per second, all senders together
 const SECONDS = Number(values.seconds);
 const CLOCK_TICKS = 100; // Linux USER_HZ
-
-function startServer(command, args) {
-  const child = spawn(command, args, { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: "warn" } });
-  return new Promise((resolve, reject) => {
-    let output = "";
-    child.stdout.on("data", (chunk) => {
-      output += chunk;
-      const match = output.match(/listening on (http:\/\/[\d.:]+)/);
-      if (match) resolve({ child, url: match[1] });
-    });
-    child.on("exit", (code) => reject(new Error(`${command} exited with ${code}`)));
-  });
-}
 
 function cpuSeconds(pid) {
   const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
@@ -112,17 +99,15 @@ async function run(name, servers, pids) {
   };
 }
 
-const binary = process.env.SWITCHBOARD_BIN ?? path.join(REPO, "target/release/switchboard");
 const chat = chatPlugin({ config: { history_size: 10 } });
-const serve = (manifestPath) => startServer(binary, ["serve", "--manifest", manifestPath, "--listen", "127.0.0.1:0"]);
 const single = writeManifest(manifestToml({ plugins: [chat] }));
 const results = [];
-const ours = await serve(single);
+const ours = await serveRelease(single);
 results.push(await run("switchboard, one node (chat plugin)", [ours], [ours.child.pid]));
 if (values.compare === "cluster") {
   const redis = await startRedis();
   const clustered = writeManifest(manifestToml({ plugins: [chat] }) + `\n[cluster]\nredis_url = "${redis.url}"\n`);
-  const nodes = [await serve(clustered), await serve(clustered)];
+  const nodes = [await serveRelease(clustered), await serveRelease(clustered)];
   results.push(await run("switchboard, two nodes + Redis", nodes, [...nodes.map((node) => node.child.pid), redis.pid]));
   await redis.stop();
 } else {

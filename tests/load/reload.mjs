@@ -7,33 +7,17 @@
 //   node tests/load/reload.mjs [--reloads 20]
 //
 // Uses target/release/switchboard (build it with `cargo build --release`).
-import { spawn } from "node:child_process";
 import { copyFileSync, mkdirSync, renameSync, rmSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 
 import { io } from "socket.io-client";
 
-import { REPO, chatPlugin, faultyPlugin, manifestToml, tempDir, wasm, writeManifest } from "../e2e/harness.mjs";
+import { chatPlugin, faultyPlugin, manifestToml, tempDir, wasm, writeManifest } from "../e2e/harness.mjs";
+import { serveRelease } from "./servers.mjs";
 
 const { values } = parseArgs({ options: { reloads: { type: "string", default: "20" } } });
 const RELOADS = Number(values.reloads);
-
-function serve(manifest) {
-  const binary = process.env.SWITCHBOARD_BIN ?? path.join(REPO, "target/release/switchboard");
-  const child = spawn(binary, ["serve", "--manifest", manifest, "--listen", "127.0.0.1:0"], {
-    stdio: ["ignore", "pipe", "ignore"],
-    env: { ...process.env, RUST_LOG: "error" },
-  });
-  return new Promise((resolve) => {
-    let output = "";
-    child.stdout.on("data", (chunk) => {
-      output += chunk;
-      const match = output.match(/listening on (http:\/\/[\d.:]+)/);
-      if (match) resolve({ child, url: match[1] });
-    });
-  });
-}
 
 const connectTo = (url, options) =>
   new Promise((resolve) => {
@@ -55,7 +39,7 @@ async function measure(emptyCache) {
   const manifest = writeManifest(
     manifestToml({ server: { cache_dir: cache }, plugins: [chatPlugin(), faultyPlugin({ path: file })] }),
   );
-  const host = await serve(manifest);
+  const host = await serveRelease(manifest);
   const echo = await connectTo(`${host.url}/faulty`);
   const chat = await connectTo(host.url, { auth: { user: "steady" } });
   await chat.emitWithAck("join", { room: "latency" });

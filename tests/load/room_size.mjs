@@ -5,34 +5,17 @@
 //   node tests/load/room_size.mjs [--queries 300]
 //
 // Uses target/release/switchboard (build it with `cargo build --release`).
-import { spawn } from "node:child_process";
-import path from "node:path";
 import { parseArgs } from "node:util";
 
 import { io } from "socket.io-client";
 
-import { REPO, chatPlugin, manifestToml, writeManifest } from "../e2e/harness.mjs";
+import { chatPlugin, manifestToml, writeManifest } from "../e2e/harness.mjs";
 import { startRedis } from "../e2e/redis.mjs";
+import { serveRelease } from "./servers.mjs";
 
 const { values } = parseArgs({ options: { queries: { type: "string", default: "300" } } });
 const QUERIES = Number(values.queries);
 const TOKEN = "bench";
-
-function serve(manifest) {
-  const binary = process.env.SWITCHBOARD_BIN ?? path.join(REPO, "target/release/switchboard");
-  const child = spawn(binary, ["serve", "--manifest", manifest, "--listen", "127.0.0.1:0"], {
-    stdio: ["ignore", "pipe", "ignore"],
-    env: { ...process.env, RUST_LOG: "warn" },
-  });
-  return new Promise((resolve) => {
-    let output = "";
-    child.stdout.on("data", (chunk) => {
-      output += chunk;
-      const match = output.match(/listening on (http:\/\/[\d.:]+)/);
-      if (match) resolve({ child, url: match[1] });
-    });
-  });
-}
 
 async function sizes(node, count) {
   const millis = [];
@@ -55,7 +38,7 @@ const manifest = writeManifest(
   manifestToml({ plugins: [chatPlugin()] }) +
     `\n[cluster]\nredis_url = "${redis.url}"\nrequest_timeout_ms = 1000\n\n[api]\ntoken = "${TOKEN}"\n`,
 );
-const [nodeA, nodeB] = [await serve(manifest), await serve(manifest)];
+const [nodeA, nodeB] = [await serveRelease(manifest), await serveRelease(manifest)];
 const sockets = await Promise.all(
   Array.from({ length: 100 }, (_, index) => {
     const socket = io(index % 2 ? nodeB.url : nodeA.url, { transports: ["websocket"], auth: { user: `u${index}` } });

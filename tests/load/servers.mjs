@@ -1,0 +1,29 @@
+// Starting servers for the load tools: a command that prints the ready line
+// `... listening on http://ADDR`, or the release switchboard on a manifest.
+import { spawn } from "node:child_process";
+import path from "node:path";
+
+import { REPO } from "../e2e/harness.mjs";
+
+/** Runs `command` and resolves to `{ child, url }` once it prints its ready line. */
+export function startServer(command, args) {
+  const child = spawn(command, args, {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, RUST_LOG: "error" },
+  });
+  return new Promise((resolve, reject) => {
+    let output = "";
+    child.stdout.on("data", (chunk) => {
+      output += chunk;
+      const match = output.match(/listening on (http:\/\/[\d.:]+)/);
+      if (match) resolve({ child, url: match[1] });
+    });
+    child.on("exit", (code) => reject(new Error(`${command} exited with ${code} before it was ready`)));
+  });
+}
+
+/** `switchboard serve` from target/release (or $SWITCHBOARD_BIN) on a free port. */
+export function serveRelease(manifestPath) {
+  const binary = process.env.SWITCHBOARD_BIN ?? path.join(REPO, "target/release/switchboard");
+  return startServer(binary, ["serve", "--manifest", manifestPath, "--listen", "127.0.0.1:0"]);
+}

@@ -122,5 +122,8 @@ for (const r of results) {
   console.log(`| ${r.name} | ${r.deliveries}/${r.expected} | ${r.perSecond.toFixed(0)} | ${r.cpuMicrosPerDelivery.toFixed(2)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} |`);
 }
 const [first, second] = results;
-console.log(`ratio, second / first: CPU per delivery ${(second.cpuMicrosPerDelivery / first.cpuMicrosPerDelivery).toFixed(2)}x, p99 ${(second.p99 / first.p99).toFixed(2)}x`);
+console.log(
+  `${first.name} / ${second.name}: CPU per delivery ${(first.cpuMicrosPerDelivery / second.cpuMicrosPerDelivery).toFixed(2)}x, ` +
+    `p99 ${(first.p99 / second.p99).toFixed(2)}x`,
+);
 process.exit(0);

@@ -232,3 +232,33 @@ describe("faulty plugin", () => {
     }
   });
 });
+
+describe("a connection one plugin accepts and another refuses", () => {
+  test("the accepting plugin sees it go: presence is undone", async () => {
+    const both = ["/both"];
+    const host = await startHost({
+      plugins: [chatPlugin({ namespaces: both }), faultyPlugin({ namespaces: both })],
+    });
+    try {
+      const ada = await connect(host.url, { namespace: "/both", auth: { user: "ada-refused" } });
+      await emitAckOk(ada, "join", { room: "watched" });
+      ada.close();
+      const bob = await connect(host.url, { namespace: "/both", auth: { user: "bob-watching" } });
+      await emitAckOk(bob, "join", { room: "watched" });
+      const online = collect(bob, "user_online");
+      const offline = collect(bob, "user_offline");
+
+      // Chat accepts ada (and announces her), then faulty refuses the connection.
+      await assert.rejects(
+        connect(host.url, { namespace: "/both", auth: { user: "ada-refused", deny: true } }),
+        /denied by faulty plugin/,
+      );
+      await waitFor(() => offline.length === 1, 5000, "user_offline after the refused connection");
+      assert.deepEqual(online, [{ user: "ada-refused" }]);
+      assert.deepEqual(offline, [{ user: "ada-refused" }]);
+    } finally {
+      closeAllSockets();
+      await host.stop();
+    }
+  });
+});

@@ -219,12 +219,22 @@ impl Namespace {
         // by id, the way Socket.IO does.
         socket.join(socket.id);
         let conn = conn(&socket, auth);
-        for plugin in self.routes.load().plugins() {
-            match plugin.current().on_connect(&conn).await {
-                Ok(Ok(())) => {}
-                Ok(Err(refusal)) => return Err(Denied(refusal.message)),
-                Err(failure) => return Err(Denied(format!("connection refused: {failure}"))),
+        let routes = self.routes.load_full();
+        for (index, plugin) in routes.plugins().iter().enumerate() {
+            let denied = match plugin.current().on_connect(&conn).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(refusal)) => Denied(refusal.message),
+                Err(failure) => Denied(format!("connection refused: {failure}")),
+            };
+            // The plugins that already accepted the socket see it go, so
+            // whatever they recorded for it (presence, say) is undone.
+            for accepted in &routes.plugins()[..index] {
+                let _ = accepted
+                    .current()
+                    .on_disconnect(&conn, "connection refused")
+                    .await;
             }
+            return Err(denied);
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use engineioxide::Packet;
 use socketioxide::SocketIo;
 use switchboard::cluster::MemoryStore;
+use switchboard::cluster::timers::MemoryTimers;
 use switchboard::host_api::HostServices;
 use switchboard::{Manifest, server, transport};
 use tokio::sync::mpsc;
@@ -85,12 +86,13 @@ async fn host(manifest: &str) -> SocketIo {
     let services = HostServices {
         sockets: Arc::new(io.clone()),
         state: Arc::new(MemoryStore::new()),
+        timers: Arc::new(MemoryTimers::new()),
     };
     let routes = server::load_plugins(&manifest, services)
         .await
         .expect("plugins load")
         .routes;
-    transport::Namespaces::serve(&io, &routes, manifest.server.max_payload_bytes, None)
+    transport::Namespaces::serve(&io, &routes, manifest.server.max_payload_bytes, None, None)
         .await
         .expect("namespaces served");
     io

@@ -17,6 +17,7 @@ pub mod bindings;
 pub mod cluster;
 pub mod host_api;
 pub mod http_api;
+pub mod identity;
 pub mod manifest;
 pub mod payload;
 pub mod reload;

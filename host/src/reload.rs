@@ -20,9 +20,11 @@ use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, ne
 use serde::Serialize;
 use tokio::sync::{Mutex, mpsc};
 
+use crate::cluster::timers::DueTimer;
 use crate::host_api::HostServices;
+use crate::http_api::plugin_routes::{PluginHttp, PluginRoutes};
 use crate::manifest::{Manifest, PluginSpec};
-use crate::runtime::{CompiledPlugin, Plugin, PluginSlot, PluginStatus, Runtime};
+use crate::runtime::{CallError, CompiledPlugin, Plugin, PluginSlot, PluginStatus, Runtime};
 use crate::transport::{Namespaces, Routes};
 
 /// Quiet time after the last file event before a reload starts: long enough
@@ -64,7 +66,7 @@ pub struct Reloader {
     slots: StdMutex<Vec<Arc<PluginSlot>>>,
     manifest: StdMutex<Manifest>,
     /// Where routes go when the manifest changes; set once serving.
-    namespaces: OnceLock<Arc<Namespaces>>,
+    serving: OnceLock<(Arc<Namespaces>, Arc<PluginHttp>)>,
     /// The file watcher and the directories it watches: watching a directory
     /// again makes it report its files as changed, so each is watched once.
     watcher: StdMutex<Option<(Watcher, HashSet<PathBuf>)>>,
@@ -86,7 +88,7 @@ impl Reloader {
             services,
             slots: StdMutex::new(slots),
             manifest: StdMutex::new(manifest),
-            namespaces: OnceLock::new(),
+            serving: OnceLock::new(),
             watcher: StdMutex::new(None),
             reloading: Mutex::new(()),
             reloads: AtomicU64::new(0),
@@ -94,9 +96,9 @@ impl Reloader {
         })
     }
 
-    /// Lets manifest changes reroute events; call once the namespaces are served.
-    pub fn serve(&self, namespaces: Arc<Namespaces>) {
-        let _ = self.namespaces.set(namespaces);
+    /// Lets manifest changes reroute events and HTTP routes; call once they are served.
+    pub fn serve(&self, namespaces: Arc<Namespaces>, http: Arc<PluginHttp>) {
+        let _ = self.serving.set((namespaces, http));
     }
 
     fn slots(&self) -> Vec<Arc<PluginSlot>> {
@@ -112,6 +114,41 @@ impl Reloader {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .path
             .clone()
+    }
+
+    /// The running version of the plugin named `name`.
+    pub fn plugin(&self, name: &str) -> Option<Arc<Plugin>> {
+        self.slots()
+            .iter()
+            .find(|slot| slot.spec.name.as_str() == name)
+            .map(|slot| slot.current())
+    }
+
+    /// Hands a due timer to its plugin's `on-timer`; failures are logged.
+    pub async fn deliver_timer(&self, timer: DueTimer) {
+        let Some(plugin) = self.plugin(&timer.plugin) else {
+            tracing::warn!(
+                plugin = %timer.plugin,
+                "timer `{}` is due but the plugin is no longer loaded; dropped",
+                timer.key
+            );
+            return;
+        };
+        match plugin.on_timer(&timer.key, &timer.payload).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(
+                plugin = %timer.plugin,
+                "timer `{}` failed: {} ({})",
+                timer.key,
+                error.message,
+                error.code
+            ),
+            Err(missing @ CallError::MissingExport { .. }) => {
+                tracing::warn!(plugin = %timer.plugin, "timer `{}` dropped: {missing}", timer.key);
+            }
+            // The runtime has logged the crash or the timeout.
+            Err(_) => {}
+        }
     }
 
     pub fn statuses(&self) -> Vec<PluginStatus> {
@@ -186,8 +223,11 @@ impl Reloader {
             if manifest.server != running.server
                 || manifest.cluster != running.cluster
                 || manifest.api_token != running.api_token
+                || manifest.auth != running.auth
             {
-                tracing::warn!("[server], [cluster] and [api] changes apply at the next restart");
+                tracing::warn!(
+                    "[server], [cluster], [api] and [auth] changes apply at the next restart"
+                );
             }
         }
         let running = self.slots();
@@ -206,8 +246,9 @@ impl Reloader {
                 }
             }
         }
-        if let Some(namespaces) = self.namespaces.get() {
-            namespaces.apply(&Routes::new(&next));
+        if let Some((namespaces, http)) = self.serving.get() {
+            namespaces.apply(&Routes::new(&next, &manifest.anonymous_namespaces));
+            http.routes.store(Arc::new(PluginRoutes::new(&next)));
         }
         *self
             .slots

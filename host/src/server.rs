@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::{SocketIo, SocketIoBuilder};
 use socketioxide_core::adapter::DefinedAdapter;
@@ -13,9 +14,12 @@ use socketioxide_redis::{FredAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tokio::net::TcpListener;
 use tower_http::services::ServeDir;
 
+use crate::cluster::timers::{self, MemoryTimers, RedisTimers, TimerStore};
 use crate::cluster::{self, MemoryStore, NodeLiveness, RedisStore, StateStore};
 use crate::host_api::HostServices;
+use crate::http_api::plugin_routes::{PluginHttp, PluginRoutes};
 use crate::http_api::{self, Readiness};
+use crate::identity::{KeyError, Verifier};
 use crate::manifest::{Location, Manifest, PluginName, PluginSpec};
 use crate::reload::Reloader;
 use crate::runtime::{CallError, CompiledPlugin, LoadError, Plugin, PluginSlot, Runtime};
@@ -34,6 +38,8 @@ pub enum ServeError {
     Redis(#[from] cluster::ConnectError),
     #[error("cannot subscribe to the cluster's Redis channels: {0}")]
     Subscribe(String),
+    #[error(transparent)]
+    Auth(#[from] KeyError),
     #[error("server I/O failed")]
     Io(#[from] std::io::Error),
 }
@@ -89,6 +95,7 @@ pub struct Server {
 struct Backend<A: Adapter> {
     builder: SocketIoBuilder<A>,
     state: Arc<dyn StateStore>,
+    timers: Arc<dyn TimerStore>,
     readiness: Readiness,
     sockets: Box<dyn FnOnce(SocketIo<A>) -> Arc<dyn Sockets> + Send>,
     liveness: Option<Arc<NodeLiveness>>,
@@ -99,6 +106,7 @@ impl Backend<LocalAdapter> {
         Self {
             builder: SocketIo::builder(),
             state: Arc::new(MemoryStore::new()),
+            timers: Arc::new(MemoryTimers::new()),
             readiness: None,
             sockets: Box::new(|io| Arc::new(io)),
             liveness: None,
@@ -145,6 +153,7 @@ impl Server {
         let backend = Backend {
             builder: SocketIo::builder().with_adapter::<FredAdapter<_>>(adapter),
             state: Arc::new(RedisStore::new(redis.commands.clone(), &settings.prefix)),
+            timers: Arc::new(RedisTimers::new(redis.commands.clone(), &settings.prefix)),
             readiness,
             liveness: Some(NodeLiveness::new(redis.commands.clone(), &settings.prefix)),
             sockets: Box::new(move |io| {
@@ -171,18 +180,49 @@ impl Server {
         let services = HostServices {
             sockets: sockets.clone(),
             state: backend.state,
+            timers: backend.timers.clone(),
         };
-        let LoadedPlugins { routes, reloader } = load_plugins(&manifest, services).await?;
+        let verifier = manifest
+            .auth
+            .as_ref()
+            .map(Verifier::new)
+            .transpose()?
+            .map(Arc::new);
+        let LoadedPlugins {
+            routes,
+            http_routes,
+            reloader,
+        } = load_plugins(&manifest, services).await?;
         let max_payload = manifest.server.max_payload_bytes;
-        let namespaces = Namespaces::serve(&io, &routes, max_payload, backend.liveness.clone())
-            .await
-            .map_err(ServeError::Subscribe)?;
-        reloader.serve(namespaces.clone());
+        let namespaces = Namespaces::serve(
+            &io,
+            &routes,
+            max_payload,
+            backend.liveness.clone(),
+            verifier.clone(),
+        )
+        .await
+        .map_err(ServeError::Subscribe)?;
+        let plugin_http = Arc::new(PluginHttp {
+            routes: ArcSwap::from_pointee(http_routes),
+            verifier,
+            api_token: manifest.api_token.clone(),
+            max_body_bytes: usize::try_from(max_payload).unwrap_or(usize::MAX),
+            static_files: manifest.server.static_dir.as_ref().map(ServeDir::new),
+        });
+        reloader.serve(namespaces.clone(), plugin_http.clone());
         if let Err(error) = reloader.watch() {
             tracing::warn!(
                 "cannot watch the plugin files ({error}); reload with SIGHUP or the HTTP API"
             );
         }
+        timers::run(backend.timers, {
+            let reloader = reloader.clone();
+            move |timer| {
+                let reloader = reloader.clone();
+                async move { reloader.deliver_timer(timer).await }
+            }
+        });
         if let Some(liveness) = backend.liveness {
             let namespaces = namespaces.clone();
             liveness.run(move |lost| {
@@ -190,16 +230,14 @@ impl Server {
                 async move { namespaces.disconnect_lost(lost).await }
             });
         }
-        let mut app = http_api::router(http_api::ApiState {
+        let api = http_api::ApiState {
             sockets: sockets.clone(),
             token: manifest.api_token.clone(),
             namespaces,
             readiness: backend.readiness,
             reloader: reloader.clone(),
-        });
-        if let Some(dir) = &manifest.server.static_dir {
-            app = app.fallback_service(ServeDir::new(dir));
-        }
+        };
+        let app = http_api::router(api, plugin_http);
         Ok(Self {
             listener,
             app: app.layer(layer),
@@ -249,6 +287,7 @@ impl Server {
 /// The plugins of a manifest, running, and what reloads them.
 pub struct LoadedPlugins {
     pub routes: Routes,
+    pub http_routes: PluginRoutes,
     pub reloader: Arc<Reloader>,
 }
 
@@ -275,7 +314,8 @@ pub async fn load_plugins(
         slots.push(Arc::new(PluginSlot::new(spec.clone(), plugin)));
     }
     Ok(LoadedPlugins {
-        routes: Routes::new(&slots),
+        routes: Routes::new(&slots, &manifest.anonymous_namespaces),
+        http_routes: PluginRoutes::new(&slots),
         reloader: Reloader::new(Arc::new(runtime), services, manifest.clone(), slots),
     })
 }

@@ -34,7 +34,7 @@ const STARTUP_TIMEOUT_MS = 20000;
 const STDERR_KEEP = 64 * 1024;
 
 export const CHAT_EVENTS = ["join", "leave", "send_message", "typing"];
-export const FAULTY_EVENTS = ["echo", "relay", "trap", "spin", "hog", "fail", "count", "claim"];
+export const FAULTY_EVENTS = ["echo", "relay", "trap", "spin", "hog", "fail", "count", "claim", "whoami", "schedule", "cancel"];
 
 // ---------------------------------------------------------------- artifacts
 

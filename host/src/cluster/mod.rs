@@ -1,6 +1,6 @@
-//! What nodes share: plugin state behind the [`StateStore`] trait. One node
-//! keeps it in memory ([`memory`]); a cluster keeps it in Redis with the same
-//! semantics, which are Redis's own.
+//! What nodes share: plugin state behind the [`StateStore`] trait and plugin
+//! [`timers`]. One node keeps them in memory ([`memory`]); a cluster keeps
+//! them in Redis with the same semantics, which are Redis's own.
 
 #[cfg(test)]
 mod conformance;
@@ -10,6 +10,7 @@ mod memory;
 mod redis;
 #[cfg(test)]
 mod test_redis;
+pub mod timers;
 
 use std::time::Duration;
 

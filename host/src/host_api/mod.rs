@@ -8,19 +8,23 @@ mod emit;
 mod log;
 mod rooms;
 mod state;
+mod timers;
 
 use std::sync::Arc;
 
 use crate::bindings::PluginError;
 use crate::bindings::switchboard::plugin::types;
 use crate::cluster::StateStore;
+use crate::cluster::timers::TimerStore;
 use crate::runtime::InstanceState;
 use crate::transport::{Sockets, SocketsError};
 
-/// What the host imports reach: the sockets of the server and the state backend.
+/// What the host imports reach: the sockets of the server, the state backend
+/// and the timers.
 pub struct HostServices {
     pub sockets: Arc<dyn Sockets>,
     pub state: Arc<dyn StateStore>,
+    pub timers: Arc<dyn TimerStore>,
 }
 
 impl types::Host for InstanceState {}

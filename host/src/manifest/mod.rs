@@ -13,8 +13,8 @@ use std::time::Duration;
 
 pub use error::{Location, ManifestError};
 pub use redis_url::RedisUrl;
-pub use schema::{Fallback, InstanceModel};
-use schema::{ManifestFile, PluginSection};
+use schema::{AuthSection, ManifestFile, PluginSection, RouteSection};
+pub use schema::{Fallback, InstanceModel, JwtAlgorithm, RouteAuth};
 use toml::Spanned;
 
 /// The manifest format version this release reads.
@@ -41,6 +41,15 @@ pub fn is_reserved_event(event: &str) -> bool {
 pub const REDIS_URL_VARIABLE: &str = "SWITCHBOARD_REDIS_URL";
 /// Environment variable that overrides `api.token`.
 pub const API_TOKEN_VARIABLE: &str = "SWITCHBOARD_API_TOKEN";
+/// Environment variable that overrides `auth.secret`.
+pub const JWT_SECRET_VARIABLE: &str = "SWITCHBOARD_JWT_SECRET";
+/// Environment variable that overrides `auth.public_key_file`, with the PEM text.
+pub const JWT_PUBLIC_KEY_VARIABLE: &str = "SWITCHBOARD_JWT_PUBLIC_KEY";
+
+/// HTTP methods a plugin route can have.
+const ROUTE_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
+/// Paths the host serves itself; plugin routes stay out of them.
+const HOST_PATHS: &[&str] = &["/api/", "/healthz", "/readyz", "/metrics"];
 
 /// A validated manifest with paths resolved against its directory.
 #[derive(Debug, Clone)]
@@ -51,7 +60,55 @@ pub struct Manifest {
     pub cluster: Option<ClusterSettings>,
     /// `None`: the HTTP API is off.
     pub api_token: Option<String>,
+    /// `None`: identities are not verified.
+    pub auth: Option<AuthSettings>,
+    /// Namespaces whose sockets may connect without a token.
+    pub anonymous_namespaces: Vec<String>,
     pub plugins: Vec<PluginSpec>,
+}
+
+/// How tokens are verified.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthSettings {
+    pub algorithm: JwtAlgorithm,
+    pub key: JwtKey,
+    pub clock_skew: Duration,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum JwtKey {
+    Secret(Secret),
+    PublicKeyPem(String),
+}
+
+/// A secret that never appears in logs or errors.
+#[derive(Clone, PartialEq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: String) -> Self {
+        Self(secret)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+/// An HTTP route of a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRoute {
+    pub method: String,
+    pub path: String,
+    pub auth: RouteAuth,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +141,7 @@ pub struct PluginSpec {
     pub location: Location,
     pub namespaces: Vec<String>,
     pub events: Vec<String>,
+    pub routes: Vec<HttpRoute>,
     pub limits: Limits,
     pub instances: InstanceModel,
     /// The `config` table as a JSON object.
@@ -108,6 +166,7 @@ impl PluginSpec {
             && self.wasm == other.wasm
             && self.namespaces == other.namespaces
             && self.events == other.events
+            && self.routes == other.routes
             && self.limits == other.limits
             && self.instances == other.instances
             && self.config == other.config
@@ -159,6 +218,8 @@ impl Manifest {
             &Overrides {
                 redis_url: variable(REDIS_URL_VARIABLE),
                 api_token: variable(API_TOKEN_VARIABLE),
+                jwt_secret: variable(JWT_SECRET_VARIABLE),
+                jwt_public_key: variable(JWT_PUBLIC_KEY_VARIABLE),
             },
         )
     }
@@ -188,6 +249,8 @@ impl Manifest {
 struct Overrides {
     redis_url: Option<String>,
     api_token: Option<String>,
+    jwt_secret: Option<String>,
+    jwt_public_key: Option<String>,
 }
 
 struct Validator<'a> {
@@ -237,10 +300,13 @@ impl Validator<'_> {
             return self.invalid(0..0, "`max_payload_bytes` must be at least 1".to_owned());
         }
 
+        let api_token = self.overrides.api_token.clone().or(file.api.token);
+        let auth = file.auth.map(|auth| self.auth(auth)).transpose()?;
         let mut names: HashMap<String, usize> = HashMap::new();
         let mut claims: HashMap<(String, String), (String, usize)> = HashMap::new();
+        let mut routes = RouteTable::default();
         let mut plugins = Vec::with_capacity(file.plugins.len());
-        for section in file.plugins {
+        for mut section in file.plugins {
             let name = self.plugin_name(&section.name)?;
             let line = self.location(section.name.span()).line;
             if let Some(first) = names.insert(name.to_string(), line) {
@@ -249,8 +315,29 @@ impl Validator<'_> {
                     format!("plugin `{name}` is defined twice (first on line {first}); give each plugin its own name"),
                 );
             }
-            let spec = self.plugin(name, section, &mut claims)?;
+            let http_routes = std::mem::take(&mut section.routes);
+            let mut spec = self.plugin(name, section, &mut claims)?;
+            for route in http_routes {
+                let route = self.route(route, &spec.name, &mut routes)?;
+                self.check_route_auth(&route, auth.is_some(), api_token.is_some())?;
+                spec.routes.push(route.into_inner());
+            }
             plugins.push(spec);
+        }
+        let mut anonymous_namespaces = Vec::new();
+        for (namespace, settings) in file.namespaces {
+            if !plugins
+                .iter()
+                .any(|plugin| plugin.namespaces.contains(&namespace))
+            {
+                return self.invalid(
+                    settings.span(),
+                    format!("`[namespaces.\"{namespace}\"]`: no plugin serves namespace `{namespace}`; add it to a plugin's `namespaces`"),
+                );
+            }
+            if settings.into_inner().anonymous {
+                anonymous_namespaces.push(namespace);
+            }
         }
 
         let cluster = file
@@ -260,7 +347,9 @@ impl Validator<'_> {
         Ok(Manifest {
             path: self.path.to_owned(),
             cluster,
-            api_token: self.overrides.api_token.clone().or(file.api.token),
+            api_token,
+            auth,
+            anonymous_namespaces,
             server: ServerSettings {
                 listen: server.listen,
                 path: server.path.into_inner(),
@@ -302,6 +391,136 @@ impl Validator<'_> {
         })
     }
 
+    fn auth(&self, auth: AuthSection) -> Result<AuthSettings, ManifestError> {
+        let key_span = auth.public_key_file.as_ref().map_or(0..0, Spanned::span);
+        let key = match auth.algorithm {
+            JwtAlgorithm::Hs256 => {
+                if auth.public_key_file.is_some() {
+                    return self.invalid(
+                        key_span,
+                        "`public_key_file` is for RS256 and ES256; HS256 uses `secret`".to_owned(),
+                    );
+                }
+                match self.overrides.jwt_secret.clone().or(auth.secret) {
+                    Some(secret) => JwtKey::Secret(Secret::new(secret)),
+                    None => {
+                        return self.invalid(
+                            0..0,
+                            format!(
+                                "`[auth]` with HS256 needs `secret`, or set {JWT_SECRET_VARIABLE}"
+                            ),
+                        );
+                    }
+                }
+            }
+            JwtAlgorithm::Rs256 | JwtAlgorithm::Es256 => {
+                if auth.secret.is_some() {
+                    return self.invalid(
+                        0..0,
+                        "`secret` is for HS256; RS256 and ES256 verify with `public_key_file`"
+                            .to_owned(),
+                    );
+                }
+                let pem = match (&self.overrides.jwt_public_key, &auth.public_key_file) {
+                    (Some(pem), _) => pem.clone(),
+                    (None, Some(file)) => {
+                        let path = self.base.join(file.get_ref());
+                        std::fs::read_to_string(&path).or_else(|error| {
+                            self.invalid(
+                                key_span.clone(),
+                                format!("cannot read the public key {}: {error}", path.display()),
+                            )
+                        })?
+                    }
+                    (None, None) => {
+                        return self.invalid(
+                            0..0,
+                            format!("`[auth]` with RS256 or ES256 needs `public_key_file`, or set {JWT_PUBLIC_KEY_VARIABLE}"),
+                        );
+                    }
+                };
+                JwtKey::PublicKeyPem(pem)
+            }
+        };
+        let settings = AuthSettings {
+            algorithm: auth.algorithm,
+            key,
+            clock_skew: auth
+                .clock_skew_s
+                .map_or(crate::identity::DEFAULT_CLOCK_SKEW, Duration::from_secs),
+            issuer: auth.issuer,
+            audience: auth.audience,
+        };
+        if let Err(error) = crate::identity::Verifier::new(&settings) {
+            return self.invalid(key_span, error.to_string());
+        }
+        Ok(settings)
+    }
+
+    fn route(
+        &self,
+        route: RouteSection,
+        plugin: &PluginName,
+        table: &mut RouteTable,
+    ) -> Result<Spanned<HttpRoute>, ManifestError> {
+        let method = route.method.get_ref().to_ascii_uppercase();
+        if !ROUTE_METHODS.contains(&method.as_str()) {
+            return self.invalid(
+                route.method.span(),
+                format!(
+                    "unsupported method `{}`; use one of {}",
+                    route.method.get_ref(),
+                    ROUTE_METHODS.join(", ")
+                ),
+            );
+        }
+        let path = route.path.get_ref();
+        let span = route.path.span();
+        if !path.starts_with('/') {
+            return self.invalid(span, format!("route path `{path}` must start with `/`"));
+        }
+        if let Some(host_path) = HOST_PATHS
+            .iter()
+            .find(|reserved| path.starts_with(**reserved))
+        {
+            return self.invalid(
+                span,
+                format!("route path `{path}` is under `{host_path}`, which the host serves itself"),
+            );
+        }
+        let line = self.location(span.clone()).line;
+        if let Err(conflict) = table.insert(&method, path, plugin, line) {
+            return self.invalid(span, conflict);
+        }
+        Ok(Spanned::new(
+            span,
+            HttpRoute {
+                method,
+                path: path.clone(),
+                auth: route.auth,
+            },
+        ))
+    }
+
+    fn check_route_auth(
+        &self,
+        route: &Spanned<HttpRoute>,
+        has_auth: bool,
+        has_api_token: bool,
+    ) -> Result<(), ManifestError> {
+        let missing = match route.get_ref().auth {
+            RouteAuth::User if !has_auth => {
+                "needs `[auth]` to verify user tokens; add it, or set `auth = \"api-token\"` or `\"none\"` on the route"
+            }
+            RouteAuth::ApiToken if !has_api_token => {
+                "needs the API token: set `[api] token` or SWITCHBOARD_API_TOKEN"
+            }
+            _ => return Ok(()),
+        };
+        let HttpRoute { method, path, .. } = route.get_ref();
+        self.invalid(route.span(), format!("route `{method} {path}` {missing}"))
+    }
+
     fn plugin_name(&self, name: &Spanned<String>) -> Result<PluginName, ManifestError> {
         PluginName::parse(name.get_ref()).or_else(|message| self.invalid(name.span(), message))
     }
@@ -326,10 +545,10 @@ impl Validator<'_> {
             }
             namespaces.push(namespace.get_ref().clone());
         }
-        if section.events.is_empty() {
+        if section.events.is_empty() && section.routes.is_empty() {
             return self.invalid(
                 section.name.span(),
-                format!("plugin `{name}` handles no events: list them in `events`"),
+                format!("plugin `{name}` handles no events and no routes: list them in `events` or `routes`"),
             );
         }
         let mut events = Vec::with_capacity(section.events.len());
@@ -375,6 +594,7 @@ impl Validator<'_> {
             name,
             namespaces,
             events,
+            routes: Vec::new(),
             limits: Limits {
                 time: Duration::from_millis(limits.time_ms),
                 memory_bytes: usize::try_from(limits.memory_mib.saturating_mul(1 << 20))
@@ -383,6 +603,34 @@ impl Validator<'_> {
             instances: section.instances,
             config,
         })
+    }
+}
+
+/// The routes of every plugin, to find two that would catch the same request.
+#[derive(Default)]
+struct RouteTable {
+    /// Per method, a router of paths to the plugin and line that declared them.
+    methods: HashMap<String, matchit::Router<(String, usize)>>,
+}
+
+impl RouteTable {
+    fn insert(
+        &mut self,
+        method: &str,
+        path: &str,
+        plugin: &PluginName,
+        line: usize,
+    ) -> Result<(), String> {
+        let router = self.methods.entry(method.to_owned()).or_default();
+        router
+            .insert(path, (plugin.to_string(), line))
+            .map_err(|error| {
+                let earlier = router
+                    .at(path)
+                    .map(|found| format!(" (plugin `{}`, line {})", found.value.0, found.value.1))
+                    .unwrap_or_default();
+                format!("route `{method} {path}` conflicts with an earlier route{earlier}: {error}")
+            })
     }
 }
 
@@ -485,6 +733,7 @@ history_size = 20
         let overrides = Overrides {
             redis_url: Some("redis://env:2".to_owned()),
             api_token: Some("t".to_owned()),
+            ..Overrides::default()
         };
         let manifest = Manifest::parse_with(Path::new("/m.toml"), source, &overrides).unwrap();
         assert_eq!(

@@ -1,6 +1,7 @@
 //! The manifest as written in TOML. Every table denies unknown fields so a typo
 //! is an error, not a silently ignored setting.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -34,6 +35,11 @@ pub struct ManifestFile {
     /// The HTTP API (`/api/v1/...`).
     #[serde(default)]
     pub api: ApiSection,
+    /// Verify who connects with JSON Web Tokens; absent: nobody is verified.
+    pub auth: Option<AuthSection>,
+    /// Settings per namespace: `[namespaces."/lobby"]`.
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, Spanned<NamespaceSection>>,
     /// One entry per plugin: `[[plugins]]`.
     #[serde(default)]
     pub plugins: Vec<PluginSection>,
@@ -125,6 +131,74 @@ pub struct ApiSection {
     pub token: Option<String>,
 }
 
+/// `[auth]`: every socket must present a valid JWT, whose `sub` claim is its
+/// user id, unless its namespace allows anonymous access.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// `"HS256"` (default), `"RS256"` or `"ES256"`.
+    #[serde(default)]
+    pub algorithm: JwtAlgorithm,
+    /// HS256 shared secret. The environment variable `SWITCHBOARD_JWT_SECRET`
+    /// overrides it.
+    pub secret: Option<String>,
+    /// RS256 / ES256: PEM file of the issuer's public key, e.g. `"jwt.pub.pem"`.
+    /// The environment variable `SWITCHBOARD_JWT_PUBLIC_KEY` (the PEM text)
+    /// overrides it.
+    pub public_key_file: Option<Spanned<PathBuf>>,
+    /// Seconds of tolerance for `exp` and `nbf` between clocks: `30`.
+    pub clock_skew_s: Option<u64>,
+    /// Required `iss` claim, if set.
+    pub issuer: Option<String>,
+    /// Required `aud` claim, if set.
+    pub audience: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum JwtAlgorithm {
+    #[default]
+    #[serde(rename = "HS256")]
+    Hs256,
+    #[serde(rename = "RS256")]
+    Rs256,
+    #[serde(rename = "ES256")]
+    Es256,
+}
+
+/// `[namespaces."/path"]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceSection {
+    /// Let sockets connect without a token (a token sent anyway must be
+    /// valid). Plugins see `user-id: none` for them.
+    #[serde(default)]
+    pub anonymous: bool,
+}
+
+/// `[[plugins.routes]]`: an HTTP route handled by the plugin's `on-http`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// `"GET"`, `"POST"`, `"PUT"`, `"PATCH"` or `"DELETE"`.
+    pub method: Spanned<String>,
+    /// Path, with `{name}` segments the plugin reads as parameters:
+    /// `"/apps/auction/auctions/{id}/bids"`.
+    pub path: Spanned<String>,
+    /// Who may call it: `"user"` (default: a bearer JWT, as for sockets),
+    /// `"api-token"` (the `[api]` token, for backends) or `"none"`.
+    #[serde(default)]
+    pub auth: RouteAuth,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteAuth {
+    #[default]
+    User,
+    ApiToken,
+    None,
+}
+
 /// `[[plugins]]`: one WebAssembly component and what it handles.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,7 +211,11 @@ pub struct PluginSection {
     #[serde(default = "default_namespaces")]
     pub namespaces: Vec<Spanned<String>>,
     /// Events routed to this plugin: `["join", "send_message"]`.
+    #[serde(default)]
     pub events: Vec<Spanned<String>>,
+    /// HTTP routes routed to this plugin's `on-http`.
+    #[serde(default)]
+    pub routes: Vec<RouteSection>,
     /// Limits for every call into the plugin.
     #[serde(default)]
     pub limits: LimitsSection,

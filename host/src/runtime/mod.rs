@@ -5,6 +5,7 @@
 
 mod cache;
 mod engine;
+mod exports;
 mod instance;
 mod plugin;
 mod slot;
@@ -13,15 +14,18 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{HasSelf, InstancePre, Linker};
 
 use crate::bindings;
+pub use exports::Export;
 pub use instance::{InstanceState, PluginContext};
 pub use plugin::{CallError, Plugin};
 pub use slot::{PluginSlot, PluginStatus};
 
 /// The WIT world every plugin must implement.
-pub const WORLD: &str = "switchboard:plugin/plugin@0.1.0";
+pub const WORLD: &str = "switchboard:plugin/plugin@0.1.1";
+/// The version of `wit/plugin.wit`, as in [`WORLD`].
+const WIT_VERSION: &str = "0.1.1";
 
 /// Why a component could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +58,8 @@ pub enum LoadError {
 pub struct CompiledPlugin {
     /// SHA-256 of the `.wasm` file, hex: the plugin's version.
     pub hash: String,
-    pre: bindings::PluginPre<InstanceState>,
+    pre: InstancePre<InstanceState>,
+    exports: exports::ExportIndices,
 }
 
 /// The engine, the linker with every host interface, and the code cache.
@@ -109,7 +114,11 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(wrong_world)?;
-        let pre = bindings::PluginPre::new(instance_pre).map_err(wrong_world)?;
-        Ok(CompiledPlugin { hash, pre })
+        let exports = exports::ExportIndices::new(&instance_pre).map_err(wrong_world)?;
+        Ok(CompiledPlugin {
+            hash,
+            pre: instance_pre,
+            exports,
+        })
     }
 }

@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::CompiledPlugin;
+use super::exports::{Export, Exports};
 use super::instance::{InstanceState, MemoryLimitExceeded, PluginContext};
-use crate::bindings::{self, Conn, Payload, PluginError};
+use crate::bindings::exports::switchboard::plugin::http_handler::{Request, Response};
+use crate::bindings::{Conn, Payload, PluginError};
 use crate::host_api::HostServices;
 use crate::manifest::{InstanceModel, Limits, PluginName, PluginSpec};
 
@@ -40,6 +42,10 @@ pub enum CallError {
         plugin: PluginName,
         error: PluginError,
     },
+    #[error(
+        "plugin `{plugin}` does not export `{export}`; build it with a switchboard SDK that has it"
+    )]
+    MissingExport { plugin: PluginName, export: Export },
 }
 
 impl CallError {
@@ -49,14 +55,14 @@ impl CallError {
             Self::Trapped { .. } => "plugin_trapped",
             Self::Timeout { .. } => "plugin_timeout",
             Self::MemoryLimit { .. } => "plugin_memory_limit",
-            Self::Init { .. } => "plugin_unavailable",
+            Self::Init { .. } | Self::MissingExport { .. } => "plugin_unavailable",
         }
     }
 }
 
 struct WarmInstance {
     store: Store<InstanceState>,
-    exports: bindings::Plugin,
+    exports: Exports,
 }
 
 pub struct Plugin {
@@ -102,13 +108,13 @@ impl Plugin {
         &self.compiled.hash
     }
 
+    pub fn exports(&self, export: Export) -> bool {
+        self.compiled.exports.has(export)
+    }
+
     pub async fn on_connect(&self, conn: &Conn) -> Result<Result<(), PluginError>, CallError> {
-        let mut instance = self.check_out().await?;
-        let handler = instance.exports.switchboard_plugin_handler();
-        let result = self
-            .limited(handler.call_on_connect(&mut instance.store, conn))
-            .await;
-        self.check_in(instance, result)
+        self.call(async |store, exports| exports.handler.call_on_connect(store, conn).await)
+            .await
     }
 
     pub async fn on_event(
@@ -117,20 +123,77 @@ impl Plugin {
         event: &str,
         payload: &Payload,
     ) -> Result<Result<Option<Payload>, PluginError>, CallError> {
-        let mut instance = self.check_out().await?;
-        let handler = instance.exports.switchboard_plugin_handler();
-        let result = self
-            .limited(handler.call_on_event(&mut instance.store, conn, event, payload))
-            .await;
-        self.check_in(instance, result)
+        self.call(async |store, exports| {
+            exports
+                .handler
+                .call_on_event(store, conn, event, payload)
+                .await
+        })
+        .await
     }
 
     pub async fn on_disconnect(&self, conn: &Conn, reason: &str) -> Result<(), CallError> {
+        self.call(async |store, exports| {
+            exports
+                .handler
+                .call_on_disconnect(store, conn, reason)
+                .await
+        })
+        .await
+    }
+
+    /// Does nothing for a plugin without `connection-handler`.
+    pub async fn on_connected(&self, conn: &Conn) -> Result<(), CallError> {
+        if !self.exports(Export::ConnectionHandler) {
+            return Ok(());
+        }
+        self.call(async |store, exports| match &exports.connection {
+            Some(connection) => connection.call_on_connected(store, conn).await,
+            None => Ok(()),
+        })
+        .await
+    }
+
+    pub async fn on_timer(
+        &self,
+        key: &str,
+        payload: &str,
+    ) -> Result<Result<(), PluginError>, CallError> {
+        self.require(Export::TimerHandler)?;
+        self.call(async |store, exports| match &exports.timer {
+            Some(timer) => timer.call_on_timer(store, key, payload).await,
+            None => unreachable!("checked by `require`"),
+        })
+        .await
+    }
+
+    pub async fn on_http(&self, request: &Request) -> Result<Response, CallError> {
+        self.require(Export::HttpHandler)?;
+        self.call(async |store, exports| match &exports.http {
+            Some(http) => http.call_handle(store, request).await,
+            None => unreachable!("checked by `require`"),
+        })
+        .await
+    }
+
+    fn require(&self, export: Export) -> Result<(), CallError> {
+        if self.exports(export) {
+            return Ok(());
+        }
+        Err(CallError::MissingExport {
+            plugin: self.context.name.clone(),
+            export,
+        })
+    }
+
+    /// Runs one export call on an instance of its own, under the limits.
+    async fn call<R>(
+        &self,
+        call: impl AsyncFnOnce(&mut Store<InstanceState>, &Exports) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
         let mut instance = self.check_out().await?;
-        let handler = instance.exports.switchboard_plugin_handler();
-        let result = self
-            .limited(handler.call_on_disconnect(&mut instance.store, conn, reason))
-            .await;
+        let WarmInstance { store, exports } = &mut instance;
+        let result = self.limited(call(store, exports)).await;
         self.check_in(instance, result)
     }
 
@@ -193,9 +256,10 @@ impl Plugin {
         self.start_clock(&mut store);
         let (exports, init) = self
             .limited(async {
-                let exports = self.compiled.pre.instantiate_async(&mut store).await?;
+                let instance = self.compiled.pre.instantiate_async(&mut store).await?;
+                let exports = self.compiled.exports.load(&mut store, &instance)?;
                 let init = exports
-                    .switchboard_plugin_handler()
+                    .handler
                     .call_init(&mut store, &self.context.config_json)
                     .await?;
                 Ok((exports, init))

@@ -12,9 +12,9 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef};
 use socketioxide::handler::{FromMessageParts, MessageHandler, Value};
 use socketioxide::socket::{DisconnectReason, Socket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use super::{HandshakeAuth, Namespace, conn};
+use super::Namespace;
 use crate::bindings::{Conn, PluginError};
 use crate::payload::{self, Outgoing};
 
@@ -26,27 +26,37 @@ enum Job<A: Adapter> {
         packet: Value,
         ack: Option<AckSender<A>>,
     },
-    Disconnect(DisconnectReason),
+    /// `done` is answered once the plugins have seen the disconnect.
+    Disconnect {
+        reason: DisconnectReason,
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// Registers the socket's handlers (before the connect handler returns, so an
 /// event sent right after `connect` is not missed) and starts its task.
-pub(super) fn start<A: Adapter>(
-    socket: SocketRef<A>,
-    auth: HandshakeAuth,
-    namespace: Arc<Namespace>,
-) {
+pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>) {
+    let Some(conn) = socket.extensions.get::<Conn>() else {
+        tracing::error!(socket = %socket.id, "connected without being admitted; disconnecting");
+        let _ = socket.disconnect();
+        return;
+    };
     let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
     socket.on_fallback(EventQueue { jobs: jobs.clone() });
     socket.on_disconnect(move |reason: DisconnectReason| {
         let jobs = jobs.clone();
+        // socketioxide removes the socket from its rooms when this handler
+        // returns: waiting keeps it in them while the plugins' `on-disconnect`
+        // runs, so they can still see its rooms.
         async move {
-            // Fails only when the task is gone already; nothing left to tell.
-            let _ = jobs.send(Job::Disconnect(reason)).await;
+            let (done, handled) = oneshot::channel();
+            if jobs.send(Job::Disconnect { reason, done }).await.is_ok() {
+                let _ = handled.await;
+            }
         }
     });
     let connection = Connection {
-        conn: conn(&socket, auth),
+        conn,
         socket,
         namespace,
     };
@@ -92,11 +102,16 @@ impl<A: Adapter> Connection<A> {
         if let Some(liveness) = &self.namespace.liveness {
             liveness.connected(&self.conn).await;
         }
+        for plugin in self.namespace.routes.load().plugins() {
+            // A failing plugin is logged by the runtime; the others still run.
+            let _ = plugin.current().on_connected(&self.conn).await;
+        }
         while let Some(job) = queue.recv().await {
             match job {
                 Job::Event { packet, ack } => self.handle(packet, ack).await,
-                Job::Disconnect(reason) => {
+                Job::Disconnect { reason, done } => {
                     self.disconnected(reason).await;
+                    let _ = done.send(());
                     break;
                 }
             }

@@ -20,6 +20,7 @@ use socketioxide_core::adapter::DefinedAdapter;
 
 use crate::bindings::Conn;
 use crate::cluster::NodeLiveness;
+use crate::identity::{IdentityError, Verifier, bearer_token};
 use crate::manifest::ServerSettings;
 pub use routes::{NamespaceRoutes, Routes};
 pub use sockets::{Audience, ClusterSockets, Sockets, SocketsError};
@@ -72,15 +73,19 @@ pub struct Namespaces {
     add: AddNamespace,
     max_payload_bytes: usize,
     liveness: Option<Arc<NodeLiveness>>,
+    verifier: Option<Arc<Verifier>>,
 }
 
 impl Namespaces {
     /// Serves every namespace of `routes`, waiting until each is ready.
+    /// `verifier`: sockets must present a valid token (unless their namespace
+    /// is anonymous); `None`: identities are not verified.
     pub async fn serve<A>(
         io: &SocketIo<A>,
         routes: &Routes,
         max_payload_bytes: u64,
         liveness: Option<Arc<NodeLiveness>>,
+        verifier: Option<Arc<Verifier>>,
     ) -> Result<Arc<Self>, String>
     where
         A: Adapter + DefinedAdapter,
@@ -104,6 +109,7 @@ impl Namespaces {
             }),
             max_payload_bytes: usize::try_from(max_payload_bytes).unwrap_or(usize::MAX),
             liveness,
+            verifier,
         };
         for (path, routes) in routes.namespaces() {
             let namespace = namespaces.namespace(routes.clone());
@@ -125,6 +131,7 @@ impl Namespaces {
             routes: ArcSwap::new(routes),
             max_payload_bytes: self.max_payload_bytes,
             liveness: self.liveness.clone(),
+            verifier: self.verifier.clone(),
         })
     }
 
@@ -188,8 +195,8 @@ fn register<A: Adapter + DefinedAdapter>(
             async move { namespace.admit(socket, auth).await }
         }
     };
-    let connected = move |socket: SocketRef<A>, auth: HandshakeAuth| {
-        connection::start(socket, auth, namespace.clone());
+    let connected = move |socket: SocketRef<A>| {
+        connection::start(socket, namespace.clone());
         std::future::ready(())
     };
     io.ns(path.to_owned(), connected.with(admit))
@@ -201,6 +208,7 @@ pub struct Namespace {
     max_payload_bytes: usize,
     /// In a cluster, where this node records its sockets.
     liveness: Option<Arc<NodeLiveness>>,
+    verifier: Option<Arc<Verifier>>,
 }
 
 /// Why a connection was refused; the client sees it in `connect_error`.
@@ -209,17 +217,32 @@ pub struct Namespace {
 pub struct Denied(String);
 
 impl Namespace {
-    /// Connect middleware: every plugin of the namespace must allow the socket.
+    /// Connect middleware: the socket's token must be valid, then every
+    /// plugin of the namespace must allow it.
     async fn admit<A: Adapter>(
         &self,
         socket: SocketRef<A>,
         auth: HandshakeAuth,
     ) -> Result<(), Denied> {
-        // The room named after the socket id lets plugins address this socket
-        // by id, the way Socket.IO does.
-        socket.join(socket.id);
-        let conn = conn(&socket, auth);
         let routes = self.routes.load_full();
+        let (token, auth) = auth.take_token();
+        let token = token.or_else(|| bearer_token(&socket.req_parts().headers).map(str::to_owned));
+        let user_id = self
+            .identify(token.as_deref(), routes.anonymous())
+            .map_err(|refused| Denied(refused.to_string()))?;
+        // The room named after the socket id lets plugins address this socket
+        // by id, the way Socket.IO does; the user's room reaches all of the
+        // user's sockets.
+        socket.join(socket.id);
+        if let Some(user_id) = &user_id {
+            socket.join(user_room(user_id));
+        }
+        let conn = Conn {
+            socket_id: socket.id.to_string(),
+            namespace: socket.ns().to_owned(),
+            auth,
+            user_id,
+        };
         for (index, plugin) in routes.plugins().iter().enumerate() {
             let denied = match plugin.current().on_connect(&conn).await {
                 Ok(Ok(())) => continue,
@@ -236,21 +259,51 @@ impl Namespace {
             }
             return Err(denied);
         }
+        socket.extensions.insert(conn);
         Ok(())
     }
-}
 
-fn conn<A: Adapter>(socket: &Socket<A>, auth: HandshakeAuth) -> Conn {
-    Conn {
-        socket_id: socket.id.to_string(),
-        namespace: socket.ns().to_owned(),
-        auth: auth.0,
-        user_id: None,
+    /// The verified user id; `None` when identities are not verified, or
+    /// for an anonymous socket where the namespace allows it.
+    fn identify(
+        &self,
+        token: Option<&str>,
+        anonymous: bool,
+    ) -> Result<Option<String>, IdentityError> {
+        let Some(verifier) = &self.verifier else {
+            return Ok(None);
+        };
+        match token {
+            Some(token) => verifier.verify(token).map(Some),
+            None if anonymous => Ok(None),
+            None => Err(IdentityError::Missing),
+        }
     }
 }
 
-/// The handshake `auth` object as JSON text, passed to plugins unparsed.
+/// The room every socket of a verified user joins.
+pub fn user_room(user_id: &str) -> String {
+    format!("user:{user_id}")
+}
+
+/// The handshake `auth` object as JSON text, passed to plugins unparsed but
+/// for its `token`, which never reaches plugins.
 pub struct HandshakeAuth(String);
+
+impl HandshakeAuth {
+    /// Splits off `auth.token`, when `auth` is an object with a string token.
+    fn take_token(self) -> (Option<String>, String) {
+        let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_str(&self.0) else {
+            return (None, self.0);
+        };
+        match fields.remove("token") {
+            Some(serde_json::Value::String(token)) => {
+                (Some(token), serde_json::Value::Object(fields).to_string())
+            }
+            _ => (None, self.0),
+        }
+    }
+}
 
 impl<A: Adapter> FromConnectParts<A> for HandshakeAuth {
     type Error = std::convert::Infallible;

@@ -15,16 +15,27 @@ pub struct Routes {
 pub struct NamespaceRoutes {
     plugins: Vec<Arc<PluginSlot>>,
     events: HashMap<String, Arc<PluginSlot>>,
+    /// Sockets may connect without a token.
+    anonymous: bool,
 }
 
 impl Routes {
     /// The manifest has already checked that no event is claimed twice.
-    pub fn new<'a>(plugins: impl IntoIterator<Item = &'a Arc<PluginSlot>>) -> Self {
+    pub fn new<'a>(
+        plugins: impl IntoIterator<Item = &'a Arc<PluginSlot>>,
+        anonymous_namespaces: &[String],
+    ) -> Self {
         let mut namespaces: HashMap<String, NamespaceRoutes> = HashMap::new();
         for plugin in plugins {
             let spec = &plugin.spec;
             for namespace in &spec.namespaces {
-                let routes = namespaces.entry(namespace.clone()).or_default();
+                let routes =
+                    namespaces
+                        .entry(namespace.clone())
+                        .or_insert_with(|| NamespaceRoutes {
+                            anonymous: anonymous_namespaces.contains(namespace),
+                            ..NamespaceRoutes::default()
+                        });
                 routes.plugins.push(plugin.clone());
                 for event in &spec.events {
                     routes.events.insert(event.clone(), plugin.clone());
@@ -56,5 +67,9 @@ impl NamespaceRoutes {
 
     pub fn handler(&self, event: &str) -> Option<&Arc<PluginSlot>> {
         self.events.get(event)
+    }
+
+    pub fn anonymous(&self) -> bool {
+        self.anonymous
     }
 }

@@ -50,6 +50,26 @@ pub trait Plugin {
 
     /// The socket has gone.
     fn on_disconnect(_conn: &Conn, _reason: &str) {}
+
+    /// The socket has finished connecting and can receive events.
+    fn on_connected(_conn: &Conn) {}
+
+    /// A timer scheduled with [`timers::schedule`] is due.
+    fn on_timer(key: &str, _payload: &str) -> Result<(), Error> {
+        Err(Error::new(
+            "unknown_timer",
+            format!("no handler for timer `{key}`"),
+        ))
+    }
+
+    /// A request on one of the HTTP routes the manifest maps to this plugin.
+    fn on_http(request: http::Request) -> http::Response {
+        http::Response::error(
+            404,
+            "not_found",
+            &format!("no handler for {} {}", request.method, request.path),
+        )
+    }
 }
 
 /// Exports a [`Plugin`] implementation as the component's `handler`.
@@ -77,6 +97,30 @@ macro_rules! export_plugin {
 
             fn on_disconnect(conn: $crate::Conn, reason: String) {
                 <$plugin as $crate::Plugin>::on_disconnect(&conn, &reason)
+            }
+        }
+
+        impl $crate::bindings::exports::switchboard::plugin::connection_handler::Guest
+            for __SwitchboardExports
+        {
+            fn on_connected(conn: $crate::Conn) {
+                <$plugin as $crate::Plugin>::on_connected(&conn)
+            }
+        }
+
+        impl $crate::bindings::exports::switchboard::plugin::timer_handler::Guest
+            for __SwitchboardExports
+        {
+            fn on_timer(key: String, payload: String) -> Result<(), $crate::Error> {
+                <$plugin as $crate::Plugin>::on_timer(&key, &payload)
+            }
+        }
+
+        impl $crate::bindings::exports::switchboard::plugin::http_handler::Guest
+            for __SwitchboardExports
+        {
+            fn handle(request: $crate::http::Request) -> $crate::http::Response {
+                <$plugin as $crate::Plugin>::on_http(request)
             }
         }
 
@@ -222,6 +266,21 @@ pub mod emit {
         )
     }
 
+    /// To every socket of a verified user (the room `user:{id}`), on every node.
+    pub fn to_user<T: Serialize + ?Sized>(
+        namespace: &str,
+        user_id: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<(), Error> {
+        to_room(namespace, &user_room(user_id), event, data)
+    }
+
+    /// The room every socket of the user joins.
+    pub fn user_room(user_id: &str) -> String {
+        format!("user:{user_id}")
+    }
+
     /// To every socket in the namespace.
     pub fn to_namespace<T: Serialize + ?Sized>(
         namespace: &str,
@@ -271,6 +330,78 @@ pub mod state {
             )
         })?;
         set(key, &json, ttl_ms)
+    }
+}
+
+/// Callbacks at a given time, delivered once across the cluster to
+/// [`Plugin::on_timer`].
+pub mod timers {
+    pub use crate::bindings::switchboard::plugin::timers::{cancel, schedule};
+}
+
+/// HTTP routes: the request a plugin gets and the response it returns.
+pub mod http {
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+
+    pub use crate::bindings::exports::switchboard::plugin::http_handler::{Request, Response};
+
+    impl Request {
+        /// The value of the route's `{name}` segment.
+        pub fn param(&self, name: &str) -> Option<&str> {
+            self.params
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.as_str())
+        }
+
+        /// Reads the JSON body into `T`; a mismatch is a 400 response that
+        /// names the field and the problem.
+        pub fn json<T: DeserializeOwned>(&self) -> Result<T, Response> {
+            let deserializer = &mut serde_json::Deserializer::from_slice(&self.body);
+            serde_path_to_error::deserialize(deserializer).map_err(|error| {
+                let path = error.path().to_string();
+                let message = error.inner().to_string();
+                let message = message.split(" at line ").next().unwrap_or(&message);
+                let message = if path == "." {
+                    format!("invalid body: {message}")
+                } else {
+                    format!("invalid body: `{path}`: {message}")
+                };
+                Response::error(400, "invalid_body", &message)
+            })
+        }
+    }
+
+    impl Response {
+        /// `value` as a JSON body.
+        pub fn json<T: Serialize + ?Sized>(status: u16, value: &T) -> Self {
+            match serde_json::to_vec(value) {
+                Ok(body) => Self {
+                    status,
+                    headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+                    body,
+                },
+                Err(error) => Self::error(
+                    500,
+                    "internal",
+                    &format!("cannot serialize the response: {error}"),
+                ),
+            }
+        }
+
+        /// `{"error": {"code", "message"}}`, the shape every Switchboard error has.
+        pub fn error(status: u16, code: &str, message: &str) -> Self {
+            Self::json(
+                status,
+                &serde_json::json!({ "error": { "code": code, "message": message } }),
+            )
+        }
+
+        /// A plugin [`Error`](crate::Error) as a response with `status`.
+        pub fn from_error(status: u16, error: &crate::Error) -> Self {
+            Self::error(status, &error.code, &error.message)
+        }
     }
 }
 

@@ -4,15 +4,35 @@
 //! Events: `echo` (acks the payload with a marker), `relay` (emits the
 //! payload back to the sender), `trap` (panics), `spin` (loops forever), `hog`
 //! (allocates without bound), `fail` (returns an error), `count` (increments a
-//! shared counter), `claim` (compare-and-swap race for a key).
+//! shared counter), `claim` (compare-and-swap race for a key), `whoami` (acks
+//! the verified user id and the handshake `auth`), `schedule` / `cancel`
+//! (a timer that emits `timer` back to the socket).
 
 use serde::Deserialize;
 use serde_json::json;
-use switchboard_sdk::{Config, Conn, Error, Payload, Plugin, emit, export_plugin, state};
+use switchboard_sdk::{
+    Config, Conn, Error, Payload, Plugin, clock, emit, export_plugin, state, timers,
+};
 
 #[derive(Deserialize)]
 struct Claim {
     key: String,
+}
+
+#[derive(Deserialize)]
+struct Schedule {
+    key: String,
+    delay_ms: u64,
+    #[serde(default)]
+    payload: serde_json::Value,
+}
+
+/// What a timer carries: where to report it.
+#[derive(serde::Serialize, Deserialize)]
+struct TimerTarget {
+    namespace: String,
+    socket_id: String,
+    payload: serde_json::Value,
 }
 
 struct Faulty;
@@ -74,8 +94,44 @@ impl Plugin for Faulty {
                 )?;
                 Ok(Some(Payload::new(&json!({ "won": won }))?))
             }
+            "whoami" => {
+                let auth: serde_json::Value = serde_json::from_str(&conn.auth)
+                    .map_err(|error| Error::new("bad_auth", error.to_string()))?;
+                Ok(Some(Payload::new(
+                    &json!({ "user_id": conn.user_id, "auth": auth }),
+                )?))
+            }
+            "schedule" => {
+                let schedule: Schedule = payload.parse_object()?;
+                let target = TimerTarget {
+                    namespace: conn.namespace.clone(),
+                    socket_id: conn.socket_id.clone(),
+                    payload: schedule.payload,
+                };
+                let target = serde_json::to_string(&target)
+                    .map_err(|error| Error::new("internal", error.to_string()))?;
+                timers::schedule(clock::now_ms() + schedule.delay_ms, &schedule.key, &target)?;
+                Ok(Some(Payload::new(&json!({ "scheduled": schedule.key }))?))
+            }
+            "cancel" => {
+                let claim: Claim = payload.parse_object()?;
+                Ok(Some(Payload::new(
+                    &json!({ "cancelled": timers::cancel(&claim.key)? }),
+                )?))
+            }
             other => Err(Error::unknown_event(other)),
         }
+    }
+
+    fn on_timer(key: &str, payload: &str) -> Result<(), Error> {
+        let target: TimerTarget = serde_json::from_str(payload)
+            .map_err(|error| Error::new("bad_timer", error.to_string()))?;
+        emit::to_socket(
+            &target.namespace,
+            &target.socket_id,
+            "timer",
+            &json!({ "key": key, "payload": target.payload }),
+        )
     }
 }
 

@@ -1,5 +1,10 @@
-//! The HTTP side: health and readiness probes, and `/api/v1` for backends to
-//! push events to sockets and read room membership on any node.
+//! The HTTP side: health and readiness probes, `/api/v1` for backends to
+//! push events to sockets and read room membership on any node, and the
+//! routes plugins serve ([`plugin_routes`]).
+
+pub mod plugin_routes;
+
+use plugin_routes::PluginHttp;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 
+use crate::identity::bearer_token;
 use crate::manifest::is_reserved_event;
 use crate::payload::Outgoing;
 use crate::reload::{ReloadCounts, ReloadError, Reloaded, Reloader};
@@ -34,7 +40,8 @@ pub struct ApiState {
     pub reloader: Arc<Reloader>,
 }
 
-pub fn router(state: ApiState) -> Router {
+/// The host's own routes, then the plugins' routes and static files.
+pub fn router(state: ApiState, plugin_http: Arc<PluginHttp>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
@@ -43,6 +50,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/plugins", get(plugins))
         .route("/api/v1/plugins/{name}/reload", post(reload))
+        .fallback(move |request| plugin_routes::serve(plugin_http.clone(), request))
         .with_state(Arc::new(state))
 }
 
@@ -145,30 +153,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
 
 impl ApiState {
     fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let Some(expected) = &self.token else {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "api_disabled",
-                "the HTTP API is off: set `api.token` in the manifest or SWITCHBOARD_API_TOKEN",
-            ));
-        };
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
-        match given {
-            Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(()),
-            Some(_) => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "bad_token",
-                "the bearer token is wrong",
-            )),
-            None => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing_token",
-                "send `Authorization: Bearer <token>`",
-            )),
-        }
+        check_api_token(self.token.as_deref(), headers)
     }
 
     /// Accepts `chat` as well as `/chat`; `%2F` is the root namespace.
@@ -191,6 +176,30 @@ impl ApiState {
                 ),
             ))
         }
+    }
+}
+
+/// Checks the `[api]` token of a request's bearer header.
+fn check_api_token(expected: Option<&str>, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = expected else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "api_disabled",
+            "the HTTP API is off: set `api.token` in the manifest or SWITCHBOARD_API_TOKEN",
+        ));
+    };
+    match bearer_token(headers) {
+        Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_token",
+            "the bearer token is wrong",
+        )),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+            "send `Authorization: Bearer <token>`",
+        )),
     }
 }
 

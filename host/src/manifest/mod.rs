@@ -316,6 +316,12 @@ impl Validator<'_> {
                 );
             }
             let http_routes = std::mem::take(&mut section.routes);
+            if section.events.is_empty() && http_routes.is_empty() {
+                return self.invalid(
+                    section.name.span(),
+                    format!("plugin `{name}` handles no events and no routes: list them in `events` or `routes`"),
+                );
+            }
             let mut spec = self.plugin(name, section, &mut claims)?;
             for route in http_routes {
                 let route = self.route(route, &spec.name, &mut routes)?;
@@ -545,12 +551,6 @@ impl Validator<'_> {
             }
             namespaces.push(namespace.get_ref().clone());
         }
-        if section.events.is_empty() && section.routes.is_empty() {
-            return self.invalid(
-                section.name.span(),
-                format!("plugin `{name}` handles no events and no routes: list them in `events` or `routes`"),
-            );
-        }
         let mut events = Vec::with_capacity(section.events.len());
         for event in &section.events {
             let event_name = event.get_ref();
@@ -748,6 +748,85 @@ history_size = 20
             error.contains(":3:13: ") && !error.contains("pw"),
             "{error}"
         );
+    }
+
+    const ROUTED: &str = "version = 1\n[[plugins]]\nname = \"a\"\npath = \"a.wasm\"\nroutes = [{ method = \"POST\", path = \"/apps/a/{id}\", auth = \"none\" }]\n";
+
+    #[test]
+    fn auth_sections_need_usable_keys() {
+        let cases = [
+            ("[auth]\n", "needs `secret`, or set SWITCHBOARD_JWT_SECRET"),
+            (
+                "[auth]\nalgorithm = \"RS256\"\n",
+                "needs `public_key_file`, or set SWITCHBOARD_JWT_PUBLIC_KEY",
+            ),
+            (
+                "[auth]\nalgorithm = \"ES256\"\npublic_key_file = \"missing.pem\"\n",
+                "cannot read the public key /srv/missing.pem",
+            ),
+            (
+                "[auth]\nalgorithm = \"RS256\"\nsecret = \"s\"\n",
+                "`secret` is for HS256",
+            ),
+            ("[auth]\nalgorithm = \"none\"\n", "unknown variant `none`"),
+        ];
+        for (auth, expected) in cases {
+            let error = parse(&format!("{CHAT}{auth}")).unwrap_err().to_string();
+            assert!(error.contains(expected), "{auth:?} gave {error}");
+        }
+        let overrides = Overrides {
+            jwt_public_key: Some("not a pem".to_owned()),
+            ..Overrides::default()
+        };
+        let source = format!("{CHAT}[auth]\nalgorithm = \"RS256\"\n");
+        let error = Manifest::parse_with(Path::new("/m.toml"), &source, &overrides).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("cannot read the RS256 public key"),
+            "{error}"
+        );
+        let secret = parse(&format!("{CHAT}[auth]\nsecret = \"hunter2\"\n")).unwrap();
+        assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn routes_are_checked_against_each_other_and_the_host() {
+        let routed = parse(ROUTED).unwrap();
+        assert_eq!(routed.plugins[0].routes[0].path, "/apps/a/{id}");
+        let cases = [
+            (
+                format!(
+                    "{ROUTED}[[plugins]]\nname = \"b\"\npath = \"b.wasm\"\nroutes = [{{ method = \"post\", path = \"/apps/a/{{name}}\", auth = \"none\" }}]\n"
+                ),
+                "conflicts with an earlier route (plugin `a`, line 5)",
+            ),
+            (
+                ROUTED.replace("/apps/a/{id}", "/api/v1/mine"),
+                "which the host serves itself",
+            ),
+            (
+                ROUTED.replace("\"POST\"", "\"FETCH\""),
+                "unsupported method `FETCH`",
+            ),
+            (ROUTED.replace(", auth = \"none\"", ""), "needs `[auth]`"),
+            (
+                ROUTED.replace("\"none\"", "\"api-token\""),
+                "needs the API token",
+            ),
+            (
+                format!("{ROUTED}[namespaces.\"/elsewhere\"]\nanonymous = true\n"),
+                "no plugin serves namespace `/elsewhere`",
+            ),
+        ];
+        for (source, expected) in cases {
+            let error = parse(&source).unwrap_err().to_string();
+            assert!(error.contains(expected), "{source:?} gave {error}");
+        }
+        let same_path_other_method = format!(
+            "{ROUTED}[[plugins]]\nname = \"b\"\npath = \"b.wasm\"\nroutes = [{{ method = \"GET\", path = \"/apps/a/{{id}}\", auth = \"none\" }}]\n"
+        );
+        assert!(parse(&same_path_other_method).is_ok());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 #   - redis-server (the host's cluster tests run against a real one)
 #   - the end-to-end suite's npm packages (tests/node_modules), from the lockfile
 #   - the plugins (plugins/ -> target/wasm32-wasip2/release/*.wasm)
-#   - the browser client for examples/chat (public/vendor/socket.io.min.js)
+#   - the browser client for examples/chat and examples/auction (public/vendor/socket.io.min.js)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -78,12 +78,14 @@ for plugin in chat faulty; do
     mv "target/wasm32-wasip2/release/${plugin}_v2.wasm.tmp" "target/wasm32-wasip2/release/${plugin}_v2.wasm"
 done
 
-# --- The chat example's browser client --------------------------------------
-vendor=examples/chat/public/vendor
+# --- The examples' browser client -------------------------------------------
 client=tests/node_modules/socket.io-client/dist/socket.io.min.js
-if ! cmp -s "$client" "$vendor/socket.io.min.js" 2>/dev/null; then
-    step "copy socket.io.min.js to $vendor/"
-    mkdir -p "$vendor"
-    cp "$client" "$vendor/socket.io.min.js.tmp"
-    mv "$vendor/socket.io.min.js.tmp" "$vendor/socket.io.min.js"
-fi
+for example in chat auction; do
+    vendor="examples/$example/public/vendor"
+    if ! cmp -s "$client" "$vendor/socket.io.min.js" 2>/dev/null; then
+        step "copy socket.io.min.js to $vendor/"
+        mkdir -p "$vendor"
+        cp "$client" "$vendor/socket.io.min.js.tmp"
+        mv "$vendor/socket.io.min.js.tmp" "$vendor/socket.io.min.js"
+    fi
+done

@@ -1,13 +1,13 @@
 // JSON Web Tokens for the tests, signed with node:crypto (HS256, RS256,
 // ES256), and the manifest `[auth]` sections that verify them.
 
-import { createHmac, generateKeyPairSync, sign } from "node:crypto";
+import { generateKeyPairSync, sign } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import path from "node:path";
 
-export const SECRET = "e2e-jwt-secret-of-some-length";
+import { signHs256, signingInput } from "../../scripts/mint-token.mjs";
 
-const base64url = (data) => Buffer.from(data).toString("base64url");
+export const SECRET = "e2e-jwt-secret-of-some-length";
 
 /** Unix time in seconds, `offset` seconds from now. */
 export const nowS = (offset = 0) => Math.floor(Date.now() / 1000) + offset;
@@ -17,20 +17,11 @@ export const nowS = (offset = 0) => Math.floor(Date.now() / 1000) + offset;
  * `key`: the HS256 secret, or a private KeyObject for RS256 / ES256.
  */
 export function signToken(claims, { key = SECRET, algorithm = "HS256" } = {}) {
-  const header = base64url(JSON.stringify({ alg: algorithm, typ: "JWT" }));
-  const payload = base64url(JSON.stringify({ exp: nowS(3600), ...claims }));
-  const input = `${header}.${payload}`;
-  let signature;
-  if (algorithm === "HS256") {
-    signature = createHmac("sha256", key).update(input).digest();
-  } else if (algorithm === "RS256") {
-    signature = sign("sha256", Buffer.from(input), key);
-  } else if (algorithm === "ES256") {
-    signature = sign("sha256", Buffer.from(input), { key, dsaEncoding: "ieee-p1363" });
-  } else {
-    throw new Error(`unsupported algorithm ${algorithm}`);
-  }
-  return `${input}.${base64url(signature)}`;
+  const full = { exp: nowS(3600), ...claims };
+  if (algorithm === "HS256") return signHs256(full, key);
+  const input = signingInput(full, algorithm);
+  const signer = algorithm === "ES256" ? { key, dsaEncoding: "ieee-p1363" } : key;
+  return `${input}.${sign("sha256", Buffer.from(input), signer).toString("base64url")}`;
 }
 
 /** A token for user `sub`, valid for an hour. */

@@ -164,17 +164,8 @@ impl Payload {
     /// `42`, expected a string").
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, Error> {
         let deserializer = &mut serde_json::Deserializer::from_str(&self.json);
-        serde_path_to_error::deserialize(deserializer).map_err(|error| {
-            let path = error.path().to_string();
-            // serde_json appends "at line 1 column N", which says little to a client.
-            let message = error.inner().to_string();
-            let message = message.split(" at line ").next().unwrap_or(&message);
-            if path == "." {
-                Error::invalid_payload(format!("invalid payload: {message}"))
-            } else {
-                Error::invalid_payload(format!("invalid payload: `{path}`: {message}"))
-            }
-        })
+        serde_path_to_error::deserialize(deserializer)
+            .map_err(|error| Error::invalid_payload(describe(&error, "payload")))
     }
 
     /// Like [`parse`](Self::parse), but the payload must be a JSON object: serde
@@ -187,6 +178,19 @@ impl Payload {
             )));
         }
         self.parse()
+    }
+}
+
+/// "invalid {what}: `{path}`: {problem}", without serde_json's "at line 1
+/// column N", which says little to a client.
+fn describe(error: &serde_path_to_error::Error<serde_json::Error>, what: &str) -> String {
+    let path = error.path().to_string();
+    let message = error.inner().to_string();
+    let message = message.split(" at line ").next().unwrap_or(&message);
+    if path == "." {
+        format!("invalid {what}: {message}")
+    } else {
+        format!("invalid {what}: `{path}`: {message}")
     }
 }
 
@@ -355,21 +359,12 @@ pub mod http {
                 .map(|(_, value)| value.as_str())
         }
 
-        /// Reads the JSON body into `T`; a mismatch is a 400 response that
-        /// names the field and the problem.
-        pub fn json<T: DeserializeOwned>(&self) -> Result<T, Response> {
+        /// Reads the JSON body into `T`; a mismatch is an `invalid_body`
+        /// error that names the field and the problem.
+        pub fn json<T: DeserializeOwned>(&self) -> Result<T, crate::Error> {
             let deserializer = &mut serde_json::Deserializer::from_slice(&self.body);
-            serde_path_to_error::deserialize(deserializer).map_err(|error| {
-                let path = error.path().to_string();
-                let message = error.inner().to_string();
-                let message = message.split(" at line ").next().unwrap_or(&message);
-                let message = if path == "." {
-                    format!("invalid body: {message}")
-                } else {
-                    format!("invalid body: `{path}`: {message}")
-                };
-                Response::error(400, "invalid_body", &message)
-            })
+            serde_path_to_error::deserialize(deserializer)
+                .map_err(|error| crate::Error::new("invalid_body", crate::describe(&error, "body")))
         }
     }
 

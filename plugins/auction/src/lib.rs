@@ -1,0 +1,424 @@
+//! Auctions with live bidding, correct across nodes.
+//!
+//! HTTP (a user's bearer token): `POST /apps/auction/auctions` creates one,
+//! `GET /apps/auction/auctions/{id}` reads it, `POST .../{id}/bids` bids.
+//! Events: `join_auction {id}`, `leave_auction {id}`, `place_bid {id, amount}`.
+//! Emits `bid_placed` and `watchers` to the room `auction:{id}`, `outbid` to
+//! the previous leader, and `auction_closed` once, from a timer at the end.
+//!
+//! Bids are a compare-and-swap on the auction's JSON, so concurrent bids on
+//! any node are serialized: none is lost and accepted amounts strictly rise.
+//! `seq` numbers them, because emits from two nodes may arrive out of order.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use switchboard_sdk::http::{Request, Response};
+use switchboard_sdk::{
+    Config, Conn, Error, Payload, Plugin, clock, config, emit, export_plugin, log, rooms, state,
+    timers,
+};
+
+const DEFAULT_NAMESPACE: &str = "/auction";
+/// Compare-and-swap attempts before a bid gives up as `busy`.
+const MAX_ATTEMPTS: usize = 100;
+const CLOSE_TIMER: &str = "close:";
+
+#[derive(Serialize, Deserialize, Clone)]
+struct Auction {
+    id: String,
+    item: String,
+    seller: String,
+    starting_price: u64,
+    min_increment: u64,
+    ends_at: u64,
+    status: Status,
+    highest_bid: Option<u64>,
+    highest_bidder: Option<String>,
+    /// Accepted bids so far: the `seq` of the latest.
+    bids: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    Open,
+    Closed,
+}
+
+/// An auction as clients see it: with its cluster-wide watcher count.
+#[derive(Serialize)]
+struct View {
+    #[serde(flatten)]
+    auction: Auction,
+    watchers: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAuction {
+    item: String,
+    starting_price: u64,
+    min_increment: u64,
+    ends_at: Option<u64>,
+    duration_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct AuctionRef {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct PlaceBid {
+    id: String,
+    amount: u64,
+}
+
+#[derive(Deserialize)]
+struct HttpBid {
+    amount: u64,
+}
+
+#[derive(Serialize)]
+struct Accepted<'a> {
+    accepted: bool,
+    id: &'a str,
+    amount: u64,
+    seq: u64,
+}
+
+/// Why a bid or request failed, with the HTTP status it maps to.
+struct Refusal {
+    status: u16,
+    error: Error,
+}
+
+impl Refusal {
+    fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            error: Error::new(code, message),
+        }
+    }
+
+    fn bad_request(error: Error) -> Self {
+        Self { status: 400, error }
+    }
+
+    fn not_found(id: &str) -> Self {
+        Self::new(404, "auction_not_found", format!("no auction `{id}`"))
+    }
+}
+
+impl From<Error> for Refusal {
+    /// Host calls that failed (state unavailable, say).
+    fn from(error: Error) -> Self {
+        Self { status: 503, error }
+    }
+}
+
+fn namespace() -> String {
+    config::get("namespace").unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
+}
+
+fn room(id: &str) -> String {
+    format!("auction:{id}")
+}
+
+fn key(id: &str) -> String {
+    format!("auction:{id}")
+}
+
+/// The auction and the exact JSON text it was read from, for compare-and-swap.
+fn load(id: &str) -> Result<(Auction, String), Refusal> {
+    let json = state::get(&key(id))?.ok_or_else(|| Refusal::not_found(id))?;
+    let auction = serde_json::from_str(&json).map_err(|error| {
+        Refusal::new(
+            500,
+            "corrupt_state",
+            format!("auction `{id}` cannot be read: {error}"),
+        )
+    })?;
+    Ok((auction, json))
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, Refusal> {
+    serde_json::to_string(value)
+        .map_err(|error| Refusal::new(500, "internal", format!("cannot serialize: {error}")))
+}
+
+fn view(auction: Auction) -> Result<View, Error> {
+    let watchers = rooms::size(&namespace(), &room(&auction.id))?;
+    Ok(View { auction, watchers })
+}
+
+/// Whether `bidder` may bid `amount` now; the minimum is in the refusal.
+fn check_bid(auction: &Auction, bidder: &str, amount: u64) -> Result<(), Refusal> {
+    if auction.status == Status::Closed || clock::now_ms() >= auction.ends_at {
+        return Err(Refusal::new(
+            409,
+            "auction_closed",
+            format!("auction `{}` has ended", auction.id),
+        ));
+    }
+    if bidder == auction.seller {
+        return Err(Refusal::new(
+            403,
+            "seller_cannot_bid",
+            "the seller cannot bid on their own auction",
+        ));
+    }
+    let minimum = auction
+        .highest_bid
+        .map_or(auction.starting_price, |highest| {
+            highest.saturating_add(auction.min_increment)
+        });
+    if amount < minimum {
+        return Err(Refusal::new(
+            422,
+            "bid_too_low",
+            format!("the minimum bid is {minimum}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Places a bid atomically, then tells the room and the previous leader.
+fn place_bid(id: &str, bidder: &str, amount: u64) -> Result<Auction, Refusal> {
+    for _ in 0..MAX_ATTEMPTS {
+        let (auction, current) = load(id)?;
+        check_bid(&auction, bidder, amount)?;
+        let previous_leader = auction.highest_bidder.clone();
+        let placed = Auction {
+            highest_bid: Some(amount),
+            highest_bidder: Some(bidder.to_owned()),
+            bids: auction.bids + 1,
+            ..auction
+        };
+        if state::compare_and_swap(&key(id), Some(&current), &to_json(&placed)?, None)? {
+            announce(&placed, previous_leader.as_deref())?;
+            return Ok(placed);
+        }
+    }
+    Err(Refusal::new(
+        503,
+        "busy",
+        format!("auction `{id}` is too contended right now; retry"),
+    ))
+}
+
+fn announce(placed: &Auction, previous_leader: Option<&str>) -> Result<(), Error> {
+    let namespace = namespace();
+    let bidder = placed.highest_bidder.as_deref().unwrap_or_default();
+    let amount = placed.highest_bid.unwrap_or_default();
+    emit::to_room(
+        &namespace,
+        &room(&placed.id),
+        "bid_placed",
+        &json!({ "id": placed.id, "amount": amount, "bidder": bidder, "seq": placed.bids, "at": clock::now_ms() }),
+    )?;
+    match previous_leader {
+        Some(leader) if leader != bidder => emit::to_user(
+            &namespace,
+            leader,
+            "outbid",
+            &json!({ "id": placed.id, "amount": amount, "bidder": bidder }),
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn emit_watchers(id: &str) -> Result<u32, Error> {
+    let namespace = namespace();
+    let count = rooms::size(&namespace, &room(id))?;
+    emit::to_room(
+        &namespace,
+        &room(id),
+        "watchers",
+        &json!({ "id": id, "count": count }),
+    )?;
+    Ok(count)
+}
+
+fn accepted(auction: &Auction) -> Accepted<'_> {
+    Accepted {
+        accepted: true,
+        id: &auction.id,
+        amount: auction.highest_bid.unwrap_or_default(),
+        seq: auction.bids,
+    }
+}
+
+fn bidder(conn: &Conn) -> Result<&str, Error> {
+    conn.user_id.as_deref().ok_or_else(|| {
+        Error::new(
+            "login_required",
+            "bidding needs a verified user: connect with a token",
+        )
+    })
+}
+
+fn create(seller: &str, request: &Request) -> Result<Response, Refusal> {
+    let new: NewAuction = request.json().map_err(Refusal::bad_request)?;
+    let invalid = |message: &str| Refusal::new(400, "invalid_body", message);
+    if new.item.trim().is_empty() {
+        return Err(invalid("`item` must not be empty"));
+    }
+    if new.min_increment == 0 {
+        return Err(invalid("`min_increment` must be at least 1"));
+    }
+    let now = clock::now_ms();
+    let ends_at = match (new.ends_at, new.duration_ms) {
+        (Some(ends_at), None) => ends_at,
+        (None, Some(duration)) => now.saturating_add(duration),
+        _ => return Err(invalid("give exactly one of `ends_at` and `duration_ms`")),
+    };
+    if ends_at <= now {
+        return Err(invalid("the auction must end in the future"));
+    }
+    let id = state::incr("auction:next-id", 1)?.to_string();
+    let auction = Auction {
+        id: id.clone(),
+        item: new.item,
+        seller: seller.to_owned(),
+        starting_price: new.starting_price,
+        min_increment: new.min_increment,
+        ends_at,
+        status: Status::Open,
+        highest_bid: None,
+        highest_bidder: None,
+        bids: 0,
+    };
+    state::set(&key(&id), &to_json(&auction)?, None)?;
+    timers::schedule(ends_at, &format!("{CLOSE_TIMER}{id}"), &id)?;
+    log::info(&format!(
+        "auction {id} opened by {seller}, ends at {ends_at}"
+    ));
+    Ok(Response::json(201, &view(auction)?))
+}
+
+fn route(request: &Request) -> Result<Response, Refusal> {
+    let Some(user) = request.user_id.as_deref() else {
+        return Err(Refusal::new(
+            401,
+            "login_required",
+            "send a user's token as `Authorization: Bearer`",
+        ));
+    };
+    let id = request.param("id");
+    match (request.method.as_str(), id) {
+        ("POST", None) => create(user, request),
+        ("GET", Some(id)) => Ok(Response::json(200, &view(load(id)?.0)?)),
+        ("POST", Some(id)) => {
+            let bid: HttpBid = request.json().map_err(Refusal::bad_request)?;
+            let placed = place_bid(id, user, bid.amount)?;
+            Ok(Response::json(200, &accepted(&placed)))
+        }
+        _ => Err(Refusal::new(
+            405,
+            "method_not_allowed",
+            format!("{} is not served on {}", request.method, request.path),
+        )),
+    }
+}
+
+/// Closes the auction once: only the call whose swap closes it announces.
+fn close(id: &str) -> Result<(), Error> {
+    for _ in 0..MAX_ATTEMPTS {
+        let (auction, current) = match load(id) {
+            Ok(loaded) => loaded,
+            Err(refusal) => return Err(refusal.error),
+        };
+        if auction.status == Status::Closed {
+            return Ok(());
+        }
+        let closed = Auction {
+            status: Status::Closed,
+            ..auction
+        };
+        let json = to_json(&closed).map_err(|refusal| refusal.error)?;
+        if state::compare_and_swap(&key(id), Some(&current), &json, None)? {
+            log::info(&format!("auction {id} closed"));
+            return emit::to_room(
+                &namespace(),
+                &room(id),
+                "auction_closed",
+                &json!({ "id": id, "winner": closed.highest_bidder, "amount": closed.highest_bid }),
+            );
+        }
+    }
+    Err(Error::new(
+        "busy",
+        format!("auction `{id}` could not be closed"),
+    ))
+}
+
+struct Auctions;
+
+impl Plugin for Auctions {
+    fn init(config: &Config) -> Result<(), Error> {
+        config.get::<String>("namespace")?;
+        Ok(())
+    }
+
+    fn on_event(conn: &Conn, event: &str, payload: Payload) -> Result<Option<Payload>, Error> {
+        match event {
+            "join_auction" => {
+                let AuctionRef { id } = payload.parse_object()?;
+                let (auction, _) = load(&id).map_err(|refusal| refusal.error)?;
+                rooms::join(&conn.namespace, &conn.socket_id, &room(&id))?;
+                let watchers = emit_watchers(&id)?;
+                Ok(Some(Payload::new(&View { auction, watchers })?))
+            }
+            "leave_auction" => {
+                let AuctionRef { id } = payload.parse_object()?;
+                rooms::leave(&conn.namespace, &conn.socket_id, &room(&id))?;
+                emit_watchers(&id)?;
+                Ok(Some(Payload::new(&json!({ "id": id, "left": true }))?))
+            }
+            "place_bid" => {
+                let bid: PlaceBid = payload.parse_object()?;
+                let placed = place_bid(&bid.id, bidder(conn)?, bid.amount)
+                    .map_err(|refusal| refusal.error)?;
+                Ok(Some(Payload::new(&accepted(&placed))?))
+            }
+            other => Err(Error::unknown_event(other)),
+        }
+    }
+
+    fn on_disconnect(conn: &Conn, _reason: &str) {
+        let Ok(joined) = rooms::rooms_of(&conn.namespace, &conn.socket_id) else {
+            return;
+        };
+        for id in joined
+            .iter()
+            .filter_map(|room| room.strip_prefix("auction:"))
+        {
+            let left = rooms::leave(&conn.namespace, &conn.socket_id, &room(id))
+                .and_then(|()| emit_watchers(id));
+            if let Err(error) = left {
+                log::warn(&format!(
+                    "watchers of auction {id} not updated: {}",
+                    error.message
+                ));
+            }
+        }
+    }
+
+    fn on_timer(key: &str, payload: &str) -> Result<(), Error> {
+        match key.strip_prefix(CLOSE_TIMER) {
+            Some(_) => close(payload),
+            None => Err(Error::new(
+                "unknown_timer",
+                format!("no handler for timer `{key}`"),
+            )),
+        }
+    }
+
+    fn on_http(request: Request) -> Response {
+        route(&request)
+            .unwrap_or_else(|refusal| Response::from_error(refusal.status, &refusal.error))
+    }
+}
+
+export_plugin!(Auctions);

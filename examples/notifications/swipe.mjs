@@ -17,13 +17,17 @@ const [nodeA, nodeB] = process.argv.slice(2);
 
 const token = (user) => signHs256({ sub: user, exp: Math.floor(Date.now() / 1000) + 3600 }, SECRET);
 
+const nextEvent = (socket, event) => new Promise((resolve) => socket.once(event, resolve));
+
+/** Resolves to `{ socket, inbox }`: `inbox` is the first notification, which may come right after connect. */
 function connect(node, user) {
   const socket = io(`${node}/notifications`, { auth: { token: token(user) }, reconnection: false });
+  const inbox = nextEvent(socket, "notification");
   socket.on("notification", (n) => console.log(`  ${user} (${node}) got ${n.type} #${n.id}: ${JSON.stringify(n.data)}`));
   socket.on("user_online", ({ user_id }) => console.log(`  ${user} sees ${user_id} online`));
   socket.on("user_offline", ({ user_id }) => console.log(`  ${user} sees ${user_id} offline`));
   return new Promise((resolve, reject) => {
-    socket.once("connect", () => resolve(socket));
+    socket.once("connect", () => resolve({ socket, inbox }));
     socket.once("connect_error", reject);
   });
 }
@@ -39,7 +43,6 @@ async function backend(node, method, path, body) {
   return response.json();
 }
 
-const nextEvent = (socket, event) => new Promise((resolve) => socket.once(event, resolve));
 const timeout = setTimeout(() => {
   console.error("timed out: the demo did not complete within 10 s");
   process.exit(1);
@@ -49,11 +52,11 @@ await backend(nodeA, "PUT", "/apps/notifications/contacts/alice", { contacts: ["
 await backend(nodeA, "PUT", "/apps/notifications/contacts/bob", { contacts: ["alice"] });
 
 console.log(`Alice connects to ${nodeA}, Bob to ${nodeB}`);
-const alice = await connect(nodeA, "alice");
-let bob = await connect(nodeB, "bob");
+const { socket: alice, inbox: aliceInbox } = await connect(nodeA, "alice");
+const { socket: bob, inbox: bobInbox } = await connect(nodeB, "bob");
 
 console.log("Bob swipes right on Alice: it's a match (the backend calls node B)");
-const matched = [nextEvent(alice, "notification"), nextEvent(bob, "notification")];
+const matched = [aliceInbox, bobInbox];
 for (const [user, other] of [["alice", "bob"], ["bob", "alice"]]) {
   await backend(nodeB, "POST", "/apps/notifications/notify", { user_id: user, type: "new_match", data: { with: other } });
 }
@@ -71,11 +74,11 @@ const stored = await backend(nodeA, "POST", "/apps/notifications/notify", {
 console.log(`  stored as #${stored.id} (bob online: ${stored.online})`);
 
 console.log("Bob reconnects, to node A this time");
-bob = await connect(nodeA, "bob");
-await nextEvent(bob, "notification");
-console.log(`  bob's unread count: ${(await bob.emitWithAck("unread_count", null)).unread}`);
+const { socket: bobAgain, inbox: delivered } = await connect(nodeA, "bob");
+await delivered;
+console.log(`  bob's unread count: ${(await bobAgain.emitWithAck("unread_count", null)).unread}`);
 
 clearTimeout(timeout);
 alice.close();
-bob.close();
+bobAgain.close();
 console.log("done");

@@ -4,7 +4,7 @@
 # already done.
 #
 #   - the wasm32-wasip2 Rust target (and rustfmt/clippy)
-#   - redis-server (the host's cluster tests run against a real one)
+#   - redis-server (the host's cluster tests run against a real one) and valkey-server
 #   - the end-to-end suite's npm packages (tests/node_modules), from the lockfile
 #   - the plugins (plugins/ -> target/wasm32-wasip2/release/*.wasm)
 #   - the browser client for examples/chat and examples/auction (public/vendor/socket.io.min.js)
@@ -49,6 +49,21 @@ if ! command -v redis-server >/dev/null 2>&1; then
     step "apt-get install redis-server"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
+fi
+
+# --- Valkey (the cluster suite checks Valkey works like Redis) ----------------
+# Debian 12 has it in bookworm-backports; later releases in main.
+if ! command -v valkey-server >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    step "apt-get install valkey-server"
+    release=()
+    if [ "$(. /etc/os-release && echo "${VERSION_CODENAME:-}")" = bookworm ]; then
+        echo "deb http://deb.debian.org/debian bookworm-backports main" |
+            as_root tee /etc/apt/sources.list.d/bookworm-backports.list >/dev/null
+        release=(-t bookworm-backports)
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${release[@]}" valkey-server
+fi
 fi
 
 # --- npm packages of the end-to-end suite -------------------------------------

@@ -314,6 +314,15 @@ describe("other Redis deployments", () => {
     }
   });
 
+  test("Valkey, addressed as valkey://", async () => {
+    const valkey = await startRedis({ binary: "valkey-server" });
+    try {
+      await checkTwoNodes(clusterManifest(`valkey://127.0.0.1:${valkey.port}`));
+    } finally {
+      await valkey.stop();
+    }
+  });
+
   test("a 3-shard Redis Cluster, with sharded pub/sub", async () => {
     const cluster = await startRedisCluster({ shards: 3, dir: tempDir() });
     try {

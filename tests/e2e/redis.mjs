@@ -36,13 +36,14 @@ async function accepts(port) {
 }
 
 /**
- * Starts redis-server on `port` (a free one by default) with `args` added.
+ * Starts redis-server (or `binary`, e.g. valkey-server) on `port` (a free one
+ * by default) with `args` added.
  * Resolves to `{ port, url, stop() }` once it accepts connections.
  */
-export async function startRedis({ port, args = [] } = {}) {
+export async function startRedis({ port, args = [], binary = "redis-server" } = {}) {
   port ??= await freePort();
   const child = spawn(
-    "redis-server",
+    binary,
     ["--bind", "127.0.0.1", "--port", String(port), "--save", "", "--appendonly", "no", ...args],
     { stdio: ["ignore", "ignore", "pipe"] },
   );
@@ -54,7 +55,7 @@ export async function startRedis({ port, args = [] } = {}) {
   while (!(await accepts(port))) {
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill("SIGKILL");
-      throw new Error(`redis-server did not start on port ${port}: ${stderr}`);
+      throw new Error(`${binary} did not start on port ${port}: ${stderr}`);
     }
     await new Promise((resolve) => setTimeout(resolve, 25));
   }

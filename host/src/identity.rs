@@ -27,7 +27,7 @@ pub enum IdentityError {
     #[error("token signature is invalid: it was forged or signed with another key")]
     BadSignature,
     #[error("token is signed with an algorithm this server does not accept (it accepts {0})")]
-    WrongAlgorithm(&'static str),
+    WrongAlgorithm(JwtAlgorithm),
     #[error("token rejected: {0}")]
     Rejected(String),
     #[error("token is malformed: {0}")]
@@ -50,7 +50,7 @@ impl IdentityError {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read the {algorithm} public key: {source}; give a PEM-encoded public key")]
 pub struct KeyError {
-    algorithm: &'static str,
+    algorithm: JwtAlgorithm,
     #[source]
     source: jsonwebtoken::errors::Error,
 }
@@ -63,15 +63,16 @@ struct Claims {
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
-    accepts: &'static str,
+    accepts: JwtAlgorithm,
 }
 
 impl Verifier {
     pub fn new(settings: &AuthSettings) -> Result<Self, KeyError> {
-        let (algorithm, accepts) = match settings.algorithm {
-            JwtAlgorithm::Hs256 => (Algorithm::HS256, "HS256"),
-            JwtAlgorithm::Rs256 => (Algorithm::RS256, "RS256"),
-            JwtAlgorithm::Es256 => (Algorithm::ES256, "ES256"),
+        let accepts = settings.algorithm;
+        let algorithm = match accepts {
+            JwtAlgorithm::Hs256 => Algorithm::HS256,
+            JwtAlgorithm::Rs256 => Algorithm::RS256,
+            JwtAlgorithm::Es256 => Algorithm::ES256,
         };
         let key = match &settings.key {
             JwtKey::Secret(secret) => DecodingKey::from_secret(secret.expose().as_bytes()),

@@ -101,6 +101,13 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
             cluster.redis_url, cluster.prefix
         );
     }
+    if let Some(auth) = &manifest.auth {
+        let anonymous = match manifest.anonymous_namespaces.as_slice() {
+            [] => String::new(),
+            namespaces => format!("; anonymous in {}", namespaces.join(",")),
+        };
+        println!("  auth {} tokens{anonymous}", auth.algorithm);
+    }
     for (spec, plugin) in manifest.plugins.iter().zip(&compiled) {
         println!(
             "  plugin {} ({}) namespaces {} events {}",
@@ -109,6 +116,12 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
             spec.namespaces.join(","),
             spec.events.join(",")
         );
+        for route in &spec.routes {
+            println!(
+                "    route {} {} (auth {})",
+                route.method, route.path, route.auth
+            );
+        }
     }
     Ok(())
 }

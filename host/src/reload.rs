@@ -263,15 +263,15 @@ impl Reloader {
     }
 
     async fn start(&self, spec: &PluginSpec) -> Result<Arc<Plugin>, String> {
-        let compiled = self.compile(&spec.wasm).await?;
+        let compiled = self.compile(spec).await?;
         self.instantiate(spec, compiled).await
     }
 
     /// Compiles and type-checks off the async executor.
-    async fn compile(&self, path: &Path) -> Result<CompiledPlugin, String> {
+    async fn compile(&self, spec: &PluginSpec) -> Result<CompiledPlugin, String> {
         let runtime = self.runtime.clone();
-        let path = path.to_owned();
-        tokio::task::spawn_blocking(move || runtime.compile(&path))
+        let spec = spec.clone();
+        tokio::task::spawn_blocking(move || runtime.compile_plugin(&spec))
             .await
             .map_err(|join| join.to_string())?
             .map_err(|error| error.to_string())
@@ -292,7 +292,7 @@ impl Reloader {
             plugin: slot.spec.name.to_string(),
             cause,
         };
-        let compiled = self.compile(&slot.spec.wasm).await.map_err(rejected)?;
+        let compiled = self.compile(&slot.spec).await.map_err(rejected)?;
         if compiled.hash == slot.current().version() {
             return Ok(Reloaded::Unchanged);
         }

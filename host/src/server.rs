@@ -73,7 +73,7 @@ pub fn compile_plugins(
         .iter()
         .map(|spec| {
             runtime
-                .compile(&spec.wasm)
+                .compile_plugin(spec)
                 .map_err(|source| PluginError::Load {
                     location: spec.location.clone(),
                     plugin: spec.name.clone(),

@@ -117,6 +117,19 @@ describe("switchboard check", () => {
     assert.match(error.result.stderr, /not_a_plugin\.wasm/);
   });
 
+  test("HTTP routes mapped to a component without `http-handler` point at the plugin entry", async () => {
+    const coreOnly = {
+      name: "core",
+      path: wasm("core_only"),
+      namespaces: ["/core"],
+      events: ["ping"],
+      routes: [{ method: "GET", path: "/apps/core", auth: "none" }],
+    };
+    const text = manifestToml({ plugins: [chatPlugin(), coreOnly] });
+    const error = await expectCheckError(text, pluginEntryLines(text, 1));
+    assert.match(error.result.stderr, /does not export `http-handler`/);
+  });
+
   test("a file that is not WebAssembly at all", async () => {
     const dir = tempDir();
     writeFileSync(path.join(dir, "junk.wasm"), "this is not wasm\n");
@@ -161,6 +174,17 @@ describe("switchboard check", () => {
 });
 
 describe("switchboard serve", () => {
+  test("a component of the 0.1.0-style core world loads; what it does not export is refused clearly", async (t) => {
+    const host = await startHost({
+      plugins: [{ name: "core", path: wasm("core_only"), namespaces: ["/core"], events: ["ping", "schedule"] }],
+    });
+    t.after(() => host.stop());
+    const socket = await connect(host.url, { namespace: "/core" });
+    assert.equal(await emitAckOk(socket, "ping", null), "pong");
+    assert.deepEqual(await emitAckOk(socket, "schedule", null), { code: "timers_unavailable" });
+  });
+
+
   test("a bad manifest fails with the same error as check, without listening", async () => {
     const text = GOOD.replace("[server]\n", '[server]\ncolour = "red"\n');
     const dir = tempDir();

@@ -25,6 +25,15 @@ impl Host for InstanceState {
         payload: String,
     ) -> Result<(), PluginError> {
         check_key(&key)?;
+        if !self.plugin.receives_timers {
+            return Err(PluginError::new(
+                "timers_unavailable",
+                format!(
+                    "plugin `{}` does not export `timer-handler`, so its timers could not be delivered; implement `on_timer`",
+                    self.plugin.name
+                ),
+            ));
+        }
         if payload.len() > MAX_PAYLOAD_BYTES {
             return Err(PluginError::new(
                 "invalid_timer",

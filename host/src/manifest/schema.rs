@@ -259,3 +259,25 @@ impl Default for LimitsSection {
         }
     }
 }
+
+/// As written in the manifest.
+impl std::fmt::Display for JwtAlgorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Hs256 => "HS256",
+            Self::Rs256 => "RS256",
+            Self::Es256 => "ES256",
+        })
+    }
+}
+
+/// As written in the manifest.
+impl std::fmt::Display for RouteAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::User => "user",
+            Self::ApiToken => "api-token",
+            Self::None => "none",
+        })
+    }
+}

@@ -21,6 +21,8 @@ pub struct PluginContext {
     pub config_json: String,
     /// Prefix that keeps this plugin's state keys apart from other plugins'.
     pub state_prefix: String,
+    /// Whether it exports `timer-handler`, so its timers can be delivered.
+    pub receives_timers: bool,
 }
 
 impl PluginContext {
@@ -28,8 +30,10 @@ impl PluginContext {
         name: PluginName,
         namespaces: Vec<String>,
         config: serde_json::Map<String, serde_json::Value>,
+        receives_timers: bool,
     ) -> Self {
         Self {
+            receives_timers,
             state_prefix: format!("plugin:{name}:"),
             config_json: serde_json::Value::Object(config.clone()).to_string(),
             name,

@@ -17,6 +17,7 @@ use wasmtime::Engine;
 use wasmtime::component::{HasSelf, InstancePre, Linker};
 
 use crate::bindings;
+use crate::manifest::PluginSpec;
 pub use exports::Export;
 pub use instance::{InstanceState, PluginContext};
 pub use plugin::{CallError, Plugin};
@@ -51,6 +52,11 @@ pub enum LoadError {
         #[source]
         source: wasmtime::Error,
     },
+    #[error(
+        "{} does not export `{export}`, which its HTTP routes need; implement `on_http` (SDK) or remove the routes",
+        path.display()
+    )]
+    MissingExport { path: PathBuf, export: Export },
 }
 
 /// A component compiled and checked against the world, ready to instantiate.
@@ -60,6 +66,12 @@ pub struct CompiledPlugin {
     pub hash: String,
     pre: InstancePre<InstanceState>,
     exports: exports::ExportIndices,
+}
+
+impl CompiledPlugin {
+    pub fn exports(&self, export: Export) -> bool {
+        self.exports.has(export)
+    }
 }
 
 /// The engine, the linker with every host interface, and the code cache.
@@ -91,9 +103,21 @@ impl Runtime {
         &self.engine
     }
 
+    /// Compiles `spec`'s component and checks it exports what the manifest
+    /// asks of it. CPU-bound: call it off the async executor.
+    pub fn compile_plugin(&self, spec: &PluginSpec) -> Result<CompiledPlugin, LoadError> {
+        let compiled = self.compile(&spec.wasm)?;
+        if !spec.routes.is_empty() && !compiled.exports(Export::HttpHandler) {
+            return Err(LoadError::MissingExport {
+                path: spec.wasm.clone(),
+                export: Export::HttpHandler,
+            });
+        }
+        Ok(compiled)
+    }
+
     /// Reads, compiles (or loads from the cache) and type-checks a component.
-    /// CPU-bound: call it off the async executor.
-    pub fn compile(&self, path: &Path) -> Result<CompiledPlugin, LoadError> {
+    fn compile(&self, path: &Path) -> Result<CompiledPlugin, LoadError> {
         let wasm = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_owned(),
             source,

@@ -88,6 +88,7 @@ impl Plugin {
             spec.name.clone(),
             spec.namespaces.clone(),
             spec.config.clone(),
+            compiled.exports(Export::TimerHandler),
         );
         let plugin = Arc::new(Self {
             context: Arc::new(context),

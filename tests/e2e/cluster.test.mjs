@@ -34,7 +34,10 @@ function clusterManifest(redisUrl, { prefix = "e2e", fallback = "wait", caFile }
   );
 }
 
-/** Two nodes on `manifest`: a room message from node A reaches node B, and 200 increments from both total 200. */
+/**
+ * Two nodes on `manifest`: a room message from node A reaches node B, 200
+ * increments from both total 200, and a timer fires once.
+ */
 async function checkTwoNodes(manifest) {
   const [nodeA, nodeB] = await Promise.all([startHost({ manifest }), startHost({ manifest })]);
   try {
@@ -53,6 +56,12 @@ async function checkTwoNodes(manifest) {
     );
     assert.equal(Math.max(...values), 200);
     assert.equal(new Set(values).size, 200);
+    // A timer scheduled on node A is kept in this Redis and fires once, on either node.
+    const fired = collect(counters[0], "timer");
+    await emitAckOk(counters[0], "schedule", { key: "two-nodes", delay_ms: 50, payload: "due" });
+    await waitFor(() => fired.length === 1, 5000, "the timer");
+    await quiet(200);
+    assert.deepEqual(fired, [{ key: "two-nodes", payload: "due" }]);
   } finally {
     closeAllSockets();
     await Promise.all([nodeA.stop(), nodeB.stop()]);

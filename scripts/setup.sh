@@ -64,7 +64,6 @@ if ! command -v valkey-server >/dev/null 2>&1 && command -v apt-get >/dev/null 2
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${release[@]}" valkey-server
 fi
-fi
 
 # --- npm packages of the end-to-end suite -------------------------------------
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

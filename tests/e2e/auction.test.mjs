@@ -142,7 +142,11 @@ describe("auction on two nodes", () => {
     const watcherC = await bidder(nodeB, "watcher-c");
     await emitAckOk(watcherC, "join_auction", { id: auction.id });
     watcherC.close();
-    await waitFor(() => watchers.length >= 5, 5000, () => `watchers back to 1, got ${JSON.stringify(watchers)}`);
+    await waitFor(
+      () => watchers.length >= 5,
+      5000,
+      () => `watchers back to 1, got ${JSON.stringify(watchers)}; node B said:\n${nodeB.stderr().slice(-3000)}`,
+    );
     assert.deepEqual(
       watchers.map((update) => update.count),
       [1, 2, 1, 2, 1],

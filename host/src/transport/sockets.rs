@@ -7,7 +7,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
+use socketioxide::extract::SocketRef;
 use socketioxide::operators::BroadcastOperators;
+use socketioxide::socket::Sid;
 
 use crate::payload::Outgoing;
 
@@ -97,6 +99,17 @@ fn reaching<A: Adapter>(
     Ok(target)
 }
 
+/// The socket, if it is connected to this node: its rooms are then changed
+/// and read locally, with no round trip through the cluster.
+fn local_socket<A: Adapter>(
+    io: &SocketIo<A>,
+    namespace: &str,
+    socket_id: &str,
+) -> Option<SocketRef<A>> {
+    let sid = socket_id.parse::<Sid>().ok()?;
+    io.of(namespace)?.get_socket(sid)
+}
+
 fn transport(error: impl std::fmt::Display) -> SocketsError {
     SocketsError::Transport(error.to_string())
 }
@@ -122,6 +135,10 @@ impl<A: Adapter> Sockets for SocketIo<A> {
         socket_id: String,
         room: String,
     ) -> Result<(), SocketsError> {
+        if let Some(socket) = local_socket(self, namespace, &socket_id) {
+            socket.join(room);
+            return Ok(());
+        }
         operators(self, namespace)?
             .within(socket_id)
             .join(room)
@@ -135,6 +152,10 @@ impl<A: Adapter> Sockets for SocketIo<A> {
         socket_id: String,
         room: String,
     ) -> Result<(), SocketsError> {
+        if let Some(socket) = local_socket(self, namespace, &socket_id) {
+            socket.leave(room);
+            return Ok(());
+        }
         operators(self, namespace)?
             .within(socket_id)
             .leave(room)
@@ -159,11 +180,14 @@ impl<A: Adapter> Sockets for SocketIo<A> {
         namespace: &str,
         socket_id: String,
     ) -> Result<Vec<String>, SocketsError> {
-        let rooms = operators(self, namespace)?
-            .within(socket_id)
-            .rooms()
-            .await
-            .map_err(transport)?;
+        let rooms = match local_socket(self, namespace, &socket_id) {
+            Some(socket) => socket.rooms(),
+            None => operators(self, namespace)?
+                .within(socket_id)
+                .rooms()
+                .await
+                .map_err(transport)?,
+        };
         Ok(rooms.into_iter().map(|room| room.into_owned()).collect())
     }
 

@@ -387,8 +387,15 @@ impl Plugin for Auctions {
     }
 
     fn on_disconnect(conn: &Conn, _reason: &str) {
-        let Ok(joined) = rooms::rooms_of(&conn.namespace, &conn.socket_id) else {
-            return;
+        let joined = match rooms::rooms_of(&conn.namespace, &conn.socket_id) {
+            Ok(joined) => joined,
+            Err(error) => {
+                log::warn(&format!(
+                    "watchers not updated for a socket that left: {}",
+                    error.message
+                ));
+                return;
+            }
         };
         for id in joined
             .iter()

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use axum::serve::ListenerExt;
 use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::{SocketIo, SocketIoBuilder};
 use socketioxide_core::adapter::DefinedAdapter;
@@ -263,7 +264,14 @@ impl Server {
     ) -> Result<(), ServeError> {
         let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
         let sockets = self.sockets.clone();
-        let serve = axum::serve(self.listener, self.app).with_graceful_shutdown(async move {
+        // Without TCP_NODELAY an ack written right after an event waits for
+        // the client's delayed ACK of the event (40 ms on Linux).
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY: {error}");
+            }
+        });
+        let serve = axum::serve(listener, self.app).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: closing connections");
             let _ = stopping.send(());

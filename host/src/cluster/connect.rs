@@ -79,7 +79,13 @@ pub async fn connect(settings: &ClusterSettings) -> Result<RedisConnection, Conn
     builder.with_performance_config(|performance| {
         performance.default_command_timeout = COMMAND_TIMEOUT
     });
-    builder.with_connection_config(|connection| connection.connection_timeout = CONNECTION_TIMEOUT);
+    builder.with_connection_config(|connection| {
+        connection.connection_timeout = CONNECTION_TIMEOUT;
+        // Commands from concurrent calls share one connection; with Nagle's
+        // algorithm a small write waits for the previous one's delayed ACK
+        // (40 ms on Linux), measured as a 40 ms p50 under concurrent bids.
+        connection.tcp.nodelay = Some(true);
+    });
     let retry = settings.fallback == Fallback::Wait;
     let commands = first_connection(|| builder.build(), url, retry)
         .await

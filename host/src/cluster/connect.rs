@@ -82,8 +82,8 @@ pub async fn connect(settings: &ClusterSettings) -> Result<RedisConnection, Conn
     builder.with_connection_config(|connection| {
         connection.connection_timeout = CONNECTION_TIMEOUT;
         // Commands from concurrent calls share one connection; with Nagle's
-        // algorithm a small write waits for the previous one's delayed ACK
-        // (40 ms on Linux), measured as a 40 ms p50 under concurrent bids.
+        // algorithm a small write can wait for the previous one's delayed
+        // ACK (40 ms on Linux), as the client connections did (BENCHMARKS.md).
         connection.tcp.nodelay = Some(true);
     });
     let retry = settings.fallback == Fallback::Wait;

@@ -15,7 +15,7 @@ use tower_http::services::ServeDir;
 
 use super::{ApiError, check_api_token};
 use crate::bindings::exports::switchboard::plugin::http_handler;
-use crate::identity::{Verifier, bearer_token};
+use crate::identity::{IdentityError, Verifier, bearer_token};
 use crate::manifest::RouteAuth;
 use crate::runtime::{CallError, PluginSlot};
 
@@ -187,7 +187,7 @@ impl PluginHttp {
                         "this route needs `[auth]` in the manifest",
                     ));
                 };
-                let token = bearer_token(headers).ok_or(crate::identity::IdentityError::Missing);
+                let token = bearer_token(headers).ok_or(IdentityError::Missing);
                 token
                     .and_then(|token| verifier.verify(token))
                     .map(Some)

@@ -127,3 +127,22 @@ describe("notifications on two nodes", () => {
     assert.equal(response.body.error.code, "bad_token");
   });
 });
+
+test("a user whose node is killed goes offline for its contacts once the node is declared dead", async (t) => {
+  const apps = await startApps({ plugins: [notificationsPlugin()], prefix: "notifications-kill" });
+  t.after(() => apps.stop());
+  const [nodeA, nodeB] = apps.nodes;
+  const [gina, hal] = [unique("gina"), unique("hal")];
+  await call(nodeA, "PUT", `/apps/notifications/contacts/${gina}`, { token: API_TOKEN, body: { contacts: [hal] } });
+  const halSocket = await user(nodeA, hal);
+  const online = collect(halSocket, "user_online");
+  const offline = collect(halSocket, "user_offline");
+  await user(nodeB, gina);
+  await waitFor(() => online.length === 1, 5000, "user_online");
+  await nodeB.stop("SIGKILL");
+  await waitFor(() => offline.length >= 1, 15_000, "user_offline after node B died");
+  await quiet(300);
+  assert.deepEqual(offline, [{ user_id: gina }]);
+  const query = await call(nodeA, "POST", "/apps/notifications/online", { token: API_TOKEN, body: { users: [gina, hal] } });
+  assert.deepEqual(query.body, { online: [hal] });
+});

@@ -6,12 +6,13 @@
 //! (allocates without bound), `fail` (returns an error), `count` (increments a
 //! shared counter), `claim` (compare-and-swap race for a key), `whoami` (acks
 //! the verified user id and the handshake `auth`), `schedule` / `cancel`
-//! (a timer that emits `timer` back to the socket).
+//! (a timer that emits `timer` back to the socket). Its HTTP routes echo the
+//! request they got.
 
 use serde::Deserialize;
 use serde_json::json;
 use switchboard_sdk::{
-    Config, Conn, Error, Payload, Plugin, clock, emit, export_plugin, state, timers,
+    Config, Conn, Error, Payload, Plugin, clock, emit, export_plugin, http, state, timers,
 };
 
 #[derive(Deserialize)]
@@ -121,6 +122,26 @@ impl Plugin for Faulty {
             }
             other => Err(Error::unknown_event(other)),
         }
+    }
+
+    fn on_http(request: http::Request) -> http::Response {
+        let header_names: Vec<&str> = request
+            .headers
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        http::Response::json(
+            200,
+            &json!({
+                "method": request.method,
+                "path": request.path,
+                "params": request.params,
+                "query": request.query,
+                "header_names": header_names,
+                "body": String::from_utf8_lossy(&request.body),
+                "user_id": request.user_id,
+            }),
+        )
     }
 
     fn on_timer(key: &str, payload: &str) -> Result<(), Error> {

@@ -91,6 +91,23 @@ describe("notifications on two nodes", () => {
     assert.deepEqual(unread.notifications.map(({ data }) => data.n), [3, 4, 5, 6]);
   });
 
+  test("notifications racing from both nodes reach every socket once each, all in the same order", async () => {
+    const ivy = unique("ivy");
+    const sockets = await Promise.all([userWithInbox(nodeA, ivy), userWithInbox(nodeB, ivy)]);
+    const sent = await Promise.all(
+      Array.from({ length: 40 }, (_, n) => notify(n % 2 ? nodeA : nodeB, ivy, "burst", { n })),
+    );
+    const ids = sent.map((result) => result.id);
+    await waitFor(() => sockets.every(({ inbox }) => inbox.length >= 40), 10_000, "40 notifications on both sockets");
+    await quiet(300);
+    const stored = (await emitAckOk(sockets[0].socket, "unread", null)).notifications.map(({ id }) => id);
+    for (const { inbox } of sockets) {
+      const received = inbox.map(({ id }) => id);
+      assert.deepEqual([...received].sort((a, b) => a - b), [...ids].sort((a, b) => a - b), "each exactly once");
+      assert.deepEqual(received, stored, "in the order they were stored");
+    }
+  });
+
   test("contacts see a user come online and go offline when its last socket anywhere leaves", async () => {
     const [dave, erin, frank] = [unique("dave"), unique("erin"), unique("frank")];
     const contacts = await call(nodeA, "PUT", `/apps/notifications/contacts/${dave}`, {

@@ -8,10 +8,10 @@
 //! `user_online` / `user_offline {user_id}` to the user's contacts.
 //!
 //! Every notification is stored (bounded per user, with a TTL) and numbered
-//! per user. A delivery cursor per user, moved by compare-and-swap, makes
-//! each one go out exactly once: at once when the user is online anywhere,
-//! else on the user's next connect, in order. Unread ones stay until
-//! `mark_read`.
+//! per user. A delivery cursor per user (the last one sent), moved by one
+//! sender at a time, makes each go out exactly once and in the order they
+//! were stored: at once when the user is online anywhere, else on the user's
+//! next connect. Unread ones stay until `mark_read`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -25,8 +25,10 @@ const DEFAULT_MAX_PER_USER: i64 = 100;
 const DEFAULT_TTL_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 /// How long a socket's presence marker outlives a crashed node's cleanup.
 const COUNTED_TTL_MS: u64 = 24 * 60 * 60 * 1000;
-/// Cursor moves attempted per delivery before leaving the rest to the next one.
+/// Delivery rounds one call makes before leaving the rest to the next delivery.
 const MAX_ATTEMPTS: usize = 100;
+/// How long a sender holds a user's delivery lock at most, should it die.
+const DELIVERY_LOCK_TTL_MS: u64 = 10_000;
 
 #[derive(Serialize, Deserialize)]
 struct Notification {
@@ -110,42 +112,80 @@ fn notify(request: Notify) -> Result<(u64, bool), Error> {
     Ok((id, online))
 }
 
-/// Sends the user every stored notification not sent yet, in order. Whoever
-/// moves the cursor past a notification sends it, so each goes out once.
+/// Sends the user every stored notification not sent yet, in order. One
+/// sender at a time per user (a lock in state), so two nodes never send
+/// interleaved batches; one that finds the lock taken leaves its
+/// notification to the holder, which looks again after letting go.
 fn deliver(user: &str) -> Result<(), Error> {
-    let cursor_key = format!("cursor:{user}");
+    let lock = format!("delivering:{user}");
     for _ in 0..MAX_ATTEMPTS {
-        let cursor = state::get(&cursor_key)?;
-        let delivered = cursor.as_deref().and_then(|c| c.parse().ok()).unwrap_or(0);
-        let pending: Vec<u64> = stored_ids(user)?
-            .into_iter()
-            .filter(|id| *id > delivered)
-            .collect();
-        let Some(last) = pending.last() else {
+        if !state::compare_and_swap(&lock, None, "1", Some(DELIVERY_LOCK_TTL_MS))? {
             return Ok(());
-        };
-        if !state::compare_and_swap(&cursor_key, cursor.as_deref(), &last.to_string(), None)? {
-            continue;
         }
-        for id in pending {
-            if let Some(json) = state::get(&item_key(user, id))? {
-                let payload = Payload {
-                    json,
-                    attachments: Vec::new(),
-                };
-                emit::raw::to_room(
-                    &namespace(),
-                    &emit::user_room(user),
-                    "notification",
-                    &payload,
-                )?;
-            }
+        let sent = send_pending(user);
+        state::delete(&lock)?;
+        sent?;
+        if pending(user)?.1.is_empty() {
+            return Ok(());
         }
     }
     Ok(())
 }
 
-/// Ids in the user's index, oldest first (some may have been read or expired).
+/// The delivery cursor as stored, and the ids stored after it. The cursor is
+/// the last id sent; ids are sent in the order they entered the index (two
+/// notifications racing may enter it out of id order), so what is pending is
+/// what follows the cursor there, or all of the index once the cursor has
+/// been trimmed out of it.
+fn pending(user: &str) -> Result<(Option<String>, Vec<u64>), Error> {
+    let cursor = state::get(&cursor_key(user))?;
+    let mut ids = stored_ids(user)?;
+    let sent = cursor
+        .as_deref()
+        .and_then(|last| last.parse::<u64>().ok())
+        .and_then(|last| ids.iter().position(|id| *id == last))
+        .map_or(0, |position| position + 1);
+    Ok((cursor, ids.split_off(sent)))
+}
+
+fn send_pending(user: &str) -> Result<(), Error> {
+    let (cursor, ids) = pending(user)?;
+    let Some(last) = ids.last() else {
+        return Ok(());
+    };
+    // The lock keeps other senders out; the swap still refuses to send twice
+    // should the lock have expired under a very slow sender.
+    if !state::compare_and_swap(
+        &cursor_key(user),
+        cursor.as_deref(),
+        &last.to_string(),
+        None,
+    )? {
+        return Ok(());
+    }
+    for id in ids {
+        if let Some(json) = state::get(&item_key(user, id))? {
+            let payload = Payload {
+                json,
+                attachments: Vec::new(),
+            };
+            emit::raw::to_room(
+                &namespace(),
+                &emit::user_room(user),
+                "notification",
+                &payload,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn cursor_key(user: &str) -> String {
+    format!("cursor:{user}")
+}
+
+/// Ids in the user's index, in the order they were stored (some may have
+/// been read or expired since).
 fn stored_ids(user: &str) -> Result<Vec<u64>, Error> {
     Ok(state::list_range(&index_key(user), 0, -1)?
         .iter()

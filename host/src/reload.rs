@@ -24,7 +24,7 @@ use crate::cluster::timers::DueTimer;
 use crate::host_api::HostServices;
 use crate::http_api::plugin_routes::{PluginHttp, PluginRoutes};
 use crate::manifest::{Manifest, PluginSpec};
-use crate::runtime::{CallError, CompiledPlugin, Plugin, PluginSlot, PluginStatus, Runtime};
+use crate::runtime::{CompiledPlugin, Plugin, PluginSlot, PluginStatus, Runtime};
 use crate::transport::{Namespaces, Routes};
 
 /// Quiet time after the last file event before a reload starts: long enough
@@ -143,11 +143,9 @@ impl Reloader {
                 error.message,
                 error.code
             ),
-            Err(missing @ CallError::MissingExport { .. }) => {
-                tracing::warn!(plugin = %timer.plugin, "timer `{}` dropped: {missing}", timer.key);
+            Err(failure) => {
+                tracing::warn!(plugin = %timer.plugin, "timer `{}` dropped: {failure}", timer.key);
             }
-            // The runtime has logged the crash or the timeout.
-            Err(_) => {}
         }
     }
 

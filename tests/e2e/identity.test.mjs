@@ -134,6 +134,22 @@ describe("identity with an HS256 secret", () => {
   });
 });
 
+test("a timer whose handler traps is dropped; the next timer still fires", async (t) => {
+  const host = await startHost({ manifest: manifest({ auth: "" }) });
+  t.after(async () => {
+    closeAllSockets();
+    await host.stop();
+  });
+  const socket = await connect(host.url, { namespace: "/faulty" });
+  const fired = collect(socket, "timer");
+  await emitAckOk(socket, "schedule", { key: "trap", delay_ms: 0 });
+  await emitAckOk(socket, "schedule", { key: "after", delay_ms: 300, payload: "still here" });
+  await waitFor(() => fired.length >= 1, 5000, "the timer after the trap");
+  await quiet(200);
+  assert.deepEqual(fired, [{ key: "after", payload: "still here" }]);
+  assert.match(host.stderr(), /timer `trap` dropped: plugin `faulty` crashed/);
+});
+
 for (const algorithm of ["RS256", "ES256"]) {
   test(`${algorithm}: tokens signed with the private key are accepted, HS256 ones refused`, async (t) => {
     const { privateKey, auth } = keyPair(algorithm, tempDir());

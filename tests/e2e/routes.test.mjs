@@ -12,13 +12,17 @@ import { HS256_AUTH, nowS, signToken, tokenFor } from "./tokens.mjs";
 
 const ROUTES = [
   { method: "POST", path: "/apps/echo/{thing}" },
+  { method: "GET", path: "/apps/faults/{fault}", auth: "none" },
   { method: "GET", path: "/apps/public", auth: "none" },
   { method: "PUT", path: "/apps/backend", auth: "api-token" },
 ];
 
 function manifest(routes) {
   return (
-    manifestToml({ server: { max_payload_bytes: 1000 }, plugins: [faultyPlugin({ routes })] }) +
+    manifestToml({
+      server: { max_payload_bytes: 1000 },
+      plugins: [faultyPlugin({ routes, limits: { time_ms: 300 } })],
+    }) +
     HS256_AUTH +
     `\n[api]\ntoken = "${API_TOKEN}"\n`
   );
@@ -80,6 +84,18 @@ describe("plugin HTTP routes", () => {
     }
     assert.equal((await call(host, "GET", "/apps/public")).body.user_id, null);
     assert.equal((await call(host, "PUT", "/apps/backend", { token: API_TOKEN })).status, 200);
+  });
+
+  test("a route whose plugin traps or loops answers 500 or 504, and the next request is served", async () => {
+    const trapped = await call(host, "GET", "/apps/faults/trap");
+    assert.equal(trapped.status, 500);
+    assert.equal(trapped.body.error.code, "plugin_trapped");
+    const spun = await call(host, "GET", "/apps/faults/spin");
+    assert.equal(spun.status, 504);
+    assert.equal(spun.body.error.code, "plugin_timeout");
+    const fine = await call(host, "GET", "/apps/faults/none");
+    assert.equal(fine.status, 200);
+    assert.deepEqual(fine.body.params, [["fault", "none"]]);
   });
 
   test("a route added to the manifest is served without a restart", async () => {

@@ -6,8 +6,9 @@
 //! (allocates without bound), `fail` (returns an error), `count` (increments a
 //! shared counter), `claim` (compare-and-swap race for a key), `whoami` (acks
 //! the verified user id and the handshake `auth`), `schedule` / `cancel`
-//! (a timer that emits `timer` back to the socket). Its HTTP routes echo the
-//! request they got.
+//! (a timer that emits `timer` back to the socket; the key `trap` panics
+//! instead). Its HTTP routes echo the request they got, but paths ending in
+//! `/trap` panic and paths ending in `/spin` loop forever.
 
 use serde::Deserialize;
 use serde_json::json;
@@ -125,6 +126,14 @@ impl Plugin for Faulty {
     }
 
     fn on_http(request: http::Request) -> http::Response {
+        if request.path.ends_with("/trap") {
+            panic!("asked to trap over HTTP");
+        }
+        if request.path.ends_with("/spin") {
+            loop {
+                std::hint::black_box(());
+            }
+        }
         let header_names: Vec<&str> = request
             .headers
             .iter()
@@ -145,6 +154,9 @@ impl Plugin for Faulty {
     }
 
     fn on_timer(key: &str, payload: &str) -> Result<(), Error> {
+        if key == "trap" {
+            panic!("asked to trap in a timer");
+        }
         let target: TimerTarget = serde_json::from_str(payload)
             .map_err(|error| Error::new("bad_timer", error.to_string()))?;
         emit::to_socket(

@@ -225,15 +225,19 @@ describe("auction on three nodes", () => {
     assert.equal(late.error.code, "auction_closed");
   });
 
-  test("an auction still closes once when the node that scheduled it was killed", async () => {
+  test("an auction still closes once when the node that scheduled it was killed; its watchers stop counting", async () => {
     const [nodeA, nodeB, nodeC] = apps.nodes;
     const auction = await createAuction(nodeC, "seller", { duration_ms: 1500 });
-    const watchers = await watch([nodeA, nodeB], auction);
+    const watchers = await watch([nodeA, nodeB, nodeC], auction);
+    const counts = collect(watchers[0].socket, "watchers");
     await nodeC.stop("SIGKILL");
-    await waitFor(() => watchers.every(({ closed }) => closed.length >= 1), 10_000, "auction_closed after the scheduler died");
+    await waitFor(() => watchers.slice(0, 2).every(({ closed }) => closed.length >= 1), 10_000, "auction_closed after the scheduler died");
+    // A surviving node disconnects the dead node's watcher once its heartbeat stops.
+    await waitFor(() => counts.at(-1)?.count === 2, 15_000, () => `watchers back to 2, got ${JSON.stringify(counts)}`);
     await quiet(500);
-    for (const { closed } of watchers) {
+    for (const { closed } of watchers.slice(0, 2)) {
       assert.deepEqual(closed, [{ id: auction.id, winner: null, amount: null }]);
     }
+    assert.equal(counts.at(-1).count, 2);
   });
 });

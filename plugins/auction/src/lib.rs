@@ -22,6 +22,8 @@ const DEFAULT_NAMESPACE: &str = "/auction";
 /// Compare-and-swap attempts before a bid gives up as `busy`.
 const MAX_ATTEMPTS: usize = 100;
 const CLOSE_TIMER: &str = "close:";
+/// How long a socket's list of watched auctions outlives a lost disconnect.
+const WATCHING_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 
 #[derive(Serialize, Deserialize, Clone)]
 struct Auction {
@@ -228,6 +230,17 @@ fn announce(placed: &Auction, previous_leader: Option<&str>) -> Result<(), Error
     }
 }
 
+fn watching_key(socket_id: &str) -> String {
+    format!("watching:{socket_id}")
+}
+
+/// Notes that the socket watches `id`, for its disconnect.
+fn remember_watching(socket_id: &str, id: &str) -> Result<(), Error> {
+    let key = watching_key(socket_id);
+    state::list_push(&key, &[id.to_owned()])?;
+    state::expire(&key, Some(WATCHING_TTL_MS)).map(drop)
+}
+
 fn emit_watchers(id: &str) -> Result<u32, Error> {
     let namespace = namespace();
     let count = rooms::size(&namespace, &room(id))?;
@@ -367,6 +380,7 @@ impl Plugin for Auctions {
                 let AuctionRef { id } = payload.parse_object()?;
                 let (auction, _) = load(&id).map_err(|refusal| refusal.error)?;
                 rooms::join(&conn.namespace, &conn.socket_id, &room(&id))?;
+                remember_watching(&conn.socket_id, &id)?;
                 let watchers = emit_watchers(&id)?;
                 Ok(Some(Payload::new(&View { auction, watchers })?))
             }
@@ -386,9 +400,17 @@ impl Plugin for Auctions {
         }
     }
 
+    /// Recounts the watchers of every auction the socket joined. The list
+    /// comes from state, not the socket's rooms: a socket of a node that died
+    /// is disconnected by another node, which cannot see its rooms.
     fn on_disconnect(conn: &Conn, _reason: &str) {
-        let joined = match rooms::rooms_of(&conn.namespace, &conn.socket_id) {
-            Ok(joined) => joined,
+        let key = watching_key(&conn.socket_id);
+        let watched = state::list_range(&key, 0, -1).and_then(|watched| {
+            state::delete(&key)?;
+            Ok(watched)
+        });
+        let mut watched = match watched {
+            Ok(watched) => watched,
             Err(error) => {
                 log::warn(&format!(
                     "watchers not updated for a socket that left: {}",
@@ -397,13 +419,12 @@ impl Plugin for Auctions {
                 return;
             }
         };
-        for id in joined
-            .iter()
-            .filter_map(|room| room.strip_prefix("auction:"))
-        {
-            let left = rooms::leave(&conn.namespace, &conn.socket_id, &room(id))
-                .and_then(|()| emit_watchers(id));
-            if let Err(error) = left {
+        watched.sort();
+        watched.dedup();
+        for id in &watched {
+            // Fails for a socket of a dead node; its rooms are gone with it.
+            let _ = rooms::leave(&conn.namespace, &conn.socket_id, &room(id));
+            if let Err(error) = emit_watchers(id) {
                 log::warn(&format!(
                     "watchers of auction {id} not updated: {}",
                     error.message

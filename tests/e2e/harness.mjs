@@ -12,6 +12,7 @@
 // Plugins: $SWITCHBOARD_WASM_DIR or <repo>/target/wasm32-wasip2/release.
 
 import { spawn } from "node:child_process";
+import { after } from "node:test";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -30,6 +31,8 @@ export const WASM_DIR = process.env.SWITCHBOARD_WASM_DIR
 export const TIMEOUT_MS = 5000;
 /** How long the server gets to print its ready line. */
 const STARTUP_TIMEOUT_MS = 20000;
+/** How long after a test file's last test its leftover children may live. */
+export const LEFTOVER_GRACE_MS = 15000;
 /** How much of a child's stderr is kept for failure messages. */
 const STDERR_KEEP = 64 * 1024;
 
@@ -148,7 +151,7 @@ export function lineOf(text, needle, from = 0) {
 
 const children = new Set();
 
-process.on("exit", () => {
+function killChildren() {
   for (const child of children) {
     try {
       child.kill("SIGKILL");
@@ -156,6 +159,18 @@ process.on("exit", () => {
       // already gone
     }
   }
+}
+
+// A test that failed before stopping what it started would leave live
+// children holding the file's process open forever. This hook runs before the
+// file's own (it is registered first), so it gives them time to stop theirs
+// and only then kills what is left; the timer does not keep the process alive.
+after(() => {
+  setTimeout(killChildren, LEFTOVER_GRACE_MS).unref();
+});
+
+process.on("exit", () => {
+  killChildren();
   for (const dir of tempDirs) {
     try {
       rmSync(dir, { recursive: true, force: true });
@@ -205,6 +220,15 @@ function spawnTracked(args, env) {
   };
 }
 
+/**
+ * Runs `switchboard serve` on `manifestPath` without waiting for anything.
+ * Resolves to `{ child, exited, closed, stdout(), stderr() }`; the child is
+ * killed with the test file's other leftovers.
+ */
+export function spawnServe(manifestPath, { listen = "127.0.0.1:0", env } = {}) {
+  return spawnTracked(["serve", "--manifest", manifestPath, "--listen", listen], env);
+}
+
 function tail(text, max = 4000) {
   return text.length > max ? `...${text.slice(-max)}` : text;
 }
@@ -221,7 +245,7 @@ export async function startHost({ plugins = [chatPlugin()], server = {}, manifes
   }
   const text = manifest ?? manifestToml({ server, plugins });
   const manifestPath = writeManifest(text);
-  const proc = spawnTracked(["serve", "--manifest", manifestPath, "--listen", "127.0.0.1:0"], env);
+  const proc = spawnServe(manifestPath, { env });
 
   const ready = /^switchboard listening on (http:\/\/127\.0\.0\.1:(\d+))$/m;
   let timer;

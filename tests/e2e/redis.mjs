@@ -1,15 +1,23 @@
 // A throwaway `redis-server` (installed by scripts/setup.sh) on a free
-// loopback port, killed when the test process exits.
+// loopback port, killed when the test file is done.
 
 import { spawn, spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
+import { after } from "node:test";
+
+import { LEFTOVER_GRACE_MS } from "./harness.mjs";
 
 const servers = new Set();
-process.on("exit", () => {
+function killServers() {
   for (const server of servers) server.kill("SIGKILL");
+}
+// Leftovers of a failed test would keep the file's process from exiting (see harness.mjs).
+after(() => {
+  setTimeout(killServers, LEFTOVER_GRACE_MS).unref();
 });
+process.on("exit", killServers);
 
 /** A port nobody listens on right now. */
 export async function freePort() {

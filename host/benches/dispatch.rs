@@ -92,9 +92,7 @@ async fn host(manifest: &str) -> SocketIo {
         .await
         .expect("plugins load")
         .routes;
-    transport::Namespaces::serve(&io, &routes, manifest.server.max_payload_bytes, None, None)
-        .await
-        .expect("namespaces served");
+    transport::Namespaces::serve(&io, &routes, manifest.server.max_payload_bytes, None, None).await;
     io
 }
 

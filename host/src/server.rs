@@ -37,8 +37,8 @@ pub enum ServeError {
     Plugin(#[from] PluginError),
     #[error(transparent)]
     Redis(#[from] cluster::ConnectError),
-    #[error("cannot subscribe to the cluster's Redis channels: {0}")]
-    Subscribe(String),
+    #[error("cannot set up the Socket.IO adapter on the cluster's Redis: {0}")]
+    Adapter(String),
     #[error(transparent)]
     Auth(#[from] KeyError),
     #[error("server I/O failed")]
@@ -139,7 +139,7 @@ impl Server {
         let adapter =
             RedisAdapterCtr::new_with_fred_config(redis.subscriber.clone(), adapter_config)
                 .await
-                .map_err(|error| ServeError::Subscribe(error.to_string()))?;
+                .map_err(|error| ServeError::Adapter(error.to_string()))?;
         let url = settings.redis_url.clone();
         let readiness: Readiness = Some(Arc::new({
             let redis = redis.clone();
@@ -202,8 +202,7 @@ impl Server {
             backend.liveness.clone(),
             verifier.clone(),
         )
-        .await
-        .map_err(ServeError::Subscribe)?;
+        .await;
         let plugin_http = Arc::new(PluginHttp {
             routes: ArcSwap::from_pointee(http_routes),
             verifier,

@@ -2,22 +2,24 @@
 // membership and the HTTP API work whichever node a client or caller is on.
 
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { after, before, describe, test } from "node:test";
 
 import {
-  BIN,
   chatPlugin,
   closeAllSockets,
   collect,
   connect,
+  emitAck,
   emitAckOk,
   faultyPlugin,
   manifestToml,
   quiet,
   runSwitchboard,
+  spawnServe,
   startHost,
   tempDir,
+  unique,
   waitFor,
   writeManifest,
 } from "./harness.mjs";
@@ -66,6 +68,12 @@ async function checkTwoNodes(manifest) {
     closeAllSockets();
     await Promise.all([nodeA.stop(), nodeB.stop()]);
   }
+}
+
+/** The URL a node spawned with `spawnServe` prints once it is ready. */
+async function readyUrl(node) {
+  const ready = await waitFor(() => node.stdout().match(/listening on (http:\/\/[\d.:]+)/), 20000, "the ready line");
+  return ready[1];
 }
 
 async function api(node, method, path, body, token = TOKEN) {
@@ -139,6 +147,25 @@ describe("two nodes sharing Redis", () => {
     sockets[2].close();
     await waitFor(async () => (await api(nodeA, "GET", "/api/v1/namespaces/%2F/rooms/counted")).body.size === 2, 5000,
       "the departed socket on node B to leave the count on node A");
+  });
+
+  test("rooms one user joins and leaves concurrently on both nodes are all remembered on reconnect", async () => {
+    const user = unique("carl");
+    const rooms = Array.from({ length: 20 }, (_, n) => unique(`remembered-${n}`));
+    const sockets = [
+      await connect(nodeA.url, { auth: { user } }),
+      await connect(nodeB.url, { auth: { user } }),
+    ];
+    // The two sockets' joins race each other, then their leaves do.
+    await Promise.all(rooms.map((room, n) => emitAckOk(sockets[n % 2], "join", { room })));
+    const left = rooms.filter((_, n) => n % 5 === 0);
+    await Promise.all(left.map((room, n) => emitAckOk(sockets[n % 2], "leave", { room })));
+    for (const socket of sockets) socket.close();
+
+    const again = await connect(nodeA.url, { auth: { user } });
+    const replies = await Promise.all(rooms.map((room) => emitAck(again, "send_message", { room, text: "back" })));
+    const rejoined = rooms.filter((_, n) => replies[n]?.error?.code !== "not_in_room");
+    assert.deepEqual(rejoined, rooms.filter((room) => !left.includes(room)), JSON.stringify(replies));
   });
 
   test("an HTTP emit on node B reaches a client on node A", async () => {
@@ -384,7 +411,7 @@ describe("Redis problems", () => {
   test("while it waits for Redis, the node answers /healthz 200 and /readyz 503", async () => {
     const [port, redisPort] = [await freePort(), await freePort()];
     const manifest = writeManifest(clusterManifest(`redis://127.0.0.1:${redisPort}`));
-    const child = spawn(BIN, ["serve", "--manifest", manifest, "--listen", `127.0.0.1:${port}`], { stdio: "ignore" });
+    const { child } = spawnServe(manifest, { listen: `127.0.0.1:${port}` });
     try {
       const url = `http://127.0.0.1:${port}`;
       const status = async (path) => {
@@ -410,30 +437,45 @@ describe("Redis problems", () => {
 
   test("an unreachable Redis is retried, logged without the password, and used once it is up", async () => {
     const port = await freePort();
-    const manifest = writeManifest(clusterManifest(`redis://:secret-pw@127.0.0.1:${port}`));
-    const child = spawn(BIN, ["serve", "--manifest", manifest, "--listen", "127.0.0.1:0"], {
-      env: { ...process.env, RUST_LOG: "info" },
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk) => (stdout += chunk));
-    child.stderr.on("data", (chunk) => (stderr += chunk));
+    const node = spawnServe(writeManifest(clusterManifest(`redis://:secret-pw@127.0.0.1:${port}`)));
     let redis;
     try {
       // Bring Redis up only once the node has said why it waits.
-      await waitFor(() => /cannot reach Redis/.test(stderr), 15000, "the node to log that Redis is unreachable");
-      assert.match(stderr, /redis:\/\/:\*\*\*\*@127\.0\.0\.1/);
-      assert.equal(stdout, "", "not ready while Redis is unreachable");
+      await waitFor(() => /cannot reach Redis/.test(node.stderr()), 15000, "the node to log that Redis is unreachable");
+      assert.match(node.stderr(), /redis:\/\/:\*\*\*\*@127\.0\.0\.1/);
+      assert.equal(node.stdout(), "", "not ready while Redis is unreachable");
       redis = await startRedis({ port, args: ["--requirepass", "secret-pw"] });
-      const ready = await waitFor(() => stdout.match(/listening on (http:\/\/[\d.:]+)/), 20000, "the ready line");
-      assert.doesNotMatch(stderr, /secret-pw/);
-      const client = await connect(ready[1], { auth: { user: "late" } });
+      const url = await readyUrl(node);
+      assert.doesNotMatch(node.stderr(), /secret-pw/);
+      const client = await connect(url, { auth: { user: "late" } });
       const ack = await emitAckOk(client, "join", { room: "late" });
       assert.equal(ack.members, 1);
       client.close();
     } finally {
-      child.kill("SIGKILL");
+      node.child.kill("SIGKILL");
       await redis?.stop();
+    }
+  });
+
+  test("a subscription Redis refuses at start is retried until it is allowed, then the node serves", async () => {
+    const redis = await startRedis();
+    const acl = (...rules) => {
+      const result = spawnSync("redis-cli", ["-p", String(redis.port), "ACL", "SETUSER", "app", ...rules], { encoding: "utf8" });
+      assert.equal(result.stdout.trim(), "OK", result.stderr);
+    };
+    acl("on", ">app-pw", "~*", "&*", "+@all", "-ssubscribe");
+    const node = spawnServe(writeManifest(clusterManifest(`redis://app:app-pw@127.0.0.1:${redis.port}`)));
+    try {
+      await waitFor(() => /cannot subscribe to the namespace's Redis channels/.test(node.stderr()), 15000, "the node to log the refused subscription");
+      assert.equal(node.stdout(), "", "not ready without its subscriptions");
+      acl("+ssubscribe");
+      const client = await connect(await readyUrl(node), { auth: { user: "allowed" } });
+      assert.equal((await emitAckOk(client, "join", { room: "allowed" })).members, 1);
+      client.close();
+      assert.doesNotMatch(node.stderr(), /app-pw/);
+    } finally {
+      node.child.kill("SIGKILL");
+      await redis.stop();
     }
   });
 });

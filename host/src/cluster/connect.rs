@@ -15,11 +15,9 @@ use fred::types::config::TlsConnector;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
+use super::Backoff;
 use crate::manifest::{ClusterSettings, Fallback, RedisUrl};
 
-/// Backoff between first connection attempts.
-const RETRY_MIN: Duration = Duration::from_millis(200);
-const RETRY_MAX: Duration = Duration::from_secs(5);
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -187,7 +185,7 @@ async fn first_connection<C: ClientLike>(
     url: &RedisUrl,
     retry: bool,
 ) -> Result<C, FirstConnectionError> {
-    let mut delay = RETRY_MIN;
+    let mut backoff = Backoff::new();
     loop {
         let client = build().map_err(FirstConnectionError::Build)?;
         let Err(error) = client.init().await.map(drop) else {
@@ -211,8 +209,8 @@ async fn first_connection<C: ClientLike>(
                 detail,
             }));
         }
+        let delay = backoff.delay();
         tracing::warn!(%url, "cannot reach Redis ({error}); retrying in {} ms; /readyz reports not ready", delay.as_millis());
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(RETRY_MAX);
     }
 }

@@ -2,6 +2,7 @@
 //! [`timers`]. One node keeps them in memory ([`memory`]); a cluster keeps
 //! them in Redis with the same semantics, which are Redis's own.
 
+mod backoff;
 #[cfg(test)]
 mod conformance;
 mod connect;
@@ -15,6 +16,7 @@ pub mod timers;
 use std::time::Duration;
 
 use async_trait::async_trait;
+pub use backoff::Backoff;
 pub use connect::{ConnectError, RedisConnection, connect};
 pub use liveness::NodeLiveness;
 pub use memory::MemoryStore;

@@ -19,7 +19,7 @@ use socketioxide::{SocketIo, SocketIoBuilder};
 use socketioxide_core::adapter::DefinedAdapter;
 
 use crate::bindings::Conn;
-use crate::cluster::NodeLiveness;
+use crate::cluster::{Backoff, NodeLiveness};
 use crate::identity::{IdentityError, Verifier, bearer_token};
 use crate::manifest::ServerSettings;
 pub use routes::{NamespaceRoutes, Routes};
@@ -86,25 +86,19 @@ impl Namespaces {
         max_payload_bytes: u64,
         liveness: Option<Arc<NodeLiveness>>,
         verifier: Option<Arc<Verifier>>,
-    ) -> Result<Arc<Self>, String>
+    ) -> Arc<Self>
     where
         A: Adapter + DefinedAdapter,
         A::InitRes: NamespaceReady,
     {
-        let mut initialising = Vec::new();
         let mut served = HashMap::new();
         let namespaces = Self {
             served: Mutex::new(HashMap::new()),
             add: Box::new({
                 let io = io.clone();
                 move |path, namespace| {
-                    let ready = register(&io, path, namespace).ready();
-                    let path = path.to_owned();
-                    tokio::spawn(async move {
-                        if let Err(error) = ready.await {
-                            tracing::error!(namespace = %path, "cannot serve the new namespace: {error}");
-                        }
-                    });
+                    let (io, path) = (io.clone(), path.to_owned());
+                    tokio::spawn(async move { serve_namespace(&io, &path, namespace).await });
                 }
             }),
             max_payload_bytes: usize::try_from(max_payload_bytes).unwrap_or(usize::MAX),
@@ -113,17 +107,14 @@ impl Namespaces {
         };
         for (path, routes) in routes.namespaces() {
             let namespace = namespaces.namespace(routes.clone());
-            initialising.push(register(io, path, namespace.clone()));
+            serve_namespace(io, path, namespace.clone()).await;
             served.insert(path.clone(), namespace);
-        }
-        for namespace in initialising {
-            namespace.ready().await?;
         }
         *namespaces
             .served
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = served;
-        Ok(Arc::new(namespaces))
+        Arc::new(namespaces)
     }
 
     fn namespace(&self, routes: Arc<NamespaceRoutes>) -> Arc<Namespace> {
@@ -180,6 +171,26 @@ impl Namespaces {
             .keys()
             .cloned()
             .collect()
+    }
+}
+
+/// Serves `namespace` at `path` once its adapter is ready. With Redis, a
+/// subscription that fails (Redis slow or away) is retried with backoff:
+/// socketioxide serves the namespace only once one succeeded.
+async fn serve_namespace<A>(io: &SocketIo<A>, path: &str, namespace: Arc<Namespace>)
+where
+    A: Adapter + DefinedAdapter,
+    A::InitRes: NamespaceReady,
+{
+    let mut backoff = Backoff::new();
+    while let Err(error) = register(io, path, namespace.clone()).ready().await {
+        let delay = backoff.delay();
+        tracing::warn!(
+            namespace = %path,
+            "cannot subscribe to the namespace's Redis channels ({error}); retrying in {} ms",
+            delay.as_millis()
+        );
+        tokio::time::sleep(delay).await;
     }
 }
 

@@ -139,12 +139,11 @@ impl Plugin for Chat {
 fn join(conn: &Conn, request: RoomRequest) -> Result<Joined, Error> {
     let room = valid_room(request.room)?;
     rooms::join(&conn.namespace, &conn.socket_id, &room)?;
-    let user = user(conn);
-    let mut saved = saved_rooms(&user)?;
-    if !saved.contains(&room) {
-        saved.push(room.clone());
-        state::set_json(&rooms_key(&user), &saved, None)?;
-    }
+    update_saved_rooms(&user(conn), |saved| {
+        if !saved.contains(&room) {
+            saved.push(room.clone());
+        }
+    })?;
     let history = state::list_range(&history_key(&room), -history_size(), -1)?
         .iter()
         .filter_map(|json| serde_json::from_str(json).ok())
@@ -159,10 +158,7 @@ fn join(conn: &Conn, request: RoomRequest) -> Result<Joined, Error> {
 fn leave(conn: &Conn, request: RoomRequest) -> Result<Left, Error> {
     let room = request.room;
     rooms::leave(&conn.namespace, &conn.socket_id, &room)?;
-    let user = user(conn);
-    let mut saved = saved_rooms(&user)?;
-    saved.retain(|kept| *kept != room);
-    state::set_json(&rooms_key(&user), &saved, None)?;
+    update_saved_rooms(&user(conn), |saved| saved.retain(|kept| *kept != room))?;
     Ok(Left { room })
 }
 
@@ -247,6 +243,17 @@ fn user(conn: &Conn) -> String {
 
 fn saved_rooms(user: &str) -> Result<Vec<String>, Error> {
     Ok(state::get_json(&rooms_key(user))?.unwrap_or_default())
+}
+
+/// Changes the user's remembered rooms atomically: the user's sockets may
+/// join and leave concurrently, on different nodes.
+fn update_saved_rooms(user: &str, mut change: impl FnMut(&mut Vec<String>)) -> Result<(), Error> {
+    state::update_json(&rooms_key(user), None, |saved: Option<Vec<String>>| {
+        let mut saved = saved.unwrap_or_default();
+        change(&mut saved);
+        saved
+    })
+    .map(drop)
 }
 
 fn history_size() -> i64 {

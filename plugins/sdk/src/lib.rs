@@ -308,17 +308,12 @@ pub mod state {
     // The glob brings `Error` too: the interface uses the shared `error` record.
     pub use crate::bindings::switchboard::plugin::state::*;
 
+    /// Compare-and-swap attempts [`update_json`] makes before giving up as `busy`.
+    const UPDATE_ATTEMPTS: usize = 100;
+
     /// Reads a JSON value stored with [`set_json`].
     pub fn get_json<T: DeserializeOwned>(key: &str) -> Result<Option<T>, Error> {
-        get(key)?
-            .map(|json| serde_json::from_str(&json))
-            .transpose()
-            .map_err(|error| {
-                Error::new(
-                    "corrupt_state",
-                    format!("state `{key}` is not the expected JSON: {error}"),
-                )
-            })
+        get(key)?.map(|json| parse(key, &json)).transpose()
     }
 
     /// Stores `value` as JSON.
@@ -327,13 +322,51 @@ pub mod state {
         value: &T,
         ttl_ms: Option<u64>,
     ) -> Result<(), Error> {
-        let json = serde_json::to_string(value).map_err(|error| {
+        set(key, &serialize(key, value)?, ttl_ms)
+    }
+
+    /// Replaces the JSON value at `key` (`None` when absent) by `change` of
+    /// it, atomically: a value written meanwhile by another call, on any
+    /// node, makes `change` run again on the newer value. Returns what was
+    /// stored.
+    pub fn update_json<T: Serialize + DeserializeOwned>(
+        key: &str,
+        ttl_ms: Option<u64>,
+        mut change: impl FnMut(Option<T>) -> T,
+    ) -> Result<T, Error> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = get(key)?;
+            let value = current
+                .as_deref()
+                .map(|json| parse(key, json))
+                .transpose()?;
+            let updated = change(value);
+            if compare_and_swap(key, current.as_deref(), &serialize(key, &updated)?, ttl_ms)? {
+                return Ok(updated);
+            }
+        }
+        Err(Error::new(
+            "busy",
+            format!("state `{key}` is too contended right now; retry"),
+        ))
+    }
+
+    fn parse<T: DeserializeOwned>(key: &str, json: &str) -> Result<T, Error> {
+        serde_json::from_str(json).map_err(|error| {
+            Error::new(
+                "corrupt_state",
+                format!("state `{key}` is not the expected JSON: {error}"),
+            )
+        })
+    }
+
+    fn serialize<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<String, Error> {
+        serde_json::to_string(value).map_err(|error| {
             Error::new(
                 "internal",
                 format!("cannot serialize state `{key}`: {error}"),
             )
-        })?;
-        set(key, &json, ttl_ms)
+        })
     }
 }
 

@@ -69,6 +69,28 @@ describe("faulty plugin", () => {
     }
   });
 
+  test("binary attachments reach the plugin and are emitted back byte for byte", async () => {
+    for (const transports of [["websocket"], ["polling"]]) {
+      const socket = await faulty({ transports });
+      try {
+        const relayed = collect(socket, "relay");
+        const blob = Buffer.from([0, 1, 2, 127, 128, 254, 255]);
+        const second = Buffer.from("second attachment");
+        socket.emit("relay", { name: "blob", blob, nested: [second, 7] });
+        await waitFor(() => relayed.length >= 1, 5000, `the relayed binary event over ${transports}`);
+        await quiet(100);
+        assert.equal(relayed.length, 1);
+        const [event] = relayed;
+        assert.equal(event.name, "blob");
+        assert.deepEqual(Buffer.from(event.blob), blob);
+        assert.deepEqual(Buffer.from(event.nested[0]), second);
+        assert.equal(event.nested[1], 7);
+      } finally {
+        socket.close();
+      }
+    }
+  });
+
   const faults = [
     ["trap", "plugin_trapped"],
     ["spin", "plugin_timeout"],

@@ -3,7 +3,13 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-command -v nginx >/dev/null || { echo "installing nginx"; apt-get install -y nginx >/dev/null; }
+if ! command -v nginx >/dev/null; then
+    echo "==> apt-get install nginx" >&2
+    sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y nginx
+fi
 source "$repo/examples/common.sh"
 
 mkdir -p "$work/tmp"

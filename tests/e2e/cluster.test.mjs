@@ -246,6 +246,33 @@ describe("two nodes sharing Redis", () => {
   });
 });
 
+test("two clusters sharing one Redis stay apart by prefix; SWITCHBOARD_REDIS_URL overrides the manifest", async (t) => {
+  const redis = await startRedis();
+  const unused = `redis://127.0.0.1:${await freePort()}`;
+  const [blue, green] = await Promise.all([
+    startHost({ manifest: clusterManifest(unused, { prefix: "blue" }), env: { SWITCHBOARD_REDIS_URL: redis.url } }),
+    startHost({ manifest: clusterManifest(redis.url, { prefix: "green" }) }),
+  ]);
+  t.after(async () => {
+    closeAllSockets();
+    await Promise.all([blue.stop(), green.stop()]);
+    await redis.stop();
+  });
+  const onBlue = await connect(blue.url, { auth: { user: "bea" } });
+  const onGreen = await connect(green.url, { auth: { user: "gus" } });
+  const [atBlue, atGreen] = [collect(onBlue, "message"), collect(onGreen, "message")];
+  await emitAckOk(onBlue, "join", { room: "same-name" });
+  assert.equal((await emitAckOk(onBlue, "send_message", { room: "same-name", text: "blue" })).id, 1);
+  // Same room name, same Redis: green sees neither blue's member, nor its history, nor its counter.
+  assert.deepEqual(await emitAckOk(onGreen, "join", { room: "same-name" }), { room: "same-name", history: [], members: 1 });
+  assert.equal((await emitAckOk(onGreen, "send_message", { room: "same-name", text: "green" })).id, 1);
+  await quiet(300);
+  assert.deepEqual(atBlue.map((message) => message.text), ["blue"]);
+  assert.deepEqual(atGreen.map((message) => message.text), ["green"]);
+  const room = await api(blue, "GET", "/api/v1/namespaces/%2F/rooms/same-name");
+  assert.deepEqual(room.body.members, [onBlue.id]);
+});
+
 describe("presence across nodes", () => {
   test("a user is online while any of its sockets is, and a killed node's users go offline", async () => {
     const redis = await startRedis();

@@ -1,6 +1,7 @@
 use crate::bindings::PluginError;
 use crate::bindings::switchboard::plugin::rooms::Host;
 use crate::runtime::InstanceState;
+use crate::transport::Membership;
 
 // Every socket is in a room named after its id (see `transport`), which is how
 // a socket is addressed wherever it is connected.
@@ -11,12 +12,8 @@ impl Host for InstanceState {
         socket_id: String,
         room: String,
     ) -> Result<(), PluginError> {
-        self.check_namespace(&namespace)?;
-        Ok(self
-            .services
-            .sockets
-            .join(&namespace, socket_id, room)
-            .await?)
+        self.change_rooms(namespace, socket_id, room, Membership::Join)
+            .await
     }
 
     async fn leave(
@@ -25,12 +22,8 @@ impl Host for InstanceState {
         socket_id: String,
         room: String,
     ) -> Result<(), PluginError> {
-        self.check_namespace(&namespace)?;
-        Ok(self
-            .services
-            .sockets
-            .leave(&namespace, socket_id, room)
-            .await?)
+        self.change_rooms(namespace, socket_id, room, Membership::Leave)
+            .await
     }
 
     async fn size(&mut self, namespace: String, room: String) -> Result<u32, PluginError> {
@@ -62,5 +55,22 @@ impl Host for InstanceState {
             .into_iter()
             .filter(|room| *room != socket_id)
             .collect())
+    }
+}
+
+impl InstanceState {
+    async fn change_rooms(
+        &mut self,
+        namespace: String,
+        socket_id: String,
+        room: String,
+        change: Membership,
+    ) -> Result<(), PluginError> {
+        self.check_namespace(&namespace)?;
+        Ok(self
+            .services
+            .sockets
+            .change_rooms(&namespace, socket_id, room, change)
+            .await?)
     }
 }

@@ -23,7 +23,7 @@ use crate::cluster::{Backoff, NodeLiveness};
 use crate::identity::{IdentityError, Verifier, bearer_token};
 use crate::manifest::ServerSettings;
 pub use routes::{NamespaceRoutes, Routes};
-pub use sockets::{Audience, ClusterSockets, Sockets, SocketsError};
+pub use sockets::{Audience, ClusterSockets, Membership, Sockets, SocketsError};
 
 /// Builds the Socket.IO layer and its handle from the `[server]` settings,
 /// on the adapter `builder` was given.

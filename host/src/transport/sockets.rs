@@ -29,6 +29,13 @@ pub struct Audience {
     pub except: Option<String>,
 }
 
+/// A change to a socket's rooms.
+#[derive(Clone, Copy, Debug)]
+pub enum Membership {
+    Join,
+    Leave,
+}
+
 #[async_trait]
 pub trait Sockets: Send + Sync + 'static {
     async fn emit(
@@ -38,17 +45,13 @@ pub trait Sockets: Send + Sync + 'static {
         event: &str,
         payload: &Outgoing,
     ) -> Result<(), SocketsError>;
-    async fn join(
+    /// Puts a socket, wherever it is connected, in a room or takes it out.
+    async fn change_rooms(
         &self,
         namespace: &str,
         socket_id: String,
         room: String,
-    ) -> Result<(), SocketsError>;
-    async fn leave(
-        &self,
-        namespace: &str,
-        socket_id: String,
-        room: String,
+        change: Membership,
     ) -> Result<(), SocketsError>;
     /// Socket ids in a room.
     async fn members(&self, namespace: &str, room: String) -> Result<Vec<String>, SocketsError>;
@@ -129,38 +132,26 @@ impl<A: Adapter> Sockets for SocketIo<A> {
             .map_err(transport)
     }
 
-    async fn join(
+    async fn change_rooms(
         &self,
         namespace: &str,
         socket_id: String,
         room: String,
+        change: Membership,
     ) -> Result<(), SocketsError> {
         if let Some(socket) = local_socket(self, namespace, &socket_id) {
-            socket.join(room);
+            match change {
+                Membership::Join => socket.join(room),
+                Membership::Leave => socket.leave(room),
+            }
             return Ok(());
         }
-        operators(self, namespace)?
-            .within(socket_id)
-            .join(room)
-            .await
-            .map_err(transport)
-    }
-
-    async fn leave(
-        &self,
-        namespace: &str,
-        socket_id: String,
-        room: String,
-    ) -> Result<(), SocketsError> {
-        if let Some(socket) = local_socket(self, namespace, &socket_id) {
-            socket.leave(room);
-            return Ok(());
+        let socket = operators(self, namespace)?.within(socket_id);
+        match change {
+            Membership::Join => socket.join(room).await,
+            Membership::Leave => socket.leave(room).await,
         }
-        operators(self, namespace)?
-            .within(socket_id)
-            .leave(room)
-            .await
-            .map_err(transport)
+        .map_err(transport)
     }
 
     async fn members(&self, namespace: &str, room: String) -> Result<Vec<String>, SocketsError> {
@@ -227,22 +218,14 @@ impl<A: Adapter> Sockets for ClusterSockets<A> {
             .map_err(transport)
     }
 
-    async fn join(
+    async fn change_rooms(
         &self,
         namespace: &str,
         socket_id: String,
         room: String,
+        change: Membership,
     ) -> Result<(), SocketsError> {
-        Sockets::join(&self.io, namespace, socket_id, room).await
-    }
-
-    async fn leave(
-        &self,
-        namespace: &str,
-        socket_id: String,
-        room: String,
-    ) -> Result<(), SocketsError> {
-        Sockets::leave(&self.io, namespace, socket_id, room).await
+        Sockets::change_rooms(&self.io, namespace, socket_id, room, change).await
     }
 
     async fn members(&self, namespace: &str, room: String) -> Result<Vec<String>, SocketsError> {

@@ -44,29 +44,48 @@ async function accepts(port) {
 }
 
 /**
- * Starts redis-server (or `binary`, e.g. valkey-server) on `port` (a free one
- * by default) with `args` added.
+ * Starts redis-server (or `binary`, e.g. valkey-server) on `port`, or else on
+ * a port from `pickPort` (a free one by default), with `args` added (a list,
+ * or a function of the port giving one).
  * Resolves to `{ port, url, stop() }` once it accepts connections.
  */
-export async function startRedis({ port, args = [], binary = "redis-server" } = {}) {
-  port ??= await freePort();
+export async function startRedis({ port, pickPort = freePort, args = [], binary = "redis-server" } = {}) {
+  if (port !== undefined) return launchRedis(port, args, binary);
+  // A port found free can be taken by another process before redis-server
+  // binds it (tests run in parallel): then another port is tried.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await launchRedis(await pickPort(), args, binary);
+    } catch (error) {
+      if (attempt === 3) throw error;
+    }
+  }
+}
+
+async function launchRedis(port, args, binary) {
   const child = spawn(
     binary,
-    ["--bind", "127.0.0.1", "--port", String(port), "--save", "", "--appendonly", "no", ...args],
-    { stdio: ["ignore", "ignore", "pipe"] },
+    ["--bind", "127.0.0.1", "--port", String(port), "--save", "", "--appendonly", "no", ...(typeof args === "function" ? args(port) : args)],
+    { stdio: ["ignore", "pipe", "pipe"] },
   );
   servers.add(child);
-  let stderr = "";
-  child.stderr.on("data", (chunk) => (stderr += chunk));
+  // redis-server logs to stdout, including why it could not start.
+  let output = "";
+  child.stdout.on("data", (chunk) => (output += chunk));
+  child.stderr.on("data", (chunk) => (output += chunk));
   const exited = new Promise((resolve) => child.on("exit", resolve));
   const deadline = Date.now() + 10000;
-  while (!(await accepts(port))) {
+  // Its own word, not a connection: another process may hold the port.
+  while (!/Ready to accept connections/.test(output)) {
     if (child.exitCode !== null || Date.now() > deadline) {
+      servers.delete(child);
       child.kill("SIGKILL");
-      throw new Error(`${binary} did not start on port ${port}: ${stderr}`);
+      throw new Error(`${binary} did not start on port ${port}:\n${output.slice(-2000)}`);
     }
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
+  child.stdout.removeAllListeners("data");
+  child.stdout.resume();
   return {
     port,
     pid: child.pid,
@@ -79,10 +98,14 @@ export async function startRedis({ port, args = [], binary = "redis-server" } = 
   };
 }
 
-/** A free port whose cluster bus port (port + 10000) is free too. */
+/**
+ * A free port whose cluster bus port (port + 10000) is free too, both below
+ * the kernel's ephemeral range (32768 and up here), where outgoing
+ * connections would otherwise take them at random.
+ */
 async function freeClusterPort() {
   for (;;) {
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = 10000 + Math.floor(Math.random() * 12000);
     const [a, b] = await Promise.all([accepts(port), accepts(port + 10000)]);
     if (!a && !b) return port;
   }
@@ -97,11 +120,10 @@ export async function startRedisCluster({ shards = 3, dir }) {
   const nodes = [];
   try {
     for (let index = 0; index < shards; index++) {
-      const port = await freeClusterPort();
       nodes.push(
         await startRedis({
-          port,
-          args: ["--cluster-enabled", "yes", "--cluster-config-file", path.join(dir, `nodes-${port}.conf`), "--dir", dir],
+          pickPort: freeClusterPort,
+          args: (port) => ["--cluster-enabled", "yes", "--cluster-config-file", path.join(dir, `nodes-${port}.conf`), "--dir", dir],
         }),
       );
     }

@@ -28,6 +28,8 @@ use crate::transport::{self, ClusterSockets, NamespaceReady, Namespaces, Routes,
 
 /// How long open connections get to close after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long of that the plugins get to handle the sockets' disconnects.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -89,6 +91,8 @@ pub struct Server {
     listener: TcpListener,
     app: axum::Router,
     sockets: Arc<dyn Sockets>,
+    namespaces: Arc<Namespaces>,
+    liveness: Option<Arc<NodeLiveness>>,
     reloader: Arc<Reloader>,
 }
 
@@ -223,7 +227,7 @@ impl Server {
                 async move { reloader.deliver_timer(timer).await }
             }
         });
-        if let Some(liveness) = backend.liveness {
+        if let Some(liveness) = backend.liveness.clone() {
             let namespaces = namespaces.clone();
             liveness.run(move |lost| {
                 let namespaces = namespaces.clone();
@@ -233,7 +237,7 @@ impl Server {
         let api = http_api::ApiState {
             sockets: sockets.clone(),
             token: manifest.api_token.clone(),
-            namespaces,
+            namespaces: namespaces.clone(),
             readiness: backend.readiness,
             reloader: reloader.clone(),
         };
@@ -242,6 +246,8 @@ impl Server {
             listener,
             app: app.layer(layer),
             sockets,
+            namespaces,
+            liveness: backend.liveness,
             reloader,
         })
     }
@@ -255,14 +261,16 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then disconnects every socket (so
-    /// plugins see their disconnects) and waits a bounded time for the rest.
+    /// Serves until `shutdown` completes, then has the plugins see every
+    /// socket disconnect (while other nodes can still be told), leaves the
+    /// cluster, closes the connections (clients reconnect, to another node
+    /// behind a balancer) and waits a bounded time for the rest.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-        let sockets = self.sockets.clone();
+        let (sockets, namespaces, liveness) = (self.sockets, self.namespaces, self.liveness);
         // Without TCP_NODELAY an ack written right after an event waits for
         // the client's delayed ACK of the event (40 ms on Linux).
         let listener = self.listener.tap_io(|tcp| {
@@ -274,6 +282,10 @@ impl Server {
             shutdown.await;
             tracing::info!("shutting down: closing connections");
             let _ = stopping.send(());
+            namespaces.disconnect_all(DISCONNECT_GRACE).await;
+            if let Some(liveness) = liveness {
+                liveness.leave().await;
+            }
             sockets.close().await;
         });
         let grace_expired = async {

@@ -10,6 +10,7 @@ import {
   closeAllSockets,
   collect,
   connect,
+  disconnected,
   emitAck,
   emitAckOk,
   faultyPlugin,
@@ -305,6 +306,37 @@ describe("presence across nodes", () => {
     } finally {
       closeAllSockets();
       await Promise.all([nodeA.stop(), nodeB.stop(), nodeC.stop()]);
+      await redis.stop();
+    }
+  });
+
+  test("a node stopped with SIGTERM takes its own users offline, once, and leaves the cluster", async () => {
+    const redis = await startRedis();
+    const manifest = clusterManifest(redis.url);
+    const [nodeA, nodeB] = await Promise.all([startHost({ manifest }), startHost({ manifest })]);
+    try {
+      const bob = await connect(nodeB.url, { auth: { user: "bob" } });
+      await emitAckOk(bob, "join", { room: "redeploy" });
+      const offline = collect(bob, "user_offline");
+      const ada = await connect(nodeA.url, { auth: { user: "ada" } });
+      await emitAckOk(ada, "join", { room: "redeploy" });
+      const adaGone = disconnected(ada);
+      const { code } = await nodeA.stop();
+      assert.equal(code, 0, nodeA.stderr());
+      assert.equal(await adaGone, "transport close", "the transport is closed, so a client reconnects");
+      await waitFor(() => offline.length >= 1, 5000, "user_offline for ada");
+      // Node A handled its sockets itself: node B finds it gone with nothing left to clean up.
+      await waitFor(() => /node left the cluster/.test(nodeB.stderr()), 5000, "node B to see node A leave");
+      assert.doesNotMatch(nodeB.stderr(), /node stopped beating/);
+      // Ada was counted down once: back (on node B) and gone again, she goes offline once more.
+      const adaAgain = await connect(nodeB.url, { auth: { user: "ada" } });
+      adaAgain.close();
+      await waitFor(() => offline.length >= 2, 5000, "user_offline after ada's second visit");
+      await quiet(300);
+      assert.deepEqual(offline, [{ user: "ada" }, { user: "ada" }]);
+    } finally {
+      closeAllSockets();
+      await Promise.all([nodeA.stop(), nodeB.stop()]);
       await redis.stop();
     }
   });

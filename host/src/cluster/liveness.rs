@@ -4,15 +4,17 @@
 //! sockets. Every node also watches the others: when a node's heartbeat has
 //! expired (it crashed, or lost its network), one surviving node claims it,
 //! runs the plugins' `on-disconnect` for each of its sockets (so presence
-//! stays right cluster-wide), and forgets it.
+//! stays right cluster-wide), and forgets it. A node shutting down handles
+//! its own sockets' disconnects, then drops its heartbeat ([`NodeLiveness::leave`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fred::prelude::{
     Client, Expiration, HashesInterface, KeysInterface, SetOptions, SetsInterface,
 };
 use serde::{Deserialize, Serialize};
+use tokio::task::AbortHandle;
 
 use crate::bindings::Conn;
 
@@ -58,6 +60,8 @@ pub struct NodeLiveness {
     client: Client,
     prefix: String,
     node_id: String,
+    /// The heartbeat task, stopped when the node leaves.
+    beating: Mutex<Option<AbortHandle>>,
 }
 
 impl NodeLiveness {
@@ -70,6 +74,7 @@ impl NodeLiveness {
             client,
             prefix: prefix.to_owned(),
             node_id: format!("{started:x}-{:x}", std::process::id()),
+            beating: Mutex::new(None),
         })
     }
 
@@ -120,7 +125,8 @@ impl NodeLiveness {
         F: Fn(Vec<Conn>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send,
     {
-        tokio::spawn(async move {
+        let liveness = self.clone();
+        let beating = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(BEAT);
             loop {
                 ticker.tick().await;
@@ -133,6 +139,29 @@ impl NodeLiveness {
                 }
             }
         });
+        *liveness
+            .beating
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(beating.abort_handle());
+    }
+
+    /// Stops beating and drops the heartbeat, for a node shutting down: the
+    /// others take it as gone at once, and clean up any socket it has not.
+    pub async fn leave(&self) {
+        let beating = self
+            .beating
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(beating) = beating {
+            beating.abort();
+        }
+        let left: Result<(), _> = self.client.del(self.heartbeat_key(&self.node_id)).await;
+        if let Err(error) = left {
+            tracing::warn!(
+                "cannot drop this node's heartbeat: {error}; the others will notice it gone"
+            );
+        }
     }
 
     async fn beat(&self) -> Result<(), fred::error::Error> {
@@ -184,8 +213,12 @@ impl NodeLiveness {
                 .filter_map(|json| serde_json::from_str::<RecordedConn>(json).ok())
                 .map(Conn::from)
                 .collect();
-            tracing::warn!(node = %node, sockets = conns.len(), "node stopped beating; disconnecting its sockets");
-            lost(conns).await;
+            if conns.is_empty() {
+                tracing::info!(node = %node, "node left the cluster");
+            } else {
+                tracing::warn!(node = %node, sockets = conns.len(), "node stopped beating; disconnecting its sockets");
+                lost(conns).await;
+            }
             let () = self.client.del(self.sockets_key(node)).await?;
             let () = self.client.srem(self.nodes_key(), node.as_str()).await?;
         }

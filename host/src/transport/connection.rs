@@ -18,6 +18,9 @@ use super::Namespace;
 use crate::bindings::{Conn, PluginError};
 use crate::payload::{self, Outgoing};
 
+/// The `on-disconnect` reason plugins see for the sockets of a node shutting down.
+const SHUTDOWN_REASON: &str = "server shutting down";
+
 /// Events a socket may have waiting before further ones are refused with `overloaded`.
 const QUEUE_CAPACITY: usize = 256;
 
@@ -60,7 +63,8 @@ pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>)
         socket,
         namespace,
     };
-    tokio::spawn(connection.run(queue));
+    let connections = connection.namespace.connections.clone();
+    connections.spawn(connection.run(queue));
 }
 
 struct EventQueue<A: Adapter> {
@@ -106,12 +110,22 @@ impl<A: Adapter> Connection<A> {
             // A failing plugin is logged by the runtime; the others still run.
             let _ = plugin.current().on_connected(&self.conn).await;
         }
-        while let Some(job) = queue.recv().await {
-            match job {
-                Job::Event { packet, ack } => self.handle(packet, ack).await,
-                Job::Disconnect { reason, done } => {
-                    self.disconnected(reason).await;
-                    let _ = done.send(());
+        let closing = self.namespace.closing.clone();
+        loop {
+            // Biased: at shutdown, the events already queued are handled first.
+            tokio::select! {
+                biased;
+                job = queue.recv() => match job {
+                    Some(Job::Event { packet, ack }) => self.handle(packet, ack).await,
+                    Some(Job::Disconnect { reason, done }) => {
+                        self.disconnected(&reason.to_string()).await;
+                        let _ = done.send(());
+                        break;
+                    }
+                    None => break,
+                },
+                () = closing.cancelled() => {
+                    self.disconnected(SHUTDOWN_REASON).await;
                     break;
                 }
             }
@@ -173,11 +187,10 @@ impl<A: Adapter> Connection<A> {
         reply_error(&self.socket, ack, &event, &error);
     }
 
-    async fn disconnected(&self, reason: DisconnectReason) {
-        let reason = reason.to_string();
+    async fn disconnected(&self, reason: &str) {
         for plugin in self.namespace.routes.load().plugins() {
             // A failing plugin is logged by the runtime; the others still run.
-            let _ = plugin.current().on_disconnect(&self.conn, &reason).await;
+            let _ = plugin.current().on_disconnect(&self.conn, reason).await;
         }
         if let Some(liveness) = &self.namespace.liveness {
             liveness.disconnected(&self.conn).await;

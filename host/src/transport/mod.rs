@@ -9,6 +9,7 @@ mod sockets;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use socketioxide::adapter::Adapter;
@@ -17,6 +18,8 @@ use socketioxide::handler::{ConnectHandler, FromConnectParts, Value};
 use socketioxide::socket::Socket;
 use socketioxide::{SocketIo, SocketIoBuilder};
 use socketioxide_core::adapter::DefinedAdapter;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::bindings::Conn;
 use crate::cluster::{Backoff, NodeLiveness};
@@ -74,6 +77,10 @@ pub struct Namespaces {
     max_payload_bytes: usize,
     liveness: Option<Arc<NodeLiveness>>,
     verifier: Option<Arc<Verifier>>,
+    /// Every socket's task, so shutdown can wait for them.
+    connections: TaskTracker,
+    /// Cancelled at shutdown: each socket then has its disconnect handled.
+    closing: CancellationToken,
 }
 
 impl Namespaces {
@@ -104,6 +111,8 @@ impl Namespaces {
             max_payload_bytes: usize::try_from(max_payload_bytes).unwrap_or(usize::MAX),
             liveness,
             verifier,
+            connections: TaskTracker::new(),
+            closing: CancellationToken::new(),
         };
         for (path, routes) in routes.namespaces() {
             let namespace = namespaces.namespace(routes.clone());
@@ -123,7 +132,28 @@ impl Namespaces {
             max_payload_bytes: self.max_payload_bytes,
             liveness: self.liveness.clone(),
             verifier: self.verifier.clone(),
+            connections: self.connections.clone(),
+            closing: self.closing.clone(),
         })
+    }
+
+    /// Has the plugins see every socket of this node disconnect, after the
+    /// events each had sent, while the namespaces are still served: their
+    /// `on-disconnect` can still reach sockets on other nodes (a user going
+    /// offline), which it cannot once the transport is closed. Waits at most
+    /// `grace`. The sockets stay connected, to be closed by the transport.
+    pub async fn disconnect_all(&self, grace: Duration) {
+        self.closing.cancel();
+        self.connections.close();
+        if tokio::time::timeout(grace, self.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                sockets = self.connections.len(),
+                "plugins still handling disconnects after {grace:?}; closing anyway"
+            );
+        }
     }
 
     /// Routes events by `routes` from now on.
@@ -220,6 +250,8 @@ pub struct Namespace {
     /// In a cluster, where this node records its sockets.
     liveness: Option<Arc<NodeLiveness>>,
     verifier: Option<Arc<Verifier>>,
+    connections: TaskTracker,
+    closing: CancellationToken,
 }
 
 /// Why a connection was refused; the client sees it in `connect_error`.

@@ -110,7 +110,10 @@ impl<A: Adapter> Connection<A> {
             // A failing plugin is logged by the runtime; the others still run.
             let _ = plugin.current().on_connected(&self.conn).await;
         }
+        // One wait for the whole loop, not a new one per event.
         let closing = self.namespace.closing.clone();
+        let closing = closing.cancelled();
+        tokio::pin!(closing);
         loop {
             // Biased: at shutdown, the events already queued are handled first.
             tokio::select! {
@@ -124,7 +127,7 @@ impl<A: Adapter> Connection<A> {
                     }
                     None => break,
                 },
-                () = closing.cancelled() => {
+                () = &mut closing => {
                     self.disconnected(SHUTDOWN_REASON).await;
                     break;
                 }

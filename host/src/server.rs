@@ -282,8 +282,11 @@ impl Server {
             shutdown.await;
             tracing::info!("shutting down: closing connections");
             let _ = stopping.send(());
-            namespaces.disconnect_all(DISCONNECT_GRACE).await;
-            if let Some(liveness) = liveness {
+            // With sockets left unhandled, the node keeps beating until it
+            // exits: the others clean up after it only once it has stopped.
+            if namespaces.disconnect_all(DISCONNECT_GRACE).await
+                && let Some(liveness) = liveness
+            {
                 liveness.leave().await;
             }
             sockets.close().await;

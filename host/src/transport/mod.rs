@@ -141,19 +141,21 @@ impl Namespaces {
     /// events each had sent, while the namespaces are still served: their
     /// `on-disconnect` can still reach sockets on other nodes (a user going
     /// offline), which it cannot once the transport is closed. Waits at most
-    /// `grace`. The sockets stay connected, to be closed by the transport.
-    pub async fn disconnect_all(&self, grace: Duration) {
+    /// `grace`; true when every socket was handled. The sockets stay
+    /// connected, to be closed by the transport.
+    pub async fn disconnect_all(&self, grace: Duration) -> bool {
         self.closing.cancel();
         self.connections.close();
-        if tokio::time::timeout(grace, self.connections.wait())
+        let handled = tokio::time::timeout(grace, self.connections.wait())
             .await
-            .is_err()
-        {
+            .is_ok();
+        if !handled {
             tracing::warn!(
                 sockets = self.connections.len(),
                 "plugins still handling disconnects after {grace:?}; closing anyway"
             );
         }
+        handled
     }
 
     /// Routes events by `routes` from now on.

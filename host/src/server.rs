@@ -92,7 +92,6 @@ pub struct Server {
     app: axum::Router,
     sockets: Arc<dyn Sockets>,
     namespaces: Arc<Namespaces>,
-    liveness: Option<Arc<NodeLiveness>>,
     reloader: Arc<Reloader>,
 }
 
@@ -227,7 +226,7 @@ impl Server {
                 async move { reloader.deliver_timer(timer).await }
             }
         });
-        if let Some(liveness) = backend.liveness.clone() {
+        if let Some(liveness) = backend.liveness {
             let namespaces = namespaces.clone();
             liveness.run(move |lost| {
                 let namespaces = namespaces.clone();
@@ -247,7 +246,6 @@ impl Server {
             app: app.layer(layer),
             sockets,
             namespaces,
-            liveness: backend.liveness,
             reloader,
         })
     }
@@ -270,7 +268,7 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (sockets, namespaces, liveness) = (self.sockets, self.namespaces, self.liveness);
+        let (sockets, namespaces) = (self.sockets, self.namespaces);
         // Without TCP_NODELAY an ack written right after an event waits for
         // the client's delayed ACK of the event (40 ms on Linux).
         let listener = self.listener.tap_io(|tcp| {
@@ -282,13 +280,7 @@ impl Server {
             shutdown.await;
             tracing::info!("shutting down: closing connections");
             let _ = stopping.send(());
-            // With sockets left unhandled, the node keeps beating until it
-            // exits: the others clean up after it only once it has stopped.
-            if namespaces.disconnect_all(DISCONNECT_GRACE).await
-                && let Some(liveness) = liveness
-            {
-                liveness.leave().await;
-            }
+            namespaces.disconnect_all(DISCONNECT_GRACE).await;
             sockets.close().await;
         });
         let grace_expired = async {

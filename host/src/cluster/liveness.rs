@@ -145,8 +145,8 @@ impl NodeLiveness {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(beating.abort_handle());
     }
 
-    /// Stops beating and drops the heartbeat, for a node shutting down: the
-    /// others take it as gone at once, and clean up any socket it has not.
+    /// Stops beating and drops the heartbeat, for a node shutting down that
+    /// has handled its sockets: the others take it as gone at once.
     pub async fn leave(&self) {
         let beating = self
             .beating

@@ -137,25 +137,28 @@ impl Namespaces {
         })
     }
 
-    /// Has the plugins see every socket of this node disconnect, after the
-    /// events each had sent, while the namespaces are still served: their
-    /// `on-disconnect` can still reach sockets on other nodes (a user going
-    /// offline), which it cannot once the transport is closed. Waits at most
-    /// `grace`; true when every socket was handled. The sockets stay
+    /// For shutdown: has the plugins see every socket of this node
+    /// disconnect, after the events each had sent, while the namespaces are
+    /// still served: their `on-disconnect` can still reach sockets on other
+    /// nodes (a user going offline), which it cannot once the transport is
+    /// closed. Waits at most `grace`. Once every socket is handled, the node
+    /// leaves the cluster; with some left, it keeps beating until it exits, so
+    /// the others clean up after it only once it has stopped. The sockets stay
     /// connected, to be closed by the transport.
-    pub async fn disconnect_all(&self, grace: Duration) -> bool {
+    pub async fn disconnect_all(&self, grace: Duration) {
         self.closing.cancel();
         self.connections.close();
-        let handled = tokio::time::timeout(grace, self.connections.wait())
+        if tokio::time::timeout(grace, self.connections.wait())
             .await
-            .is_ok();
-        if !handled {
+            .is_err()
+        {
             tracing::warn!(
                 sockets = self.connections.len(),
                 "plugins still handling disconnects after {grace:?}; closing anyway"
             );
+        } else if let Some(liveness) = &self.liveness {
+            liveness.leave().await;
         }
-        handled
     }
 
     /// Routes events by `routes` from now on.

@@ -4,6 +4,7 @@
 # already done.
 #
 #   - the wasm32-wasip2 Rust target (and rustfmt/clippy)
+#   - our patches to dependencies (patches/ -> target/patched/, see patch-deps.sh)
 #   - redis-server (the host's cluster tests run against a real one) and valkey-server
 #   - the end-to-end suite's npm packages (tests/node_modules), from the lockfile
 #   - the plugins (plugins/ -> target/wasm32-wasip2/release/*.wasm)
@@ -39,6 +40,9 @@ for component in rustfmt clippy; do
         rustup component add "${component}"
     fi
 done
+
+# --- Our patches to dependencies (before any cargo command on the workspace) --
+./scripts/patch-deps.sh
 
 # --- Redis ------------------------------------------------------------------
 if ! command -v redis-server >/dev/null 2>&1; then

@@ -3,7 +3,7 @@ use crate::bindings::{Payload, PluginError};
 use crate::manifest::is_reserved_event;
 use crate::payload::Outgoing;
 use crate::runtime::InstanceState;
-use crate::transport::Audience;
+use crate::transport::{Audience, check_audience, socket_room};
 
 impl Host for InstanceState {
     async fn to_socket(
@@ -13,8 +13,14 @@ impl Host for InstanceState {
         event: String,
         payload: Payload,
     ) -> Result<(), PluginError> {
-        self.emit(&namespace, Some(socket_id), None, &event, payload)
-            .await
+        self.emit(
+            &namespace,
+            Some(socket_room(&socket_id)),
+            None,
+            &event,
+            payload,
+        )
+        .await
     }
 
     async fn to_room(
@@ -39,7 +45,7 @@ impl Host for InstanceState {
         self.emit(
             &namespace,
             Some(room),
-            Some(except_socket_id),
+            Some(socket_room(&except_socket_id)),
             &event,
             payload,
         )
@@ -71,6 +77,9 @@ impl InstanceState {
                 "reserved_event",
                 format!("`{event}` is reserved by Socket.IO and cannot be emitted by a plugin"),
             ));
+        }
+        if let Some(room) = &room {
+            check_audience(room)?;
         }
         let payload = Outgoing::new(payload)?;
         let audience = Audience { room, except };

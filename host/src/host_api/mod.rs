@@ -17,7 +17,7 @@ use crate::bindings::switchboard::plugin::types;
 use crate::cluster::StateStore;
 use crate::cluster::timers::TimerStore;
 use crate::runtime::InstanceState;
-use crate::transport::{Sockets, SocketsError};
+use crate::transport::{RoomNameError, Sockets, SocketsError};
 
 /// What the host imports reach: the sockets of the server, the state backend
 /// and the timers.
@@ -53,5 +53,11 @@ impl From<SocketsError> for PluginError {
             SocketsError::Transport(_) => "transport_error",
         };
         PluginError::new(code, error.to_string())
+    }
+}
+
+impl From<RoomNameError> for PluginError {
+    fn from(error: RoomNameError) -> Self {
+        PluginError::new(error.code(), error.to_string())
     }
 }

@@ -1,10 +1,10 @@
 use crate::bindings::PluginError;
 use crate::bindings::switchboard::plugin::rooms::Host;
 use crate::runtime::InstanceState;
-use crate::transport::Membership;
+use crate::transport::{Membership, check_audience, check_membership, is_reserved};
 
-// Every socket is in a room named after its id (see `transport`), which is how
-// a socket is addressed wherever it is connected.
+// Every socket is in its `socket:{id}` room and, when verified, its user's
+// `user:{id}` room (see `transport`); those are the host's, not the plugins'.
 impl Host for InstanceState {
     async fn join(
         &mut self,
@@ -37,6 +37,7 @@ impl Host for InstanceState {
         room: String,
     ) -> Result<Vec<String>, PluginError> {
         self.check_namespace(&namespace)?;
+        check_audience(&room)?;
         Ok(self.services.sockets.members(&namespace, room).await?)
     }
 
@@ -49,11 +50,11 @@ impl Host for InstanceState {
         let rooms = self
             .services
             .sockets
-            .rooms_of(&namespace, socket_id.clone())
+            .rooms_of(&namespace, socket_id)
             .await?;
         Ok(rooms
             .into_iter()
-            .filter(|room| *room != socket_id)
+            .filter(|room| !is_reserved(room))
             .collect())
     }
 }
@@ -67,6 +68,15 @@ impl InstanceState {
         change: Membership,
     ) -> Result<(), PluginError> {
         self.check_namespace(&namespace)?;
+        if let Err(refused) = check_membership(&room) {
+            tracing::warn!(
+                plugin = %self.plugin.name,
+                namespace,
+                socket = socket_id.escape_debug().to_string(),
+                "{change:?} refused: {refused}"
+            );
+            return Err(refused.into());
+        }
         Ok(self
             .services
             .sockets

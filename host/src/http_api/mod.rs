@@ -24,7 +24,9 @@ use crate::manifest::is_reserved_event;
 use crate::payload::Outgoing;
 use crate::reload::{ReloadCounts, ReloadError, Reloaded, Reloader};
 use crate::runtime::PluginStatus;
-use crate::transport::{Audience, Namespaces, Sockets, SocketsError};
+use crate::transport::{
+    Audience, Namespaces, Sockets, SocketsError, check_audience, socket_room, user_room,
+};
 
 /// Whether the node can do its whole job: `None` when always ready (one node
 /// in memory), otherwise a check of its cluster connection.
@@ -254,9 +256,13 @@ async fn emit(
         ));
     }
     let room = match request.to {
-        Recipient::Room(room) | Recipient::Socket(room) => room,
-        Recipient::User(user) => format!("user:{user}"),
+        Recipient::Room(room) => room,
+        Recipient::Socket(socket_id) => socket_room(&socket_id),
+        Recipient::User(user_id) => user_room(&user_id),
     };
+    check_audience(&room).map_err(|invalid| {
+        ApiError::new(StatusCode::BAD_REQUEST, invalid.code(), invalid.to_string())
+    })?;
     let audience = Audience {
         room: Some(room),
         except: None,

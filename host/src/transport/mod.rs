@@ -3,6 +3,7 @@
 //! handled in order ([`connection`]).
 
 mod connection;
+mod room_names;
 mod routes;
 mod sockets;
 
@@ -25,6 +26,9 @@ use crate::bindings::Conn;
 use crate::cluster::{Backoff, NodeLiveness};
 use crate::identity::{IdentityError, Verifier, bearer_token};
 use crate::manifest::ServerSettings;
+pub use room_names::{
+    RoomNameError, check_audience, check_membership, is_reserved, socket_room, user_room,
+};
 pub use routes::{NamespaceRoutes, Routes};
 pub use sockets::{Audience, ClusterSockets, Membership, Sockets, SocketsError};
 
@@ -278,10 +282,9 @@ impl Namespace {
         let user_id = self
             .identify(token.as_deref(), routes.anonymous())
             .map_err(|refused| Denied(refused.to_string()))?;
-        // The room named after the socket id lets plugins address this socket
-        // by id, the way Socket.IO does; the user's room reaches all of the
-        // user's sockets.
-        socket.join(socket.id);
+        // The socket's room lets plugins address this socket by id wherever
+        // it is connected; the user's room reaches all of the user's sockets.
+        socket.join(socket_room(&socket.id.to_string()));
         if let Some(user_id) = &user_id {
             socket.join(user_room(user_id));
         }
@@ -327,11 +330,6 @@ impl Namespace {
             None => Err(IdentityError::Missing),
         }
     }
-}
-
-/// The room every socket of a verified user joins.
-pub fn user_room(user_id: &str) -> String {
-    format!("user:{user_id}")
 }
 
 /// The handshake `auth` object as JSON text, passed to plugins unparsed but

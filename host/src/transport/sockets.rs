@@ -11,6 +11,7 @@ use socketioxide::extract::SocketRef;
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
 
+use super::socket_room;
 use crate::payload::Outgoing;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,9 +24,9 @@ pub enum SocketsError {
 
 /// Who an emit reaches within a namespace.
 pub struct Audience {
-    /// A room (a socket id is a room too); `None` is the whole namespace.
+    /// A room (see [`socket_room`] for one socket); `None` is the whole namespace.
     pub room: Option<String>,
-    /// A room (usually a socket id) left out.
+    /// A room (usually a socket's) left out.
     pub except: Option<String>,
 }
 
@@ -55,7 +56,7 @@ pub trait Sockets: Send + Sync + 'static {
     ) -> Result<(), SocketsError>;
     /// Socket ids in a room.
     async fn members(&self, namespace: &str, room: String) -> Result<Vec<String>, SocketsError>;
-    /// Rooms a socket is in, including the one named after its id.
+    /// Rooms a socket is in, including the host's (its socket and user rooms).
     async fn rooms_of(
         &self,
         namespace: &str,
@@ -146,7 +147,7 @@ impl<A: Adapter> Sockets for SocketIo<A> {
             }
             return Ok(());
         }
-        let socket = operators(self, namespace)?.within(socket_id);
+        let socket = operators(self, namespace)?.within(socket_room(&socket_id));
         match change {
             Membership::Join => socket.join(room).await,
             Membership::Leave => socket.leave(room).await,
@@ -174,7 +175,7 @@ impl<A: Adapter> Sockets for SocketIo<A> {
         let rooms = match local_socket(self, namespace, &socket_id) {
             Some(socket) => socket.rooms(),
             None => operators(self, namespace)?
-                .within(socket_id)
+                .within(socket_room(&socket_id))
                 .rooms()
                 .await
                 .map_err(transport)?,

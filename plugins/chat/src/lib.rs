@@ -225,11 +225,11 @@ fn require_member(conn: &Conn, room: &str) -> Result<(), Error> {
     }
 }
 
+/// Blank names are refused here; the host refuses its own rooms (`socket:`,
+/// `user:`) with `reserved_room` and malformed names with `invalid_room`.
 fn valid_room(room: String) -> Result<String, Error> {
-    if room.trim().is_empty() || room.starts_with("user:") {
-        return Err(Error::invalid_payload(format!(
-            "`{room}` is not a room name: use a non-empty name not starting with `user:`"
-        )));
+    if room.trim().is_empty() {
+        return Err(Error::invalid_payload("a room name cannot be blank"));
     }
     Ok(room)
 }

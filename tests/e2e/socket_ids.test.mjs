@@ -100,6 +100,9 @@ describe("socket ids are not credentials", () => {
     await waitFor(() => seen.length === 2, undefined, "the victim's second message");
     assert.equal(seen[1].text, "still here");
 
+    // Its whole life, disconnect included, is logged without the session id.
+    victim.close();
+    await waitFor(async () => (await roomMembers(room)).length === 1, undefined, "the victim gone");
     assert.ok(!host.stderr().includes(sessionId), "the session id appears in the log");
     assert.ok(!host.stdout().includes(sessionId), "the session id appears on stdout");
   });

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
+use socketioxide::{BroadcastError, SocketError, SocketIo};
 
 use super::socket_room;
 use crate::payload::Outgoing;
@@ -118,6 +118,30 @@ fn transport(error: impl std::fmt::Display) -> SocketsError {
     SocketsError::Transport(error.to_string())
 }
 
+/// A broadcast reached every recipient but those listed in a
+/// `BroadcastError::Socket`: the emit itself succeeded, and failing it would
+/// have its sender retry and everyone else receive it twice. A recipient that
+/// closed meanwhile misses nothing it could still read.
+fn delivered(sent: Result<(), BroadcastError>, event: &str) -> Result<(), BroadcastError> {
+    match sent {
+        Err(BroadcastError::Socket(failed)) => {
+            let full = failed
+                .iter()
+                .filter(|error| matches!(error, SocketError::InternalChannelFull))
+                .count();
+            if full > 0 {
+                tracing::warn!(
+                    event,
+                    recipients = full,
+                    "recipients with a full send buffer missed an event"
+                );
+            }
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 #[async_trait]
 impl<A: Adapter> Sockets for SocketIo<A> {
     async fn emit(
@@ -127,10 +151,10 @@ impl<A: Adapter> Sockets for SocketIo<A> {
         event: &str,
         payload: &Outgoing,
     ) -> Result<(), SocketsError> {
-        reaching(self, namespace, &audience)?
+        let sent = reaching(self, namespace, &audience)?
             .emit(event, payload)
-            .await
-            .map_err(transport)
+            .await;
+        delivered(sent, event).map_err(transport)
     }
 
     async fn change_rooms(
@@ -200,10 +224,10 @@ impl<A: Adapter> Sockets for ClusterSockets<A> {
         if (self.cluster_up)() {
             // The adapter publishes first and delivers locally after, so a
             // failed emit reached no one and can be retried locally.
-            match reaching(&self.io, namespace, &audience)?
+            let sent = reaching(&self.io, namespace, &audience)?
                 .emit(event, payload)
-                .await
-            {
+                .await;
+            match delivered(sent, event) {
                 Ok(()) => return Ok(()),
                 Err(error) => tracing::warn!(
                     namespace,
@@ -212,11 +236,11 @@ impl<A: Adapter> Sockets for ClusterSockets<A> {
                 ),
             }
         }
-        reaching(&self.io, namespace, &audience)?
+        let sent = reaching(&self.io, namespace, &audience)?
             .local()
             .emit(event, payload)
-            .await
-            .map_err(transport)
+            .await;
+        delivered(sent, event).map_err(transport)
     }
 
     async fn change_rooms(

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchboard::http_api;
+use switchboard::manifest::AllowedOrigins;
 use switchboard::runtime::Runtime;
 use switchboard::{Manifest, Server};
 use tokio::net::TcpListener;
@@ -95,6 +96,19 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
         .map_err(|error| anyhow::anyhow!("cannot start the WebAssembly engine: {error:#}"))?;
     let compiled = switchboard::server::compile_plugins(&runtime, &manifest)?;
     println!("{}: ok", manifest.path.display());
+    match &manifest.server.allowed_origins {
+        AllowedOrigins::SameOrigin => println!("  origins: same origin only"),
+        AllowedOrigins::Listed(patterns) => {
+            let patterns: Vec<String> = patterns.iter().map(ToString::to_string).collect();
+            println!("  origins: {}", patterns.join(", "));
+        }
+    }
+    if manifest.server.allowed_origins.allows_any() {
+        eprintln!(
+            "warning: `[server] allowed_origins` lists `*`: any web page can open a socket with its \
+             visitors' cookies; list the origins that serve your pages instead"
+        );
+    }
     if let Some(cluster) = &manifest.cluster {
         println!(
             "  cluster {} (prefix {})",

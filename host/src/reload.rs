@@ -221,6 +221,7 @@ impl Reloader {
             if manifest.server != running.server
                 || manifest.cluster != running.cluster
                 || manifest.api_token != running.api_token
+                || manifest.metrics != running.metrics
                 || manifest.auth != running.auth
             {
                 tracing::warn!(

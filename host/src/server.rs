@@ -18,8 +18,9 @@ use tower_http::services::ServeDir;
 use crate::cluster::timers::{self, MemoryTimers, RedisTimers, TimerStore};
 use crate::cluster::{self, MemoryStore, NodeLiveness, RedisStore, StateStore};
 use crate::host_api::HostServices;
+use crate::http_api::origin::{self, OriginGuard};
 use crate::http_api::plugin_routes::{PluginHttp, PluginRoutes};
-use crate::http_api::{self, Readiness};
+use crate::http_api::{self, ApiToken, Readiness};
 use crate::identity::{KeyError, Verifier};
 use crate::manifest::{Location, Manifest, PluginName, PluginSpec};
 use crate::reload::Reloader;
@@ -206,10 +207,14 @@ impl Server {
             verifier.clone(),
         )
         .await;
+        let api_token = manifest
+            .api_token
+            .as_deref()
+            .map(|token| Arc::new(ApiToken::new(token)));
         let plugin_http = Arc::new(PluginHttp {
             routes: ArcSwap::from_pointee(http_routes),
             verifier,
-            api_token: manifest.api_token.clone(),
+            api_token: api_token.clone(),
             max_body_bytes: usize::try_from(max_payload).unwrap_or(usize::MAX),
             static_files: manifest.server.static_dir.as_ref().map(ServeDir::new),
         });
@@ -235,15 +240,27 @@ impl Server {
         }
         let api = http_api::ApiState {
             sockets: sockets.clone(),
-            token: manifest.api_token.clone(),
+            token: api_token,
+            metrics: manifest.metrics,
             namespaces: namespaces.clone(),
             readiness: backend.readiness,
             reloader: reloader.clone(),
         };
-        let app = http_api::router(api, plugin_http);
+        if manifest.server.allowed_origins.allows_any() {
+            tracing::warn!(
+                "`[server] allowed_origins` lists `*`: any web page can open a socket with its visitors' cookies"
+            );
+        }
+        let guard = Arc::new(OriginGuard::new(
+            &manifest.server.path,
+            manifest.server.allowed_origins.clone(),
+        ));
+        let app = http_api::router(api, plugin_http)
+            .layer(layer)
+            .layer(axum::middleware::from_fn_with_state(guard, origin::guard));
         Ok(Self {
             listener,
-            app: app.layer(layer),
+            app,
             sockets,
             namespaces,
             reloader,

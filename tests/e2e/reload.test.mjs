@@ -132,7 +132,7 @@ describe("hot reload of a plugin file", () => {
     assert.match(chat.version, /^[0-9a-f]{64}$/);
     assert.ok(body.reloads >= 20, `reloads counted: ${body.reloads}`);
     assert.ok(body.failures >= 10, `failures counted: ${body.failures}`);
-    const metrics = await (await fetch(`${host.url}/metrics`)).text();
+    const metrics = await (await fetch(`${host.url}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
     assert.match(metrics, new RegExp(`^switchboard_plugin_reloads_total ${body.reloads}$`, "m"));
     assert.match(metrics, new RegExp(`^switchboard_plugin_reload_failures_total ${body.failures}$`, "m"));
     assert.match(metrics, new RegExp(`^switchboard_plugin_info\\{plugin="chat",version="${chat.version}"\\} 1$`, "m"));

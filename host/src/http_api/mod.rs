@@ -1,16 +1,22 @@
 //! The HTTP side: health and readiness probes, `/api/v1` for backends to
-//! push events to sockets and read room membership on any node, and the
-//! routes plugins serve ([`plugin_routes`]).
+//! push events to sockets and read room membership on any node, the routes
+//! plugins serve ([`plugin_routes`]), the `[api]` token ([`token`]) and the
+//! Origin policy in front of Socket.IO ([`origin`]).
 
+pub mod origin;
 pub mod plugin_routes;
+pub mod token;
 
 use plugin_routes::PluginHttp;
+pub use token::ApiToken;
+use token::check_api_token;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,8 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 
-use crate::identity::bearer_token;
-use crate::manifest::is_reserved_event;
+use crate::manifest::{MetricsAccess, is_reserved_event};
 use crate::payload::Outgoing;
 use crate::reload::{ReloadCounts, ReloadError, Reloaded, Reloader};
 use crate::runtime::PluginStatus;
@@ -36,7 +41,8 @@ pub type Readiness = Option<Arc<dyn Fn() -> Result<(), String> + Send + Sync>>;
 pub struct ApiState {
     pub sockets: Arc<dyn Sockets>,
     /// `None`: `/api/v1` is off.
-    pub token: Option<String>,
+    pub token: Option<Arc<ApiToken>>,
+    pub metrics: MetricsAccess,
     pub namespaces: Arc<Namespaces>,
     pub readiness: Readiness,
     pub reloader: Arc<Reloader>,
@@ -153,11 +159,23 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
     }
 }
 
-impl ApiState {
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        check_api_token(self.token.as_deref(), headers)
-    }
+/// A caller that presented the `[api]` token. Taken before the body
+/// extractor, so a request without the token is refused before its body is
+/// read.
+struct ApiCaller;
 
+impl FromRequestParts<Arc<ApiState>> for ApiCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, ApiError> {
+        check_api_token(state.token.as_deref(), &parts.headers).map(|()| Self)
+    }
+}
+
+impl ApiState {
     /// Accepts `chat` as well as `/chat`; `%2F` is the root namespace.
     fn namespace(&self, namespace: &str) -> Result<String, ApiError> {
         let namespace = if namespace.starts_with('/') {
@@ -179,34 +197,6 @@ impl ApiState {
             ))
         }
     }
-}
-
-/// Checks the `[api]` token of a request's bearer header.
-fn check_api_token(expected: Option<&str>, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = expected else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "api_disabled",
-            "the HTTP API is off: set `api.token` in the manifest or SWITCHBOARD_API_TOKEN",
-        ));
-    };
-    match bearer_token(headers) {
-        Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Ok(()),
-        Some(_) => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "bad_token",
-            "the bearer token is wrong",
-        )),
-        None => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing_token",
-            "send `Authorization: Bearer <token>`",
-        )),
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0, |differ, (x, y)| differ | (x ^ y)) == 0
 }
 
 async fn ready(State(state): State<Arc<ApiState>>) -> Result<&'static str, ApiError> {
@@ -240,10 +230,9 @@ enum Recipient {
 
 async fn emit(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    _: ApiCaller,
     Body(request): Body<EmitRequest>,
 ) -> Result<StatusCode, ApiError> {
-    state.authorize(&headers)?;
     let namespace = state.namespace(&request.namespace)?;
     if request.event.is_empty() || is_reserved_event(&request.event) {
         return Err(ApiError::new(
@@ -289,10 +278,9 @@ struct RoomResponse {
 
 async fn room(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    _: ApiCaller,
     Path((namespace, room)): Path<(String, String)>,
 ) -> Result<Json<RoomResponse>, ApiError> {
-    state.authorize(&headers)?;
     let namespace = state.namespace(&namespace)?;
     let members = state.sockets.members(&namespace, room.clone()).await?;
     Ok(Json(RoomResponse {
@@ -312,9 +300,8 @@ struct PluginsResponse {
 
 async fn plugins(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    _: ApiCaller,
 ) -> Result<Json<PluginsResponse>, ApiError> {
-    state.authorize(&headers)?;
     Ok(Json(PluginsResponse {
         plugins: state.reloader.statuses(),
         counts: state.reloader.counts(),
@@ -330,10 +317,9 @@ struct ReloadResponse {
 
 async fn reload(
     State(state): State<Arc<ApiState>>,
-    headers: HeaderMap,
+    _: ApiCaller,
     Path(name): Path<String>,
 ) -> Result<Json<ReloadResponse>, ApiError> {
-    state.authorize(&headers)?;
     let result = state
         .reloader
         .reload(&name)
@@ -362,9 +348,16 @@ async fn reload(
     }))
 }
 
-/// Prometheus text exposition of the reload counters and running versions.
-async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
+/// Prometheus text exposition of the reload counters and running versions;
+/// behind the `[api]` token unless `[api] metrics = "public"`.
+async fn metrics(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
     use std::fmt::Write;
+    if state.metrics == MetricsAccess::Token {
+        check_api_token(state.token.as_deref(), &headers)?;
+    }
     let counts = state.reloader.counts();
     let mut text = String::new();
     let _ = writeln!(
@@ -398,5 +391,5 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
             status.name, status.version
         );
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }

@@ -13,7 +13,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower_http::services::ServeDir;
 
-use super::{ApiError, check_api_token};
+use super::ApiError;
+use super::token::{ApiToken, check_api_token};
 use crate::bindings::exports::switchboard::plugin::http_handler;
 use crate::identity::{IdentityError, Verifier, bearer_token};
 use crate::manifest::RouteAuth;
@@ -54,7 +55,7 @@ impl PluginRoutes {
 pub struct PluginHttp {
     pub routes: ArcSwap<PluginRoutes>,
     pub verifier: Option<Arc<Verifier>>,
-    pub api_token: Option<String>,
+    pub api_token: Option<Arc<ApiToken>>,
     pub max_body_bytes: usize,
     pub static_files: Option<ServeDir>,
 }

@@ -2,6 +2,7 @@
 //! [`Manifest`], and errors that point at a line and column ([`error`]).
 
 mod error;
+mod origins;
 mod redis_url;
 mod schema;
 
@@ -12,9 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{Location, ManifestError};
+pub use origins::{AllowedOrigins, OriginPattern};
 pub use redis_url::RedisUrl;
 use schema::{AuthSection, ManifestFile, PluginSection, RouteSection};
-pub use schema::{Fallback, InstanceModel, JwtAlgorithm, RouteAuth};
+pub use schema::{Fallback, InstanceModel, JwtAlgorithm, MetricsAccess, RouteAuth};
 use toml::Spanned;
 
 /// The manifest format version this release reads.
@@ -60,6 +62,8 @@ pub struct Manifest {
     pub cluster: Option<ClusterSettings>,
     /// `None`: the HTTP API is off.
     pub api_token: Option<String>,
+    /// Who may read `/metrics`.
+    pub metrics: MetricsAccess,
     /// `None`: identities are not verified.
     pub auth: Option<AuthSettings>,
     /// Namespaces whose sockets may connect without a token.
@@ -130,6 +134,7 @@ pub struct ServerSettings {
     pub max_payload_bytes: u64,
     pub static_dir: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
+    pub allowed_origins: AllowedOrigins,
 }
 
 /// One plugin as the host runs it.
@@ -300,7 +305,9 @@ impl Validator<'_> {
             return self.invalid(0..0, "`max_payload_bytes` must be at least 1".to_owned());
         }
 
+        let allowed_origins = self.allowed_origins(server.allowed_origins)?;
         let api_token = self.overrides.api_token.clone().or(file.api.token);
+        let metrics = self.metrics_access(file.api.metrics, api_token.is_some())?;
         let auth = file.auth.map(|auth| self.auth(auth)).transpose()?;
         let mut names: HashMap<String, usize> = HashMap::new();
         let mut claims: HashMap<(String, String), (String, usize)> = HashMap::new();
@@ -354,6 +361,7 @@ impl Validator<'_> {
             path: self.path.to_owned(),
             cluster,
             api_token,
+            metrics,
             auth,
             anonymous_namespaces,
             server: ServerSettings {
@@ -364,9 +372,44 @@ impl Validator<'_> {
                 max_payload_bytes: server.max_payload_bytes,
                 static_dir: server.static_dir.map(|dir| self.base.join(dir)),
                 cache_dir: server.cache_dir.map(|dir| self.base.join(dir)),
+                allowed_origins,
             },
             plugins,
         })
+    }
+
+    fn allowed_origins(
+        &self,
+        patterns: Option<Vec<Spanned<String>>>,
+    ) -> Result<AllowedOrigins, ManifestError> {
+        let Some(patterns) = patterns else {
+            return Ok(AllowedOrigins::SameOrigin);
+        };
+        patterns
+            .into_iter()
+            .map(|pattern| {
+                OriginPattern::parse(pattern.get_ref())
+                    .or_else(|message| self.invalid(pattern.span(), message))
+            })
+            .collect::<Result<_, _>>()
+            .map(AllowedOrigins::Listed)
+    }
+
+    fn metrics_access(
+        &self,
+        access: Option<Spanned<MetricsAccess>>,
+        has_api_token: bool,
+    ) -> Result<MetricsAccess, ManifestError> {
+        match access {
+            None if has_api_token => Ok(MetricsAccess::Token),
+            None => Ok(MetricsAccess::Public),
+            Some(access) if *access.get_ref() == MetricsAccess::Token && !has_api_token => self
+                .invalid(
+                    access.span(),
+                    "`metrics = \"token\"` needs the API token: set `[api] token` or SWITCHBOARD_API_TOKEN, or write `metrics = \"public\"`".to_owned(),
+                ),
+            Some(access) => Ok(access.into_inner()),
+        }
     }
 
     fn cluster(&self, cluster: schema::ClusterSection) -> Result<ClusterSettings, ManifestError> {
@@ -827,6 +870,47 @@ history_size = 20
             "{ROUTED}[[plugins]]\nname = \"b\"\npath = \"b.wasm\"\nroutes = [{{ method = \"GET\", path = \"/apps/a/{{id}}\", auth = \"none\" }}]\n"
         );
         assert!(parse(&same_path_other_method).is_ok());
+    }
+
+    #[test]
+    fn allowed_origins_are_checked_where_written() {
+        assert_eq!(
+            parse(CHAT).unwrap().server.allowed_origins,
+            AllowedOrigins::SameOrigin
+        );
+        let listed = parse("version = 1\n[server]\nallowed_origins = [\"http://localhost:3000\", \"https://*.example.com\"]\n")
+            .unwrap()
+            .server
+            .allowed_origins;
+        assert!(listed.allows("https://a.example.com", None));
+        assert!(!listed.allows("https://example.com", None));
+        let error = parse("version = 1\n[server]\nallowed_origins = [\"http://localhost:3000\", \"example.com\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("/srv/switchboard.toml:3:45: `example.com`: no scheme"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn metrics_default_to_the_token_when_there_is_one() {
+        let access = |api: &str| parse(&format!("version = 1\n[api]\n{api}")).map(|m| m.metrics);
+        assert_eq!(access("").unwrap(), MetricsAccess::Public);
+        assert_eq!(access("token = \"t\"\n").unwrap(), MetricsAccess::Token);
+        assert_eq!(
+            access("token = \"t\"\nmetrics = \"public\"\n").unwrap(),
+            MetricsAccess::Public
+        );
+        let error = access("metrics = \"token\"\n").unwrap_err().to_string();
+        assert!(
+            error.starts_with(
+                "/srv/switchboard.toml:3:11: `metrics = \"token\"` needs the API token"
+            ),
+            "{error}"
+        );
+        let error = access("metrics = \"open\"\n").unwrap_err().to_string();
+        assert!(error.contains("unknown variant `open`"), "{error}");
     }
 
     #[test]

@@ -66,6 +66,11 @@ pub struct ServerSection {
     /// Where precompiled plugin code is cached. Defaults to
     /// `$XDG_CACHE_HOME/switchboard` (or `~/.cache/switchboard`).
     pub cache_dir: Option<PathBuf>,
+    /// Web pages that may open a socket, by their `Origin`:
+    /// `["https://app.example.com", "https://*.example.com"]`, or `["*"]` for
+    /// any. Unset: only pages of the same host and port as the request.
+    /// Clients that send no `Origin` (not browsers) are not affected.
+    pub allowed_origins: Option<Vec<Spanned<String>>>,
 }
 
 impl Default for ServerSection {
@@ -78,6 +83,7 @@ impl Default for ServerSection {
             max_payload_bytes: 1_000_000,
             static_dir: None,
             cache_dir: None,
+            allowed_origins: None,
         }
     }
 }
@@ -129,6 +135,16 @@ pub struct ApiSection {
     /// Bearer token required by `/api/v1/...`. The environment variable
     /// `SWITCHBOARD_API_TOKEN` overrides it; with neither, the API is off.
     pub token: Option<String>,
+    /// Who may read `/metrics`: `"token"` (the bearer token above; the
+    /// default when there is one) or `"public"` (the default without one).
+    pub metrics: Option<Spanned<MetricsAccess>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsAccess {
+    Token,
+    Public,
 }
 
 /// `[auth]`: every socket must present a valid JWT, whose `sub` claim is its

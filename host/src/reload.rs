@@ -21,6 +21,7 @@ use serde::Serialize;
 use tokio::sync::{Mutex, mpsc};
 
 use crate::cluster::timers::DueTimer;
+use crate::escaped::Escaped;
 use crate::host_api::HostServices;
 use crate::http_api::plugin_routes::{PluginHttp, PluginRoutes};
 use crate::manifest::{Manifest, PluginSpec};
@@ -130,7 +131,7 @@ impl Reloader {
             tracing::warn!(
                 plugin = %timer.plugin,
                 "timer `{}` is due but the plugin is no longer loaded; dropped",
-                timer.key
+                Escaped(&timer.key)
             );
             return;
         };
@@ -139,12 +140,12 @@ impl Reloader {
             Ok(Err(error)) => tracing::warn!(
                 plugin = %timer.plugin,
                 "timer `{}` failed: {} ({})",
-                timer.key,
-                error.message,
-                error.code
+                Escaped(&timer.key),
+                Escaped(&error.message),
+                Escaped(&error.code)
             ),
             Err(failure) => {
-                tracing::warn!(plugin = %timer.plugin, "timer `{}` dropped: {failure}", timer.key);
+                tracing::warn!(plugin = %timer.plugin, "timer `{}` dropped: {}", Escaped(&timer.key), Escaped(&failure));
             }
         }
     }

@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 
 use crate::identity::bearer_token;
-use crate::manifest::is_reserved_event;
+use crate::manifest::{Secret, is_reserved_event};
 use crate::payload::Outgoing;
 use crate::reload::{ReloadCounts, ReloadError, Reloaded, Reloader};
 use crate::runtime::PluginStatus;
@@ -34,7 +34,7 @@ pub type Readiness = Option<Arc<dyn Fn() -> Result<(), String> + Send + Sync>>;
 pub struct ApiState {
     pub sockets: Arc<dyn Sockets>,
     /// `None`: `/api/v1` is off.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     pub namespaces: Arc<Namespaces>,
     pub readiness: Readiness,
     pub reloader: Arc<Reloader>,
@@ -153,7 +153,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
 
 impl ApiState {
     fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        check_api_token(self.token.as_deref(), headers)
+        check_api_token(self.token.as_ref().map(Secret::expose), headers)
     }
 
     /// Accepts `chat` as well as `/chat`; `%2F` is the root namespace.

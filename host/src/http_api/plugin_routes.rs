@@ -16,7 +16,7 @@ use tower_http::services::ServeDir;
 use super::{ApiError, check_api_token};
 use crate::bindings::exports::switchboard::plugin::http_handler;
 use crate::identity::{IdentityError, Verifier, bearer_token};
-use crate::manifest::RouteAuth;
+use crate::manifest::{RouteAuth, Secret};
 use crate::runtime::{CallError, PluginSlot};
 
 struct Target {
@@ -54,7 +54,7 @@ impl PluginRoutes {
 pub struct PluginHttp {
     pub routes: ArcSwap<PluginRoutes>,
     pub verifier: Option<Arc<Verifier>>,
-    pub api_token: Option<String>,
+    pub api_token: Option<Secret>,
     pub max_body_bytes: usize,
     pub static_files: Option<ServeDir>,
 }
@@ -176,7 +176,7 @@ impl PluginHttp {
         match auth {
             RouteAuth::None => Ok(None),
             RouteAuth::ApiToken => {
-                check_api_token(self.api_token.as_deref(), headers).map(|()| None)
+                check_api_token(self.api_token.as_ref().map(Secret::expose), headers).map(|()| None)
             }
             RouteAuth::User => {
                 let Some(verifier) = &self.verifier else {

@@ -11,6 +11,7 @@ use socketioxide::extract::SocketRef;
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
 
+use crate::escaped::Escaped;
 use crate::payload::Outgoing;
 
 #[derive(Debug, thiserror::Error)]
@@ -206,7 +207,7 @@ impl<A: Adapter> Sockets for ClusterSockets<A> {
                 Ok(()) => return Ok(()),
                 Err(error) => tracing::warn!(
                     namespace,
-                    event,
+                    event = %Escaped(event),
                     "cluster emit failed ({error}); delivering to this node's sockets only"
                 ),
             }

@@ -179,7 +179,7 @@ impl Reloader {
             Ok(Reloaded::Unchanged) => slot.record(None),
             Err(error) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(plugin = name, "{error}");
+                tracing::warn!(plugin = name, "{}", Escaped(error));
                 slot.record(Some(error.to_string()));
             }
         }
@@ -205,7 +205,7 @@ impl Reloader {
             Ok(()) => tracing::info!("manifest reloaded"),
             Err(error) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("manifest not applied: {error}");
+                tracing::warn!("manifest not applied: {}", Escaped(error));
             }
         }
         applied

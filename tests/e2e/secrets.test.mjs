@@ -159,7 +159,20 @@ describe("a server with every secret set", () => {
     assert.equal(mistyped.code, 1);
     assert.match(mistyped.stderr, /expected a string/);
     assert.doesNotMatch(mistyped.stderr, /7310573105/);
-    for (const [label, run] of Object.entries({ valid, broken, mistyped })) {
+    const fromEnvironment = await runSwitchboard(
+      ["check", writeManifest(manifest("redis://overridden:1", { extra: 'ca_file = "ca.pem"\n' }))],
+      {
+        env: {
+          RUST_LOG: LOG_FILTER,
+          SWITCHBOARD_API_TOKEN: SECRETS["API token"],
+          SWITCHBOARD_JWT_SECRET: SECRETS["JWT secret"],
+          SWITCHBOARD_REDIS_URL: redisUrl,
+        },
+      },
+    );
+    assert.equal(fromEnvironment.code, 1);
+    assert.match(fromEnvironment.stderr, /redis:\/\/default:\*\*\*\*@127\.0\.0\.1:\d+ does not use TLS/);
+    for (const [label, run] of Object.entries({ valid, broken, mistyped, fromEnvironment })) {
       assertNoSecret(`check of the ${label} manifest (stdout)`, run.stdout);
       assertNoSecret(`check of the ${label} manifest (stderr)`, run.stderr);
     }

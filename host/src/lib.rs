@@ -13,9 +13,11 @@
 //!   the API token and the Origin policy in front of Socket.IO.
 //! - [`reload`]: hot reload of plugin components (file watch, API, SIGHUP).
 //! - [`server`]: loads a manifest and serves it until shutdown.
+//! - [`escaped`]: client and plugin text made safe for log lines.
 
 pub mod bindings;
 pub mod cluster;
+pub mod escaped;
 pub mod host_api;
 pub mod http_api;
 pub mod identity;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use switchboard::escaped::Escaped;
 use switchboard::http_api;
 use switchboard::manifest::AllowedOrigins;
 use switchboard::runtime::Runtime;
@@ -55,7 +56,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // Errors can carry a plugin's own text (its `init` error); escaped, it stays one line.
+            eprintln!("error: {}", Escaped(format_args!("{error:#}")));
             ExitCode::FAILURE
         }
     }

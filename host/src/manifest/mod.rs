@@ -5,6 +5,7 @@ mod error;
 mod origins;
 mod redis_url;
 mod schema;
+mod secret;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,6 +18,7 @@ pub use origins::{AllowedOrigins, OriginPattern};
 pub use redis_url::RedisUrl;
 use schema::{AuthSection, ManifestFile, PluginSection, RouteSection};
 pub use schema::{Fallback, InstanceModel, JwtAlgorithm, MetricsAccess, RouteAuth};
+pub use secret::Secret;
 use toml::Spanned;
 
 /// The manifest format version this release reads.
@@ -61,7 +63,7 @@ pub struct Manifest {
     /// `None`: a single node keeping everything in memory.
     pub cluster: Option<ClusterSettings>,
     /// `None`: the HTTP API is off.
-    pub api_token: Option<String>,
+    pub api_token: Option<Secret>,
     /// Who may read `/metrics`.
     pub metrics: MetricsAccess,
     /// `None`: identities are not verified.
@@ -85,26 +87,6 @@ pub struct AuthSettings {
 pub enum JwtKey {
     Secret(Secret),
     PublicKeyPem(String),
-}
-
-/// A secret that never appears in logs or errors.
-#[derive(Clone, PartialEq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(secret: String) -> Self {
-        Self(secret)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(****)")
-    }
 }
 
 /// An HTTP route of a plugin.
@@ -221,9 +203,9 @@ impl Manifest {
             &path,
             &source,
             &Overrides {
-                redis_url: variable(REDIS_URL_VARIABLE),
-                api_token: variable(API_TOKEN_VARIABLE),
-                jwt_secret: variable(JWT_SECRET_VARIABLE),
+                redis_url: variable(REDIS_URL_VARIABLE).map(Secret::new),
+                api_token: variable(API_TOKEN_VARIABLE).map(Secret::new),
+                jwt_secret: variable(JWT_SECRET_VARIABLE).map(Secret::new),
                 jwt_public_key: variable(JWT_PUBLIC_KEY_VARIABLE),
             },
         )
@@ -252,9 +234,10 @@ impl Manifest {
 /// Settings the environment gives instead of the manifest.
 #[derive(Debug, Default)]
 struct Overrides {
-    redis_url: Option<String>,
-    api_token: Option<String>,
-    jwt_secret: Option<String>,
+    redis_url: Option<Secret>,
+    api_token: Option<Secret>,
+    jwt_secret: Option<Secret>,
+    /// PEM text of a public key: not a secret.
     jwt_public_key: Option<String>,
 }
 
@@ -414,8 +397,8 @@ impl Validator<'_> {
 
     fn cluster(&self, cluster: schema::ClusterSection) -> Result<ClusterSettings, ManifestError> {
         let (url, span) = match (&self.overrides.redis_url, &cluster.redis_url) {
-            (Some(url), _) => (url.clone(), 0..0),
-            (None, Some(url)) => (url.get_ref().clone(), url.span()),
+            (Some(url), _) => (url.expose(), 0..0),
+            (None, Some(url)) => (url.get_ref().expose(), url.span()),
             (None, None) => {
                 return self.invalid(
                     0..0,
@@ -424,7 +407,7 @@ impl Validator<'_> {
             }
         };
         let redis_url =
-            RedisUrl::parse(&url).or_else(|message| self.invalid(span.clone(), message))?;
+            RedisUrl::parse(url).or_else(|message| self.invalid(span.clone(), message))?;
         if cluster.ca_file.is_some() && !redis_url.is_tls() {
             return self.invalid(
                 span,
@@ -451,7 +434,7 @@ impl Validator<'_> {
                     );
                 }
                 match self.overrides.jwt_secret.clone().or(auth.secret) {
-                    Some(secret) => JwtKey::Secret(Secret::new(secret)),
+                    Some(secret) => JwtKey::Secret(secret),
                     None => {
                         return self.invalid(
                             0..0,
@@ -774,8 +757,8 @@ history_size = 20
         assert_eq!(from_file.redis_url.expose(), "redis://:pw@file:1");
         assert_eq!(from_file.prefix, "switchboard");
         let overrides = Overrides {
-            redis_url: Some("redis://env:2".to_owned()),
-            api_token: Some("t".to_owned()),
+            redis_url: Some(Secret::new("redis://env:2".to_owned())),
+            api_token: Some(Secret::new("t".to_owned())),
             ..Overrides::default()
         };
         let manifest = Manifest::parse_with(Path::new("/m.toml"), source, &overrides).unwrap();
@@ -783,7 +766,7 @@ history_size = 20
             manifest.cluster.unwrap().redis_url.expose(),
             "redis://env:2"
         );
-        assert_eq!(manifest.api_token.as_deref(), Some("t"));
+        assert_eq!(manifest.api_token.as_ref().map(Secret::expose), Some("t"));
         let error = parse("version = 1\n[cluster]\nredis_url = \"http://:pw@x\"\n")
             .unwrap_err()
             .to_string();
@@ -831,6 +814,30 @@ history_size = 20
         );
         let secret = parse(&format!("{CHAT}[auth]\nsecret = \"hunter2\"\n")).unwrap();
         assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_and_errors() {
+        let source = format!(
+            "{CHAT}[api]\ntoken = \"api-s3cret\"\n[auth]\nsecret = \"jwt-s3cret-jwt-s3cret-jwt-s3cret!\"\n\
+             [cluster]\nredis_url = \"rediss://app:redis-s3cret@cache:6380\"\n"
+        );
+        let manifest = parse(&source).unwrap();
+        let shown = format!("{manifest:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+        let schema: ManifestFile = toml::from_str(&source).unwrap();
+        let shown = format!("{schema:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        for wrong_type in ["[api]\ntoken = 73105", "[auth]\nsecret = 73105.5"] {
+            let error = parse(&format!("{CHAT}{wrong_type}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("expected a string") && !error.contains("73105"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::Secret;
+
 /// The whole manifest file.
 ///
 /// ```toml
@@ -94,7 +96,7 @@ impl Default for ServerSection {
 pub struct ClusterSection {
     /// `"redis://[user:password@]host:port"`, or `"rediss://..."` for TLS.
     /// The environment variable `SWITCHBOARD_REDIS_URL` overrides it.
-    pub redis_url: Option<Spanned<String>>,
+    pub redis_url: Option<Spanned<Secret>>,
     /// PEM file of the CA that signed the Redis server's certificate, for
     /// `rediss://` with a private CA: `"redis-ca.pem"`. Without it the system's
     /// trusted roots are used.
@@ -134,7 +136,7 @@ fn default_request_timeout_ms() -> u64 {
 pub struct ApiSection {
     /// Bearer token required by `/api/v1/...`. The environment variable
     /// `SWITCHBOARD_API_TOKEN` overrides it; with neither, the API is off.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Who may read `/metrics`: `"token"` (the bearer token above; the
     /// default when there is one) or `"public"` (the default without one).
     pub metrics: Option<Spanned<MetricsAccess>>,
@@ -157,7 +159,7 @@ pub struct AuthSection {
     pub algorithm: JwtAlgorithm,
     /// HS256 shared secret. The environment variable `SWITCHBOARD_JWT_SECRET`
     /// overrides it.
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     /// RS256 / ES256: PEM file of the issuer's public key, e.g. `"jwt.pub.pem"`.
     /// The environment variable `SWITCHBOARD_JWT_PUBLIC_KEY` (the PEM text)
     /// overrides it.

@@ -7,13 +7,14 @@
 //! shared counter), `claim` (compare-and-swap race for a key), `whoami` (acks
 //! the verified user id and the handshake `auth`), `schedule` / `cancel`
 //! (a timer that emits `timer` back to the socket; the key `trap` panics
-//! instead). Its HTTP routes echo the request they got, but paths ending in
+//! instead), `log` (logs the payload, a string, at `info`, as a plugin that
+//! logs client text would). Its HTTP routes echo the request they got, but paths ending in
 //! `/trap` panic and paths ending in `/spin` loop forever.
 
 use serde::Deserialize;
 use serde_json::json;
 use switchboard_sdk::{
-    Config, Conn, Error, Payload, Plugin, clock, emit, export_plugin, http, state, timers,
+    Config, Conn, Error, Payload, Plugin, clock, emit, export_plugin, http, log, state, timers,
 };
 
 #[derive(Deserialize)]
@@ -85,6 +86,11 @@ impl Plugin for Faulty {
                 }
             }
             "fail" => Err(Error::new("deliberate", "asked to fail")),
+            "log" => {
+                let text: String = payload.parse()?;
+                log::info(&text);
+                Ok(Some(Payload::new(&json!({ "logged": text.len() }))?))
+            }
             "count" => Ok(Some(Payload::new(&state::incr("counter", 1)?)?)),
             "claim" => {
                 let claim: Claim = payload.parse()?;

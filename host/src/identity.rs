@@ -1,7 +1,8 @@
 //! Who a client is: JSON Web Tokens verified with the manifest's `[auth]`
 //! key. The token's `sub` claim is the user id, for sockets (handshake
 //! `auth.token` or an `Authorization: Bearer` header) and for plugin HTTP
-//! routes (the bearer header).
+//! routes (the bearer header). A verified token also says until when it
+//! holds ([`Identity`]): a socket is disconnected then.
 
 use std::time::Duration;
 

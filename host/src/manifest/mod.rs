@@ -424,7 +424,10 @@ impl Validator<'_> {
     }
 
     fn auth(&self, auth: AuthSection) -> Result<AuthSettings, ManifestError> {
-        let key_span = auth.public_key_file.as_ref().map_or(0..0, Spanned::span);
+        // Where the key was given, for errors about it: a place in the
+        // manifest, or the environment variable that overrode it.
+        let mut key_span = auth.public_key_file.as_ref().map_or(0..0, Spanned::span);
+        let mut key_variable = None;
         let key = match auth.algorithm {
             JwtAlgorithm::Hs256 => {
                 if auth.public_key_file.is_some() {
@@ -433,9 +436,16 @@ impl Validator<'_> {
                         "`public_key_file` is for RS256 and ES256; HS256 uses `secret`".to_owned(),
                     );
                 }
-                match self.overrides.jwt_secret.clone().or(auth.secret) {
-                    Some(secret) => JwtKey::Secret(secret),
-                    None => {
+                match (&self.overrides.jwt_secret, auth.secret) {
+                    (Some(secret), _) => {
+                        key_variable = Some(JWT_SECRET_VARIABLE);
+                        JwtKey::Secret(secret.clone())
+                    }
+                    (None, Some(secret)) => {
+                        key_span = secret.span();
+                        JwtKey::Secret(secret.into_inner())
+                    }
+                    (None, None) => {
                         return self.invalid(
                             0..0,
                             format!(
@@ -454,7 +464,10 @@ impl Validator<'_> {
                     );
                 }
                 let pem = match (&self.overrides.jwt_public_key, &auth.public_key_file) {
-                    (Some(pem), _) => pem.clone(),
+                    (Some(pem), _) => {
+                        key_variable = Some(JWT_PUBLIC_KEY_VARIABLE);
+                        pem.clone()
+                    }
                     (None, Some(file)) => {
                         let path = self.base.join(file.get_ref());
                         std::fs::read_to_string(&path).or_else(|error| {
@@ -484,7 +497,11 @@ impl Validator<'_> {
             audience: auth.audience,
         };
         if let Err(error) = crate::identity::Verifier::new(&settings) {
-            return self.invalid(key_span, error.to_string());
+            let message = match key_variable {
+                Some(variable) => format!("{variable}: {error}"),
+                None => error.to_string(),
+            };
+            return self.invalid(key_span, message);
         }
         Ok(settings)
     }
@@ -812,7 +829,10 @@ history_size = 20
                 .contains("cannot read the RS256 public key"),
             "{error}"
         );
-        let secret = parse(&format!("{CHAT}[auth]\nsecret = \"hunter2\"\n")).unwrap();
+        let secret = parse(&format!(
+            "{CHAT}[auth]\nsecret = \"hunter2-hunter2-hunter2-hunter2!\"\n"
+        ))
+        .unwrap();
         assert!(!format!("{secret:?}").contains("hunter2"));
     }
 
@@ -838,6 +858,34 @@ history_size = 20
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn hs256_secrets_shorter_than_32_bytes_are_refused_wherever_they_come_from() {
+        let lines = CHAT.lines().count();
+        let error = parse(&format!(
+            "{CHAT}[auth]\nsecret = \"only-31-bytes-long-not-enough!!\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains(&format!(":{}:10: the HS256 secret is 31 bytes long; it needs at least 32 bytes: make one with `openssl rand -base64 32`", lines + 2)),
+            "{error}"
+        );
+        assert!(!error.contains("only-31"), "{error}");
+        let overrides = Overrides {
+            jwt_secret: Some(Secret::new("short".to_owned())),
+            ..Overrides::default()
+        };
+        let long_in_file = format!("{CHAT}[auth]\nsecret = \"{}\"\n", "s".repeat(32));
+        let error = Manifest::parse_with(Path::new("/m.toml"), &long_in_file, &overrides)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("SWITCHBOARD_JWT_SECRET: the HS256 secret is 5 bytes long"),
+            "{error}"
+        );
+        assert!(parse(&long_in_file).is_ok());
     }
 
     #[test]

@@ -158,8 +158,8 @@ pub struct AuthSection {
     #[serde(default)]
     pub algorithm: JwtAlgorithm,
     /// HS256 shared secret. The environment variable `SWITCHBOARD_JWT_SECRET`
-    /// overrides it.
-    pub secret: Option<Secret>,
+    /// overrides it. At least 32 bytes, e.g. from `openssl rand -base64 32`.
+    pub secret: Option<Spanned<Secret>>,
     /// RS256 / ES256: PEM file of the issuer's public key, e.g. `"jwt.pub.pem"`.
     /// The environment variable `SWITCHBOARD_JWT_PUBLIC_KEY` (the PEM text)
     /// overrides it.

@@ -114,6 +114,9 @@ pub struct ServerSettings {
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     pub max_payload_bytes: u64,
+    /// Per client; see [`crate::transport`] for what happens beyond it.
+    pub max_outbound_bytes: usize,
+    pub write_timeout: Duration,
     pub static_dir: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
     pub allowed_origins: AllowedOrigins,
@@ -287,6 +290,18 @@ impl Validator<'_> {
         if server.max_payload_bytes == 0 {
             return self.invalid(0..0, "`max_payload_bytes` must be at least 1".to_owned());
         }
+        if server.max_outbound_bytes < server.max_payload_bytes {
+            return self.invalid(
+                0..0,
+                format!(
+                    "`max_outbound_bytes` ({}) must be at least `max_payload_bytes` ({}): a client could not even receive one event of the largest size",
+                    server.max_outbound_bytes, server.max_payload_bytes
+                ),
+            );
+        }
+        if server.write_timeout_ms == 0 {
+            return self.invalid(0..0, "`write_timeout_ms` must be at least 1".to_owned());
+        }
 
         let allowed_origins = self.allowed_origins(server.allowed_origins)?;
         let api_token = self.overrides.api_token.clone().or(file.api.token);
@@ -353,6 +368,9 @@ impl Validator<'_> {
                 ping_interval: Duration::from_millis(server.ping_interval_ms),
                 ping_timeout: Duration::from_millis(server.ping_timeout_ms),
                 max_payload_bytes: server.max_payload_bytes,
+                max_outbound_bytes: usize::try_from(server.max_outbound_bytes)
+                    .unwrap_or(usize::MAX),
+                write_timeout: Duration::from_millis(server.write_timeout_ms),
                 static_dir: server.static_dir.map(|dir| self.base.join(dir)),
                 cache_dir: server.cache_dir.map(|dir| self.base.join(dir)),
                 allowed_origins,

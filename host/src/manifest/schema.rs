@@ -63,6 +63,14 @@ pub struct ServerSection {
     /// event gets a `payload_too_large` error; a transport frame over twice
     /// this size closes that connection.
     pub max_payload_bytes: u64,
+    /// Most bytes of events waiting to be written to one client: `4194304`.
+    /// A client that stops reading, or reads slower than it is sent to, is
+    /// disconnected once this much waits for it, rather than left connected
+    /// while it misses events.
+    pub max_outbound_bytes: u64,
+    /// Longest a write to a WebSocket client may take, in milliseconds:
+    /// `10000`. A client that takes longer to read is disconnected.
+    pub write_timeout_ms: u64,
     /// Directory of static files served at `/`, e.g. `"public"`.
     pub static_dir: Option<PathBuf>,
     /// Where precompiled plugin code is cached. Defaults to
@@ -83,6 +91,8 @@ impl Default for ServerSection {
             ping_interval_ms: 25_000,
             ping_timeout_ms: 20_000,
             max_payload_bytes: 1_000_000,
+            max_outbound_bytes: 4 << 20,
+            write_timeout_ms: 10_000,
             static_dir: None,
             cache_dir: None,
             allowed_origins: None,

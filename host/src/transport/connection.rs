@@ -157,6 +157,13 @@ impl<A: Adapter> Connection<A> {
                 job = queue.recv() => match job {
                     Some(Job::Event { packet, ack }) => self.handle(packet, ack).await,
                     Some(Job::Disconnect { reason, done }) => {
+                        if reason == DisconnectReason::SlowClient {
+                            tracing::warn!(
+                                socket = %self.conn.socket_id,
+                                namespace = %self.conn.namespace,
+                                "disconnected a client that did not keep up with the events sent to it (server.max_outbound_bytes, server.write_timeout_ms)"
+                            );
+                        }
                         self.disconnected(&reason.to_string()).await;
                         let _ = done.send(());
                         break;

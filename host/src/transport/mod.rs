@@ -32,6 +32,9 @@ pub use room_names::{
 pub use routes::{NamespaceRoutes, Routes};
 pub use sockets::{Audience, ClusterSockets, Membership, Sockets, SocketsError};
 
+/// Packets that may wait for one client, whatever their size.
+const MAX_OUTBOUND_PACKETS: usize = 4096;
+
 /// Builds the Socket.IO layer and its handle from the `[server]` settings,
 /// on the adapter `builder` was given.
 pub fn socket_io<A: Adapter>(
@@ -47,6 +50,13 @@ pub fn socket_io<A: Adapter>(
         // Events over `max_payload_bytes` get a clear error from the host; only
         // frames far beyond it are refused by the transport itself.
         .max_payload(settings.max_payload_bytes.saturating_mul(2))
+        // A client that cannot keep up is disconnected (reason "client did not
+        // keep up with the packets sent to it"), never left connected while its
+        // events are dropped: the bound is in bytes; the packet count only
+        // backs it up.
+        .max_buffer_bytes(settings.max_outbound_bytes)
+        .max_buffer_size(MAX_OUTBOUND_PACKETS)
+        .write_timeout(settings.write_timeout)
         .ws_max_message_size(frame_limit)
         .ws_max_frame_size(frame_limit)
         .build_layer()

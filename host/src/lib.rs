@@ -3,6 +3,7 @@
 //!
 //! Module map:
 //! - [`manifest`]: the TOML manifest, its strict schema and located errors.
+//! - [`metrics`]: the Prometheus series the host records, and their recorder.
 //! - [`runtime`]: the wasmtime engine, compiled plugins, warm instance pools.
 //! - [`bindings`]: the WIT world (`wit/plugin.wit`) as Rust, generated once.
 //! - [`host_api`]: the host side of each WIT import interface, one file each.
@@ -23,6 +24,7 @@ pub mod host_api;
 pub mod http_api;
 pub mod identity;
 pub mod manifest;
+pub mod metrics;
 pub mod payload;
 pub mod reload;
 pub mod runtime;

@@ -23,6 +23,7 @@ use crate::http_api::plugin_routes::{PluginHttp, PluginRoutes};
 use crate::http_api::{self, ApiToken, Readiness};
 use crate::identity::{KeyError, Verifier};
 use crate::manifest::{Location, Manifest, PluginName, PluginSpec};
+use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::runtime::{CallError, CompiledPlugin, LoadError, Plugin, PluginSlot, Runtime};
 use crate::transport::{self, ClusterSockets, NamespaceReady, Namespaces, Routes, Sockets};
@@ -123,6 +124,8 @@ impl Server {
     /// Loads the plugins and, when the manifest has a `[cluster]`, connects to
     /// Redis (waiting, with backoff, while it cannot be reached).
     pub async fn load(manifest: Manifest, listener: TcpListener) -> Result<Self, ServeError> {
+        // Installed first: what is recorded before the recorder is lost.
+        Metrics::global();
         let Some(settings) = manifest.cluster.clone() else {
             return Self::assemble(manifest, listener, Backend::in_memory()).await;
         };

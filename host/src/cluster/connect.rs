@@ -17,6 +17,7 @@ use rustls_pki_types::pem::PemObject;
 
 use super::Backoff;
 use crate::manifest::{ClusterSettings, Fallback, RedisUrl};
+use crate::metrics;
 
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
@@ -105,6 +106,7 @@ pub async fn connect(settings: &ClusterSettings) -> Result<RedisConnection, Conn
         });
     }
     tracing::info!(%url, "connected to Redis");
+    watch_connection(&commands);
     Ok(RedisConnection {
         commands,
         subscriber,
@@ -132,6 +134,21 @@ fn trusting(ca_file: &Path) -> Result<rustls::ClientConfig, String> {
         .map_err(|error| error.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+/// Keeps the Redis metrics current: the command connection is what plugins'
+/// state calls and timers wait on.
+fn watch_connection(commands: &Client) {
+    metrics::redis_connected(true);
+    commands.on_error(|_| async {
+        metrics::redis_connected(false);
+        Ok(())
+    });
+    commands.on_reconnect(|_| async {
+        metrics::redis_reconnected();
+        metrics::redis_connected(true);
+        Ok(())
+    });
 }
 
 /// After every reconnection, subscribes again to the adapter's (sharded)

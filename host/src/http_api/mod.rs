@@ -26,6 +26,7 @@ use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 
 use crate::manifest::{MetricsAccess, is_reserved_event};
+use crate::metrics::Metrics;
 use crate::payload::Outgoing;
 use crate::reload::{ReloadCounts, ReloadError, Reloaded, Reloader};
 use crate::runtime::PluginStatus;
@@ -359,7 +360,7 @@ async fn metrics(
         check_api_token(state.token.as_deref(), &headers)?;
     }
     let counts = state.reloader.counts();
-    let mut text = String::new();
+    let mut text = Metrics::global().render();
     let _ = writeln!(
         text,
         "# HELP switchboard_plugin_reloads_total Plugin reloads attempted (file change, API or SIGHUP)."

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use super::Namespace;
 use crate::bindings::{Conn, PluginError};
 use crate::identity::{Identity, IdentityError};
+use crate::metrics;
 use crate::payload::{self, Outgoing};
 
 /// The `on-disconnect` reason plugins see for the sockets of a node shutting down.
@@ -95,6 +96,7 @@ impl<A: Adapter> MessageHandler<A, Queued> for EventQueue<A> {
             self.jobs.try_send(Job::Event { packet, ack })
         {
             let event = event_name(&packet).unwrap_or_default();
+            metrics::event_refused(socket.ns(), "overloaded");
             let error = PluginError::new(
                 "overloaded",
                 format!(
@@ -125,6 +127,7 @@ fn deadline(expires_at_s: u64) -> Option<Instant> {
 
 impl<A: Adapter> Connection<A> {
     async fn run(self, mut queue: mpsc::Receiver<Job<A>>) {
+        metrics::connected(&self.conn.namespace);
         if let Some(liveness) = &self.namespace.liveness {
             liveness.connected(&self.conn).await;
         }
@@ -144,7 +147,7 @@ impl<A: Adapter> Connection<A> {
             }
         };
         tokio::pin!(expiry);
-        loop {
+        let gone = loop {
             // Biased: once the token expired, nothing queued is handled as
             // its user any more; at shutdown, the events already queued are
             // handled first.
@@ -152,7 +155,7 @@ impl<A: Adapter> Connection<A> {
                 biased;
                 () = &mut expiry => {
                     self.token_expired().await;
-                    break;
+                    break "token_expired";
                 }
                 job = queue.recv() => match job {
                     Some(Job::Event { packet, ack }) => self.handle(packet, ack).await,
@@ -166,16 +169,17 @@ impl<A: Adapter> Connection<A> {
                         }
                         self.disconnected(&reason.to_string()).await;
                         let _ = done.send(());
-                        break;
+                        break disconnect_label(&reason);
                     }
-                    None => break,
+                    None => break "gone",
                 },
                 () = &mut closing => {
                     self.disconnected(SHUTDOWN_REASON).await;
-                    break;
+                    break "shutdown";
                 }
             }
-        }
+        };
+        metrics::disconnected(&self.conn.namespace, gone);
     }
 
     async fn handle(&self, packet: Value, ack: Option<AckSender<A>>) {
@@ -187,7 +191,7 @@ impl<A: Adapter> Connection<A> {
                         "invalid_packet",
                         format!("cannot read the event: {error}"),
                     );
-                    return reply_error(&self.socket, ack, "", &error);
+                    return self.refuse(ack, "", &error);
                 }
             },
             Value::Bytes(_) => {
@@ -195,7 +199,7 @@ impl<A: Adapter> Connection<A> {
                     "invalid_packet",
                     "an event must start with its name as text",
                 );
-                return reply_error(&self.socket, ack, "", &error);
+                return self.refuse(ack, "", &error);
             }
         };
         let routes = self.namespace.routes.load_full();
@@ -207,7 +211,7 @@ impl<A: Adapter> Connection<A> {
                     self.conn.namespace
                 ),
             );
-            return reply_error(&self.socket, ack, &event, &error);
+            return self.refuse(ack, &event, &error);
         };
         let size = payload::size(&payload);
         if size > self.namespace.max_payload_bytes {
@@ -218,10 +222,19 @@ impl<A: Adapter> Connection<A> {
                     self.namespace.max_payload_bytes
                 ),
             );
-            return reply_error(&self.socket, ack, &event, &error);
+            return self.refuse(ack, &event, &error);
         }
+        let handled = |outcome: &str| {
+            metrics::event_handled(
+                &self.conn.namespace,
+                slot.spec.name.as_str(),
+                &event,
+                outcome,
+            );
+        };
         let error = match slot.current().on_event(&self.conn, &event, &payload).await {
             Ok(Ok(reply)) => {
+                handled("ok");
                 if let Some(ack) = ack {
                     send_ack(ack, reply);
                 }
@@ -230,7 +243,14 @@ impl<A: Adapter> Connection<A> {
             Ok(Err(refusal)) => refusal,
             Err(failure) => PluginError::new(failure.code(), failure.to_string()),
         };
+        handled(&error.code);
         reply_error(&self.socket, ack, &event, &error);
+    }
+
+    /// An event no plugin is given: counted, and the client told why.
+    fn refuse(&self, ack: Option<AckSender<A>>, event: &str, error: &PluginError) {
+        metrics::event_refused(&self.conn.namespace, &error.code);
+        reply_error(&self.socket, ack, event, error);
     }
 
     /// Tells the client why, disconnects it from the namespace (its client
@@ -322,6 +342,22 @@ fn reply_error<A: Adapter>(
     };
     if let Err(failure) = sent {
         tracing::debug!(socket = %socket.id, "error reply not sent: {failure}");
+    }
+}
+
+/// The `reason` label of a disconnect in the metrics.
+fn disconnect_label(reason: &DisconnectReason) -> &'static str {
+    match reason {
+        DisconnectReason::TransportClose => "transport_close",
+        DisconnectReason::TransportError => "transport_error",
+        DisconnectReason::MultipleHttpPollingError | DisconnectReason::PacketParsingError => {
+            "protocol_error"
+        }
+        DisconnectReason::HeartbeatTimeout => "ping_timeout",
+        DisconnectReason::SlowClient => "slow_client",
+        DisconnectReason::ClientNSDisconnect => "client_disconnect",
+        DisconnectReason::ServerNSDisconnect => "server_disconnect",
+        DisconnectReason::ClosingServer => "shutdown",
     }
 }
 

@@ -1,0 +1,112 @@
+//! Prometheus metrics: the process's recorder, and every series the host
+//! records, named and described in one place.
+//!
+//! Labels only take values the manifest or the host bounds (namespaces,
+//! plugin names, the events a manifest routes, host reasons), never free
+//! text a client chooses, so no client can grow the number of series.
+
+use std::sync::OnceLock;
+
+use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Sockets connected to this node, per namespace.
+pub const CONNECTIONS: &str = "switchboard_connections";
+/// Sockets that left, per namespace and reason.
+pub const DISCONNECTS: &str = "switchboard_disconnects_total";
+/// Events from clients routed to a plugin, per namespace, plugin, event and
+/// outcome (`ok` or the error code the client got).
+pub const EVENTS: &str = "switchboard_events_total";
+/// Events refused before any plugin saw them, per namespace and error code
+/// (`unknown_event`, `payload_too_large`, `overloaded`, `invalid_packet`...).
+pub const EVENTS_REFUSED: &str = "switchboard_events_refused_total";
+/// Whether this node's Redis connections are up (1) or not (0).
+pub const REDIS_CONNECTED: &str = "switchboard_redis_connected";
+/// Times this node's Redis connections came back after a loss.
+pub const REDIS_RECONNECTS: &str = "switchboard_redis_reconnects_total";
+
+/// The process's metrics, rendered for `/metrics`.
+pub struct Metrics {
+    handle: PrometheusHandle,
+}
+
+impl Metrics {
+    /// The process-wide recorder, installed by the first call.
+    pub fn global() -> &'static Metrics {
+        static METRICS: OnceLock<Metrics> = OnceLock::new();
+        METRICS.get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Another recorder can only be there if an embedding program set
+            // one: its metrics then go there, and ours render empty.
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics shows none of the host's series");
+            }
+            describe();
+            Metrics { handle }
+        })
+    }
+
+    /// Every series in the Prometheus text format.
+    pub fn render(&self) -> String {
+        self.handle.run_upkeep();
+        self.handle.render()
+    }
+}
+
+fn describe() {
+    describe_gauge!(CONNECTIONS, Unit::Count, "Sockets connected to this node.");
+    describe_counter!(DISCONNECTS, Unit::Count, "Sockets that left, by reason.");
+    describe_counter!(
+        EVENTS,
+        Unit::Count,
+        "Client events handled by a plugin, by outcome (`ok` or the error code)."
+    );
+    describe_counter!(
+        EVENTS_REFUSED,
+        Unit::Count,
+        "Client events refused before reaching a plugin, by error code."
+    );
+    describe_gauge!(
+        REDIS_CONNECTED,
+        "Whether this node's Redis connections are up."
+    );
+    describe_counter!(
+        REDIS_RECONNECTS,
+        Unit::Count,
+        "Redis connections re-established after a loss."
+    );
+}
+
+pub fn connected(namespace: &str) {
+    gauge!(CONNECTIONS, "namespace" => namespace.to_owned()).increment(1.0);
+}
+
+pub fn disconnected(namespace: &str, reason: &'static str) {
+    gauge!(CONNECTIONS, "namespace" => namespace.to_owned()).decrement(1.0);
+    counter!(DISCONNECTS, "namespace" => namespace.to_owned(), "reason" => reason).increment(1);
+}
+
+pub fn event_handled(namespace: &str, plugin: &str, event: &str, outcome: &str) {
+    counter!(
+        EVENTS,
+        "namespace" => namespace.to_owned(),
+        "plugin" => plugin.to_owned(),
+        "event" => event.to_owned(),
+        "outcome" => outcome.to_owned(),
+    )
+    .increment(1);
+}
+
+pub fn event_refused(namespace: &str, code: &str) {
+    counter!(EVENTS_REFUSED, "namespace" => namespace.to_owned(), "code" => code.to_owned())
+        .increment(1);
+}
+
+pub fn redis_connected(up: bool) {
+    gauge!(REDIS_CONNECTED).set(if up { 1.0 } else { 0.0 });
+}
+
+pub fn redis_reconnected() {
+    counter!(REDIS_RECONNECTS).increment(1);
+}

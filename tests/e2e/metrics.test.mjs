@@ -1,0 +1,87 @@
+// /metrics counts what happened to sockets and events: connections per
+// namespace, events by plugin and outcome, events refused before any plugin
+// saw them, and disconnects by reason.
+
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+
+import {
+  chatPlugin,
+  closeAllSockets,
+  connect,
+  emitAckError,
+  emitAckOk,
+  manifestToml,
+  startHost,
+  unique,
+  waitFor,
+} from "./harness.mjs";
+
+const API_TOKEN = "metrics-test-token";
+const MAX_PAYLOAD = 10000;
+
+let host;
+
+before(async () => {
+  host = await startHost({
+    manifest:
+      manifestToml({ server: { max_payload_bytes: MAX_PAYLOAD }, plugins: [chatPlugin()] }) +
+      `\n[api]\ntoken = "${API_TOKEN}"\n`,
+  });
+});
+
+after(async () => {
+  closeAllSockets();
+  if (host) {
+    const { code } = await host.stop();
+    assert.equal(code, 0, `host exit code; stderr:\n${host.stderr().slice(-2000)}`);
+  }
+});
+
+/** The samples of the Prometheus text format, as `{ name, labels, value }`. */
+function samples(text) {
+  return text
+    .split("\n")
+    .filter((line) => line && !line.startsWith("#"))
+    .map((line) => {
+      const match = line.match(/^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/);
+      assert.ok(match, `not a sample line: ${line}`);
+      const labels = Object.fromEntries([...(match[2] ?? "").matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], m[2]]));
+      return { name: match[1], labels, value: Number(match[3]) };
+    });
+}
+
+async function metric(name, labels) {
+  const response = await fetch(`${host.url}/metrics`, { headers: { authorization: `Bearer ${API_TOKEN}` } });
+  assert.equal(response.status, 200);
+  const found = samples(await response.text()).filter(
+    (sample) => sample.name === name && Object.entries(labels).every(([key, value]) => sample.labels[key] === value),
+  );
+  return found.reduce((sum, sample) => sum + sample.value, 0);
+}
+
+test("connections, events, refusals and disconnects are counted", async () => {
+  const staying = await connect(host.url, { auth: { user: unique("staying") } });
+  const leaving = await connect(host.url, { auth: { user: unique("leaving") } });
+  assert.equal(await metric("switchboard_connections", { namespace: "/" }), 2);
+
+  const room = unique("counted");
+  await emitAckOk(staying, "join", { room });
+  await emitAckOk(leaving, "join", { room });
+  assert.equal((await emitAckError(staying, "join", { room: "" })).code, "invalid_payload");
+  assert.equal((await emitAckError(staying, "no_such_event", {})).code, "unknown_event");
+  const tooLarge = { room, text: "x".repeat(MAX_PAYLOAD) };
+  assert.equal((await emitAckError(staying, "send_message", tooLarge)).code, "payload_too_large");
+
+  const handled = { namespace: "/", plugin: "chat", event: "join" };
+  assert.equal(await metric("switchboard_events_total", { ...handled, outcome: "ok" }), 2);
+  assert.equal(await metric("switchboard_events_total", { ...handled, outcome: "invalid_payload" }), 1);
+  assert.equal(await metric("switchboard_events_refused_total", { namespace: "/", code: "unknown_event" }), 1);
+  assert.equal(await metric("switchboard_events_refused_total", { namespace: "/", code: "payload_too_large" }), 1);
+  // A client-chosen event name never becomes a label.
+  assert.equal(await metric("switchboard_events_total", { event: "no_such_event" }), 0);
+
+  leaving.close();
+  await waitFor(async () => (await metric("switchboard_connections", { namespace: "/" })) === 1, undefined, "one connection left");
+  assert.equal(await metric("switchboard_disconnects_total", { namespace: "/", reason: "client_disconnect" }), 1);
+});

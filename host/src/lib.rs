@@ -12,6 +12,7 @@
 //! - [`http_api`]: health, readiness, the `/api/v1` emit and room endpoints,
 //!   the API token and the Origin policy in front of Socket.IO.
 //! - [`reload`]: hot reload of plugin components (file watch, API, SIGHUP).
+//! - [`listener`]: the accept loop: connection limits, HTTP timeouts.
 //! - [`server`]: loads a manifest and serves it until shutdown.
 
 pub mod bindings;
@@ -19,6 +20,7 @@ pub mod cluster;
 pub mod host_api;
 pub mod http_api;
 pub mod identity;
+pub mod listener;
 pub mod manifest;
 pub mod payload;
 pub mod reload;

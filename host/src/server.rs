@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use axum::serve::ListenerExt;
 use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::{SocketIo, SocketIoBuilder};
 use socketioxide_core::adapter::DefinedAdapter;
@@ -22,6 +21,7 @@ use crate::http_api::origin::{self, OriginGuard};
 use crate::http_api::plugin_routes::{PluginHttp, PluginRoutes};
 use crate::http_api::{self, ApiToken, Readiness};
 use crate::identity::{KeyError, Verifier};
+use crate::listener::{self, Admission, Timeouts};
 use crate::manifest::{Location, Manifest, PluginName, PluginSpec};
 use crate::reload::Reloader;
 use crate::runtime::{CallError, CompiledPlugin, LoadError, Plugin, PluginSlot, Runtime};
@@ -94,6 +94,8 @@ pub struct Server {
     sockets: Arc<dyn Sockets>,
     namespaces: Arc<Namespaces>,
     reloader: Arc<Reloader>,
+    admission: Arc<Admission>,
+    timeouts: Timeouts,
 }
 
 /// What differs between a single node in memory and a node of a cluster.
@@ -238,6 +240,11 @@ impl Server {
                 async move { namespaces.disconnect_lost(lost).await }
             });
         }
+        let limits = &manifest.server.connections;
+        let admission = Arc::new(Admission::new(
+            listener::connection_capacity(limits.max_connections),
+            limits.per_address,
+        ));
         let api = http_api::ApiState {
             sockets: sockets.clone(),
             token: api_token,
@@ -245,6 +252,7 @@ impl Server {
             namespaces: namespaces.clone(),
             readiness: backend.readiness,
             reloader: reloader.clone(),
+            admission: admission.clone(),
         };
         if manifest.server.allowed_origins.allows_any() {
             tracing::warn!(
@@ -264,6 +272,11 @@ impl Server {
             sockets,
             namespaces,
             reloader,
+            admission,
+            timeouts: Timeouts {
+                header_read: limits.header_read_timeout,
+                idle: limits.idle_timeout,
+            },
         })
     }
 
@@ -286,20 +299,19 @@ impl Server {
     ) -> Result<(), ServeError> {
         let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
         let (sockets, namespaces) = (self.sockets, self.namespaces);
-        // Without TCP_NODELAY an ack written right after an event waits for
-        // the client's delayed ACK of the event (40 ms on Linux).
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!("cannot set TCP_NODELAY: {error}");
-            }
-        });
-        let serve = axum::serve(listener, self.app).with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: closing connections");
-            let _ = stopping.send(());
-            namespaces.disconnect_all(DISCONNECT_GRACE).await;
-            sockets.close().await;
-        });
+        let serve = listener::serve(
+            self.listener,
+            self.app,
+            self.admission,
+            self.timeouts,
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: closing connections");
+                let _ = stopping.send(());
+                namespaces.disconnect_all(DISCONNECT_GRACE).await;
+                sockets.close().await;
+            },
+        );
         let grace_expired = async {
             if stopped.await.is_ok() {
                 tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -308,7 +320,7 @@ impl Server {
             }
         };
         tokio::select! {
-            served = serve => served?,
+            () = serve => {}
             () = grace_expired => tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; exiting anyway"),
         }
         Ok(())

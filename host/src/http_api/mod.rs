@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 
+use crate::listener::Admission;
 use crate::manifest::{MetricsAccess, is_reserved_event};
 use crate::payload::Outgoing;
 use crate::reload::{ReloadCounts, ReloadError, Reloaded, Reloader};
@@ -46,6 +47,7 @@ pub struct ApiState {
     pub namespaces: Arc<Namespaces>,
     pub readiness: Readiness,
     pub reloader: Arc<Reloader>,
+    pub admission: Arc<Admission>,
 }
 
 /// The host's own routes, then the plugins' routes and static files.
@@ -96,7 +98,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -348,7 +350,8 @@ async fn reload(
     }))
 }
 
-/// Prometheus text exposition of the reload counters and running versions;
+/// Prometheus text exposition of the reload counters, running versions and
+/// connection counts;
 /// behind the `[api]` token unless `[api] metrics = "public"`.
 async fn metrics(
     State(state): State<Arc<ApiState>>,
@@ -391,5 +394,6 @@ async fn metrics(
             status.name, status.version
         );
     }
+    state.admission.write_metrics(&mut text);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }

@@ -124,9 +124,14 @@ impl Backend<LocalAdapter> {
 impl Server {
     /// Loads the plugins and, when the manifest has a `[cluster]`, connects to
     /// Redis (waiting, with backoff, while it cannot be reached).
-    pub async fn load(manifest: Manifest, listener: TcpListener) -> Result<Self, ServeError> {
+    /// `admission` is shared with whatever answered on `listener` before.
+    pub async fn load(
+        manifest: Manifest,
+        listener: TcpListener,
+        admission: Arc<Admission>,
+    ) -> Result<Self, ServeError> {
         let Some(settings) = manifest.cluster.clone() else {
-            return Self::assemble(manifest, listener, Backend::in_memory()).await;
+            return Self::assemble(manifest, listener, admission, Backend::in_memory()).await;
         };
         let redis = match cluster::connect(&settings).await {
             Ok(redis) => Arc::new(redis),
@@ -135,7 +140,7 @@ impl Server {
                     "{unreachable}; running this node alone, in memory, as `fallback = \"local\"` asks: \
                      its rooms and state are not shared, and it will not join the cluster later"
                 );
-                return Self::assemble(manifest, listener, Backend::in_memory()).await;
+                return Self::assemble(manifest, listener, admission, Backend::in_memory()).await;
             }
             Err(error) => return Err(error.into()),
         };
@@ -170,12 +175,13 @@ impl Server {
                 ))
             }),
         };
-        Self::assemble(manifest, listener, backend).await
+        Self::assemble(manifest, listener, admission, backend).await
     }
 
     async fn assemble<A>(
         manifest: Manifest,
         listener: TcpListener,
+        admission: Arc<Admission>,
         backend: Backend<A>,
     ) -> Result<Self, ServeError>
     where
@@ -240,11 +246,6 @@ impl Server {
                 async move { namespaces.disconnect_lost(lost).await }
             });
         }
-        let limits = &manifest.server.connections;
-        let admission = Arc::new(Admission::new(
-            listener::connection_capacity(limits.max_connections),
-            limits.per_address,
-        ));
         let api = http_api::ApiState {
             sockets: sockets.clone(),
             token: api_token,
@@ -273,10 +274,7 @@ impl Server {
             namespaces,
             reloader,
             admission,
-            timeouts: Timeouts {
-                header_read: limits.header_read_timeout,
-                idle: limits.idle_timeout,
-            },
+            timeouts: Timeouts::from(&manifest.server.connections),
         })
     }
 

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 
-use crate::listener::Admission;
+use crate::listener::{self, Admission, Timeouts};
 use crate::manifest::{MetricsAccess, is_reserved_event};
 use crate::payload::Outgoing;
 use crate::reload::{ReloadCounts, ReloadError, Reloaded, Reloader};
@@ -66,9 +66,12 @@ pub fn router(state: ApiState, plugin_http: Arc<PluginHttp>) -> Router {
 
 /// Answers on `listener` while the server is still starting (loading plugins,
 /// waiting for Redis): `/healthz` is 200, everything else, `/readyz` included,
-/// is 503. Returns when `started` resolves, once in-flight requests are done.
+/// is 503, with the connection limits the server will have. Returns when
+/// `started` resolves, once in-flight requests are done.
 pub async fn serve_while_starting(
     listener: TcpListener,
+    admission: Arc<Admission>,
+    timeouts: Timeouts,
     started: impl Future<Output = ()> + Send + 'static,
 ) {
     let starting = Router::new()
@@ -80,12 +83,7 @@ pub async fn serve_while_starting(
                 "the server is starting: loading plugins or waiting for Redis",
             )
         });
-    if let Err(error) = axum::serve(listener, starting)
-        .with_graceful_shutdown(started)
-        .await
-    {
-        tracing::warn!("the start-up responder failed: {error}");
-    }
+    listener::serve(listener, starting, admission, timeouts, started).await;
 }
 
 /// A JSON error body: `{ "error": { "code", "message" } }`, the same shape

@@ -15,8 +15,9 @@ use axum::response::{IntoResponse, Response};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::fd_limit::connection_capacity;
 use crate::http_api::ApiError;
-use crate::manifest::AddressRate;
+use crate::manifest::{AddressRate, ConnectionLimits};
 
 /// Connections over `max_connections` that are still read: `/healthz`,
 /// `/readyz` and `/metrics` are answered on them, anything else gets a 503.
@@ -85,7 +86,16 @@ pub struct Admission {
 }
 
 impl Admission {
-    pub fn new(max_connections: usize, per_address: Option<AddressRate>) -> Self {
+    /// Admission as `limits` say, `max_connections` lowered to what the
+    /// file descriptors allow.
+    pub fn new(limits: &ConnectionLimits) -> Self {
+        Self::with_capacity(
+            connection_capacity(limits.max_connections),
+            limits.per_address,
+        )
+    }
+
+    fn with_capacity(max_connections: usize, per_address: Option<AddressRate>) -> Self {
         Self {
             max_connections,
             open: Arc::new(Semaphore::new(max_connections)),
@@ -275,7 +285,7 @@ mod tests {
 
     #[test]
     fn over_max_connections_the_reserve_is_refused_then_closed() {
-        let admission = Admission::new(2, None);
+        let admission = Admission::with_capacity(2, None);
         let admitted: Vec<_> = (0..2).map(|_| admission.admit(LOOPBACK)).collect();
         assert!(
             admitted
@@ -306,7 +316,7 @@ mod tests {
 
     #[test]
     fn one_address_over_its_burst_is_rate_limited_and_others_are_not() {
-        let admission = Admission::new(100, rate(1, 3));
+        let admission = Admission::with_capacity(100, rate(1, 3));
         let tickets: Vec<_> = (0..3).map(|_| admission.admit(LOOPBACK)).collect();
         assert!(
             tickets

@@ -20,6 +20,7 @@ use tower::ServiceExt;
 
 use super::admission::{Admission, Refusal};
 use super::stream::AdmittedStream;
+use crate::manifest::ConnectionLimits;
 
 /// How long a connection over a limit has to send its request: enough for a
 /// probe, which sends it with the connection, and short, as the reserve of
@@ -33,6 +34,15 @@ pub struct Timeouts {
     pub header_read: Duration,
     /// With no request in flight, from the connection or the previous response.
     pub idle: Duration,
+}
+
+impl From<&ConnectionLimits> for Timeouts {
+    fn from(limits: &ConnectionLimits) -> Self {
+        Self {
+            header_read: limits.header_read_timeout,
+            idle: limits.idle_timeout,
+        }
+    }
 }
 
 /// Serves HTTP/1 (and upgrades) on `stream` until the client closes, a

@@ -15,7 +15,6 @@ use std::time::Duration;
 pub use admission::Admission;
 use axum::Router;
 pub use connection::Timeouts;
-pub use fd_limit::connection_capacity;
 use stream::AdmittedStream;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

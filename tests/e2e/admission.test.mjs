@@ -22,6 +22,8 @@ import {
   waitFor,
 } from "./harness.mjs";
 
+/** Connections over `max_connections` read for a request at once (listener/admission.rs). */
+const PROBE_RESERVE = 32;
 /** Timeouts long enough that silent connections stay open for a whole test. */
 const PATIENT = { header_read_timeout_ms: 60000, idle_timeout_ms: 60000 };
 
@@ -130,6 +132,10 @@ describe("connection admission", () => {
     assert.equal(JSON.parse(refused.body).error.code, "too_many_connections");
     await assert.rejects(connect(started.url), (error) => error.description === 503);
 
+    // More silent connections than the reserve that reads refused ones: each
+    // new one (the probe too) takes the place of the one waiting longest.
+    const flood = Array.from({ length: 2 * PROBE_RESERVE }, () => silent(started.port));
+    await Promise.all(flood.map((connection) => connection.opened));
     const health = await rawGet(started.port, "/healthz");
     assert.deepEqual([health.status, health.body], [200, "ok"]);
     assert.equal((await rawGet(started.port, "/readyz")).status, 200);

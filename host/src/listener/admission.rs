@@ -1,7 +1,8 @@
 //! Which connections are served: at most `max_connections` at once, and new
 //! ones from one client address at a limited rate. A connection over a limit
-//! is still read briefly, from a small reserve, so it can be told why (and so
-//! probes keep answering); once the reserve is taken it is closed at once.
+//! is still read briefly, from a small reserve, so it can be told why (and,
+//! over `max_connections`, so probes keep answering, see [`super::reserve`]);
+//! a connection over the rate once its reserve is taken is closed at once.
 
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -16,6 +17,7 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::fd_limit::connection_capacity;
+use super::reserve::{Reserve, Seat};
 use crate::http_api::ApiError;
 use crate::manifest::{AddressRate, ConnectionLimits};
 
@@ -66,16 +68,31 @@ impl Refusal {
 /// A connection let in. Held as long as its socket is open (an upgraded
 /// WebSocket's too), it counts against the limit it was admitted under.
 pub struct Ticket {
-    _permit: OwnedSemaphorePermit,
+    place: Place,
     /// `Some`: the connection is over a limit and gets one answer at most.
     pub refusal: Option<Refusal>,
+}
+
+enum Place {
+    Permit { _permit: OwnedSemaphorePermit },
+    Seat(Arc<Seat>),
+}
+
+impl Ticket {
+    /// Its place in the reserve of connections over `max_connections`.
+    pub fn seat(&self) -> Option<Arc<Seat>> {
+        match &self.place {
+            Place::Seat(seat) => Some(seat.clone()),
+            Place::Permit { .. } => None,
+        }
+    }
 }
 
 /// Connection admission for one listener, with its counters.
 pub struct Admission {
     max_connections: usize,
     open: Arc<Semaphore>,
-    probe_reserve: Arc<Semaphore>,
+    probe_reserve: Arc<Reserve>,
     rate_reserve: Arc<Semaphore>,
     per_address: Option<DefaultKeyedRateLimiter<IpAddr>>,
     over_max: AtomicU64,
@@ -99,7 +116,7 @@ impl Admission {
         Self {
             max_connections,
             open: Arc::new(Semaphore::new(max_connections)),
-            probe_reserve: Arc::new(Semaphore::new(PROBE_RESERVE)),
+            probe_reserve: Reserve::new(PROBE_RESERVE),
             rate_reserve: Arc::new(Semaphore::new(RATE_RESERVE)),
             per_address: per_address.map(|rate| {
                 DefaultKeyedRateLimiter::dashmap(
@@ -120,29 +137,27 @@ impl Admission {
             .per_address
             .as_ref()
             .is_some_and(|limiter| limiter.check_key(&address_key(address)).is_err());
-        let (refusal, reserve, counter) = if over_rate {
-            (Refusal::RateLimited, &self.rate_reserve, &self.over_rate)
-        } else {
-            match self.open.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    return Some(Ticket {
-                        _permit: permit,
-                        refusal: None,
-                    });
-                }
-                Err(_) => (
-                    Refusal::TooManyConnections,
-                    &self.probe_reserve,
-                    &self.over_max,
-                ),
+        if over_rate {
+            self.over_rate.fetch_add(1, Ordering::Relaxed);
+            let permit = self.rate_reserve.clone().try_acquire_owned().ok()?;
+            return Some(Ticket {
+                place: Place::Permit { _permit: permit },
+                refusal: Some(Refusal::RateLimited),
+            });
+        }
+        match self.open.clone().try_acquire_owned() {
+            Ok(permit) => Some(Ticket {
+                place: Place::Permit { _permit: permit },
+                refusal: None,
+            }),
+            Err(_) => {
+                self.over_max.fetch_add(1, Ordering::Relaxed);
+                Some(Ticket {
+                    place: Place::Seat(self.probe_reserve.seat()),
+                    refusal: Some(Refusal::TooManyConnections),
+                })
             }
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        let permit = reserve.clone().try_acquire_owned().ok()?;
-        Some(Ticket {
-            _permit: permit,
-            refusal: Some(refusal),
-        })
+        }
     }
 
     /// Connections admitted and still open, those over a limit not counted.
@@ -284,7 +299,7 @@ mod tests {
     }
 
     #[test]
-    fn over_max_connections_the_reserve_is_refused_then_closed() {
+    fn over_max_connections_the_reserve_is_refused_and_its_longest_waiting_evicted() {
         let admission = Admission::with_capacity(2, None);
         let admitted: Vec<_> = (0..2).map(|_| admission.admit(LOOPBACK)).collect();
         assert!(
@@ -300,10 +315,18 @@ mod tests {
                 .iter()
                 .all(|ticket| ticket.refusal == Some(Refusal::TooManyConnections))
         );
+        let newcomer = admission.admit(LOOPBACK).expect("a seat");
         assert!(
-            admission.admit(LOOPBACK).is_none(),
-            "past the reserve: closed"
+            newcomer
+                .seat()
+                .is_some_and(|seat| !seat.evicted.is_cancelled())
         );
+        let evicted: Vec<_> = reserve
+            .iter()
+            .filter_map(Ticket::seat)
+            .filter(|seat| seat.evicted.is_cancelled())
+            .collect();
+        assert_eq!(evicted.len(), 1, "past the reserve, the oldest is closed");
         assert_eq!(admission.open(), 2);
         drop(admitted);
         assert_eq!(admission.open(), 0);

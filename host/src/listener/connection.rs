@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::admission::{Admission, Refusal};
+use super::reserve::Seat;
 use super::stream::AdmittedStream;
 use crate::manifest::ConnectionLimits;
 
@@ -46,15 +47,18 @@ impl From<&ConnectionLimits> for Timeouts {
 }
 
 /// Serves HTTP/1 (and upgrades) on `stream` until the client closes, a
-/// timeout passes, or `closing` asks every connection to finish.
+/// timeout passes, or `closing` asks every connection to finish. `refused`:
+/// the connection is over a limit, with its seat in the reserve if it has one.
 pub async fn serve(
     stream: AdmittedStream,
-    refusal: Option<Refusal>,
+    refused: Option<(Refusal, Option<Arc<Seat>>)>,
     app: Router,
     timeouts: Timeouts,
     admission: Arc<Admission>,
     closing: CancellationToken,
 ) {
+    let (refusal, seat) = refused.unzip();
+    let seat = seat.flatten();
     let timeouts = match refusal {
         None => timeouts,
         Some(_) => Timeouts {
@@ -66,8 +70,16 @@ pub async fn serve(
     let service = ConnectionService {
         app,
         refusal,
+        seat: seat.clone(),
         activity: activity.clone(),
     };
+    let evicted = async {
+        match &seat {
+            Some(seat) => seat.evicted.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(evicted);
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.header_read)
@@ -91,6 +103,8 @@ pub async fn serve(
                 }
                 return;
             }
+            // A newer connection took its place in the reserve: close it.
+            () = &mut evicted => return,
             () = closing.cancelled(), if !finishing => finishing = true,
             () = activity.idle_for(timeouts.idle), if !finishing => finishing = true,
         }
@@ -156,6 +170,7 @@ impl Drop for InFlight {
 struct ConnectionService {
     app: Router,
     refusal: Option<Refusal>,
+    seat: Option<Arc<Seat>>,
     activity: Arc<Activity>,
 }
 
@@ -166,6 +181,9 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let in_flight = self.activity.begin();
+        if let Some(seat) = &self.seat {
+            seat.request_read();
+        }
         let refusal = self
             .refusal
             .filter(|refusal| !refusal.lets_through(request.uri().path()));

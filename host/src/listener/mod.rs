@@ -1,11 +1,13 @@
 //! The accept loop: admits each connection ([`admission`]) within the
-//! file-descriptor limit ([`fd_limit`]), serves HTTP/1 on it with header and
+//! file-descriptor limit ([`fd_limit`]), over `max_connections` from a
+//! reserve ([`reserve`]), serves HTTP/1 on it with header and
 //! idle timeouts ([`connection`]), and on shutdown stops accepting and lets
 //! the connections finish.
 
 pub mod admission;
 mod connection;
 mod fd_limit;
+mod reserve;
 mod stream;
 
 use std::future::Future;
@@ -61,10 +63,10 @@ pub async fn serve(
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {error}");
         }
-        let refusal = ticket.refusal;
+        let (refusal, seat) = (ticket.refusal, ticket.seat());
         connections.spawn(connection::serve(
             AdmittedStream::new(tcp, ticket),
-            refusal,
+            refusal.map(|refusal| (refusal, seat)),
             app.clone(),
             timeouts,
             admission.clone(),

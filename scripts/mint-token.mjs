@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Signs an HS256 JSON Web Token with node:crypto, for the examples and tests.
-//   node scripts/mint-token.mjs <user> [secret] [hours]
+//   node scripts/mint-token.mjs <user> <secret> [hours]
 // prints a token whose `sub` is <user>, valid for [hours] (default 12).
+// The secret must have at least 32 bytes, as the server requires.
 
 import { createHmac } from "node:crypto";
 import { fileURLToPath } from "node:url";
@@ -14,6 +15,9 @@ export function signingInput(claims, algorithm) {
   return `${header}.${base64url(JSON.stringify(claims))}`;
 }
 
+/** Shortest HS256 secret the server accepts, in bytes. */
+const MIN_SECRET_BYTES = 32;
+
 /** An HS256 token for `claims`. */
 export function signHs256(claims, secret) {
   const input = signingInput(claims, "HS256");
@@ -24,6 +28,12 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const [user, secret, hours = "12"] = process.argv.slice(2);
   if (!user || !secret) {
     console.error("usage: node scripts/mint-token.mjs <user> <secret> [hours]");
+    process.exit(2);
+  }
+  if (Buffer.byteLength(secret) < MIN_SECRET_BYTES) {
+    console.error(
+      `the secret has ${Buffer.byteLength(secret)} bytes; the server refuses HS256 secrets under ${MIN_SECRET_BYTES}: make one with \`openssl rand -base64 32\``,
+    );
     process.exit(2);
   }
   const exp = Math.floor(Date.now() / 1000) + Number(hours) * 3600;

@@ -11,7 +11,7 @@ start_node "$here/switchboard.toml" 3101
 start_node "$here/switchboard.toml" 3102
 wait_ready 3101 3102
 
-secret="auction-example-secret"
+secret="auction-example-secret-of-at-least-32-bytes"
 echo
 echo "  Auction demo. Sam sells, Alice and Bob bid, each on the node of their link:"
 port=3101

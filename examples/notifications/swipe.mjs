@@ -11,7 +11,7 @@ import { signHs256 } from "../../scripts/mint-token.mjs";
 const require = createRequire(new URL("../../tests/package.json", import.meta.url));
 const { io } = require("socket.io-client");
 
-const SECRET = "notifications-example-secret";
+const SECRET = "notifications-example-secret-of-32-bytes-or-more";
 const BACKEND_TOKEN = "notifications-example-token";
 const [nodeA, nodeB] = process.argv.slice(2);
 

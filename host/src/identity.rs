@@ -1,7 +1,8 @@
 //! Who a client is: JSON Web Tokens verified with the manifest's `[auth]`
 //! key. The token's `sub` claim is the user id, for sockets (handshake
 //! `auth.token` or an `Authorization: Bearer` header) and for plugin HTTP
-//! routes (the bearer header).
+//! routes (the bearer header). A verified token also says until when it
+//! holds ([`Identity`]): a socket is disconnected then.
 
 use std::time::Duration;
 
@@ -46,18 +47,41 @@ impl IdentityError {
     }
 }
 
-/// A key that cannot verify anything: the manifest names it.
+/// Shortest HS256 secret accepted, in bytes: RFC 7518 (3.2) asks for a key
+/// at least as long as the SHA-256 output, or tokens can be forged by
+/// guessing the secret offline.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// A key that cannot verify anything, or not safely: the manifest names it.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read the {algorithm} public key: {source}; give a PEM-encoded public key")]
-pub struct KeyError {
-    algorithm: JwtAlgorithm,
-    #[source]
-    source: jsonwebtoken::errors::Error,
+pub enum KeyError {
+    #[error("cannot read the {algorithm} public key: {source}; give a PEM-encoded public key")]
+    PublicKey {
+        algorithm: JwtAlgorithm,
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    #[error(
+        "the HS256 secret is {length} bytes long; it needs at least {MIN_SECRET_BYTES} bytes: make one with `openssl rand -base64 32`"
+    )]
+    ShortSecret { length: usize },
+}
+
+/// Who a valid token names, and for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The `sub` claim.
+    pub user_id: String,
+    /// Unix time, in seconds, from which the token is refused as expired:
+    /// its `exp` plus the clock skew allowed, the same bound as on connect.
+    pub expires_at_s: u64,
 }
 
 #[derive(Deserialize)]
 struct Claims {
     sub: Option<String>,
+    /// Present: the validation requires it.
+    exp: u64,
 }
 
 pub struct Verifier {
@@ -75,12 +99,20 @@ impl Verifier {
             JwtAlgorithm::Es256 => Algorithm::ES256,
         };
         let key = match &settings.key {
-            JwtKey::Secret(secret) => DecodingKey::from_secret(secret.expose().as_bytes()),
+            JwtKey::Secret(secret) => {
+                let secret = secret.expose().as_bytes();
+                if secret.len() < MIN_SECRET_BYTES {
+                    return Err(KeyError::ShortSecret {
+                        length: secret.len(),
+                    });
+                }
+                DecodingKey::from_secret(secret)
+            }
             JwtKey::PublicKeyPem(pem) => match algorithm {
                 Algorithm::ES256 => DecodingKey::from_ec_pem(pem.as_bytes()),
                 _ => DecodingKey::from_rsa_pem(pem.as_bytes()),
             }
-            .map_err(|source| KeyError {
+            .map_err(|source| KeyError::PublicKey {
                 algorithm: accepts,
                 source,
             })?,
@@ -88,14 +120,21 @@ impl Verifier {
         let mut validation = Validation::new(algorithm);
         validation.leeway = settings.clock_skew.as_secs();
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
+        // A configured issuer or audience is only checked when the claim is
+        // there: without requiring it, a token that leaves it out would pass.
+        let mut required = vec!["exp"];
         match &settings.audience {
-            Some(audience) => validation.set_audience(&[audience]),
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(issuer) = &settings.issuer {
             validation.set_issuer(&[issuer]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         Ok(Self {
             key,
             validation,
@@ -103,13 +142,20 @@ impl Verifier {
         })
     }
 
-    /// The user id a token names, if it is valid now.
-    pub fn verify(&self, token: &str) -> Result<String, IdentityError> {
+    /// Who a token names, if it is valid now.
+    pub fn verify(&self, token: &str) -> Result<Identity, IdentityError> {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|error| self.explain(error))?
             .claims;
         match claims.sub {
-            Some(user_id) if !user_id.is_empty() => Ok(user_id),
+            Some(user_id) if !user_id.is_empty() => Ok(Identity {
+                user_id,
+                // `decode` refuses a token once now > exp + leeway, in whole seconds.
+                expires_at_s: claims
+                    .exp
+                    .saturating_add(self.validation.leeway)
+                    .saturating_add(1),
+            }),
             _ => Err(IdentityError::Rejected(
                 "it has no `sub` claim naming the user".to_owned(),
             )),
@@ -181,30 +227,42 @@ mod tests {
         jsonwebtoken::get_current_timestamp()
     }
 
+    const SECRET: &str = "unit-test-secret-of-at-least-32-bytes";
+
     #[test]
     fn accepts_a_valid_token_and_names_each_refusal() {
-        let verifier = Verifier::new(&settings("s3cret")).unwrap();
-        let valid = token(json!({"sub": "alice", "exp": now() + 60}), "s3cret");
-        assert_eq!(verifier.verify(&valid).unwrap(), "alice");
-        let within_skew = token(json!({"sub": "alice", "exp": now() - 2}), "s3cret");
-        assert_eq!(verifier.verify(&within_skew).unwrap(), "alice");
+        let verifier = Verifier::new(&settings(SECRET)).unwrap();
+        let exp = now() + 60;
+        let valid = token(json!({"sub": "alice", "exp": exp}), SECRET);
+        assert_eq!(
+            verifier.verify(&valid).unwrap(),
+            Identity {
+                user_id: "alice".to_owned(),
+                expires_at_s: exp + 5 + 1,
+            }
+        );
+        let within_skew = token(json!({"sub": "alice", "exp": now() - 2}), SECRET);
+        assert_eq!(verifier.verify(&within_skew).unwrap().user_id, "alice");
         let cases = [
             (
-                token(json!({"sub": "a", "exp": now() - 60}), "s3cret"),
+                token(json!({"sub": "a", "exp": now() - 60}), SECRET),
                 IdentityError::Expired,
             ),
             (
-                token(json!({"sub": "a", "exp": now() + 60}), "other"),
+                token(
+                    json!({"sub": "a", "exp": now() + 60}),
+                    "another-secret-of-at-least-32-bytes",
+                ),
                 IdentityError::BadSignature,
             ),
             (
-                token(json!({"exp": now() + 60}), "s3cret"),
+                token(json!({"exp": now() + 60}), SECRET),
                 IdentityError::Rejected("it has no `sub` claim naming the user".to_owned()),
             ),
             (
                 token(
                     json!({"sub": "a", "exp": now() + 600, "nbf": now() + 300}),
-                    "s3cret",
+                    SECRET,
                 ),
                 IdentityError::NotYetValid,
             ),
@@ -216,6 +274,56 @@ mod tests {
             verifier.verify("not.a.jwt"),
             Err(IdentityError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_configured_issuer_and_audience_must_be_in_the_token() {
+        let verifier = Verifier::new(&AuthSettings {
+            issuer: Some("https://id.example.com".to_owned()),
+            audience: Some("switchboard".to_owned()),
+            ..settings(SECRET)
+        })
+        .unwrap();
+        let claims = |iss: Option<&str>, aud: Option<&str>| {
+            let mut claims = json!({"sub": "a", "exp": now() + 60});
+            if let Some(iss) = iss {
+                claims["iss"] = json!(iss);
+            }
+            if let Some(aud) = aud {
+                claims["aud"] = json!(aud);
+            }
+            token(claims, SECRET)
+        };
+        let rejected = |why: &str| Err(IdentityError::Rejected(why.to_owned()));
+        let good = claims(Some("https://id.example.com"), Some("switchboard"));
+        assert_eq!(verifier.verify(&good).unwrap().user_id, "a");
+        let cases = [
+            (claims(None, Some("switchboard")), "it has no `iss` claim"),
+            (
+                claims(Some("https://id.example.com"), None),
+                "it has no `aud` claim",
+            ),
+            (
+                claims(Some("https://evil.example.com"), Some("switchboard")),
+                "wrong issuer (`iss`)",
+            ),
+            (
+                claims(Some("https://id.example.com"), Some("other")),
+                "wrong audience (`aud`)",
+            ),
+        ];
+        for (token, why) in cases {
+            assert_eq!(verifier.verify(&token), rejected(why), "{why}");
+        }
+    }
+
+    #[test]
+    fn refuses_hs256_secrets_shorter_than_32_bytes() {
+        let short = Verifier::new(&settings(&"s".repeat(MIN_SECRET_BYTES - 1)));
+        assert!(matches!(short, Err(KeyError::ShortSecret { length: 31 })));
+        let message = short.err().unwrap().to_string();
+        assert!(message.contains("at least 32") && message.contains("openssl rand -base64 32"));
+        assert!(Verifier::new(&settings(&"s".repeat(MIN_SECRET_BYTES))).is_ok());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`runtime`]: the wasmtime engine, compiled plugins, warm instance pools.
 //! - [`bindings`]: the WIT world (`wit/plugin.wit`) as Rust, generated once.
 //! - [`host_api`]: the host side of each WIT import interface, one file each.
+//! - [`identity`]: JWT verification: who a socket or HTTP caller is, and until when.
 //! - [`transport`]: Socket.IO namespaces, connect checks, per-socket event queues.
 //! - [`payload`]: event payloads between Socket.IO packets and plugins.
 //! - [`cluster`]: state shared by nodes (memory or Redis) and the Redis connection.
@@ -14,9 +15,11 @@
 //! - [`reload`]: hot reload of plugin components (file watch, API, SIGHUP).
 //! - [`listener`]: the accept loop: connection limits, HTTP timeouts.
 //! - [`server`]: loads a manifest and serves it until shutdown.
+//! - [`escaped`]: client and plugin text made safe for log lines.
 
 pub mod bindings;
 pub mod cluster;
+pub mod escaped;
 pub mod host_api;
 pub mod http_api;
 pub mod identity;

@@ -1,11 +1,13 @@
 //! The `switchboard` command: parse arguments, set up logging, hand over to the library.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use switchboard::escaped::Escaped;
 use switchboard::http_api;
 use switchboard::listener::{Admission, Timeouts};
 use switchboard::manifest::AllowedOrigins;
@@ -19,8 +21,37 @@ use tokio::net::TcpListener;
     about = "Socket.IO server running its app logic as WebAssembly plugins"
 )]
 struct Cli {
+    /// How log lines are written to stderr: `text` (coloured only on a
+    /// terminal, and not with NO_COLOR set) or `json` (one object per line).
+    #[arg(long, global = true, env = "SWITCHBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// What is logged when `RUST_LOG` is not set.
+const DEFAULT_LOG_FILTER: &str = "info,socketioxide=warn,engineioxide=warn";
+
+fn init_logging(format: LogFormat) {
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
+        );
+    match format {
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            subscriber.with_ansi(colour).init();
+        }
+        LogFormat::Json => subscriber.json().with_current_span(true).init(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -42,21 +73,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,socketioxide=warn,engineioxide=warn".into()),
-        )
-        .init();
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command {
         Command::Serve { manifest, listen } => serve(manifest, listen),
         Command::Check { manifest } => check(manifest),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // Errors can carry a plugin's own text (its `init` error); escaped, it stays one line.
+            eprintln!("error: {}", Escaped(format_args!("{error:#}")));
             ExitCode::FAILURE
         }
     }

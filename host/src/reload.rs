@@ -21,6 +21,7 @@ use serde::Serialize;
 use tokio::sync::{Mutex, mpsc};
 
 use crate::cluster::timers::DueTimer;
+use crate::escaped::Escaped;
 use crate::host_api::HostServices;
 use crate::http_api::plugin_routes::{PluginHttp, PluginRoutes};
 use crate::manifest::{Manifest, PluginSpec};
@@ -130,7 +131,7 @@ impl Reloader {
             tracing::warn!(
                 plugin = %timer.plugin,
                 "timer `{}` is due but the plugin is no longer loaded; dropped",
-                timer.key
+                Escaped(&timer.key)
             );
             return;
         };
@@ -139,12 +140,12 @@ impl Reloader {
             Ok(Err(error)) => tracing::warn!(
                 plugin = %timer.plugin,
                 "timer `{}` failed: {} ({})",
-                timer.key,
-                error.message,
-                error.code
+                Escaped(&timer.key),
+                Escaped(&error.message),
+                Escaped(&error.code)
             ),
             Err(failure) => {
-                tracing::warn!(plugin = %timer.plugin, "timer `{}` dropped: {failure}", timer.key);
+                tracing::warn!(plugin = %timer.plugin, "timer `{}` dropped: {}", Escaped(&timer.key), Escaped(&failure));
             }
         }
     }
@@ -178,7 +179,7 @@ impl Reloader {
             Ok(Reloaded::Unchanged) => slot.record(None),
             Err(error) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(plugin = name, "{error}");
+                tracing::warn!(plugin = name, "{}", Escaped(error));
                 slot.record(Some(error.to_string()));
             }
         }
@@ -204,7 +205,7 @@ impl Reloader {
             Ok(()) => tracing::info!("manifest reloaded"),
             Err(error) => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("manifest not applied: {error}");
+                tracing::warn!("manifest not applied: {}", Escaped(error));
             }
         }
         applied

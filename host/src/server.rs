@@ -217,8 +217,8 @@ impl Server {
         .await;
         let api_token = manifest
             .api_token
-            .as_deref()
-            .map(|token| Arc::new(ApiToken::new(token)));
+            .as_ref()
+            .map(|token| Arc::new(ApiToken::new(token.expose())));
         let plugin_http = Arc::new(PluginHttp {
             routes: ArcSwap::from_pointee(http_routes),
             verifier,

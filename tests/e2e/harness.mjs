@@ -37,7 +37,7 @@ export const LEFTOVER_GRACE_MS = 15000;
 const STDERR_KEEP = 64 * 1024;
 
 export const CHAT_EVENTS = ["join", "leave", "send_message", "typing"];
-export const FAULTY_EVENTS = ["echo", "relay", "trap", "spin", "hog", "fail", "count", "claim", "whoami", "schedule", "cancel"];
+export const FAULTY_EVENTS = ["echo", "relay", "trap", "spin", "hog", "fail", "count", "claim", "whoami", "disconnect_reason", "schedule", "cancel"];
 
 // ---------------------------------------------------------------- artifacts
 

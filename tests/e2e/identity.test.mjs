@@ -1,6 +1,9 @@
-// Verified identities: JWTs checked on connect (handshake `auth.token` or an
-// Authorization header), refusals that say why, anonymous namespaces, the
-// user's room `user:{id}` on every node, and plugin timers on one node.
+// Verified identities: JWTs checked on connect and on every reconnect
+// (handshake `auth.token` or an Authorization header), refusals that say why,
+// required issuer and audience, HS256 secrets long enough, sockets
+// disconnected when their token expires, the handshake `auth` plugins get,
+// anonymous namespaces, the user's room `user:{id}` on every node, and plugin
+// timers on one node.
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -8,14 +11,18 @@ import { after, before, describe, test } from "node:test";
 import {
   closeAllSockets,
   collect,
+  collectAll,
   connect,
+  disconnected,
   emitAckOk,
   faultyPlugin,
   manifestToml,
   quiet,
+  runSwitchboard,
   startHost,
   tempDir,
   waitFor,
+  writeManifest,
 } from "./harness.mjs";
 import { startRedis } from "./redis.mjs";
 import { HS256_AUTH, keyPair, nowS, signToken, tokenFor } from "./tokens.mjs";
@@ -67,20 +74,22 @@ describe("identity with an HS256 secret", () => {
       namespace: "/faulty",
       auth: { token: tokenFor("alice"), device: "phone" },
     });
-    assert.deepEqual(await emitAckOk(socket, "whoami", null), {
-      user_id: "alice",
-      auth: { device: "phone" },
-    });
+    const { user_id, auth } = await emitAckOk(socket, "whoami", null);
+    assert.deepEqual({ user_id, auth }, { user_id: "alice", auth: { device: "phone" } });
   });
 
-  test("an Authorization: Bearer header works as well, on polling and on WebSocket", async () => {
+  test("an Authorization: Bearer header works as well, on polling and on WebSocket; `auth` then reaches plugins as sent", async () => {
     for (const transports of [["polling"], ["websocket"]]) {
+      const auth = { device: "tablet", tags: ["b", "a"] };
       const socket = await connect(host.url, {
         namespace: "/faulty",
         transports,
+        auth,
         extraHeaders: { authorization: `Bearer ${tokenFor("bob")}` },
       });
-      assert.equal((await emitAckOk(socket, "whoami", null)).user_id, "bob", transports[0]);
+      const whoami = await emitAckOk(socket, "whoami", null);
+      assert.equal(whoami.user_id, "bob", transports[0]);
+      assert.equal(whoami.auth_text, JSON.stringify(auth), transports[0]);
     }
   });
 
@@ -132,6 +141,157 @@ describe("identity with an HS256 secret", () => {
     await quiet(200);
     assert.deepEqual(fired, [{ key: "replaced", payload: "second" }]);
   });
+});
+
+test("with issuer and audience configured, a token must carry both, with those values", async (t) => {
+  const auth = HS256_AUTH + `issuer = "https://id.example.com"\naudience = "switchboard"\n`;
+  const host = await startHost({ manifest: manifest({ auth }) });
+  t.after(async () => {
+    closeAllSockets();
+    await host.stop();
+  });
+  const claims = { sub: "ivy", iss: "https://id.example.com", aud: "switchboard" };
+  const socket = await connect(host.url, { namespace: "/faulty", auth: { token: signToken(claims) } });
+  assert.equal((await emitAckOk(socket, "whoami", null)).user_id, "ivy");
+  const without = (name) => Object.fromEntries(Object.entries(claims).filter(([key]) => key !== name));
+  const cases = [
+    [without("iss"), /token rejected: it has no `iss` claim/],
+    [without("aud"), /token rejected: it has no `aud` claim/],
+    [{ ...claims, iss: "https://evil.example.com" }, /wrong issuer/],
+    [{ ...claims, aud: "another-app" }, /wrong audience/],
+  ];
+  for (const [refused, reason] of cases) {
+    const token = signToken(refused);
+    assert.match(await refusal(host.url, { namespace: "/faulty", auth: { token } }), reason, JSON.stringify(refused));
+    // The anonymous namespace, too, refuses a token it cannot accept.
+    assert.match(await refusal(host.url, { namespace: "/lobby", auth: { token } }), reason, JSON.stringify(refused));
+  }
+});
+
+test("HS256 secrets under 32 bytes are refused by check and serve, from the manifest or the environment", async () => {
+  const short = "a-secret-of-only-31-bytes-long!";
+  assert.equal(Buffer.byteLength(short), 31);
+  const inManifest = writeManifest(manifest({ auth: `\n[auth]\nsecret = "${short}"\n` }));
+  const longInManifest = writeManifest(manifest());
+  const runs = [
+    [inManifest, {}, new RegExp(`^error: ${inManifest}:\\d+:10: `, "m")],
+    [longInManifest, { SWITCHBOARD_JWT_SECRET: short }, /SWITCHBOARD_JWT_SECRET: /],
+  ];
+  for (const [manifestPath, env, where] of runs) {
+    for (const args of [["check", manifestPath], ["serve", "--manifest", manifestPath, "--listen", "127.0.0.1:0"]]) {
+      const run = await runSwitchboard(args, { env, timeout: 20000 });
+      const what = `${args[0]} ${JSON.stringify(env)}; stderr:\n${run.stderr}`;
+      assert.equal(run.code, 1, what);
+      assert.doesNotMatch(run.stdout, /listening/, what);
+      assert.match(run.stderr, where, what);
+      assert.match(
+        run.stderr,
+        /the HS256 secret is 31 bytes long; it needs at least 32 bytes: make one with `openssl rand -base64 32`/,
+        what,
+      );
+      assert.doesNotMatch(run.stderr, new RegExp(short), what);
+    }
+  }
+  const checked = await runSwitchboard(["check", longInManifest]);
+  assert.equal(checked.code, 0, checked.stderr);
+});
+
+describe("a token that expires while its socket is open", () => {
+  const SKEW_S = 1;
+  let host;
+
+  before(async () => {
+    host = await startHost({ manifest: manifest({ auth: HS256_AUTH.replace("clock_skew_s = 5", `clock_skew_s = ${SKEW_S}`) }) });
+  });
+
+  after(async () => {
+    closeAllSockets();
+    await host?.stop();
+  });
+
+  /** The reason the plugins' `on-disconnect` got for `socketId`, once it ran. */
+  async function disconnectReason(socketId) {
+    const observer = await connect(host.url, { namespace: "/faulty", auth: { token: tokenFor("observer") } });
+    return waitFor(() => emitAckOk(observer, "disconnect_reason", { socket_id: socketId }), 5000, "on-disconnect");
+  }
+
+  test("is reported as `token_expired`, the server disconnects the socket after exp + clock skew, plugins see `token expired`, a fresh token reconnects", async () => {
+    const exp = nowS(2);
+    let token = signToken({ sub: "expiring", exp });
+    // `auth` as a function: the client reads it again on every connect.
+    const socket = await connect(host.url, { namespace: "/faulty", auth: (send) => send({ token }) });
+    const { socket_id: socketId } = await emitAckOk(socket, "whoami", null);
+    const received = collectAll(socket);
+    assert.equal(await disconnected(socket, 15000), "io server disconnect");
+    assert.ok(Date.now() >= (exp + SKEW_S) * 1000, "not disconnected before exp + clock skew");
+    assert.deepEqual(received, [
+      {
+        event: "error",
+        data: { event: "", code: "token_expired", message: "token expired: get a new token and connect again" },
+      },
+    ]);
+    assert.equal(socket.active, false, "the client does not reconnect by itself");
+    assert.equal(await disconnectReason(socketId), "token expired");
+
+    // The same token again: expired, since the deadline is where verification fails.
+    const refused = new Promise((resolve) => socket.once("connect_error", resolve));
+    socket.connect();
+    assert.match((await refused).message, /token expired/);
+    token = tokenFor("expiring");
+    const accepted = new Promise((resolve) => socket.once("connect", resolve));
+    socket.connect();
+    await accepted;
+    assert.equal((await emitAckOk(socket, "whoami", null)).user_id, "expiring");
+    socket.close();
+  });
+
+  test("a socket with a long-lived token stays connected and keeps working", async () => {
+    const socket = await connect(host.url, { namespace: "/faulty", auth: { token: tokenFor("lasting") } });
+    const lost = collect(socket, "disconnect");
+    await quiet(SKEW_S * 1000 + 1500);
+    assert.deepEqual(lost, []);
+    assert.equal((await emitAckOk(socket, "whoami", null)).user_id, "lasting");
+  });
+
+  test("every reconnect presents its token again: an expired one is refused, a fresh one accepted", async () => {
+    let token = tokenFor("renewing");
+    const socket = await connect(host.url, {
+      namespace: "/faulty",
+      auth: (send) => send({ token }),
+      reconnection: true,
+      reconnectionDelay: 50,
+      reconnectionDelayMax: 100,
+    });
+    token = signToken({ sub: "renewing", exp: nowS(-60) });
+    const refused = new Promise((resolve) => socket.once("connect_error", resolve));
+    // The connection drops; the client reconnects on its own.
+    socket.io.engine.close();
+    assert.match((await refused).message, /token expired/);
+    assert.equal(socket.connected, false);
+    token = tokenFor("renewed");
+    const accepted = new Promise((resolve) => socket.once("connect", resolve));
+    socket.connect();
+    await accepted;
+    assert.equal((await emitAckOk(socket, "whoami", null)).user_id, "renewed");
+  });
+});
+
+test("without [auth], plugins get the handshake `auth` exactly as the client sent it, `token` included", async (t) => {
+  const host = await startHost({ manifest: manifest({ auth: "" }) });
+  t.after(async () => {
+    closeAllSockets();
+    await host.stop();
+  });
+  const auth = { token: "a-namespace-shared-secret", zone: "eu", nested: { b: 1, a: [2, "x"] } };
+  for (const transports of [["polling"], ["websocket"]]) {
+    const socket = await connect(host.url, { namespace: "/faulty", transports, auth });
+    const whoami = await emitAckOk(socket, "whoami", null);
+    assert.equal(whoami.user_id, null);
+    assert.deepEqual(whoami.auth, auth);
+    assert.equal(whoami.auth_text, JSON.stringify(auth), transports[0]);
+  }
+  const none = await connect(host.url, { namespace: "/faulty" });
+  assert.equal((await emitAckOk(none, "whoami", null)).auth_text, "{}");
 });
 
 test("a timer whose handler traps is dropped; the next timer still fires", async (t) => {

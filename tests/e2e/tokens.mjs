@@ -7,7 +7,8 @@ import path from "node:path";
 
 import { signHs256, signingInput } from "../../scripts/mint-token.mjs";
 
-export const SECRET = "e2e-jwt-secret-of-some-length";
+// At least 32 bytes: the server refuses shorter HS256 secrets.
+export const SECRET = "e2e-jwt-secret-of-at-least-32-bytes";
 
 /** Unix time in seconds, `offset` seconds from now. */
 export const nowS = (offset = 0) => Math.floor(Date.now() / 1000) + offset;

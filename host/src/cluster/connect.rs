@@ -56,7 +56,7 @@ pub async fn connect(settings: &ClusterSettings) -> Result<RedisConnection, Conn
     let url = &settings.redis_url;
     let config_error = |error: fred::error::Error| ConnectError::Config {
         url: url.clone(),
-        detail: error.details().to_owned(),
+        detail: url.redact(error.details()),
     };
     let mut config = Config::from_url(url.expose()).map_err(config_error)?;
     // fred ignores `?protocol=resp3`; the adapter needs RESP3.
@@ -171,7 +171,7 @@ impl FirstConnectionError {
         match self {
             Self::Build(error) => ConnectError::Config {
                 url: url.clone(),
-                detail: error.details().to_owned(),
+                detail: url.redact(error.details()),
             },
             Self::Connect(error) => error,
         }
@@ -191,7 +191,7 @@ async fn first_connection<C: ClientLike>(
         let Err(error) = client.init().await.map(drop) else {
             return Ok(client);
         };
-        let detail = error.details().to_owned();
+        let detail = url.redact(error.details());
         if *error.kind() == ErrorKind::Auth
             || detail.contains("WRONGPASS")
             || detail.contains("NOAUTH")
@@ -210,6 +210,7 @@ async fn first_connection<C: ClientLike>(
             }));
         }
         let delay = backoff.delay();
+        let error = url.redact(&error.to_string());
         tracing::warn!(%url, "cannot reach Redis ({error}); retrying in {} ms; /readyz reports not ready", delay.as_millis());
         tokio::time::sleep(delay).await;
     }

@@ -1,5 +1,6 @@
 use crate::bindings::Level;
 use crate::bindings::switchboard::plugin::log::Host;
+use crate::escaped::Escaped;
 use crate::runtime::InstanceState;
 
 /// Longest message kept from one log call; a plugin cannot flood the log with one line.
@@ -16,6 +17,7 @@ impl Host for InstanceState {
             message.push('…');
         }
         let plugin = self.plugin.name.as_str();
+        let message = Escaped(&message);
         match level {
             Level::Trace => tracing::trace!(target: "plugin", plugin, "{message}"),
             Level::Debug => tracing::debug!(target: "plugin", plugin, "{message}"),

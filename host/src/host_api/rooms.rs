@@ -1,5 +1,6 @@
 use crate::bindings::PluginError;
 use crate::bindings::switchboard::plugin::rooms::Host;
+use crate::escaped::Escaped;
 use crate::runtime::InstanceState;
 use crate::transport::{Membership, check_audience, check_membership, is_reserved};
 
@@ -72,7 +73,7 @@ impl InstanceState {
             tracing::warn!(
                 plugin = %self.plugin.name,
                 namespace,
-                socket = socket_id.escape_debug().to_string(),
+                socket = %Escaped(&socket_id),
                 "{change:?} refused: {refused}"
             );
             return Err(refused.into());

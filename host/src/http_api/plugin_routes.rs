@@ -191,7 +191,7 @@ impl PluginHttp {
                 let token = bearer_token(headers).ok_or(IdentityError::Missing);
                 token
                     .and_then(|token| verifier.verify(token))
-                    .map(Some)
+                    .map(|identity| Some(identity.user_id))
                     .map_err(|refused| {
                         ApiError::new(
                             StatusCode::UNAUTHORIZED,

@@ -5,6 +5,7 @@ mod error;
 mod origins;
 mod redis_url;
 mod schema;
+mod secret;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,6 +19,7 @@ pub use origins::{AllowedOrigins, OriginPattern};
 pub use redis_url::RedisUrl;
 use schema::{AuthSection, ManifestFile, PluginSection, RouteSection};
 pub use schema::{Fallback, InstanceModel, JwtAlgorithm, MetricsAccess, RouteAuth};
+pub use secret::Secret;
 use toml::Spanned;
 
 /// How long a keep-alive connection waits for its next request unless the
@@ -66,7 +68,7 @@ pub struct Manifest {
     /// `None`: a single node keeping everything in memory.
     pub cluster: Option<ClusterSettings>,
     /// `None`: the HTTP API is off.
-    pub api_token: Option<String>,
+    pub api_token: Option<Secret>,
     /// Who may read `/metrics`.
     pub metrics: MetricsAccess,
     /// `None`: identities are not verified.
@@ -90,26 +92,6 @@ pub struct AuthSettings {
 pub enum JwtKey {
     Secret(Secret),
     PublicKeyPem(String),
-}
-
-/// A secret that never appears in logs or errors.
-#[derive(Clone, PartialEq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(secret: String) -> Self {
-        Self(secret)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(****)")
-    }
 }
 
 /// An HTTP route of a plugin.
@@ -137,6 +119,9 @@ pub struct ServerSettings {
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     pub max_payload_bytes: u64,
+    /// Per client; see [`crate::transport`] for what happens beyond it.
+    pub max_outbound_bytes: usize,
+    pub write_timeout: Duration,
     pub static_dir: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
     pub allowed_origins: AllowedOrigins,
@@ -246,9 +231,9 @@ impl Manifest {
             &path,
             &source,
             &Overrides {
-                redis_url: variable(REDIS_URL_VARIABLE),
-                api_token: variable(API_TOKEN_VARIABLE),
-                jwt_secret: variable(JWT_SECRET_VARIABLE),
+                redis_url: variable(REDIS_URL_VARIABLE).map(Secret::new),
+                api_token: variable(API_TOKEN_VARIABLE).map(Secret::new),
+                jwt_secret: variable(JWT_SECRET_VARIABLE).map(Secret::new),
                 jwt_public_key: variable(JWT_PUBLIC_KEY_VARIABLE),
             },
         )
@@ -277,9 +262,10 @@ impl Manifest {
 /// Settings the environment gives instead of the manifest.
 #[derive(Debug, Default)]
 struct Overrides {
-    redis_url: Option<String>,
-    api_token: Option<String>,
-    jwt_secret: Option<String>,
+    redis_url: Option<Secret>,
+    api_token: Option<Secret>,
+    jwt_secret: Option<Secret>,
+    /// PEM text of a public key: not a secret.
     jwt_public_key: Option<String>,
 }
 
@@ -328,6 +314,18 @@ impl Validator<'_> {
         }
         if server.max_payload_bytes == 0 {
             return self.invalid(0..0, "`max_payload_bytes` must be at least 1".to_owned());
+        }
+        if server.max_outbound_bytes < server.max_payload_bytes {
+            return self.invalid(
+                0..0,
+                format!(
+                    "`max_outbound_bytes` ({}) must be at least `max_payload_bytes` ({}): a client could not even receive one event of the largest size",
+                    server.max_outbound_bytes, server.max_payload_bytes
+                ),
+            );
+        }
+        if server.write_timeout_ms == 0 {
+            return self.invalid(0..0, "`write_timeout_ms` must be at least 1".to_owned());
         }
 
         let connections = self.connection_limits(&server)?;
@@ -396,6 +394,9 @@ impl Validator<'_> {
                 ping_interval: Duration::from_millis(server.ping_interval_ms),
                 ping_timeout: Duration::from_millis(server.ping_timeout_ms),
                 max_payload_bytes: server.max_payload_bytes,
+                max_outbound_bytes: usize::try_from(server.max_outbound_bytes)
+                    .unwrap_or(usize::MAX),
+                write_timeout: Duration::from_millis(server.write_timeout_ms),
                 static_dir: server.static_dir.map(|dir| self.base.join(dir)),
                 cache_dir: server.cache_dir.map(|dir| self.base.join(dir)),
                 allowed_origins,
@@ -492,8 +493,8 @@ impl Validator<'_> {
 
     fn cluster(&self, cluster: schema::ClusterSection) -> Result<ClusterSettings, ManifestError> {
         let (url, span) = match (&self.overrides.redis_url, &cluster.redis_url) {
-            (Some(url), _) => (url.clone(), 0..0),
-            (None, Some(url)) => (url.get_ref().clone(), url.span()),
+            (Some(url), _) => (url.expose(), 0..0),
+            (None, Some(url)) => (url.get_ref().expose(), url.span()),
             (None, None) => {
                 return self.invalid(
                     0..0,
@@ -502,7 +503,7 @@ impl Validator<'_> {
             }
         };
         let redis_url =
-            RedisUrl::parse(&url).or_else(|message| self.invalid(span.clone(), message))?;
+            RedisUrl::parse(url).or_else(|message| self.invalid(span.clone(), message))?;
         if cluster.ca_file.is_some() && !redis_url.is_tls() {
             return self.invalid(
                 span,
@@ -519,7 +520,10 @@ impl Validator<'_> {
     }
 
     fn auth(&self, auth: AuthSection) -> Result<AuthSettings, ManifestError> {
-        let key_span = auth.public_key_file.as_ref().map_or(0..0, Spanned::span);
+        // Where the key was given, for errors about it: a place in the
+        // manifest, or the environment variable that overrode it.
+        let mut key_span = auth.public_key_file.as_ref().map_or(0..0, Spanned::span);
+        let mut key_variable = None;
         let key = match auth.algorithm {
             JwtAlgorithm::Hs256 => {
                 if auth.public_key_file.is_some() {
@@ -528,9 +532,16 @@ impl Validator<'_> {
                         "`public_key_file` is for RS256 and ES256; HS256 uses `secret`".to_owned(),
                     );
                 }
-                match self.overrides.jwt_secret.clone().or(auth.secret) {
-                    Some(secret) => JwtKey::Secret(Secret::new(secret)),
-                    None => {
+                match (&self.overrides.jwt_secret, auth.secret) {
+                    (Some(secret), _) => {
+                        key_variable = Some(JWT_SECRET_VARIABLE);
+                        JwtKey::Secret(secret.clone())
+                    }
+                    (None, Some(secret)) => {
+                        key_span = secret.span();
+                        JwtKey::Secret(secret.into_inner())
+                    }
+                    (None, None) => {
                         return self.invalid(
                             0..0,
                             format!(
@@ -549,7 +560,10 @@ impl Validator<'_> {
                     );
                 }
                 let pem = match (&self.overrides.jwt_public_key, &auth.public_key_file) {
-                    (Some(pem), _) => pem.clone(),
+                    (Some(pem), _) => {
+                        key_variable = Some(JWT_PUBLIC_KEY_VARIABLE);
+                        pem.clone()
+                    }
                     (None, Some(file)) => {
                         let path = self.base.join(file.get_ref());
                         std::fs::read_to_string(&path).or_else(|error| {
@@ -579,7 +593,11 @@ impl Validator<'_> {
             audience: auth.audience,
         };
         if let Err(error) = crate::identity::Verifier::new(&settings) {
-            return self.invalid(key_span, error.to_string());
+            let message = match key_variable {
+                Some(variable) => format!("{variable}: {error}"),
+                None => error.to_string(),
+            };
+            return self.invalid(key_span, message);
         }
         Ok(settings)
     }
@@ -852,8 +870,8 @@ history_size = 20
         assert_eq!(from_file.redis_url.expose(), "redis://:pw@file:1");
         assert_eq!(from_file.prefix, "switchboard");
         let overrides = Overrides {
-            redis_url: Some("redis://env:2".to_owned()),
-            api_token: Some("t".to_owned()),
+            redis_url: Some(Secret::new("redis://env:2".to_owned())),
+            api_token: Some(Secret::new("t".to_owned())),
             ..Overrides::default()
         };
         let manifest = Manifest::parse_with(Path::new("/m.toml"), source, &overrides).unwrap();
@@ -861,7 +879,7 @@ history_size = 20
             manifest.cluster.unwrap().redis_url.expose(),
             "redis://env:2"
         );
-        assert_eq!(manifest.api_token.as_deref(), Some("t"));
+        assert_eq!(manifest.api_token.as_ref().map(Secret::expose), Some("t"));
         let error = parse("version = 1\n[cluster]\nredis_url = \"http://:pw@x\"\n")
             .unwrap_err()
             .to_string();
@@ -907,8 +925,63 @@ history_size = 20
                 .contains("cannot read the RS256 public key"),
             "{error}"
         );
-        let secret = parse(&format!("{CHAT}[auth]\nsecret = \"hunter2\"\n")).unwrap();
+        let secret = parse(&format!(
+            "{CHAT}[auth]\nsecret = \"hunter2-hunter2-hunter2-hunter2!\"\n"
+        ))
+        .unwrap();
         assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_and_errors() {
+        let source = format!(
+            "{CHAT}[api]\ntoken = \"api-s3cret\"\n[auth]\nsecret = \"jwt-s3cret-jwt-s3cret-jwt-s3cret!\"\n\
+             [cluster]\nredis_url = \"rediss://app:redis-s3cret@cache:6380\"\n"
+        );
+        let manifest = parse(&source).unwrap();
+        let shown = format!("{manifest:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+        let schema: ManifestFile = toml::from_str(&source).unwrap();
+        let shown = format!("{schema:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        for wrong_type in ["[api]\ntoken = 73105", "[auth]\nsecret = 73105.5"] {
+            let error = parse(&format!("{CHAT}{wrong_type}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("expected a string") && !error.contains("73105"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn hs256_secrets_shorter_than_32_bytes_are_refused_wherever_they_come_from() {
+        let lines = CHAT.lines().count();
+        let error = parse(&format!(
+            "{CHAT}[auth]\nsecret = \"only-31-bytes-long-not-enough!!\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains(&format!(":{}:10: the HS256 secret is 31 bytes long; it needs at least 32 bytes: make one with `openssl rand -base64 32`", lines + 2)),
+            "{error}"
+        );
+        assert!(!error.contains("only-31"), "{error}");
+        let overrides = Overrides {
+            jwt_secret: Some(Secret::new("short".to_owned())),
+            ..Overrides::default()
+        };
+        let long_in_file = format!("{CHAT}[auth]\nsecret = \"{}\"\n", "s".repeat(32));
+        let error = Manifest::parse_with(Path::new("/m.toml"), &long_in_file, &overrides)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("SWITCHBOARD_JWT_SECRET: the HS256 secret is 5 bytes long"),
+            "{error}"
+        );
+        assert!(parse(&long_in_file).is_ok());
     }
 
     #[test]

@@ -2,6 +2,11 @@
 
 use std::fmt;
 
+use percent_encoding::percent_decode_str;
+
+/// What a password is shown as.
+const HIDDEN: &str = "****";
+
 const SCHEMES: &[&str] = &[
     "redis",
     "rediss",
@@ -41,6 +46,23 @@ impl RedisUrl {
         &self.0
     }
 
+    /// `text` (an error of the Redis client, say) with this URL's password
+    /// replaced by `****`, as written and percent-decoded (as it is sent).
+    pub fn redact(&self, text: &str) -> String {
+        let Some(password) = self.password() else {
+            return text.to_owned();
+        };
+        let decoded = percent_decode_str(password).decode_utf8_lossy();
+        text.replace(password, HIDDEN)
+            .replace(decoded.as_ref(), HIDDEN)
+    }
+
+    fn password(&self) -> Option<&str> {
+        let (_, rest) = self.0.split_once("://")?;
+        let (_, password) = rest[..userinfo_end(rest)?].split_once(':')?;
+        Some(password).filter(|password| !password.is_empty())
+    }
+
     pub fn is_tls(&self) -> bool {
         self.0.starts_with("rediss") || self.0.starts_with("valkeys")
     }
@@ -49,19 +71,24 @@ impl RedisUrl {
 impl fmt::Display for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Some((scheme, rest)) = self.0.split_once("://") else {
-            return f.write_str("****");
+            return f.write_str(HIDDEN);
         };
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        match rest[..authority_end].rfind('@') {
+        match userinfo_end(rest) {
             Some(at) => {
                 let user = rest[..at]
                     .split_once(':')
                     .map_or(&rest[..at], |(user, _)| user);
-                write!(f, "{scheme}://{user}:****@{}", &rest[at + 1..])
+                write!(f, "{scheme}://{user}:{HIDDEN}@{}", &rest[at + 1..])
             }
             None => write!(f, "{scheme}://{rest}"),
         }
     }
+}
+
+/// Where the `user:password` before the host ends: the last `@`, so that a
+/// password with an unescaped `@` or `/` is still hidden whole.
+fn userinfo_end(after_scheme: &str) -> Option<usize> {
+    after_scheme.rfind('@')
 }
 
 impl fmt::Debug for RedisUrl {
@@ -93,5 +120,20 @@ mod tests {
         assert!(RedisUrl::parse("rediss://h:1").unwrap().is_tls());
         let error = RedisUrl::parse("http://:s3cret@host").unwrap_err();
         assert!(!error.contains("s3cret"), "{error}");
+        assert_eq!(
+            show("redis://:pa/s@s3cret@127.0.0.1:6379"),
+            "redis://:****@127.0.0.1:6379"
+        );
+    }
+
+    #[test]
+    fn redacts_the_password_from_other_text() {
+        let url = RedisUrl::parse("rediss://app:p%40ss-s3cret@cache:6380").unwrap();
+        assert_eq!(
+            url.redact("AUTH app p@ss-s3cret failed for rediss://app:p%40ss-s3cret@cache"),
+            "AUTH app **** failed for rediss://app:****@cache"
+        );
+        let without = RedisUrl::parse("redis://cache:6379").unwrap();
+        assert_eq!(without.redact("refused"), "refused");
     }
 }

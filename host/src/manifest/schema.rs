@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::Secret;
+
 /// The whole manifest file.
 ///
 /// ```toml
@@ -61,6 +63,14 @@ pub struct ServerSection {
     /// event gets a `payload_too_large` error; a transport frame over twice
     /// this size closes that connection.
     pub max_payload_bytes: u64,
+    /// Most bytes of events waiting to be written to one client: `4194304`.
+    /// A client that stops reading, or reads slower than it is sent to, is
+    /// disconnected once this much waits for it, rather than left connected
+    /// while it misses events.
+    pub max_outbound_bytes: u64,
+    /// Longest a write to a WebSocket client may take, in milliseconds:
+    /// `10000`. A client that takes longer to read is disconnected.
+    pub write_timeout_ms: u64,
     /// Directory of static files served at `/`, e.g. `"public"`.
     pub static_dir: Option<PathBuf>,
     /// Where precompiled plugin code is cached. Defaults to
@@ -99,6 +109,8 @@ impl Default for ServerSection {
             ping_interval_ms: 25_000,
             ping_timeout_ms: 20_000,
             max_payload_bytes: 1_000_000,
+            max_outbound_bytes: 4 << 20,
+            write_timeout_ms: 10_000,
             static_dir: None,
             cache_dir: None,
             allowed_origins: None,
@@ -118,7 +130,7 @@ impl Default for ServerSection {
 pub struct ClusterSection {
     /// `"redis://[user:password@]host:port"`, or `"rediss://..."` for TLS.
     /// The environment variable `SWITCHBOARD_REDIS_URL` overrides it.
-    pub redis_url: Option<Spanned<String>>,
+    pub redis_url: Option<Spanned<Secret>>,
     /// PEM file of the CA that signed the Redis server's certificate, for
     /// `rediss://` with a private CA: `"redis-ca.pem"`. Without it the system's
     /// trusted roots are used.
@@ -158,7 +170,7 @@ fn default_request_timeout_ms() -> u64 {
 pub struct ApiSection {
     /// Bearer token required by `/api/v1/...`. The environment variable
     /// `SWITCHBOARD_API_TOKEN` overrides it; with neither, the API is off.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Who may read `/metrics`: `"token"` (the bearer token above; the
     /// default when there is one) or `"public"` (the default without one).
     pub metrics: Option<Spanned<MetricsAccess>>,
@@ -180,8 +192,8 @@ pub struct AuthSection {
     #[serde(default)]
     pub algorithm: JwtAlgorithm,
     /// HS256 shared secret. The environment variable `SWITCHBOARD_JWT_SECRET`
-    /// overrides it.
-    pub secret: Option<String>,
+    /// overrides it. At least 32 bytes, e.g. from `openssl rand -base64 32`.
+    pub secret: Option<Spanned<Secret>>,
     /// RS256 / ES256: PEM file of the issuer's public key, e.g. `"jwt.pub.pem"`.
     /// The environment variable `SWITCHBOARD_JWT_PUBLIC_KEY` (the PEM text)
     /// overrides it.

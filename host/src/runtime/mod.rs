@@ -122,10 +122,11 @@ impl Runtime {
             path: path.to_owned(),
             source,
         })?;
-        let hash = format!("{:x}", Sha256::digest(&wasm));
+        let digest = Sha256::digest(&wasm);
+        let hash = format!("{digest:x}");
         let component = self
             .cache
-            .load(&self.engine, &wasm, &hash)
+            .load(&self.engine, &wasm, &digest.into())
             .map_err(|source| LoadError::Compile {
                 path: path.to_owned(),
                 source,

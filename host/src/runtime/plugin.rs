@@ -18,6 +18,7 @@ use super::exports::{Export, Exports};
 use super::instance::{InstanceState, MemoryLimitExceeded, PluginContext};
 use crate::bindings::exports::switchboard::plugin::http_handler::{Request, Response};
 use crate::bindings::{Conn, Payload, PluginError};
+use crate::escaped::Escaped;
 use crate::host_api::HostServices;
 use crate::manifest::{InstanceModel, Limits, PluginName, PluginSpec};
 
@@ -287,7 +288,7 @@ impl Plugin {
                 limit: self.limits.time,
             },
         };
-        tracing::warn!(plugin = %self.context.name, "{error}");
+        tracing::warn!(plugin = %self.context.name, "{}", Escaped(&error));
         Err(error)
     }
 }

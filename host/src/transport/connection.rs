@@ -1,11 +1,13 @@
 //! One task per socket runs its events through the plugins, one at a time, so
-//! a socket's events are handled in the order it sent them.
+//! a socket's events are handled in the order it sent them, and disconnects
+//! the socket when its token expires.
 //!
 //! Events are queued by a [`MessageHandler`] that socketioxide calls inline,
 //! in packet order, as each packet is read: no task per event, and nothing
 //! can overtake anything else.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use socketioxide::adapter::Adapter;
@@ -13,13 +15,17 @@ use socketioxide::extract::{AckSender, SocketRef};
 use socketioxide::handler::{FromMessageParts, MessageHandler, Value};
 use socketioxide::socket::{DisconnectReason, Socket};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::Namespace;
 use crate::bindings::{Conn, PluginError};
+use crate::identity::{Identity, IdentityError};
 use crate::payload::{self, Outgoing};
 
 /// The `on-disconnect` reason plugins see for the sockets of a node shutting down.
 const SHUTDOWN_REASON: &str = "server shutting down";
+/// The `on-disconnect` reason plugins see for a socket whose token expired.
+const TOKEN_EXPIRED_REASON: &str = "token expired";
 
 /// Events a socket may have waiting before further ones are refused with `overloaded`.
 const QUEUE_CAPACITY: usize = 256;
@@ -58,10 +64,15 @@ pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>)
             }
         }
     });
+    let expires = socket
+        .extensions
+        .get::<Identity>()
+        .and_then(|identity| deadline(identity.expires_at_s));
     let connection = Connection {
         conn,
         socket,
         namespace,
+        expires,
     };
     let connections = connection.namespace.connections.clone();
     connections.spawn(connection.run(queue));
@@ -99,6 +110,17 @@ struct Connection<A: Adapter> {
     socket: SocketRef<A>,
     conn: Conn,
     namespace: Arc<Namespace>,
+    /// When the socket's token expires; `None` for a socket without one.
+    expires: Option<Instant>,
+}
+
+/// `expires_at_s` (Unix seconds) on the monotonic clock; `None` if so far
+/// ahead that it cannot be represented.
+fn deadline(expires_at_s: u64) -> Option<Instant> {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    Instant::now().checked_add(Duration::from_secs(expires_at_s).saturating_sub(now))
 }
 
 impl<A: Adapter> Connection<A> {
@@ -110,17 +132,38 @@ impl<A: Adapter> Connection<A> {
             // A failing plugin is logged by the runtime; the others still run.
             let _ = plugin.current().on_connected(&self.conn).await;
         }
-        // One wait for the whole loop, not a new one per event.
+        // One wait each for the whole loop, not a new one per event.
         let closing = self.namespace.closing.clone();
         let closing = closing.cancelled();
         tokio::pin!(closing);
+        let expires = self.expires;
+        let expiry = async move {
+            match expires {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expiry);
         loop {
-            // Biased: at shutdown, the events already queued are handled first.
+            // Biased: once the token expired, nothing queued is handled as
+            // its user any more; at shutdown, the events already queued are
+            // handled first.
             tokio::select! {
                 biased;
+                () = &mut expiry => {
+                    self.token_expired().await;
+                    break;
+                }
                 job = queue.recv() => match job {
                     Some(Job::Event { packet, ack }) => self.handle(packet, ack).await,
                     Some(Job::Disconnect { reason, done }) => {
+                        if reason == DisconnectReason::SlowClient {
+                            tracing::warn!(
+                                socket = %self.conn.socket_id,
+                                namespace = %self.conn.namespace,
+                                "disconnected a client that did not keep up with the events sent to it (server.max_outbound_bytes, server.write_timeout_ms)"
+                            );
+                        }
                         self.disconnected(&reason.to_string()).await;
                         let _ = done.send(());
                         break;
@@ -188,6 +231,22 @@ impl<A: Adapter> Connection<A> {
             Err(failure) => PluginError::new(failure.code(), failure.to_string()),
         };
         reply_error(&self.socket, ack, &event, &error);
+    }
+
+    /// Tells the client why, disconnects it from the namespace (its client
+    /// does not reconnect by itself, and any reconnect presents a token
+    /// again), then has the plugins see it go.
+    async fn token_expired(&self) {
+        let expired = IdentityError::Expired;
+        let error = PluginError::new(expired.code(), expired.to_string());
+        reply_error(&self.socket, None, "", &error);
+        // A client that left meanwhile is being disconnected already.
+        if self.socket.connected()
+            && let Err(error) = self.socket.clone().disconnect()
+        {
+            tracing::warn!(socket = %self.socket.id, "socket with an expired token not disconnected: {error}");
+        }
+        self.disconnected(TOKEN_EXPIRED_REASON).await;
     }
 
     async fn disconnected(&self, reason: &str) {

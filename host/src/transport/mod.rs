@@ -24,13 +24,16 @@ use tokio_util::task::TaskTracker;
 
 use crate::bindings::Conn;
 use crate::cluster::{Backoff, NodeLiveness};
-use crate::identity::{IdentityError, Verifier, bearer_token};
+use crate::identity::{Identity, IdentityError, Verifier, bearer_token};
 use crate::manifest::ServerSettings;
 pub use room_names::{
     RoomNameError, check_audience, check_membership, is_reserved, socket_room, user_room,
 };
 pub use routes::{NamespaceRoutes, Routes};
 pub use sockets::{Audience, ClusterSockets, Membership, Sockets, SocketsError};
+
+/// Packets that may wait for one client, whatever their size.
+const MAX_OUTBOUND_PACKETS: usize = 4096;
 
 /// Builds the Socket.IO layer and its handle from the `[server]` settings,
 /// on the adapter `builder` was given.
@@ -48,6 +51,13 @@ pub fn socket_io<A: Adapter>(
         // Events over `max_payload_bytes` get a clear error from the host; only
         // frames far beyond it are refused by the transport itself.
         .max_payload(settings.max_payload_bytes.saturating_mul(2))
+        // A client that cannot keep up is disconnected (reason "client did not
+        // keep up with the packets sent to it"), never left connected while its
+        // events are dropped: the bound is in bytes; the packet count only
+        // backs it up.
+        .max_buffer_bytes(settings.max_outbound_bytes)
+        .max_buffer_size(MAX_OUTBOUND_PACKETS)
+        .write_timeout(settings.write_timeout)
         .ws_max_message_size(frame_limit)
         .ws_max_frame_size(frame_limit)
         .build_layer()
@@ -278,11 +288,13 @@ impl Namespace {
         auth: HandshakeAuth,
     ) -> Result<(), Denied> {
         let routes = self.routes.load_full();
-        let (token, auth) = auth.take_token();
+        let token = auth.token();
+        let token_in_auth = token.is_some();
         let token = token.or_else(|| bearer_token(&socket.req_parts().headers).map(str::to_owned));
-        let user_id = self
+        let identity = self
             .identify(token.as_deref(), routes.anonymous())
             .map_err(|refused| Denied(refused.to_string()))?;
+        let user_id = identity.as_ref().map(|identity| identity.user_id.clone());
         // The socket's room lets plugins address this socket by id wherever
         // it is connected; the user's room reaches all of the user's sockets.
         socket.join(socket_room(&socket.id.to_string()));
@@ -292,7 +304,7 @@ impl Namespace {
         let conn = Conn {
             socket_id: socket.id.to_string(),
             namespace: socket.ns().to_owned(),
-            auth,
+            auth: auth.for_plugins(token_in_auth && identity.is_some()),
             user_id,
         };
         for (index, plugin) in routes.plugins().iter().enumerate() {
@@ -312,16 +324,20 @@ impl Namespace {
             return Err(denied);
         }
         socket.extensions.insert(conn);
+        if let Some(identity) = identity {
+            // Read by the socket's task, which disconnects it when the token expires.
+            socket.extensions.insert(identity);
+        }
         Ok(())
     }
 
-    /// The verified user id; `None` when identities are not verified, or
+    /// The verified identity; `None` when identities are not verified, or
     /// for an anonymous socket where the namespace allows it.
     fn identify(
         &self,
         token: Option<&str>,
         anonymous: bool,
-    ) -> Result<Option<String>, IdentityError> {
+    ) -> Result<Option<Identity>, IdentityError> {
         let Some(verifier) = &self.verifier else {
             return Ok(None);
         };
@@ -333,22 +349,34 @@ impl Namespace {
     }
 }
 
-/// The handshake `auth` object as JSON text, passed to plugins unparsed but
-/// for its `token`, which never reaches plugins.
+/// The handshake `auth` object as JSON text, as the client sent it.
 pub struct HandshakeAuth(String);
 
 impl HandshakeAuth {
-    /// Splits off `auth.token`, when `auth` is an object with a string token.
-    fn take_token(self) -> (Option<String>, String) {
-        let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_str(&self.0) else {
-            return (None, self.0);
-        };
-        match fields.remove("token") {
-            Some(serde_json::Value::String(token)) => {
-                (Some(token), serde_json::Value::Object(fields).to_string())
-            }
-            _ => (None, self.0),
+    /// `auth.token`, when `auth` is an object with a string token.
+    fn token(&self) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct WithToken {
+            token: String,
         }
+        serde_json::from_str::<WithToken>(&self.0)
+            .ok()
+            .map(|auth| auth.token)
+    }
+
+    /// What plugins get: the text the client sent, unchanged, unless the
+    /// host verified `auth.token` (`token_verified`). That token is a
+    /// credential for the host alone, so it is removed; a token the host did
+    /// not check (no `[auth]`) may be the plugins' own, and stays.
+    fn for_plugins(self, token_verified: bool) -> String {
+        if !token_verified {
+            return self.0;
+        }
+        let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_str(&self.0) else {
+            return self.0;
+        };
+        fields.remove("token");
+        serde_json::Value::Object(fields).to_string()
     }
 }
 

@@ -7,7 +7,7 @@
 //! receive everything addressed to another socket or user; so no plugin
 //! changes who is in a room whose name starts with a reserved prefix.
 
-use std::fmt;
+use crate::escaped::Escaped;
 
 /// Prefixes of the rooms only the host puts sockets in.
 pub const RESERVED_PREFIXES: [&str; 2] = ["socket:", "user:"];
@@ -82,16 +82,6 @@ fn truncated(room: &str) -> String {
     match room.char_indices().nth(MAX_ROOM_BYTES) {
         Some((end, _)) => format!("{}…", &room[..end]),
         None => room.to_owned(),
-    }
-}
-
-/// A client-chosen name in an error message or a log line: control characters
-/// are escaped, so a name cannot forge lines.
-struct Escaped<'a>(&'a str);
-
-impl fmt::Display for Escaped<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0.escape_debug())
     }
 }
 

@@ -12,6 +12,7 @@ use socketioxide::socket::Sid;
 use socketioxide::{BroadcastError, SocketError, SocketIo};
 
 use super::socket_room;
+use crate::escaped::Escaped;
 use crate::payload::Outgoing;
 
 #[derive(Debug, thiserror::Error)]
@@ -231,7 +232,7 @@ impl<A: Adapter> Sockets for ClusterSockets<A> {
                 Ok(()) => return Ok(()),
                 Err(error) => tracing::warn!(
                     namespace,
-                    event,
+                    event = %Escaped(event),
                     "cluster emit failed ({error}); delivering to this node's sockets only"
                 ),
             }

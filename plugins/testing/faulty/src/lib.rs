@@ -5,20 +5,35 @@
 //! payload back to the sender), `trap` (panics), `spin` (loops forever), `hog`
 //! (allocates without bound), `fail` (returns an error), `count` (increments a
 //! shared counter), `claim` (compare-and-swap race for a key), `whoami` (acks
-//! the verified user id and the handshake `auth`), `schedule` / `cancel`
+//! the socket id, the verified user id and the handshake `auth`, parsed and
+//! as the text the plugin got), `disconnect_reason` (acks the `on-disconnect`
+//! reason a socket id got, kept for a minute), `schedule` / `cancel`
 //! (a timer that emits `timer` back to the socket; the key `trap` panics
-//! instead). Its HTTP routes echo the request they got, but paths ending in
+//! instead), `log` (logs the payload, a string, at `info`, as a plugin that
+//! logs client text would). Its HTTP routes echo the request they got, but paths ending in
 //! `/trap` panic and paths ending in `/spin` loop forever.
 
 use serde::Deserialize;
 use serde_json::json;
 use switchboard_sdk::{
-    Config, Conn, Error, Payload, Plugin, clock, emit, export_plugin, http, state, timers,
+    Config, Conn, Error, Payload, Plugin, clock, emit, export_plugin, http, log, state, timers,
 };
 
 #[derive(Deserialize)]
 struct Claim {
     key: String,
+}
+
+#[derive(Deserialize)]
+struct SocketId {
+    socket_id: String,
+}
+
+/// How long a disconnect reason is kept for `disconnect_reason`.
+const REASON_TTL_MS: u64 = 60_000;
+
+fn reason_key(socket_id: &str) -> String {
+    format!("disconnect_reason:{socket_id}")
 }
 
 #[derive(Deserialize)]
@@ -85,6 +100,11 @@ impl Plugin for Faulty {
                 }
             }
             "fail" => Err(Error::new("deliberate", "asked to fail")),
+            "log" => {
+                let text: String = payload.parse()?;
+                log::info(&text);
+                Ok(Some(Payload::new(&json!({ "logged": text.len() }))?))
+            }
             "count" => Ok(Some(Payload::new(&state::incr("counter", 1)?)?)),
             "claim" => {
                 let claim: Claim = payload.parse()?;
@@ -99,9 +119,18 @@ impl Plugin for Faulty {
             "whoami" => {
                 let auth: serde_json::Value = serde_json::from_str(&conn.auth)
                     .map_err(|error| Error::new("bad_auth", error.to_string()))?;
-                Ok(Some(Payload::new(
-                    &json!({ "user_id": conn.user_id, "auth": auth }),
-                )?))
+                Ok(Some(Payload::new(&json!({
+                    "socket_id": conn.socket_id,
+                    "user_id": conn.user_id,
+                    "auth": auth,
+                    "auth_text": conn.auth,
+                }))?))
+            }
+            "disconnect_reason" => {
+                let socket: SocketId = payload.parse_object()?;
+                Ok(Some(Payload::new(&state::get(&reason_key(
+                    &socket.socket_id,
+                ))?)?))
             }
             "schedule" => {
                 let schedule: Schedule = payload.parse_object()?;
@@ -122,6 +151,12 @@ impl Plugin for Faulty {
                 )?))
             }
             other => Err(Error::unknown_event(other)),
+        }
+    }
+
+    fn on_disconnect(conn: &Conn, reason: &str) {
+        if let Err(error) = state::set(&reason_key(&conn.socket_id), reason, Some(REASON_TTL_MS)) {
+            log::warn(&format!("disconnect reason not kept: {}", error.message));
         }
     }
 

@@ -1,0 +1,57 @@
+// Log lines an operator's tools can read: plain text without colour codes
+// when stderr is not a terminal, or one JSON object per line.
+
+import assert from "node:assert/strict";
+import { afterEach, test } from "node:test";
+
+import { closeAllSockets, connect, emitAckOk, faultyPlugin, startHost } from "./harness.mjs";
+
+let host;
+
+afterEach(async () => {
+  closeAllSockets();
+  if (host) {
+    const { code } = await host.stop();
+    assert.equal(code, 0, `host exit code; stderr:\n${host.stderr().slice(-2000)}`);
+    host = undefined;
+  }
+});
+
+/** Starts a host, has its plugin log a line, stops it; resolves to its stderr lines. */
+async function logLinesOf(env) {
+  host = await startHost({ plugins: [faultyPlugin({ events: ["log"] })], env });
+  const socket = await connect(host.url, { namespace: "/faulty" });
+  await emitAckOk(socket, "log", "a line from the plugin");
+  socket.close();
+  const { code } = await host.stop();
+  assert.equal(code, 0);
+  const lines = host.stderr().split("\n").filter((line) => line.length > 0);
+  host = undefined;
+  return lines;
+}
+
+test("text logs to a pipe carry no colour codes, even without NO_COLOR", async () => {
+  const lines = await logLinesOf({ NO_COLOR: undefined, SWITCHBOARD_LOG_FORMAT: undefined });
+  assert.ok(lines.some((line) => line.includes("a line from the plugin")), lines.join("\n"));
+  assert.deepEqual(
+    lines.filter((line) => line.includes("\u001b")),
+    [],
+    "lines with ANSI escape codes",
+  );
+});
+
+test("SWITCHBOARD_LOG_FORMAT=json writes one JSON object per line", async () => {
+  const lines = await logLinesOf({ SWITCHBOARD_LOG_FORMAT: "json" });
+  const records = lines.map((line) => {
+    try {
+      return JSON.parse(line);
+    } catch {
+      assert.fail(`not a JSON line: ${line}`);
+    }
+  });
+  assert.ok(records.every((record) => typeof record.level === "string" && typeof record.timestamp === "string"));
+  const fromPlugin = records.find((record) => record.fields?.message === "a line from the plugin");
+  assert.ok(fromPlugin, `no record of the plugin's line in:\n${lines.join("\n")}`);
+  assert.equal(fromPlugin.fields.plugin, "faulty");
+  assert.equal(fromPlugin.level, "INFO");
+});

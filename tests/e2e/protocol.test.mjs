@@ -1,0 +1,50 @@
+// Engine.IO / Socket.IO protocol details that clients and test suites rely on,
+// checked on the wire with a raw WebSocket.
+
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import WebSocket from "ws";
+
+import { TIMEOUT_MS, chatPlugin, sleep, startHost, waitFor } from "./harness.mjs";
+
+const PING_INTERVAL_MS = 1500;
+
+let host;
+
+before(async () => {
+  host = await startHost({ server: { ping_interval_ms: PING_INTERVAL_MS }, plugins: [chatPlugin()] });
+});
+
+after(async () => {
+  if (host) {
+    const { code } = await host.stop();
+    assert.equal(code, 0, `host exit code; stderr:\n${host.stderr().slice(-2000)}`);
+  }
+});
+
+test("the first PING comes one pingInterval after the handshake, not at once", async () => {
+  const ws = new WebSocket(`${host.url.replace(/^http/, "ws")}/socket.io/?EIO=4&transport=websocket`);
+  const frames = [];
+  ws.on("message", (data) => frames.push({ text: data.toString(), at: Date.now() }));
+  try {
+    await waitFor(() => frames.length > 0, TIMEOUT_MS, "the Engine.IO open packet");
+    const open = frames[0];
+    assert.equal(open.text[0], "0");
+    assert.equal(JSON.parse(open.text.slice(1)).pingInterval, PING_INTERVAL_MS);
+    ws.send("40");
+    await waitFor(() => frames.length > 1, TIMEOUT_MS, "the Socket.IO connect reply");
+    assert.match(frames[1].text, /^40\{"sid":"[^"]+"\}$/, "the packet after the handshake is the CONNECT reply");
+
+    // Nothing else arrives before the interval is over.
+    await sleep(PING_INTERVAL_MS * 0.8);
+    assert.deepEqual(frames.slice(2).map((frame) => frame.text), [], "packets before the first pingInterval");
+    await waitFor(() => frames.length > 2, TIMEOUT_MS, "the first PING");
+    assert.equal(frames[2].text, "2");
+    assert.ok(
+      frames[2].at - open.at >= PING_INTERVAL_MS * 0.9,
+      `the first PING came ${frames[2].at - open.at} ms after the handshake; pingInterval is ${PING_INTERVAL_MS}`,
+    );
+  } finally {
+    ws.close();
+  }
+});

@@ -7,8 +7,8 @@
 use std::fmt::Write;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -100,6 +100,8 @@ pub struct Admission {
     header_timeouts: AtomicU64,
     failed_accepts: AtomicU64,
     last_accept_error: Mutex<Option<String>>,
+    /// The counts as last logged (the start-up responder logs first).
+    reported: Mutex<Counts>,
 }
 
 impl Admission {
@@ -128,6 +130,7 @@ impl Admission {
             header_timeouts: AtomicU64::new(0),
             failed_accepts: AtomicU64::new(0),
             last_accept_error: Mutex::new(None),
+            reported: Mutex::new(Counts::default()),
         }
     }
 
@@ -175,22 +178,27 @@ impl Admission {
 
     pub fn accept_failed(&self, error: &std::io::Error) {
         self.failed_accepts.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut last) = self.last_accept_error.lock() {
-            *last = Some(error.to_string());
-        }
+        *self
+            .last_accept_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
     }
 
     /// Every `period`: one warning with how many connections were refused
     /// since the last (never one line per connection, which a flood would
     /// turn into a flood of logs), and forgets addresses seen long ago.
     pub async fn report(self: Arc<Self>, period: Duration) {
-        let mut reported = Counts::default();
         let mut ticks = tokio::time::interval(period);
         ticks.tick().await;
         loop {
             ticks.tick().await;
             let now = self.counts();
-            let since = now.since(&reported);
+            let since = {
+                let mut reported = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
+                let since = now.since(&reported);
+                *reported = now;
+                since
+            };
             if since.over_max + since.over_rate > 0 {
                 tracing::warn!(
                     "refused {} connections in the last {period:?}: {} over `max_connections` ({} open), \
@@ -205,15 +213,14 @@ impl Admission {
                 let last = self
                     .last_accept_error
                     .lock()
-                    .ok()
-                    .and_then(|last| last.clone())
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
                     .unwrap_or_default();
                 tracing::warn!(
                     "could not accept {} connections in the last {period:?} (last error: {last})",
                     since.failed_accepts
                 );
             }
-            reported = now;
             if let Some(limiter) = &self.per_address {
                 limiter.retain_recent();
                 limiter.shrink_to_fit();

@@ -47,18 +47,17 @@ impl From<&ConnectionLimits> for Timeouts {
 }
 
 /// Serves HTTP/1 (and upgrades) on `stream` until the client closes, a
-/// timeout passes, or `closing` asks every connection to finish. `refused`:
-/// the connection is over a limit, with its seat in the reserve if it has one.
+/// timeout passes, or `closing` asks every connection to finish. `refusal`:
+/// the connection is over a limit; `seat`: its place in the reserve.
 pub async fn serve(
     stream: AdmittedStream,
-    refused: Option<(Refusal, Option<Arc<Seat>>)>,
+    refusal: Option<Refusal>,
+    seat: Option<Arc<Seat>>,
     app: Router,
     timeouts: Timeouts,
     admission: Arc<Admission>,
     closing: CancellationToken,
 ) {
-    let (refusal, seat) = refused.unzip();
-    let seat = seat.flatten();
     let timeouts = match refusal {
         None => timeouts,
         Some(_) => Timeouts {

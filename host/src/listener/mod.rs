@@ -66,7 +66,8 @@ pub async fn serve(
         let (refusal, seat) = (ticket.refusal, ticket.seat());
         connections.spawn(connection::serve(
             AdmittedStream::new(tcp, ticket),
-            refusal.map(|refusal| (refusal, seat)),
+            refusal,
+            seat,
             app.clone(),
             timeouts,
             admission.clone(),

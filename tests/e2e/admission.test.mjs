@@ -13,14 +13,19 @@ import WebSocket from "ws";
 
 import {
   TIMEOUT_MS,
+  chatPlugin,
   closeAllSockets,
   collect,
   connect,
   emitAckOk,
+  manifestToml,
+  spawnServe,
   startHost,
   unique,
   waitFor,
+  writeManifest,
 } from "./harness.mjs";
+import { freePort, startRedis } from "./redis.mjs";
 
 /** Connections over `max_connections` read for a request at once (listener/admission.rs). */
 const PROBE_RESERVE = 32;
@@ -231,6 +236,34 @@ describe("connection admission", () => {
     assert.ok(!frames.some((frame) => frame.startsWith("40")), `no namespace was joined: ${frames}`);
     assert.ok(client.socket.connected);
     await client.roundTrip();
+  });
+
+  test("a request left half-sent while the node waits for Redis does not hold up its start", async () => {
+    const [port, redisPort] = [await freePort(), await freePort()];
+    const manifest = writeManifest(
+      manifestToml({ server: { header_read_timeout_ms: 1000, idle_timeout_ms: 1000 }, plugins: [chatPlugin()] }) +
+        `\n[cluster]\nredis_url = "redis://127.0.0.1:${redisPort}"\n`,
+    );
+    const node = spawnServe(manifest, { listen: `127.0.0.1:${port}` });
+    let redis;
+    try {
+      await waitFor(
+        async () => (await rawGet(port, "/healthz").catch(() => ({}))).status === 200,
+        10000,
+        "the start-up responder to answer /healthz",
+      );
+      const half = silent(port);
+      await half.opened;
+      half.socket.write("GET /readyz HTTP/1.1\r\nhost: 127.0.0.1\r\n");
+      redis = await startRedis({ port: redisPort });
+      await waitFor(() => /switchboard listening on/.test(node.stdout()), 15000, () => `the ready line; stderr:\n${node.stderr()}`);
+      await waitFor(() => half.isClosed(), TIMEOUT_MS, "the half-sent request closed");
+      const client = await chatter(`http://127.0.0.1:${port}`);
+      await client.roundTrip();
+    } finally {
+      node.child.kill("SIGKILL");
+      await redis?.stop();
+    }
   });
 
   test("with `ulimit -n 256`, silent connections cannot take the last descriptors: clients are refused clearly and /healthz answers", async () => {

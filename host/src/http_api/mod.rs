@@ -349,8 +349,7 @@ async fn reload(
 }
 
 /// Prometheus text exposition of the reload counters, running versions and
-/// connection counts;
-/// behind the `[api]` token unless `[api] metrics = "public"`.
+/// connection counts; behind the `[api]` token unless `[api] metrics = "public"`.
 async fn metrics(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,

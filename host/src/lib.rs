@@ -14,6 +14,7 @@
 //! - [`http_api`]: health, readiness, the `/api/v1` emit and room endpoints,
 //!   the API token and the Origin policy in front of Socket.IO.
 //! - [`reload`]: hot reload of plugin components (file watch, API, SIGHUP).
+//! - [`listener`]: the accept loop: connection limits, HTTP timeouts.
 //! - [`server`]: loads a manifest and serves it until shutdown.
 //! - [`escaped`]: client and plugin text made safe for log lines.
 
@@ -23,6 +24,7 @@ pub mod escaped;
 pub mod host_api;
 pub mod http_api;
 pub mod identity;
+pub mod listener;
 pub mod manifest;
 pub mod metrics;
 pub mod payload;

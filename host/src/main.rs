@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchboard::escaped::Escaped;
 use switchboard::http_api;
+use switchboard::listener::{Admission, Timeouts};
 use switchboard::manifest::AllowedOrigins;
 use switchboard::runtime::Runtime;
 use switchboard::{Manifest, Server};
@@ -101,10 +102,17 @@ fn serve(manifest: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()> {
         let (listener, probe_listener) =
             share(listener).context("cannot share the listening socket")?;
         let (started, starting_done) = tokio::sync::oneshot::channel::<()>();
-        let probes = tokio::spawn(http_api::serve_while_starting(probe_listener, async {
-            let _ = starting_done.await;
-        }));
-        let loaded = Server::load(manifest, listener).await;
+        let limits = &manifest.server.connections;
+        let admission = std::sync::Arc::new(Admission::new(limits));
+        let probes = tokio::spawn(http_api::serve_while_starting(
+            probe_listener,
+            admission.clone(),
+            Timeouts::from(limits),
+            async {
+                let _ = starting_done.await;
+            },
+        ));
+        let loaded = Server::load(manifest, listener, admission).await;
         let _ = started.send(());
         let _ = probes.await;
         let server = loaded?;

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use axum::serve::ListenerExt;
 use socketioxide::adapter::{Adapter, LocalAdapter};
 use socketioxide::{SocketIo, SocketIoBuilder};
 use socketioxide_core::adapter::DefinedAdapter;
@@ -22,6 +21,7 @@ use crate::http_api::origin::{self, OriginGuard};
 use crate::http_api::plugin_routes::{PluginHttp, PluginRoutes};
 use crate::http_api::{self, ApiToken, Readiness};
 use crate::identity::{KeyError, Verifier};
+use crate::listener::{self, Admission, Timeouts};
 use crate::manifest::{Location, Manifest, PluginName, PluginSpec};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
@@ -95,6 +95,8 @@ pub struct Server {
     sockets: Arc<dyn Sockets>,
     namespaces: Arc<Namespaces>,
     reloader: Arc<Reloader>,
+    admission: Arc<Admission>,
+    timeouts: Timeouts,
 }
 
 /// What differs between a single node in memory and a node of a cluster.
@@ -123,11 +125,16 @@ impl Backend<LocalAdapter> {
 impl Server {
     /// Loads the plugins and, when the manifest has a `[cluster]`, connects to
     /// Redis (waiting, with backoff, while it cannot be reached).
-    pub async fn load(manifest: Manifest, listener: TcpListener) -> Result<Self, ServeError> {
+    /// `admission` is shared with whatever answered on `listener` before.
+    pub async fn load(
+        manifest: Manifest,
+        listener: TcpListener,
+        admission: Arc<Admission>,
+    ) -> Result<Self, ServeError> {
         // Installed first: what is recorded before the recorder is lost.
         Metrics::global();
         let Some(settings) = manifest.cluster.clone() else {
-            return Self::assemble(manifest, listener, Backend::in_memory()).await;
+            return Self::assemble(manifest, listener, admission, Backend::in_memory()).await;
         };
         let redis = match cluster::connect(&settings).await {
             Ok(redis) => Arc::new(redis),
@@ -136,7 +143,7 @@ impl Server {
                     "{unreachable}; running this node alone, in memory, as `fallback = \"local\"` asks: \
                      its rooms and state are not shared, and it will not join the cluster later"
                 );
-                return Self::assemble(manifest, listener, Backend::in_memory()).await;
+                return Self::assemble(manifest, listener, admission, Backend::in_memory()).await;
             }
             Err(error) => return Err(error.into()),
         };
@@ -171,12 +178,13 @@ impl Server {
                 ))
             }),
         };
-        Self::assemble(manifest, listener, backend).await
+        Self::assemble(manifest, listener, admission, backend).await
     }
 
     async fn assemble<A>(
         manifest: Manifest,
         listener: TcpListener,
+        admission: Arc<Admission>,
         backend: Backend<A>,
     ) -> Result<Self, ServeError>
     where
@@ -248,6 +256,7 @@ impl Server {
             namespaces: namespaces.clone(),
             readiness: backend.readiness,
             reloader: reloader.clone(),
+            admission: admission.clone(),
         };
         if manifest.server.allowed_origins.allows_any() {
             tracing::warn!(
@@ -267,6 +276,8 @@ impl Server {
             sockets,
             namespaces,
             reloader,
+            admission,
+            timeouts: Timeouts::from(&manifest.server.connections),
         })
     }
 
@@ -289,20 +300,19 @@ impl Server {
     ) -> Result<(), ServeError> {
         let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
         let (sockets, namespaces) = (self.sockets, self.namespaces);
-        // Without TCP_NODELAY an ack written right after an event waits for
-        // the client's delayed ACK of the event (40 ms on Linux).
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!("cannot set TCP_NODELAY: {error}");
-            }
-        });
-        let serve = axum::serve(listener, self.app).with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: closing connections");
-            let _ = stopping.send(());
-            namespaces.disconnect_all(DISCONNECT_GRACE).await;
-            sockets.close().await;
-        });
+        let serve = listener::serve(
+            self.listener,
+            self.app,
+            self.admission,
+            self.timeouts,
+            async move {
+                shutdown.await;
+                tracing::info!("shutting down: closing connections");
+                let _ = stopping.send(());
+                namespaces.disconnect_all(DISCONNECT_GRACE).await;
+                sockets.close().await;
+            },
+        );
         let grace_expired = async {
             if stopped.await.is_ok() {
                 tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -311,7 +321,7 @@ impl Server {
             }
         };
         tokio::select! {
-            served = serve => served?,
+            () = serve => {}
             () = grace_expired => tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; exiting anyway"),
         }
         Ok(())

@@ -180,9 +180,12 @@ process.on("exit", () => {
   }
 });
 
-function spawnTracked(args, env) {
+function spawnTracked(args, env, shell) {
   requireBinary();
-  const child = spawn(BIN, args, {
+  // `shell`: commands run first, e.g. `ulimit -n 256`, by a shell that then
+  // becomes the binary (so signals and the pid are the binary's).
+  const [command, argv] = shell ? ["sh", ["-c", `${shell}; exec "$0" "$@"`, BIN, ...args]] : [BIN, args];
+  const child = spawn(command, argv, {
     stdio: ["ignore", "pipe", "pipe"],
     env: { RUST_LOG: "info", ...process.env, ...env },
   });
@@ -225,8 +228,8 @@ function spawnTracked(args, env) {
  * Resolves to `{ child, exited, closed, stdout(), stderr() }`; the child is
  * killed with the test file's other leftovers.
  */
-export function spawnServe(manifestPath, { listen = "127.0.0.1:0", env } = {}) {
-  return spawnTracked(["serve", "--manifest", manifestPath, "--listen", listen], env);
+export function spawnServe(manifestPath, { listen = "127.0.0.1:0", env, shell } = {}) {
+  return spawnTracked(["serve", "--manifest", manifestPath, "--listen", listen], env, shell);
 }
 
 function tail(text, max = 4000) {
@@ -239,13 +242,13 @@ function tail(text, max = 4000) {
  * once the ready line appears; rejects with the child's stderr if it exits
  * first or STARTUP_TIMEOUT_MS pass. `manifest` (text) replaces the generated one.
  */
-export async function startHost({ plugins = [chatPlugin()], server = {}, manifest, env } = {}) {
+export async function startHost({ plugins = [chatPlugin()], server = {}, manifest, env, shell } = {}) {
   for (const plugin of plugins) {
     requireFile(plugin.path, "build the plugins with `cd plugins && cargo build --release`");
   }
   const text = manifest ?? manifestToml({ server, plugins });
   const manifestPath = writeManifest(text);
-  const proc = spawnServe(manifestPath, { env });
+  const proc = spawnServe(manifestPath, { env, shell });
 
   const ready = /^switchboard listening on (http:\/\/127\.0\.0\.1:(\d+))$/m;
   let timer;

@@ -100,13 +100,15 @@ async function run(name, servers, pids) {
 }
 
 const chat = chatPlugin({ config: { history_size: 10 } });
-const single = writeManifest(manifestToml({ plugins: [chat] }));
+// Every simulated user connects from 127.0.0.1: no per-address connection rate.
+const crowd = { connections_per_second_per_ip: 0 };
+const single = writeManifest(manifestToml({ server: crowd, plugins: [chat] }));
 const results = [];
 const ours = await serveRelease(single);
 results.push(await run("switchboard, one node (chat plugin)", [ours], [ours.child.pid]));
 if (values.compare === "cluster") {
   const redis = await startRedis();
-  const clustered = writeManifest(manifestToml({ plugins: [chat] }) + `\n[cluster]\nredis_url = "${redis.url}"\n`);
+  const clustered = writeManifest(manifestToml({ server: crowd, plugins: [chat] }) + `\n[cluster]\nredis_url = "${redis.url}"\n`);
   const nodes = [await serveRelease(clustered), await serveRelease(clustered)];
   results.push(await run("switchboard, two nodes + Redis", nodes, [...nodes.map((node) => node.child.pid), redis.pid]));
   await redis.stop();

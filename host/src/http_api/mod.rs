@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 
+use crate::listener::{self, Admission, Timeouts};
 use crate::manifest::{MetricsAccess, is_reserved_event};
 use crate::metrics::Metrics;
 use crate::payload::Outgoing;
@@ -47,6 +48,7 @@ pub struct ApiState {
     pub namespaces: Arc<Namespaces>,
     pub readiness: Readiness,
     pub reloader: Arc<Reloader>,
+    pub admission: Arc<Admission>,
 }
 
 /// The host's own routes, then the plugins' routes and static files.
@@ -65,9 +67,12 @@ pub fn router(state: ApiState, plugin_http: Arc<PluginHttp>) -> Router {
 
 /// Answers on `listener` while the server is still starting (loading plugins,
 /// waiting for Redis): `/healthz` is 200, everything else, `/readyz` included,
-/// is 503. Returns when `started` resolves, once in-flight requests are done.
+/// is 503, with the connection limits the server will have. Returns when
+/// `started` resolves, once in-flight requests are done.
 pub async fn serve_while_starting(
     listener: TcpListener,
+    admission: Arc<Admission>,
+    timeouts: Timeouts,
     started: impl Future<Output = ()> + Send + 'static,
 ) {
     let starting = Router::new()
@@ -79,12 +84,7 @@ pub async fn serve_while_starting(
                 "the server is starting: loading plugins or waiting for Redis",
             )
         });
-    if let Err(error) = axum::serve(listener, starting)
-        .with_graceful_shutdown(started)
-        .await
-    {
-        tracing::warn!("the start-up responder failed: {error}");
-    }
+    listener::serve(listener, starting, admission, timeouts, started).await;
 }
 
 /// A JSON error body: `{ "error": { "code", "message" } }`, the same shape
@@ -97,7 +97,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -349,8 +349,8 @@ async fn reload(
     }))
 }
 
-/// Prometheus text exposition of the reload counters and running versions;
-/// behind the `[api]` token unless `[api] metrics = "public"`.
+/// Prometheus text exposition of the reload counters, running versions and
+/// connection counts; behind the `[api]` token unless `[api] metrics = "public"`.
 async fn metrics(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -392,5 +392,6 @@ async fn metrics(
             status.name, status.version
         );
     }
+    state.admission.write_metrics(&mut text);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }

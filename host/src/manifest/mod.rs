@@ -10,6 +10,7 @@ mod secret;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,6 +21,10 @@ use schema::{AuthSection, ManifestFile, PluginSection, RouteSection};
 pub use schema::{Fallback, InstanceModel, JwtAlgorithm, MetricsAccess, RouteAuth};
 pub use secret::Secret;
 use toml::Spanned;
+
+/// How long a keep-alive connection waits for its next request unless the
+/// manifest says otherwise: Node's `keepAliveTimeout` is 5 s too.
+const DEFAULT_IDLE_TIMEOUT_MS: u64 = 5_000;
 
 /// The manifest format version this release reads.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -120,6 +125,26 @@ pub struct ServerSettings {
     pub static_dir: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
     pub allowed_origins: AllowedOrigins,
+    pub connections: ConnectionLimits,
+}
+
+/// Which connections the node admits and how long it waits for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// As configured; the listener lowers it to what the file-descriptor limit allows.
+    pub max_connections: usize,
+    /// `None`: any address may open connections as fast as it likes.
+    pub per_address: Option<AddressRate>,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+/// New connections allowed from one client address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressRate {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
 }
 
 /// One plugin as the host runs it.
@@ -303,6 +328,7 @@ impl Validator<'_> {
             return self.invalid(0..0, "`write_timeout_ms` must be at least 1".to_owned());
         }
 
+        let connections = self.connection_limits(&server)?;
         let allowed_origins = self.allowed_origins(server.allowed_origins)?;
         let api_token = self.overrides.api_token.clone().or(file.api.token);
         let metrics = self.metrics_access(file.api.metrics, api_token.is_some())?;
@@ -374,8 +400,60 @@ impl Validator<'_> {
                 static_dir: server.static_dir.map(|dir| self.base.join(dir)),
                 cache_dir: server.cache_dir.map(|dir| self.base.join(dir)),
                 allowed_origins,
+                connections,
             },
             plugins,
+        })
+    }
+
+    fn connection_limits(
+        &self,
+        server: &schema::ServerSection,
+    ) -> Result<ConnectionLimits, ManifestError> {
+        let positive = |value: &Spanned<u64>, name: &str| {
+            if *value.get_ref() == 0 {
+                self.invalid(value.span(), format!("`{name}` must be at least 1"))
+            } else {
+                Ok(*value.get_ref())
+            }
+        };
+        let max_connections = positive(&server.max_connections, "max_connections")?;
+        let header_read_timeout_ms =
+            positive(&server.header_read_timeout_ms, "header_read_timeout_ms")?;
+        let connect_timeout_ms = positive(&server.connect_timeout_ms, "connect_timeout_ms")?;
+        let idle_timeout_ms = match &server.idle_timeout_ms {
+            None => DEFAULT_IDLE_TIMEOUT_MS.min(header_read_timeout_ms),
+            Some(idle) if *idle.get_ref() > header_read_timeout_ms => {
+                return self.invalid(
+                    idle.span(),
+                    format!(
+                        "`idle_timeout_ms` ({}) is longer than `header_read_timeout_ms` ({header_read_timeout_ms}), \
+                         which also bounds the wait for a connection's next request: lower it or raise `header_read_timeout_ms`",
+                        idle.get_ref()
+                    ),
+                );
+            }
+            Some(idle) => positive(idle, "idle_timeout_ms")?,
+        };
+        let per_address = match NonZeroU32::new(server.connections_per_second_per_ip) {
+            None => None,
+            Some(per_second) => {
+                let burst = &server.connection_burst_per_ip;
+                let Some(burst) = NonZeroU32::new(*burst.get_ref()) else {
+                    return self.invalid(
+                        burst.span(),
+                        "`connection_burst_per_ip` must be at least 1; to turn the per-address limit off, set `connections_per_second_per_ip = 0`".to_owned(),
+                    );
+                };
+                Some(AddressRate { per_second, burst })
+            }
+        };
+        Ok(ConnectionLimits {
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            per_address,
+            header_read_timeout: Duration::from_millis(header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(idle_timeout_ms),
+            connect_timeout: Duration::from_millis(connect_timeout_ms),
         })
     }
 
@@ -984,6 +1062,50 @@ history_size = 20
         );
         let error = access("metrics = \"open\"\n").unwrap_err().to_string();
         assert!(error.contains("unknown variant `open`"), "{error}");
+    }
+
+    #[test]
+    fn connection_limits_default_and_validate() {
+        let limits = parse(CHAT).unwrap().server.connections;
+        assert_eq!(limits.max_connections, 10_000);
+        assert_eq!(limits.idle_timeout, Duration::from_secs(5));
+        assert_eq!(limits.connect_timeout, Duration::from_secs(10));
+        let rate = limits.per_address.expect("on by default");
+        assert_eq!((rate.per_second.get(), rate.burst.get()), (100, 500));
+
+        let server = |settings: &str| parse(&format!("version = 1\n[server]\n{settings}"));
+        let limits = server("header_read_timeout_ms = 2000\nconnections_per_second_per_ip = 0\n")
+            .unwrap()
+            .server
+            .connections;
+        assert_eq!(
+            limits.idle_timeout,
+            Duration::from_secs(2),
+            "at most the header timeout"
+        );
+        assert_eq!(limits.per_address, None);
+
+        let error = server("header_read_timeout_ms = 2000\nidle_timeout_ms = 3000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("/srv/switchboard.toml:4:19: `idle_timeout_ms` (3000) is longer than `header_read_timeout_ms` (2000)"),
+            "{error}"
+        );
+        let error = server("connection_burst_per_ip = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with(
+                "/srv/switchboard.toml:3:27: `connection_burst_per_ip` must be at least 1"
+            ),
+            "{error}"
+        );
+        let error = server("max_connections = 0\n").unwrap_err().to_string();
+        assert!(
+            error.contains("`max_connections` must be at least 1"),
+            "{error}"
+        );
     }
 
     #[test]

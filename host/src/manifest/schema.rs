@@ -81,6 +81,24 @@ pub struct ServerSection {
     /// any. Unset: only pages of the same host and port as the request.
     /// Clients that send no `Origin` (not browsers) are not affected.
     pub allowed_origins: Option<Vec<Spanned<String>>>,
+    /// TCP connections this node keeps open at once: `10000`. Never more
+    /// than the process's file-descriptor limit allows.
+    pub max_connections: Spanned<u64>,
+    /// New connections per second from one client address (one IPv6 /64):
+    /// `100`; `0` turns the per-address limit off.
+    pub connections_per_second_per_ip: u32,
+    /// New connections one address may open at once before the per-second
+    /// rate applies: `500`.
+    pub connection_burst_per_ip: Spanned<u32>,
+    /// How long a client has to send a request's headers, counted from when
+    /// it connects or got its previous response, in milliseconds: `10000`.
+    pub header_read_timeout_ms: Spanned<u64>,
+    /// How long a connection with no request in flight stays open, in
+    /// milliseconds: `5000`, and at most `header_read_timeout_ms`.
+    pub idle_timeout_ms: Option<Spanned<u64>>,
+    /// How long a client has, after the Engine.IO handshake, to send the
+    /// Socket.IO CONNECT, in milliseconds: `10000`.
+    pub connect_timeout_ms: Spanned<u64>,
 }
 
 impl Default for ServerSection {
@@ -96,6 +114,12 @@ impl Default for ServerSection {
             static_dir: None,
             cache_dir: None,
             allowed_origins: None,
+            max_connections: Spanned::new(0..0, 10_000),
+            connections_per_second_per_ip: 100,
+            connection_burst_per_ip: Spanned::new(0..0, 500),
+            header_read_timeout_ms: Spanned::new(0..0, 10_000),
+            idle_timeout_ms: None,
+            connect_timeout_ms: Spanned::new(0..0, 10_000),
         }
     }
 }

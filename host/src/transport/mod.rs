@@ -47,6 +47,7 @@ pub fn socket_io<A: Adapter>(
         .req_path(settings.path.clone())
         .ping_interval(settings.ping_interval)
         .ping_timeout(settings.ping_timeout)
+        .connect_timeout(settings.connections.connect_timeout)
         // Events over `max_payload_bytes` get a clear error from the host; only
         // frames far beyond it are refused by the transport itself.
         .max_payload(settings.max_payload_bytes.saturating_mul(2))

@@ -1,0 +1,382 @@
+//! Which connections are served: at most `max_connections` at once, and new
+//! ones from one client address at a limited rate. A connection over a limit
+//! is still read briefly, from a small reserve, so it can be told why (and,
+//! over `max_connections`, so probes keep answering, see [`super::reserve`]);
+//! a connection over the rate once its reserve is taken is closed at once.
+
+use std::fmt::Write;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::fd_limit::connection_capacity;
+use super::reserve::{Reserve, Seat};
+use crate::http_api::ApiError;
+use crate::manifest::{AddressRate, ConnectionLimits};
+
+/// Connections over `max_connections` that are still read: `/healthz`,
+/// `/readyz` and `/metrics` are answered on them, anything else gets a 503.
+pub const PROBE_RESERVE: usize = 32;
+/// Connections over the per-address rate that get a 429 before they close.
+/// Kept apart from the probe reserve so that one address cannot take it.
+pub const RATE_RESERVE: usize = 16;
+
+/// Why a connection is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The node holds `max_connections` already.
+    TooManyConnections,
+    /// Its address opened connections faster than `connections_per_second_per_ip`.
+    RateLimited,
+}
+
+impl Refusal {
+    /// What the client is told, when it sends a request in time.
+    pub fn response(self) -> Response {
+        let (status, code, message) = match self {
+            Self::TooManyConnections => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                "this node holds as many connections as it allows; retry later or on another node",
+            ),
+            Self::RateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many new connections from your address; retry later",
+            ),
+        };
+        let mut response = ApiError::new(status, code, message).into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response
+    }
+
+    /// Whether a request for `path` is served anyway.
+    pub fn lets_through(self, path: &str) -> bool {
+        self == Self::TooManyConnections && matches!(path, "/healthz" | "/readyz" | "/metrics")
+    }
+}
+
+/// A connection let in. Held as long as its socket is open (an upgraded
+/// WebSocket's too), it counts against the limit it was admitted under.
+pub struct Ticket {
+    place: Place,
+    /// `Some`: the connection is over a limit and gets one answer at most.
+    pub refusal: Option<Refusal>,
+}
+
+enum Place {
+    Permit { _permit: OwnedSemaphorePermit },
+    Seat(Arc<Seat>),
+}
+
+impl Ticket {
+    /// Its place in the reserve of connections over `max_connections`.
+    pub fn seat(&self) -> Option<Arc<Seat>> {
+        match &self.place {
+            Place::Seat(seat) => Some(seat.clone()),
+            Place::Permit { .. } => None,
+        }
+    }
+}
+
+/// Connection admission for one listener, with its counters.
+pub struct Admission {
+    max_connections: usize,
+    open: Arc<Semaphore>,
+    probe_reserve: Arc<Reserve>,
+    rate_reserve: Arc<Semaphore>,
+    per_address: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    over_max: AtomicU64,
+    over_rate: AtomicU64,
+    header_timeouts: AtomicU64,
+    failed_accepts: AtomicU64,
+    last_accept_error: Mutex<Option<String>>,
+    /// The counts as last logged (the start-up responder logs first).
+    reported: Mutex<Counts>,
+}
+
+impl Admission {
+    /// Admission as `limits` say, `max_connections` lowered to what the
+    /// file descriptors allow.
+    pub fn new(limits: &ConnectionLimits) -> Self {
+        Self::with_capacity(
+            connection_capacity(limits.max_connections),
+            limits.per_address,
+        )
+    }
+
+    fn with_capacity(max_connections: usize, per_address: Option<AddressRate>) -> Self {
+        Self {
+            max_connections,
+            open: Arc::new(Semaphore::new(max_connections)),
+            probe_reserve: Reserve::new(PROBE_RESERVE),
+            rate_reserve: Arc::new(Semaphore::new(RATE_RESERVE)),
+            per_address: per_address.map(|rate| {
+                DefaultKeyedRateLimiter::dashmap(
+                    Quota::per_second(rate.per_second).allow_burst(rate.burst),
+                )
+            }),
+            over_max: AtomicU64::new(0),
+            over_rate: AtomicU64::new(0),
+            header_timeouts: AtomicU64::new(0),
+            failed_accepts: AtomicU64::new(0),
+            last_accept_error: Mutex::new(None),
+            reported: Mutex::new(Counts::default()),
+        }
+    }
+
+    /// Admits a connection from `address`, or `None`: close it at once.
+    pub fn admit(&self, address: IpAddr) -> Option<Ticket> {
+        let over_rate = self
+            .per_address
+            .as_ref()
+            .is_some_and(|limiter| limiter.check_key(&address_key(address)).is_err());
+        if over_rate {
+            self.over_rate.fetch_add(1, Ordering::Relaxed);
+            let permit = self.rate_reserve.clone().try_acquire_owned().ok()?;
+            return Some(Ticket {
+                place: Place::Permit { _permit: permit },
+                refusal: Some(Refusal::RateLimited),
+            });
+        }
+        match self.open.clone().try_acquire_owned() {
+            Ok(permit) => Some(Ticket {
+                place: Place::Permit { _permit: permit },
+                refusal: None,
+            }),
+            Err(_) => {
+                self.over_max.fetch_add(1, Ordering::Relaxed);
+                Some(Ticket {
+                    place: Place::Seat(self.probe_reserve.seat()),
+                    refusal: Some(Refusal::TooManyConnections),
+                })
+            }
+        }
+    }
+
+    /// Connections admitted and still open, those over a limit not counted.
+    pub fn open(&self) -> usize {
+        self.max_connections - self.open.available_permits()
+    }
+
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    pub fn header_timed_out(&self) {
+        self.header_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn accept_failed(&self, error: &std::io::Error) {
+        self.failed_accepts.fetch_add(1, Ordering::Relaxed);
+        *self
+            .last_accept_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(error.to_string());
+    }
+
+    /// Every `period`: one warning with how many connections were refused
+    /// since the last (never one line per connection, which a flood would
+    /// turn into a flood of logs), and forgets addresses seen long ago.
+    pub async fn report(self: Arc<Self>, period: Duration) {
+        let mut ticks = tokio::time::interval(period);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let now = self.counts();
+            let since = {
+                let mut reported = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
+                let since = now.since(&reported);
+                *reported = now;
+                since
+            };
+            if since.over_max + since.over_rate > 0 {
+                tracing::warn!(
+                    "refused {} connections in the last {period:?}: {} over `max_connections` ({} open), \
+                     {} over `connections_per_second_per_ip`",
+                    since.over_max + since.over_rate,
+                    since.over_max,
+                    self.open(),
+                    since.over_rate,
+                );
+            }
+            if since.failed_accepts > 0 {
+                let last = self
+                    .last_accept_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+                    .unwrap_or_default();
+                tracing::warn!(
+                    "could not accept {} connections in the last {period:?} (last error: {last})",
+                    since.failed_accepts
+                );
+            }
+            if let Some(limiter) = &self.per_address {
+                limiter.retain_recent();
+                limiter.shrink_to_fit();
+            }
+        }
+    }
+
+    fn counts(&self) -> Counts {
+        Counts {
+            over_max: self.over_max.load(Ordering::Relaxed),
+            over_rate: self.over_rate.load(Ordering::Relaxed),
+            failed_accepts: self.failed_accepts.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Prometheus text for the connection gauges and refusal counters.
+    pub fn write_metrics(&self, text: &mut String) {
+        let counts = self.counts();
+        let _ = writeln!(
+            text,
+            "# HELP switchboard_connections_open TCP connections admitted and open.\n\
+             # TYPE switchboard_connections_open gauge\n\
+             switchboard_connections_open {}\n\
+             # HELP switchboard_connections_max `max_connections`, as the file-descriptor limit allows.\n\
+             # TYPE switchboard_connections_max gauge\n\
+             switchboard_connections_max {}\n\
+             # HELP switchboard_connections_refused_total Connections refused, by the limit they were over.\n\
+             # TYPE switchboard_connections_refused_total counter\n\
+             switchboard_connections_refused_total{{reason=\"too_many_connections\"}} {}\n\
+             switchboard_connections_refused_total{{reason=\"rate_limited\"}} {}\n\
+             # HELP switchboard_http_header_timeouts_total Connections closed for not sending a request's headers in time.\n\
+             # TYPE switchboard_http_header_timeouts_total counter\n\
+             switchboard_http_header_timeouts_total {}",
+            self.open(),
+            self.max_connections,
+            counts.over_max,
+            counts.over_rate,
+            self.header_timeouts.load(Ordering::Relaxed),
+        );
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    over_max: u64,
+    over_rate: u64,
+    failed_accepts: u64,
+}
+
+impl Counts {
+    fn since(&self, earlier: &Self) -> Self {
+        Self {
+            over_max: self.over_max - earlier.over_max,
+            over_rate: self.over_rate - earlier.over_rate,
+            failed_accepts: self.failed_accepts - earlier.failed_accepts,
+        }
+    }
+}
+
+/// The address a client's connections are counted under: an IPv6 client
+/// usually holds a whole /64, so its connections count together.
+fn address_key(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::num::NonZeroU32;
+
+    use super::*;
+
+    const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    fn rate(per_second: u32, burst: u32) -> Option<AddressRate> {
+        Some(AddressRate {
+            per_second: NonZeroU32::new(per_second).expect("nonzero"),
+            burst: NonZeroU32::new(burst).expect("nonzero"),
+        })
+    }
+
+    #[test]
+    fn over_max_connections_the_reserve_is_refused_and_its_longest_waiting_evicted() {
+        let admission = Admission::with_capacity(2, None);
+        let admitted: Vec<_> = (0..2).map(|_| admission.admit(LOOPBACK)).collect();
+        assert!(
+            admitted
+                .iter()
+                .all(|ticket| ticket.as_ref().is_some_and(|t| t.refusal.is_none()))
+        );
+        let reserve: Vec<_> = (0..PROBE_RESERVE)
+            .map(|_| admission.admit(LOOPBACK).expect("within the reserve"))
+            .collect();
+        assert!(
+            reserve
+                .iter()
+                .all(|ticket| ticket.refusal == Some(Refusal::TooManyConnections))
+        );
+        let newcomer = admission.admit(LOOPBACK).expect("a seat");
+        assert!(
+            newcomer
+                .seat()
+                .is_some_and(|seat| !seat.evicted.is_cancelled())
+        );
+        let evicted: Vec<_> = reserve
+            .iter()
+            .filter_map(Ticket::seat)
+            .filter(|seat| seat.evicted.is_cancelled())
+            .collect();
+        assert_eq!(evicted.len(), 1, "past the reserve, the oldest is closed");
+        assert_eq!(admission.open(), 2);
+        drop(admitted);
+        assert_eq!(admission.open(), 0);
+        assert!(
+            admission
+                .admit(LOOPBACK)
+                .is_some_and(|ticket| ticket.refusal.is_none())
+        );
+    }
+
+    #[test]
+    fn one_address_over_its_burst_is_rate_limited_and_others_are_not() {
+        let admission = Admission::with_capacity(100, rate(1, 3));
+        let tickets: Vec<_> = (0..3).map(|_| admission.admit(LOOPBACK)).collect();
+        assert!(
+            tickets
+                .iter()
+                .all(|ticket| ticket.as_ref().is_some_and(|t| t.refusal.is_none()))
+        );
+        let refused = admission.admit(LOOPBACK).expect("within the reserve");
+        assert_eq!(refused.refusal, Some(Refusal::RateLimited));
+        let other = admission.admit(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
+        assert!(other.is_some_and(|ticket| ticket.refusal.is_none()));
+    }
+
+    #[test]
+    fn ipv6_addresses_count_per_64() {
+        let a: Ipv6Addr = "2001:db8:1:2::1".parse().expect("address");
+        let b: Ipv6Addr = "2001:db8:1:2:ffff::9".parse().expect("address");
+        let c: Ipv6Addr = "2001:db8:1:3::1".parse().expect("address");
+        assert_eq!(address_key(a.into()), address_key(b.into()));
+        assert_ne!(address_key(a.into()), address_key(c.into()));
+        let mapped: Ipv6Addr = "::ffff:10.0.0.1".parse().expect("address");
+        assert_eq!(
+            address_key(mapped.into()),
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))
+        );
+    }
+
+    #[test]
+    fn probes_pass_a_full_node_but_not_a_rate_limit() {
+        assert!(Refusal::TooManyConnections.lets_through("/healthz"));
+        assert!(!Refusal::TooManyConnections.lets_through("/socket.io/"));
+        assert!(!Refusal::RateLimited.lets_through("/healthz"));
+    }
+}

@@ -1,0 +1,198 @@
+//! One connection's HTTP/1: what it is served, and when it has waited too
+//! long for a request.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::response::Response;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use super::admission::{Admission, Refusal};
+use super::reserve::Seat;
+use super::stream::AdmittedStream;
+use crate::manifest::ConnectionLimits;
+
+/// How long a connection over a limit has to send its request: enough for a
+/// probe, which sends it with the connection, and short, as the reserve of
+/// such connections is small.
+const REFUSAL_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a connection may wait for its next request.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// From the connection or the previous response to a whole request head.
+    pub header_read: Duration,
+    /// With no request in flight, from the connection or the previous response.
+    pub idle: Duration,
+}
+
+impl From<&ConnectionLimits> for Timeouts {
+    fn from(limits: &ConnectionLimits) -> Self {
+        Self {
+            header_read: limits.header_read_timeout,
+            idle: limits.idle_timeout,
+        }
+    }
+}
+
+/// Serves HTTP/1 (and upgrades) on `stream` until the client closes, a
+/// timeout passes, or `closing` asks every connection to finish. `refusal`:
+/// the connection is over a limit; `seat`: its place in the reserve.
+pub async fn serve(
+    stream: AdmittedStream,
+    refusal: Option<Refusal>,
+    seat: Option<Arc<Seat>>,
+    app: Router,
+    timeouts: Timeouts,
+    admission: Arc<Admission>,
+    closing: CancellationToken,
+) {
+    let timeouts = match refusal {
+        None => timeouts,
+        Some(_) => Timeouts {
+            header_read: timeouts.header_read.min(REFUSAL_READ_TIMEOUT),
+            idle: timeouts.idle.min(REFUSAL_READ_TIMEOUT),
+        },
+    };
+    let activity = Arc::new(Activity::new());
+    let service = ConnectionService {
+        app,
+        refusal,
+        seat: seat.clone(),
+        activity: activity.clone(),
+    };
+    let evicted = async {
+        match &seat {
+            Some(seat) => seat.evicted.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(evicted);
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read)
+        // A connection over a limit gets one answer, then is closed.
+        .keep_alive(refusal.is_none())
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    // Once asked to finish, the connection completes its response in flight
+    // (or closes at once when it has none) and hyper closes it.
+    let mut finishing = false;
+    loop {
+        tokio::select! {
+            served = connection.as_mut() => {
+                if let Err(error) = served {
+                    if error.is_timeout() {
+                        admission.header_timed_out();
+                    } else {
+                        tracing::debug!("connection failed: {error}");
+                    }
+                }
+                return;
+            }
+            // A newer connection took its place in the reserve: close it.
+            () = &mut evicted => return,
+            () = closing.cancelled(), if !finishing => finishing = true,
+            () = activity.idle_for(timeouts.idle), if !finishing => finishing = true,
+        }
+        connection.as_mut().graceful_shutdown();
+    }
+}
+
+/// Whether a connection has a request in flight, and since when it has not.
+struct Activity {
+    started: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `started` at which the last request finished.
+    idle_since_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
+    /// Completes once no request has been in flight for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let since = self.idle_since_ms.load(Ordering::Acquire);
+            let busy = self.in_flight.load(Ordering::Acquire) > 0;
+            let deadline = if busy {
+                Instant::now() + timeout
+            } else {
+                self.started + Duration::from_millis(since) + timeout
+            };
+            tokio::time::sleep_until(deadline).await;
+            let still_idle = self.in_flight.load(Ordering::Acquire) == 0
+                && self.idle_since_ms.load(Ordering::Acquire) == since;
+            if !busy && still_idle {
+                return;
+            }
+        }
+    }
+}
+
+/// A request in flight; finished when dropped.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let elapsed = u64::try_from(self.0.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.idle_since_ms.store(elapsed, Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The app, or for a connection over a limit its refusal, with each request
+/// counted in flight.
+struct ConnectionService {
+    app: Router,
+    refusal: Option<Refusal>,
+    seat: Option<Arc<Seat>>,
+    activity: Arc<Activity>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for ConnectionService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let in_flight = self.activity.begin();
+        if let Some(seat) = &self.seat {
+            seat.request_read();
+        }
+        let refusal = self
+            .refusal
+            .filter(|refusal| !refusal.lets_through(request.uri().path()));
+        let app = self.app.clone();
+        Box::pin(async move {
+            let _in_flight = in_flight;
+            match refusal {
+                Some(refusal) => Ok(refusal.response()),
+                None => app.oneshot(request).await,
+            }
+        })
+    }
+}

@@ -1,0 +1,306 @@
+// Connection admission under hostile clients: a node holds at most
+// `max_connections` (and never more than its file descriptors allow), one
+// address opens new connections at a limited rate, a request's headers must
+// arrive in time, and an Engine.IO session must send its Socket.IO CONNECT in
+// time. Over a limit a client gets a JSON error (503 or 429) or a close;
+// /healthz keeps answering, and well-behaved clients beside the hostile ones
+// keep being served.
+
+import assert from "node:assert/strict";
+import { connect as connectTcp } from "node:net";
+import { afterEach, describe, test } from "node:test";
+import WebSocket from "ws";
+
+import {
+  TIMEOUT_MS,
+  chatPlugin,
+  closeAllSockets,
+  collect,
+  connect,
+  emitAckOk,
+  manifestToml,
+  spawnServe,
+  startHost,
+  unique,
+  waitFor,
+  writeManifest,
+} from "./harness.mjs";
+import { freePort, startRedis } from "./redis.mjs";
+
+/** Connections over `max_connections` read for a request at once (listener/admission.rs). */
+const PROBE_RESERVE = 32;
+/** Timeouts long enough that silent connections stay open for a whole test. */
+const PATIENT = { header_read_timeout_ms: 60000, idle_timeout_ms: 60000 };
+
+/** A TCP connection that sends nothing; `closed` resolves when the server closes it. */
+function silentConnection(port, localAddress = "127.0.0.1") {
+  const socket = connectTcp({ port, host: "127.0.0.1", localAddress });
+  socket.on("error", () => {});
+  const closed = new Promise((resolve) => socket.once("close", resolve));
+  const opened = new Promise((resolve, reject) => {
+    socket.once("connect", resolve);
+    socket.once("error", reject);
+  });
+  let received = "";
+  socket.setEncoding("utf8");
+  socket.on("data", (chunk) => {
+    received += chunk;
+  });
+  return { socket, opened, closed, received: () => received, isClosed: () => socket.destroyed || socket.readyState === "closed" };
+}
+
+/**
+ * Sends one raw HTTP/1.1 GET on a new connection (from `localAddress`) and
+ * resolves to `{ status, body }`, or `{ closed: true }` when the server closes
+ * the connection without an answer.
+ */
+function rawGet(port, path, { localAddress = "127.0.0.1" } = {}) {
+  return new Promise((resolve, reject) => {
+    const socket = connectTcp({ port, host: "127.0.0.1", localAddress });
+    let data = "";
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no answer to GET ${path} within ${TIMEOUT_MS} ms`));
+    }, TIMEOUT_MS);
+    socket.setEncoding("utf8");
+    socket.on("connect", () => socket.write(`GET ${path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n`));
+    socket.on("data", (chunk) => {
+      data += chunk;
+    });
+    const done = () => {
+      clearTimeout(timer);
+      const match = data.match(/^HTTP\/1\.1 (\d{3})/);
+      if (!match) return resolve({ closed: true });
+      const body = data.slice(data.indexOf("\r\n\r\n") + 4);
+      resolve({ status: Number(match[1]), body, head: data.slice(0, data.indexOf("\r\n\r\n")) });
+    };
+    socket.on("end", done);
+    socket.on("error", done);
+  });
+}
+
+/** Resolves to a metric's value from /metrics (public: no API token here). */
+async function metric(host, name, localAddress) {
+  const { status, body } = await rawGet(host.port, "/metrics", { localAddress });
+  assert.equal(status, 200, body);
+  const line = body.split("\n").find((l) => l.startsWith(`${name} `));
+  assert.ok(line, `${name} is not in /metrics:\n${body}`);
+  return Number(line.split(" ")[1]);
+}
+
+/** A chat client that joins a room; `roundTrip()` sends a message and checks it arrives. */
+async function chatter(url, options = {}) {
+  const socket = await connect(url, { transports: ["websocket"], ...options });
+  const room = unique("admission");
+  await emitAckOk(socket, "join", { room });
+  const received = collect(socket, "message");
+  let sent = 0;
+  return {
+    socket,
+    async roundTrip() {
+      sent += 1;
+      const text = `m${sent}`;
+      await emitAckOk(socket, "send_message", { room, text });
+      await waitFor(() => received.some((message) => message.text === text), TIMEOUT_MS, `message ${text} back`);
+    },
+  };
+}
+
+describe("connection admission", () => {
+  const hosts = [];
+  const sockets = [];
+  async function host(options) {
+    const started = await startHost(options);
+    hosts.push(started);
+    return started;
+  }
+  function silent(port, localAddress) {
+    const connection = silentConnection(port, localAddress);
+    sockets.push(connection.socket);
+    return connection;
+  }
+  afterEach(async () => {
+    closeAllSockets();
+    for (const socket of sockets.splice(0)) socket.destroy();
+    await Promise.all(hosts.splice(0).map((started) => started.stop()));
+  });
+
+  test("over max_connections new connections get 503 too_many_connections while /healthz answers", async () => {
+    const MAX = 6;
+    const started = await host({ server: { max_connections: MAX, ...PATIENT } });
+    const client = await chatter(started.url);
+    const hogs = Array.from({ length: MAX - 1 }, () => silent(started.port));
+    await Promise.all(hogs.map((hog) => hog.opened));
+
+    const refused = await rawGet(started.port, "/socket.io/?EIO=4&transport=polling");
+    assert.equal(refused.status, 503, JSON.stringify(refused));
+    assert.equal(JSON.parse(refused.body).error.code, "too_many_connections");
+    await assert.rejects(connect(started.url), (error) => error.description === 503);
+
+    // More silent connections than the reserve that reads refused ones: each
+    // new one (the probe too) takes the place of the one waiting longest.
+    const flood = Array.from({ length: 2 * PROBE_RESERVE }, () => silent(started.port));
+    await Promise.all(flood.map((connection) => connection.opened));
+    const health = await rawGet(started.port, "/healthz");
+    assert.deepEqual([health.status, health.body], [200, "ok"]);
+    assert.equal((await rawGet(started.port, "/readyz")).status, 200);
+    assert.equal(await metric(started, "switchboard_connections_open"), MAX);
+    assert.ok((await metric(started, 'switchboard_connections_refused_total{reason="too_many_connections"}')) >= 2);
+    await client.roundTrip();
+
+    // A freed slot admits a new client.
+    hogs[0].socket.destroy();
+    const late = await waitFor(
+      () => connect(started.url, { transports: ["websocket"] }).catch(() => null),
+      TIMEOUT_MS,
+      "a client admitted once a connection closed",
+    );
+    assert.ok(late.connected);
+    await client.roundTrip();
+    // The refusals are logged as a count, once per period, not one line each.
+    const logged = await waitFor(
+      () => started.stderr().match(/refused (\d+) connections in the last 10s: \d+ over `max_connections`/),
+      15000,
+      "the refusal log line",
+    );
+    assert.ok(Number(logged[1]) >= 2, logged[0]);
+  });
+
+  test("a burst from one address over its limit gets 429 rate_limited, then is admitted again; other addresses are not limited", async () => {
+    const BURST = 5;
+    const started = await host({ server: { connections_per_second_per_ip: 1, connection_burst_per_ip: BURST } });
+    // Another loopback address is another client.
+    const neighbour = await chatter(started.url, { localAddress: "127.0.0.2" });
+    const answers = await Promise.all(Array.from({ length: 3 * BURST }, () => rawGet(started.port, "/healthz")));
+    const ok = answers.filter((answer) => answer.status === 200).length;
+    const limited = answers.filter((answer) => answer.status === 429);
+    assert.ok(ok >= BURST, `the burst is admitted: ${JSON.stringify(answers)}`);
+    assert.ok(limited.length > 0, `past the burst, refused: ${JSON.stringify(answers)}`);
+    assert.equal(JSON.parse(limited[0].body).error.code, "rate_limited");
+    assert.match(limited[0].head, /retry-after: 1/i);
+    await neighbour.roundTrip();
+    await connect(started.url, { transports: ["websocket"], localAddress: "127.0.0.2" });
+
+    const again = await waitFor(
+      async () => {
+        const answer = await rawGet(started.port, "/healthz");
+        return answer.status === 200 && answer;
+      },
+      TIMEOUT_MS,
+      "127.0.0.1 admitted again after the window",
+    );
+    assert.equal(again.body, "ok");
+    const refused = await metric(started, 'switchboard_connections_refused_total{reason="rate_limited"}', "127.0.0.2");
+    assert.ok(refused >= limited.length, `${refused} refusals counted`);
+  });
+
+  test("a connection that sends half a header, or nothing, is closed after the header and idle timeouts", async () => {
+    const started = await host({ server: { header_read_timeout_ms: 1000, idle_timeout_ms: 500 } });
+    const client = await chatter(started.url);
+    const polling = await connect(started.url, { transports: ["polling"] });
+
+    const half = silent(started.port);
+    await half.opened;
+    half.socket.write("GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: ");
+    const mute = silent(started.port);
+    await mute.opened;
+    // Still trickling bytes: the header timeout counts from the start, not from the last byte.
+    const trickle = setInterval(() => half.socket.writable && half.socket.write("a"), 200);
+    try {
+      await waitFor(() => half.isClosed() && mute.isClosed(), 10000, "the half-header and the silent connection closed");
+    } finally {
+      clearInterval(trickle);
+    }
+    assert.equal(half.received(), "", "no response to a request that never finished");
+    assert.ok((await metric(started, "switchboard_http_header_timeouts_total")) >= 1);
+
+    // The WebSocket and the long-polling client stayed connected throughout.
+    assert.ok(client.socket.connected && polling.connected);
+    await client.roundTrip();
+    await emitAckOk(polling, "join", { room: unique("polling") });
+  });
+
+  test("an Engine.IO session that never sends the Socket.IO CONNECT is closed after connect_timeout_ms", async () => {
+    const started = await host({ server: { connect_timeout_ms: 500 } });
+    const client = await chatter(started.url);
+    const lurker = new WebSocket(`ws://127.0.0.1:${started.port}/socket.io/?EIO=4&transport=websocket`);
+    const frames = [];
+    lurker.on("message", (data) => frames.push(String(data)));
+    const closed = new Promise((resolve) => lurker.once("close", resolve));
+    await waitFor(() => frames.length > 0, TIMEOUT_MS, "the Engine.IO open packet");
+    assert.match(frames[0], /^0\{/);
+    await Promise.race([
+      closed,
+      new Promise((_, reject) => setTimeout(() => reject(new Error("the session without CONNECT is still open")), 10000)),
+    ]);
+    assert.ok(!frames.some((frame) => frame.startsWith("40")), `no namespace was joined: ${frames}`);
+    assert.ok(client.socket.connected);
+    await client.roundTrip();
+  });
+
+  test("a request left half-sent while the node waits for Redis does not hold up its start", async () => {
+    const [port, redisPort] = [await freePort(), await freePort()];
+    const manifest = writeManifest(
+      manifestToml({ server: { header_read_timeout_ms: 1000, idle_timeout_ms: 1000 }, plugins: [chatPlugin()] }) +
+        `\n[cluster]\nredis_url = "redis://127.0.0.1:${redisPort}"\n`,
+    );
+    const node = spawnServe(manifest, { listen: `127.0.0.1:${port}` });
+    let redis;
+    try {
+      await waitFor(
+        async () => (await rawGet(port, "/healthz").catch(() => ({}))).status === 200,
+        10000,
+        "the start-up responder to answer /healthz",
+      );
+      const half = silent(port);
+      await half.opened;
+      half.socket.write("GET /readyz HTTP/1.1\r\nhost: 127.0.0.1\r\n");
+      redis = await startRedis({ port: redisPort });
+      await waitFor(() => /switchboard listening on/.test(node.stdout()), 15000, () => `the ready line; stderr:\n${node.stderr()}`);
+      await waitFor(() => half.isClosed(), TIMEOUT_MS, "the half-sent request closed");
+      const client = await chatter(`http://127.0.0.1:${port}`);
+      await client.roundTrip();
+    } finally {
+      node.child.kill("SIGKILL");
+      await redis?.stop();
+    }
+  });
+
+  test("with `ulimit -n 256`, silent connections cannot take the last descriptors: clients are refused clearly and /healthz answers", async () => {
+    const LIMIT = 256;
+    const started = await host({
+      shell: `ulimit -n ${LIMIT}`,
+      server: { connections_per_second_per_ip: 0, ...PATIENT },
+    });
+    const lowered = started.stderr().match(/`max_connections` lowered from 10000 to (\d+)/);
+    assert.ok(lowered, `the lowered limit is logged:\n${started.stderr()}`);
+    const capacity = Number(lowered[1]);
+    assert.ok(capacity > 0 && capacity < LIMIT, `capacity ${capacity}`);
+
+    const client = await chatter(started.url);
+    const hogs = Array.from({ length: LIMIT }, () => silent(started.port));
+    await Promise.all(hogs.map((hog) => hog.opened));
+    // Those past the limit are closed (at once, or after the short read a refused connection gets).
+    const admitted = capacity - 1;
+    await waitFor(
+      () => hogs.filter((hog) => hog.isClosed()).length === LIMIT - admitted,
+      15000,
+      () => `${LIMIT - admitted} silent connections closed, got ${hogs.filter((hog) => hog.isClosed()).length}`,
+    );
+
+    const health = await rawGet(started.port, "/healthz");
+    assert.deepEqual([health.status, health.body], [200, "ok"]);
+    await assert.rejects(connect(started.url, { transports: ["websocket"] }), /websocket error/);
+    await client.roundTrip();
+    assert.doesNotMatch(started.stderr(), /could not accept|Too many open files/);
+
+    for (const hog of hogs.slice(0, 10)) hog.socket.destroy();
+    const late = await waitFor(
+      () => connect(started.url, { transports: ["websocket"] }).catch(() => null),
+      TIMEOUT_MS,
+      "a client admitted once connections closed",
+    );
+    assert.ok(late.connected);
+    await client.roundTrip();
+  });
+});

@@ -17,10 +17,11 @@ import {
   faultyPlugin,
   manifestToml,
   startHost,
+  tempDir,
   waitFor,
   wasm,
 } from "./harness.mjs";
-import { startRedis } from "./redis.mjs";
+import { startRedis, startRedisCluster } from "./redis.mjs";
 
 const hosts = [];
 
@@ -141,15 +142,24 @@ describe("plugin state quotas", () => {
     await checkQuotas(await start({ plugins: [greedyPlugin(limits)] }));
   });
 
+  const onRedis = (url) =>
+    manifestToml({ plugins: [greedyPlugin(limits)] }) + `\n[cluster]\nredis_url = "${url}"\nprefix = "quotas"\n`;
+
   test("in Redis: the same quotas, counted across the cluster", async () => {
     const redis = await startRedis();
     try {
-      const manifest =
-        manifestToml({ plugins: [greedyPlugin(limits)] }) +
-        `\n[cluster]\nredis_url = "${redis.url}"\nprefix = "quotas"\n`;
-      await checkQuotas(await start({ manifest }));
+      await checkQuotas(await start({ manifest: onRedis(redis.url) }));
     } finally {
       redis.stop();
+    }
+  });
+
+  test("in a 3-shard Redis Cluster: a plugin's keys and their count share a slot", async () => {
+    const cluster = await startRedisCluster({ shards: 3, dir: tempDir() });
+    try {
+      await checkQuotas(await start({ manifest: onRedis(cluster.url) }));
+    } finally {
+      await cluster.stop();
     }
   });
 });

@@ -7,6 +7,10 @@
 //! the index's expired entries (`ZREMRANGEBYSCORE`), then compares its size
 //! (`ZCARD`) with the quota: no `SCAN`, and the count is exact for keys written
 //! through this store.
+//!
+//! A scope's keys and its index share the hash tag `{scope prefix}`, so in a
+//! Redis Cluster they are in one slot and the scripts can touch both: a
+//! plugin's state lives on one shard.
 
 use std::time::Duration;
 
@@ -124,7 +128,12 @@ impl RedisStore {
     }
 
     fn key(&self, scope: &Scope, key: &str) -> String {
-        format!("{}{}{key}", self.prefix, scope.prefix)
+        format!("{}{{{}}}{key}", self.prefix, scope.prefix)
+    }
+
+    /// Outside the scope's keys (which follow the tag), in the same slot.
+    fn index(&self, scope: &Scope) -> String {
+        format!("{}state-keys:{{{}}}", self.prefix, scope.prefix)
     }
 
     /// Runs one of the scripts above on `key` and its scope's index.
@@ -135,10 +144,7 @@ impl RedisStore {
         key: &str,
         arguments: Vec<String>,
     ) -> Result<R, StateError> {
-        let keys = vec![
-            self.key(scope, key),
-            format!("{}state-keys:{}", self.prefix, scope.prefix),
-        ];
+        let keys = vec![self.key(scope, key), self.index(scope)];
         self.client
             .eval(format!("{PRELUDE}{body}"), keys, arguments)
             .await

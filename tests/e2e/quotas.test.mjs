@@ -8,6 +8,7 @@ import { after, describe, test } from "node:test";
 
 import {
   TIMEOUT_MS,
+  chatPlugin,
   closeAllSockets,
   connect,
   disconnected,
@@ -16,8 +17,10 @@ import {
   emitAckOk,
   faultyPlugin,
   manifestToml,
+  sleep,
   startHost,
   tempDir,
+  unique,
   waitFor,
   wasm,
 } from "./harness.mjs";
@@ -166,9 +169,10 @@ describe("plugin state quotas", () => {
 
 describe("event rate", () => {
   test("events over the rate get rate_limited; a flood is disconnected with a reason plugins see; a client beside it gets every ack once, in order", async () => {
-    const manifest =
-      manifestToml({ plugins: [faultyPlugin()] }) + '\n[namespaces."/faulty"]\nevents_per_second = 1\nevent_burst = 20\n';
-    const host = await start({ manifest });
+    const host = await start({
+      plugins: [faultyPlugin()],
+      namespaces: { "/faulty": { events_per_second: 1, event_burst: 20 } },
+    });
     const flood = await connect(host.url, { namespace: "/faulty", transports: ["websocket"] });
     const calm = await connect(host.url, { namespace: "/faulty" });
     const floodId = flood.id;
@@ -233,5 +237,34 @@ describe("inbound queue", () => {
     assert.deepEqual(handled, Array.from({ length: handled.length }, (_, n) => n));
     assert.ok(handled.length >= 1 && handled.length <= 5, `handled ${handled.length} of 10`);
     assert.equal(overloaded.length, 10 - handled.length);
+  });
+});
+
+describe("seed plugins", () => {
+  test("chat remembers at most max_saved_rooms per user, and forgets them and a room's history after their TTLs", async () => {
+    const ttlMs = 300;
+    const host = await start({
+      plugins: [chatPlugin({ config: { max_saved_rooms: 2, saved_rooms_ttl_ms: ttlMs, history_ttl_ms: ttlMs } })],
+    });
+    const user = unique("ada");
+    const [first, second, third] = [unique("first"), unique("second"), unique("third")];
+    const ada = await connect(host.url, { auth: { user } });
+    await emitAckOk(ada, "join", { room: first });
+    await emitAckOk(ada, "join", { room: second });
+    const refused = await emitAckError(ada, "join", { room: third });
+    assert.equal(refused.code, "too_many_rooms");
+    await emitAckOk(ada, "send_message", { room: first, text: "kept for a while" });
+    ada.close();
+
+    // Past both TTLs with nobody active: a new member sees no history, and
+    // the user reconnects to no room.
+    await sleep(ttlMs * 2);
+    const bob = await connect(host.url, { auth: { user: unique("bob") } });
+    assert.deepEqual((await emitAckOk(bob, "join", { room: first })).history, []);
+    const back = await connect(host.url, { auth: { user } });
+    const notMember = await emitAckError(back, "send_message", { room: second, text: "still here?" });
+    assert.equal(notMember.code, "not_in_room");
+    // And it may join rooms again, up to the cap.
+    await emitAckOk(back, "join", { room: third });
   });
 });

@@ -276,8 +276,8 @@ impl<A: Adapter> Connection<A> {
         tokio::pin!(rate_limited);
         loop {
             // Biased: once the token expired, nothing queued is handled as
-            // its user any more; at shutdown, the events already queued are
-            // handled first.
+            // its user any more, nor for a socket flooding past its rate; at
+            // shutdown, the events already queued are handled first.
             tokio::select! {
                 biased;
                 () = &mut expiry => {
@@ -287,6 +287,11 @@ impl<A: Adapter> Connection<A> {
                     break;
                 }
                 () = &mut rate_limited => {
+                    tracing::warn!(
+                        socket = %self.conn.socket_id,
+                        namespace = %self.conn.namespace,
+                        "disconnected a socket that kept sending events over its namespace's rate (events_per_second, event_burst)"
+                    );
                     let error = PluginError::new(
                         "rate_limited",
                         "this socket kept sending events over its namespace's rate; disconnected",

@@ -85,6 +85,11 @@ async fn lists_are_capped(store: &dyn StateStore) {
             .unwrap()
             .is_empty()
     );
+    // Pushing nothing creates no key, so it takes no room in the key quota.
+    for index in 0..11 {
+        let key = format!("empty{index}");
+        assert_eq!(store.list_push(scope, &key, Vec::new()).await.unwrap(), 0);
+    }
     assert_eq!(store.list_push(scope, "l", values(2)).await.unwrap(), 2);
     assert!(too_long(store.list_push(scope, "l", values(2)).await));
     assert_eq!(store.list_push(scope, "l", values(1)).await.unwrap(), 3);

@@ -250,6 +250,9 @@ impl StateStore for MemoryStore {
                     });
                 }
             };
+            if values.is_empty() {
+                return Ok(u64::try_from(held.unwrap_or(0)).unwrap_or(u64::MAX));
+            }
             let len = held.unwrap_or(0).saturating_add(values.len());
             let len = u64::try_from(len).unwrap_or(u64::MAX);
             if len > scope.max_list_items {

@@ -92,10 +92,11 @@ return 1
 ";
 
 /// `list_push`: ARGV = [max keys, max items, values...]; the new length. An
-/// existing list keeps its expiry. One `RPUSH` per value: `unpack` of
+/// existing list keeps its expiry; pushing nothing creates nothing. One `RPUSH` per value: `unpack` of
 /// thousands of values would overflow Lua's stack.
 const LIST_PUSH: &str = r"
 local held = redis.call('LLEN', KEYS[1])
+if #ARGV == 2 then return held end
 if held + #ARGV - 2 > tonumber(ARGV[2]) then
   error({err = 'QUOTA_LIST the list is full'})
 end

@@ -87,12 +87,20 @@ async fn host(manifest: &str) -> SocketIo {
         sockets: Arc::new(io.clone()),
         state: Arc::new(MemoryStore::new()),
         timers: Arc::new(MemoryTimers::new()),
+        max_rooms_per_socket: manifest.server.max_rooms_per_socket,
     };
     let routes = server::load_plugins(&manifest, services)
         .await
         .expect("plugins load")
         .routes;
-    transport::Namespaces::serve(&io, &routes, manifest.server.max_payload_bytes, None, None).await;
+    transport::Namespaces::serve(
+        &io,
+        &routes,
+        transport::SocketLimits::new(&manifest.server),
+        None,
+        None,
+    )
+    .await;
     io
 }
 

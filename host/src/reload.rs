@@ -247,7 +247,7 @@ impl Reloader {
             }
         }
         if let Some((namespaces, http)) = self.serving.get() {
-            namespaces.apply(&Routes::new(&next, &manifest.anonymous_namespaces));
+            namespaces.apply(&Routes::new(&next, &manifest));
             http.routes.store(Arc::new(PluginRoutes::new(&next)));
         }
         *self

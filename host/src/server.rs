@@ -26,7 +26,9 @@ use crate::manifest::{Location, Manifest, PluginName, PluginSpec};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::runtime::{CallError, CompiledPlugin, LoadError, Plugin, PluginSlot, Runtime};
-use crate::transport::{self, ClusterSockets, NamespaceReady, Namespaces, Routes, Sockets};
+use crate::transport::{
+    self, ClusterSockets, NamespaceReady, Namespaces, Routes, SocketLimits, Sockets,
+};
 
 /// How long open connections get to close after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -197,6 +199,7 @@ impl Server {
             sockets: sockets.clone(),
             state: backend.state,
             timers: backend.timers.clone(),
+            max_rooms_per_socket: manifest.server.max_rooms_per_socket,
         };
         let verifier = manifest
             .auth
@@ -213,7 +216,7 @@ impl Server {
         let namespaces = Namespaces::serve(
             &io,
             &routes,
-            max_payload,
+            SocketLimits::new(&manifest.server),
             backend.liveness.clone(),
             verifier.clone(),
         )
@@ -358,7 +361,7 @@ pub async fn load_plugins(
         slots.push(Arc::new(PluginSlot::new(spec.clone(), plugin)));
     }
     Ok(LoadedPlugins {
-        routes: Routes::new(&slots, &manifest.anonymous_namespaces),
+        routes: Routes::new(&slots, manifest),
         http_routes: PluginRoutes::new(&slots),
         reloader: Reloader::new(Arc::new(runtime), services, manifest.clone(), slots),
     })

@@ -107,12 +107,16 @@ function tomlTable(header, table) {
 }
 
 /**
- * Manifest text for `{ server, plugins }`. `server` keys are written as given
- * (`listen` defaults to 127.0.0.1:0); each plugin's `limits` and `config`
- * become their own tables.
+ * Manifest text for `{ server, plugins, namespaces }`. `server` keys are
+ * written as given (`listen` defaults to 127.0.0.1:0); each plugin's `limits`
+ * and `config` become their own tables; `namespaces` maps a path to its
+ * `[namespaces."/path"]` table.
  */
-export function manifestToml({ server = {}, plugins = [] } = {}) {
+export function manifestToml({ server = {}, plugins = [], namespaces = {} } = {}) {
   const parts = ["version = 1", tomlTable("[server]", { listen: "127.0.0.1:0", ...server })];
+  for (const [namespace, table] of Object.entries(namespaces)) {
+    parts.push(tomlTable(`[namespaces.${JSON.stringify(namespace)}]`, table));
+  }
   for (const plugin of plugins) {
     const { limits, config, ...entry } = plugin;
     parts.push(tomlTable("[[plugins]]", entry));
@@ -242,11 +246,11 @@ function tail(text, max = 4000) {
  * once the ready line appears; rejects with the child's stderr if it exits
  * first or STARTUP_TIMEOUT_MS pass. `manifest` (text) replaces the generated one.
  */
-export async function startHost({ plugins = [chatPlugin()], server = {}, manifest, env, shell } = {}) {
+export async function startHost({ plugins = [chatPlugin()], server = {}, namespaces, manifest, env, shell } = {}) {
   for (const plugin of plugins) {
     requireFile(plugin.path, "build the plugins with `cd plugins && cargo build --release`");
   }
-  const text = manifest ?? manifestToml({ server, plugins });
+  const text = manifest ?? manifestToml({ server, plugins, namespaces });
   const manifestPath = writeManifest(text);
   const proc = spawnServe(manifestPath, { env, shell });
 

@@ -28,6 +28,8 @@ import {
 const TOKEN = "reload-token";
 /** The `build` field of each version's send_message ack. */
 const MARKERS = { v1: undefined, v2: "v2" };
+/** The traffic here is sent as fast as acks come back, above the default event rate. */
+const AS_FAST_AS_ACKS = { "/": { events_per_second: 100_000, event_burst: 100_000 } };
 
 describe("hot reload of a plugin file", () => {
   let dir;
@@ -55,7 +57,7 @@ describe("hot reload of a plugin file", () => {
     file = path.join(dir, "chat.wasm");
     copyFileSync(wasm("chat"), file);
     const manifest =
-      manifestToml({ plugins: [chatPlugin({ path: file }), faultyPlugin()] }) + `\n[api]\ntoken = "${TOKEN}"\n`;
+      manifestToml({ plugins: [chatPlugin({ path: file }), faultyPlugin()], namespaces: AS_FAST_AS_ACKS }) + `\n[api]\ntoken = "${TOKEN}"\n`;
     host = await startHost({ manifest });
   });
 
@@ -180,7 +182,7 @@ describe("hot reload of a plugin file", () => {
 
 describe("hot reload of the manifest", () => {
   test("plugins are added, removed and reconfigured under traffic; an invalid manifest changes nothing", async () => {
-    const chatOnly = manifestToml({ plugins: [chatPlugin()] });
+    const chatOnly = manifestToml({ plugins: [chatPlugin()], namespaces: AS_FAST_AS_ACKS });
     const host = await startHost({ manifest: chatOnly });
     const rewrite = (text) => {
       writeFileSync(`${host.manifestPath}.tmp`, text);
@@ -200,7 +202,7 @@ describe("hot reload of the manifest", () => {
       })();
 
       // Add a plugin in a new namespace.
-      rewrite(manifestToml({ plugins: [chatPlugin(), faultyPlugin({ config: { marker: "added" } })] }));
+      rewrite(manifestToml({ plugins: [chatPlugin(), faultyPlugin({ config: { marker: "added" } })], namespaces: AS_FAST_AS_ACKS }));
       const faulty = await waitFor(
         async () => connect(host.url, { namespace: "/faulty", timeout: 1000 }).catch(() => null),
         10000,
@@ -209,11 +211,11 @@ describe("hot reload of the manifest", () => {
       assert.equal((await emitAckOk(faulty, "echo", 1)).marker, "added");
 
       // Change its config: it restarts with the new one.
-      rewrite(manifestToml({ plugins: [chatPlugin(), faultyPlugin({ config: { marker: "changed" } })] }));
+      rewrite(manifestToml({ plugins: [chatPlugin(), faultyPlugin({ config: { marker: "changed" } })], namespaces: AS_FAST_AS_ACKS }));
       await waitFor(async () => (await emitAck(faulty, "echo", 2)).marker === "changed", 10000, "the new config");
 
       // An invalid manifest keeps everything running as it was.
-      rewrite(`bogus = 1\n${manifestToml({ plugins: [chatPlugin(), faultyPlugin({ config: { marker: "bad" } })] })}`);
+      rewrite(`bogus = 1\n${manifestToml({ plugins: [chatPlugin(), faultyPlugin({ config: { marker: "bad" } })], namespaces: AS_FAST_AS_ACKS })}`);
       await new Promise((resolve) => setTimeout(resolve, 600));
       assert.equal((await emitAckOk(faulty, "echo", 3)).marker, "changed");
 

@@ -102,13 +102,15 @@ async function run(name, servers, pids) {
 const chat = chatPlugin({ config: { history_size: 10 } });
 // Every simulated user connects from 127.0.0.1: no per-address connection rate.
 const crowd = { connections_per_second_per_ip: 0 };
-const single = writeManifest(manifestToml({ server: crowd, plugins: [chat] }));
+// A sender may send above the default event rate (`--rate` over `--senders`): not what this measures.
+const namespaces = { "/": { events_per_second: 100_000, event_burst: 100_000 } };
+const single = writeManifest(manifestToml({ server: crowd, plugins: [chat], namespaces }));
 const results = [];
 const ours = await serveRelease(single);
 results.push(await run("switchboard, one node (chat plugin)", [ours], [ours.child.pid]));
 if (values.compare === "cluster") {
   const redis = await startRedis();
-  const clustered = writeManifest(manifestToml({ server: crowd, plugins: [chat] }) + `\n[cluster]\nredis_url = "${redis.url}"\n`);
+  const clustered = writeManifest(manifestToml({ server: crowd, plugins: [chat], namespaces }) + `\n[cluster]\nredis_url = "${redis.url}"\n`);
   const nodes = [await serveRelease(clustered), await serveRelease(clustered)];
   results.push(await run("switchboard, two nodes + Redis", nodes, [...nodes.map((node) => node.child.pid), redis.pid]));
   await redis.stop();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{StateError, StateStore};
+use super::{Scope, StateError, StateStore};
 
 /// Writes between sweeps of expired keys that nobody reads any more.
 const SWEEP_EVERY_WRITES: u32 = 4096;
@@ -18,7 +18,8 @@ pub struct MemoryStore {
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<String, Entry>,
+    /// Per scope prefix, its keys.
+    scopes: HashMap<String, HashMap<String, Entry>>,
     writes_since_sweep: u32,
 }
 
@@ -43,7 +44,12 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn with<R>(&self, write: bool, f: impl FnOnce(&mut HashMap<String, Entry>) -> R) -> R {
+    fn with<R>(
+        &self,
+        scope: &Scope,
+        write: bool,
+        f: impl FnOnce(&mut HashMap<String, Entry>) -> R,
+    ) -> R {
         let mut inner = self
             .inner
             .lock()
@@ -52,12 +58,34 @@ impl MemoryStore {
             inner.writes_since_sweep += 1;
             if inner.writes_since_sweep >= SWEEP_EVERY_WRITES {
                 let now = Instant::now();
-                inner.entries.retain(|_, entry| entry.live(now));
+                for entries in inner.scopes.values_mut() {
+                    entries.retain(|_, entry| entry.live(now));
+                }
+                inner.scopes.retain(|_, entries| !entries.is_empty());
                 inner.writes_since_sweep = 0;
             }
         }
-        f(&mut inner.entries)
+        f(inner.scopes.entry(scope.prefix.clone()).or_default())
     }
+}
+
+/// Succeeds if `key` exists or the scope has room for one more live key.
+/// Only at the limit are expired keys swept, so the count stays exact.
+fn admit(entries: &mut HashMap<String, Entry>, scope: &Scope, key: &str) -> Result<(), StateError> {
+    let full = |entries: &HashMap<String, Entry>| {
+        u64::try_from(entries.len()).unwrap_or(u64::MAX) >= scope.max_keys
+    };
+    if live(entries, key).is_some() || !full(entries) {
+        return Ok(());
+    }
+    let now = Instant::now();
+    entries.retain(|_, entry| entry.live(now));
+    if full(entries) {
+        return Err(StateError::TooManyKeys {
+            max: scope.max_keys,
+        });
+    }
+    Ok(())
 }
 
 /// The live entry under `key`, dropping it first if it has expired.
@@ -96,16 +124,23 @@ fn bounds(len: usize, start: i64, stop: i64) -> Option<(usize, usize)> {
 
 #[async_trait]
 impl StateStore for MemoryStore {
-    async fn get(&self, key: &str) -> Result<Option<String>, StateError> {
-        self.with(false, |entries| {
+    async fn get(&self, scope: &Scope, key: &str) -> Result<Option<String>, StateError> {
+        self.with(scope, false, |entries| {
             live(entries, key)
                 .map(|entry| text(entry, key).map(str::to_owned))
                 .transpose()
         })
     }
 
-    async fn set(&self, key: &str, value: String, ttl: Option<Duration>) -> Result<(), StateError> {
-        self.with(true, |entries| {
+    async fn set(
+        &self,
+        scope: &Scope,
+        key: &str,
+        value: String,
+        ttl: Option<Duration>,
+    ) -> Result<(), StateError> {
+        self.with(scope, true, |entries| {
+            admit(entries, scope, key)?;
             entries.insert(
                 key.to_owned(),
                 Entry {
@@ -117,16 +152,16 @@ impl StateStore for MemoryStore {
         })
     }
 
-    async fn delete(&self, key: &str) -> Result<bool, StateError> {
-        self.with(true, |entries| {
+    async fn delete(&self, scope: &Scope, key: &str) -> Result<bool, StateError> {
+        self.with(scope, true, |entries| {
             let existed = live(entries, key).is_some();
             entries.remove(key);
             Ok(existed)
         })
     }
 
-    async fn incr(&self, key: &str, delta: i64) -> Result<i64, StateError> {
-        self.with(true, |entries| {
+    async fn incr(&self, scope: &Scope, key: &str, delta: i64) -> Result<i64, StateError> {
+        self.with(scope, true, |entries| {
             let current = match live(entries, key) {
                 Some(entry) => Some(text(entry, key)?.parse::<i64>().map_err(|_| {
                     StateError::NotAnInteger {
@@ -145,6 +180,7 @@ impl StateStore for MemoryStore {
             match entries.get_mut(key) {
                 Some(entry) => entry.value = Value::Text(next.to_string()),
                 None => {
+                    admit(entries, scope, key)?;
                     entries.insert(
                         key.to_owned(),
                         Entry {
@@ -160,18 +196,20 @@ impl StateStore for MemoryStore {
 
     async fn compare_and_swap(
         &self,
+        scope: &Scope,
         key: &str,
         expected: Option<&str>,
         new: String,
         ttl: Option<Duration>,
     ) -> Result<bool, StateError> {
-        self.with(true, |entries| {
+        self.with(scope, true, |entries| {
             let current = live(entries, key)
                 .map(|entry| text(entry, key))
                 .transpose()?;
             if current != expected {
                 return Ok(false);
             }
+            admit(entries, scope, key)?;
             entries.insert(
                 key.to_owned(),
                 Entry {
@@ -183,44 +221,68 @@ impl StateStore for MemoryStore {
         })
     }
 
-    async fn expire(&self, key: &str, ttl: Option<Duration>) -> Result<bool, StateError> {
-        self.with(true, |entries| {
+    async fn expire(
+        &self,
+        scope: &Scope,
+        key: &str,
+        ttl: Option<Duration>,
+    ) -> Result<bool, StateError> {
+        self.with(scope, true, |entries| {
             Ok(live(entries, key)
                 .map(|entry| entry.expires_at = deadline(ttl))
                 .is_some())
         })
     }
 
-    async fn list_push(&self, key: &str, values: Vec<String>) -> Result<u64, StateError> {
-        self.with(true, |entries| {
-            if live(entries, key).is_none() {
-                entries.insert(
-                    key.to_owned(),
-                    Entry {
-                        value: Value::List(VecDeque::new()),
-                        expires_at: None,
-                    },
-                );
-            }
-            match entries.get_mut(key).map(|entry| &mut entry.value) {
-                Some(Value::List(list)) => {
-                    list.extend(values);
-                    Ok(list.len() as u64)
+    async fn list_push(
+        &self,
+        scope: &Scope,
+        key: &str,
+        values: Vec<String>,
+    ) -> Result<u64, StateError> {
+        self.with(scope, true, |entries| {
+            let held = match live(entries, key).map(|entry| &entry.value) {
+                None => None,
+                Some(Value::List(list)) => Some(list.len()),
+                Some(Value::Text(_)) => {
+                    return Err(StateError::NotAList {
+                        key: key.to_owned(),
+                    });
                 }
-                _ => Err(StateError::NotAList {
-                    key: key.to_owned(),
-                }),
+            };
+            if values.is_empty() {
+                return Ok(u64::try_from(held.unwrap_or(0)).unwrap_or(u64::MAX));
             }
+            let len = held.unwrap_or(0).saturating_add(values.len());
+            let len = u64::try_from(len).unwrap_or(u64::MAX);
+            if len > scope.max_list_items {
+                return Err(StateError::ListTooLong {
+                    key: key.to_owned(),
+                    max: scope.max_list_items,
+                });
+            }
+            if held.is_none() {
+                admit(entries, scope, key)?;
+            }
+            let entry = entries.entry(key.to_owned()).or_insert_with(|| Entry {
+                value: Value::List(VecDeque::new()),
+                expires_at: None,
+            });
+            if let Value::List(list) = &mut entry.value {
+                list.extend(values);
+            }
+            Ok(len)
         })
     }
 
     async fn list_range(
         &self,
+        scope: &Scope,
         key: &str,
         start: i64,
         stop: i64,
     ) -> Result<Vec<String>, StateError> {
-        self.with(false, |entries| {
+        self.with(scope, false, |entries| {
             match live(entries, key).map(|entry| &entry.value) {
                 None => Ok(Vec::new()),
                 Some(Value::Text(_)) => Err(StateError::NotAList {
@@ -233,8 +295,14 @@ impl StateStore for MemoryStore {
         })
     }
 
-    async fn list_trim(&self, key: &str, start: i64, stop: i64) -> Result<(), StateError> {
-        self.with(true, |entries| {
+    async fn list_trim(
+        &self,
+        scope: &Scope,
+        key: &str,
+        start: i64,
+        stop: i64,
+    ) -> Result<(), StateError> {
+        self.with(scope, true, |entries| {
             let list = match live(entries, key).map(|entry| &mut entry.value) {
                 None => return Ok(()),
                 Some(Value::Text(_)) => {

@@ -25,6 +25,8 @@ pub struct HostServices {
     pub sockets: Arc<dyn Sockets>,
     pub state: Arc<dyn StateStore>,
     pub timers: Arc<dyn TimerStore>,
+    /// Rooms plugins may put one socket in (`[server] max_rooms_per_socket`).
+    pub max_rooms_per_socket: usize,
 }
 
 impl types::Host for InstanceState {}

@@ -16,14 +16,33 @@ fn ttl(ttl_ms: Option<u64>) -> Option<Duration> {
 }
 
 impl InstanceState {
-    fn key(&self, key: &str) -> String {
-        format!("{}{key}", self.plugin.state_prefix)
+    /// Refuses a key name or value over `max_state_value_bytes` before the
+    /// backend sees it.
+    fn check_size(&self, what: impl FnOnce() -> String, size: usize) -> Result<(), StateError> {
+        let max = self.plugin.max_state_value_bytes;
+        if size > max {
+            return Err(StateError::TooLarge {
+                what: what(),
+                size,
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), StateError> {
+        self.check_size(|| "the key name".to_owned(), key.len())
+    }
+
+    fn check_value(&self, key: &str, value: &str) -> Result<(), StateError> {
+        self.check_key(key)?;
+        self.check_size(|| format!("the value for `{key}`"), value.len())
     }
 }
 
 impl Host for InstanceState {
     async fn get(&mut self, key: String) -> Result<Option<String>, PluginError> {
-        Ok(self.services.state.get(&self.key(&key)).await?)
+        Ok(self.services.state.get(&self.plugin.state, &key).await?)
     }
 
     async fn set(
@@ -32,19 +51,25 @@ impl Host for InstanceState {
         value: String,
         ttl_ms: Option<u64>,
     ) -> Result<(), PluginError> {
+        self.check_value(&key, &value)?;
         Ok(self
             .services
             .state
-            .set(&self.key(&key), value, ttl(ttl_ms))
+            .set(&self.plugin.state, &key, value, ttl(ttl_ms))
             .await?)
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, PluginError> {
-        Ok(self.services.state.delete(&self.key(&key)).await?)
+        Ok(self.services.state.delete(&self.plugin.state, &key).await?)
     }
 
     async fn incr(&mut self, key: String, delta: i64) -> Result<i64, PluginError> {
-        Ok(self.services.state.incr(&self.key(&key), delta).await?)
+        self.check_key(&key)?;
+        Ok(self
+            .services
+            .state
+            .incr(&self.plugin.state, &key, delta)
+            .await?)
     }
 
     async fn compare_and_swap(
@@ -54,11 +79,17 @@ impl Host for InstanceState {
         new: String,
         ttl_ms: Option<u64>,
     ) -> Result<bool, PluginError> {
-        let key = self.key(&key);
+        self.check_value(&key, &new)?;
         Ok(self
             .services
             .state
-            .compare_and_swap(&key, expected.as_deref(), new, ttl(ttl_ms))
+            .compare_and_swap(
+                &self.plugin.state,
+                &key,
+                expected.as_deref(),
+                new,
+                ttl(ttl_ms),
+            )
             .await?)
     }
 
@@ -66,15 +97,18 @@ impl Host for InstanceState {
         Ok(self
             .services
             .state
-            .expire(&self.key(&key), ttl(ttl_ms))
+            .expire(&self.plugin.state, &key, ttl(ttl_ms))
             .await?)
     }
 
     async fn list_push(&mut self, key: String, values: Vec<String>) -> Result<u64, PluginError> {
+        for value in &values {
+            self.check_value(&key, value)?;
+        }
         Ok(self
             .services
             .state
-            .list_push(&self.key(&key), values)
+            .list_push(&self.plugin.state, &key, values)
             .await?)
     }
 
@@ -87,7 +121,7 @@ impl Host for InstanceState {
         Ok(self
             .services
             .state
-            .list_range(&self.key(&key), start, stop)
+            .list_range(&self.plugin.state, &key, start, stop)
             .await?)
     }
 
@@ -95,7 +129,7 @@ impl Host for InstanceState {
         Ok(self
             .services
             .state
-            .list_trim(&self.key(&key), start, stop)
+            .list_trim(&self.plugin.state, &key, start, stop)
             .await?)
     }
 }

@@ -75,7 +75,26 @@ pub struct Manifest {
     pub auth: Option<AuthSettings>,
     /// Namespaces whose sockets may connect without a token.
     pub anonymous_namespaces: Vec<String>,
+    /// Event rates of the namespaces that set them; the others have the default.
+    pub event_rates: HashMap<String, EventRate>,
     pub plugins: Vec<PluginSpec>,
+}
+
+/// How many events one socket of a namespace may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRate {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+impl Default for EventRate {
+    fn default() -> Self {
+        let nonzero = |value| NonZeroU32::new(value).unwrap_or(NonZeroU32::MIN);
+        Self {
+            per_second: nonzero(schema::default_events_per_second()),
+            burst: nonzero(schema::default_event_burst()),
+        }
+    }
 }
 
 /// How tokens are verified.
@@ -126,6 +145,9 @@ pub struct ServerSettings {
     pub cache_dir: Option<PathBuf>,
     pub allowed_origins: AllowedOrigins,
     pub connections: ConnectionLimits,
+    pub max_queued_bytes_per_socket: usize,
+    pub max_auth_bytes: usize,
+    pub max_rooms_per_socket: usize,
 }
 
 /// Which connections the node admits and how long it waits for them.
@@ -167,6 +189,9 @@ pub struct PluginSpec {
 pub struct Limits {
     pub time: Duration,
     pub memory_bytes: usize,
+    pub max_state_value_bytes: usize,
+    pub max_state_keys: u64,
+    pub max_state_list_items: u64,
 }
 
 /// A plugin name: lowercase ASCII letters, digits, `-` and `_`, starting with a letter.
@@ -215,6 +240,11 @@ impl fmt::Display for PluginName {
 }
 
 impl Manifest {
+    /// How many events one socket of `namespace` may send.
+    pub fn event_rate(&self, namespace: &str) -> EventRate {
+        self.event_rates.get(namespace).copied().unwrap_or_default()
+    }
+
     /// Reads and validates a manifest file, applying the environment's overrides.
     pub fn load(path: &Path) -> Result<Self, ManifestError> {
         let source = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
@@ -362,6 +392,7 @@ impl Validator<'_> {
             plugins.push(spec);
         }
         let mut anonymous_namespaces = Vec::new();
+        let mut event_rates = HashMap::new();
         for (namespace, settings) in file.namespaces {
             if !plugins
                 .iter()
@@ -372,7 +403,19 @@ impl Validator<'_> {
                     format!("`[namespaces.\"{namespace}\"]`: no plugin serves namespace `{namespace}`; add it to a plugin's `namespaces`"),
                 );
             }
-            if settings.into_inner().anonymous {
+            let span = settings.span();
+            let settings = settings.into_inner();
+            let (Some(per_second), Some(burst)) = (
+                NonZeroU32::new(settings.events_per_second),
+                NonZeroU32::new(settings.event_burst),
+            ) else {
+                return self.invalid(
+                    span,
+                    format!("`[namespaces.\"{namespace}\"]`: `events_per_second` and `event_burst` must be at least 1"),
+                );
+            };
+            event_rates.insert(namespace.clone(), EventRate { per_second, burst });
+            if settings.anonymous {
                 anonymous_namespaces.push(namespace);
             }
         }
@@ -388,6 +431,7 @@ impl Validator<'_> {
             metrics,
             auth,
             anonymous_namespaces,
+            event_rates,
             server: ServerSettings {
                 listen: server.listen,
                 path: server.path.into_inner(),
@@ -401,6 +445,10 @@ impl Validator<'_> {
                 cache_dir: server.cache_dir.map(|dir| self.base.join(dir)),
                 allowed_origins,
                 connections,
+                max_queued_bytes_per_socket: bytes(server.max_queued_bytes_per_socket),
+                max_auth_bytes: bytes(server.max_auth_bytes),
+                max_rooms_per_socket: usize::try_from(server.max_rooms_per_socket)
+                    .unwrap_or(usize::MAX),
             },
             plugins,
         })
@@ -715,12 +763,15 @@ impl Validator<'_> {
             events.push(event_name.clone());
         }
         let limits = section.limits;
-        if limits.time_ms == 0 || limits.memory_mib == 0 {
+        if limits.time_ms == 0
+            || limits.memory_mib == 0
+            || limits.max_state_value_bytes == 0
+            || limits.max_state_keys == 0
+            || limits.max_state_list_items == 0
+        {
             return self.invalid(
                 section.name.span(),
-                format!(
-                    "plugin `{name}`: `limits.time_ms` and `limits.memory_mib` must be at least 1"
-                ),
+                format!("plugin `{name}`: every `limits` value must be at least 1"),
             );
         }
         let config = serde_json::to_value(&section.config)
@@ -736,13 +787,20 @@ impl Validator<'_> {
             routes: Vec::new(),
             limits: Limits {
                 time: Duration::from_millis(limits.time_ms),
-                memory_bytes: usize::try_from(limits.memory_mib.saturating_mul(1 << 20))
-                    .unwrap_or(usize::MAX),
+                memory_bytes: bytes(limits.memory_mib.saturating_mul(1 << 20)),
+                max_state_value_bytes: bytes(limits.max_state_value_bytes),
+                max_state_keys: limits.max_state_keys,
+                max_state_list_items: limits.max_state_list_items,
             },
             instances: section.instances,
             config,
         })
     }
+}
+
+/// A size from the manifest in memory: one too large for this machine is no limit.
+fn bytes(value: u64) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX)
 }
 
 /// The routes of every plugin, to find two that would catch the same request.
@@ -804,6 +862,44 @@ history_size = 20
         assert_eq!(chat.limits.time, Duration::from_secs(1));
         assert_eq!(chat.config["history_size"], 20);
         assert_eq!(chat.location.line, 6);
+    }
+
+    #[test]
+    fn abuse_limits_have_defaults_and_can_be_set() {
+        let defaults = parse(CHAT).expect("valid manifest");
+        assert_eq!(defaults.server.max_queued_bytes_per_socket, 4 << 20);
+        assert_eq!(defaults.server.max_auth_bytes, 8 << 10);
+        assert_eq!(defaults.server.max_rooms_per_socket, 128);
+        assert_eq!(defaults.plugins[0].limits.max_state_value_bytes, 64 << 10);
+        assert_eq!(defaults.plugins[0].limits.max_state_keys, 100_000);
+        assert_eq!(defaults.event_rate("/"), EventRate::default());
+        assert_eq!(EventRate::default().per_second.get(), 100);
+        let set = parse(
+            r#"
+version = 1
+[server]
+max_auth_bytes = 100
+max_rooms_per_socket = 3
+[[plugins]]
+name = "chat"
+path = "chat.wasm"
+events = ["join"]
+[plugins.limits]
+max_state_keys = 7
+[namespaces."/"]
+events_per_second = 5
+event_burst = 9
+"#,
+        )
+        .expect("valid manifest");
+        assert_eq!(set.server.max_auth_bytes, 100);
+        assert_eq!(set.server.max_rooms_per_socket, 3);
+        assert_eq!(set.plugins[0].limits.max_state_keys, 7);
+        assert_eq!(set.event_rate("/").per_second.get(), 5);
+        assert_eq!(set.event_rate("/").burst.get(), 9);
+        let zero = format!("{CHAT}\n[namespaces.\"/\"]\nevent_burst = 0\n");
+        let error = parse(&zero).unwrap_err().to_string();
+        assert!(error.contains("must be at least 1"), "{error}");
     }
 
     #[test]

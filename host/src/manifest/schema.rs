@@ -99,6 +99,17 @@ pub struct ServerSection {
     /// How long a client has, after the Engine.IO handshake, to send the
     /// Socket.IO CONNECT, in milliseconds: `10000`.
     pub connect_timeout_ms: Spanned<u64>,
+    /// Bytes of events one socket may have waiting for its plugins:
+    /// `4194304` (4 MiB). Further events get an `overloaded` error; one event
+    /// is always taken into an empty queue.
+    pub max_queued_bytes_per_socket: u64,
+    /// Largest handshake `auth` object, in bytes of JSON: `8192`. A larger one
+    /// is refused with a `connect_error` starting `payload_too_large`, before
+    /// any plugin sees it.
+    pub max_auth_bytes: u64,
+    /// Rooms a plugin may put one socket in, besides the host's own
+    /// (`socket:` and `user:`): `128`. Joining more fails with `too_many_rooms`.
+    pub max_rooms_per_socket: u32,
 }
 
 impl Default for ServerSection {
@@ -120,6 +131,9 @@ impl Default for ServerSection {
             header_read_timeout_ms: Spanned::new(0..0, 10_000),
             idle_timeout_ms: None,
             connect_timeout_ms: Spanned::new(0..0, 10_000),
+            max_queued_bytes_per_socket: 4 << 20,
+            max_auth_bytes: 8 << 10,
+            max_rooms_per_socket: 128,
         }
     }
 }
@@ -225,6 +239,23 @@ pub struct NamespaceSection {
     /// valid). Plugins see `user-id: none` for them.
     #[serde(default)]
     pub anonymous: bool,
+    /// Events one socket may send per second, on average: `100`. Over the
+    /// limit an event is not handled and gets a `rate_limited` error; a socket
+    /// that has `event_burst` events refused within 10 seconds is disconnected
+    /// (plugins see the reason `rate limited`).
+    #[serde(default = "default_events_per_second")]
+    pub events_per_second: u32,
+    /// Events one socket may send at once, above the average: `200`.
+    #[serde(default = "default_event_burst")]
+    pub event_burst: u32,
+}
+
+pub fn default_events_per_second() -> u32 {
+    100
+}
+
+pub fn default_event_burst() -> u32 {
+    200
 }
 
 /// `[[plugins.routes]]`: an HTTP route handled by the plugin's `on-http`.
@@ -301,6 +332,15 @@ pub struct LimitsSection {
     pub time_ms: u64,
     /// Linear memory one instance may grow to, in MiB: `64`.
     pub memory_mib: u64,
+    /// Largest state value, list item or key name, in bytes: `65536`.
+    /// Larger writes fail with `quota_exceeded`.
+    pub max_state_value_bytes: u64,
+    /// Keys the plugin may hold at once (expired ones do not count): `100000`.
+    /// Writes that would create more fail with `quota_exceeded`.
+    pub max_state_keys: u64,
+    /// Items one state list may hold: `10000`. A push that would make it
+    /// longer fails with `quota_exceeded`.
+    pub max_state_list_items: u64,
 }
 
 impl Default for LimitsSection {
@@ -308,6 +348,9 @@ impl Default for LimitsSection {
         Self {
             time_ms: 1_000,
             memory_mib: 64,
+            max_state_value_bytes: 64 << 10,
+            max_state_keys: 100_000,
+            max_state_list_items: 10_000,
         }
     }
 }

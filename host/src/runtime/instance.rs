@@ -8,8 +8,9 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::cluster::Scope;
 use crate::host_api::HostServices;
-use crate::manifest::PluginName;
+use crate::manifest::{Limits, PluginName};
 
 /// Per-plugin facts every instance of it shares.
 #[derive(Debug)]
@@ -19,8 +20,11 @@ pub struct PluginContext {
     pub config: serde_json::Map<String, serde_json::Value>,
     /// `config` as JSON text, for `init` and `config.all`.
     pub config_json: String,
-    /// Prefix that keeps this plugin's state keys apart from other plugins'.
-    pub state_prefix: String,
+    /// This plugin's state: the prefix that keeps its keys apart from other
+    /// plugins', and its quotas.
+    pub state: Scope,
+    /// Largest state value, list item or key name.
+    pub max_state_value_bytes: usize,
     /// Whether it exports `timer-handler`, so its timers can be delivered.
     pub receives_timers: bool,
 }
@@ -31,10 +35,16 @@ impl PluginContext {
         namespaces: Vec<String>,
         config: serde_json::Map<String, serde_json::Value>,
         receives_timers: bool,
+        limits: &Limits,
     ) -> Self {
         Self {
             receives_timers,
-            state_prefix: format!("plugin:{name}:"),
+            state: Scope {
+                prefix: format!("plugin:{name}:"),
+                max_keys: limits.max_state_keys,
+                max_list_items: limits.max_state_list_items,
+            },
+            max_state_value_bytes: limits.max_state_value_bytes,
             config_json: serde_json::Value::Object(config.clone()).to_string(),
             name,
             namespaces,

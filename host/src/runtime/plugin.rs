@@ -90,6 +90,7 @@ impl Plugin {
             spec.namespaces.clone(),
             spec.config.clone(),
             compiled.exports(Export::TimerHandler),
+            &spec.limits,
         );
         let plugin = Arc::new(Self {
             context: Arc::new(context),

@@ -1,13 +1,17 @@
 //! One task per socket runs its events through the plugins, one at a time, so
 //! a socket's events are handled in the order it sent them, and disconnects
-//! the socket when its token expires.
+//! the socket when its token expires or it keeps sending over its rate.
 //!
 //! Events are queued by a [`MessageHandler`] that socketioxide calls inline,
 //! in packet order, as each packet is read: no task per event, and nothing
-//! can overtake anything else.
+//! can overtake anything else. The queue is bounded in events and in bytes,
+//! and events over the namespace's rate are refused before they are queued.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use serde::Serialize;
 use socketioxide::adapter::Adapter;
@@ -16,6 +20,7 @@ use socketioxide::handler::{FromMessageParts, MessageHandler, Value};
 use socketioxide::socket::{DisconnectReason, Socket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::Namespace;
 use crate::bindings::{Conn, PluginError};
@@ -27,14 +32,22 @@ use crate::payload::{self, Outgoing};
 const SHUTDOWN_REASON: &str = "server shutting down";
 /// The `on-disconnect` reason plugins see for a socket whose token expired.
 const TOKEN_EXPIRED_REASON: &str = "token expired";
+/// The `on-disconnect` reason plugins see for a socket that kept sending over its rate.
+const RATE_LIMITED_REASON: &str = "rate limited";
 
-/// Events a socket may have waiting before further ones are refused with `overloaded`.
+/// Events a socket may have waiting before further ones are refused with
+/// `overloaded` (their bytes are bounded too, by `max_queued_bytes_per_socket`).
 const QUEUE_CAPACITY: usize = 256;
+/// A socket that has `event_burst` events refused within this window is
+/// disconnected: it ignores the `rate_limited` errors it is sent.
+const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
 
 enum Job<A: Adapter> {
     Event {
         packet: Value,
         ack: Option<AckSender<A>>,
+        /// What the packet counts against `max_queued_bytes_per_socket`.
+        bytes: usize,
     },
     /// `done` is answered once the plugins have seen the disconnect.
     Disconnect {
@@ -52,7 +65,21 @@ pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>)
         return;
     };
     let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
-    socket.on_fallback(EventQueue { jobs: jobs.clone() });
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let rate_limited = CancellationToken::new();
+    let rate = namespace.routes.load().event_rate();
+    socket.on_fallback(EventQueue {
+        jobs: jobs.clone(),
+        queued_bytes: queued_bytes.clone(),
+        max_queued_bytes: namespace.limits.max_queued_bytes,
+        limiter: RateLimiter::direct(Quota::per_second(rate.per_second).allow_burst(rate.burst)),
+        refusals: Mutex::new(Refusals {
+            since: Instant::now(),
+            count: 0,
+        }),
+        max_refusals: rate.burst.get(),
+        rate_limited: rate_limited.clone(),
+    });
     socket.on_disconnect(move |reason: DisconnectReason| {
         let jobs = jobs.clone();
         // socketioxide removes the socket from its rooms when this handler
@@ -74,6 +101,8 @@ pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>)
         socket,
         namespace,
         expires,
+        queued_bytes,
+        rate_limited,
     };
     let connections = connection.namespace.connections.clone();
     connections.spawn(connection.run(queue));
@@ -81,6 +110,21 @@ pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>)
 
 struct EventQueue<A: Adapter> {
     jobs: mpsc::Sender<Job<A>>,
+    /// Bytes of the events queued and not yet handled.
+    queued_bytes: Arc<AtomicUsize>,
+    max_queued_bytes: usize,
+    limiter: DefaultDirectRateLimiter,
+    refusals: Mutex<Refusals>,
+    /// Refusals within [`REFUSAL_WINDOW`] that disconnect the socket.
+    max_refusals: u32,
+    /// Cancelled when the socket is to be disconnected for its rate.
+    rate_limited: CancellationToken,
+}
+
+/// Events refused for their rate since `since`.
+struct Refusals {
+    since: Instant,
+    count: u32,
 }
 
 /// Marks our handler apart from socketioxide's closure handlers.
@@ -92,20 +136,99 @@ impl<A: Adapter> MessageHandler<A, Queued> for EventQueue<A> {
             let Ok(ack) = AckSender::from_message_parts(&socket, &mut packet, &ack_id);
             ack
         });
-        if let Err(mpsc::error::TrySendError::Full(Job::Event { packet, ack })) =
-            self.jobs.try_send(Job::Event { packet, ack })
-        {
-            let event = event_name(&packet).unwrap_or_default();
-            metrics::event_refused(socket.ns(), "overloaded");
+        let socket = SocketRef::from(socket);
+        if self.limiter.check().is_err() {
+            self.count_refusal();
+            let error = PluginError::new(
+                "rate_limited",
+                "this socket sends events faster than its namespace allows; slow down, or it is disconnected",
+            );
+            return refuse(&socket, &packet, ack, &error);
+        }
+        let bytes = packet_bytes(&packet);
+        let before = self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+        // An empty queue takes any event, so the limit never refuses one
+        // the transport let through.
+        if before > 0 && before.saturating_add(bytes) > self.max_queued_bytes {
+            self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            let error = PluginError::new(
+                "overloaded",
+                format!(
+                    "events from this socket waiting to be handled would take over {} bytes (server.max_queued_bytes_per_socket); slow down and retry",
+                    self.max_queued_bytes
+                ),
+            );
+            return refuse(&socket, &packet, ack, &error);
+        }
+        let refused = match self.jobs.try_send(Job::Event { packet, ack, bytes }) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(job)) => Some(job),
+            Err(mpsc::error::TrySendError::Closed(_)) => None,
+        };
+        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        if let Some(Job::Event { packet, ack, .. }) = refused {
             let error = PluginError::new(
                 "overloaded",
                 format!(
                     "more than {QUEUE_CAPACITY} events from this socket are waiting; slow down and retry"
                 ),
             );
-            reply_error(&SocketRef::from(socket), ack, &event, &error);
+            refuse(&socket, &packet, ack, &error);
         }
     }
+}
+
+impl<A: Adapter> EventQueue<A> {
+    /// Counts an event refused for its rate; at `max_refusals` within
+    /// [`REFUSAL_WINDOW`], has the socket disconnected.
+    fn count_refusal(&self) {
+        let mut refusals = self
+            .refusals
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        if now.duration_since(refusals.since) > REFUSAL_WINDOW {
+            *refusals = Refusals {
+                since: now,
+                count: 0,
+            };
+        }
+        refusals.count = refusals.count.saturating_add(1);
+        if refusals.count >= self.max_refusals {
+            self.rate_limited.cancel();
+        }
+    }
+}
+
+/// Bytes a packet holds: its text and binary attachments.
+fn packet_bytes(packet: &Value) -> usize {
+    match packet {
+        Value::Str(text, attachments) => {
+            text.len()
+                + attachments
+                    .iter()
+                    .flatten()
+                    .map(|attachment| attachment.len())
+                    .sum::<usize>()
+        }
+        Value::Bytes(bytes) => bytes.len(),
+    }
+}
+
+/// Tells the client its event was not queued, naming the event when the
+/// reply is an `error` event (an ack needs no name, so nothing is decoded).
+fn refuse<A: Adapter>(
+    socket: &SocketRef<A>,
+    packet: &Value,
+    ack: Option<AckSender<A>>,
+    error: &PluginError,
+) {
+    metrics::event_refused(socket.ns(), &error.code);
+    let event = match ack {
+        Some(_) => String::new(),
+        None => event_name(packet).unwrap_or_default(),
+    };
+    reply_error(socket, ack, &event, error);
 }
 
 struct Connection<A: Adapter> {
@@ -114,6 +237,10 @@ struct Connection<A: Adapter> {
     namespace: Arc<Namespace>,
     /// When the socket's token expires; `None` for a socket without one.
     expires: Option<Instant>,
+    /// Bytes of the events queued and not yet handled, shared with its [`EventQueue`].
+    queued_bytes: Arc<AtomicUsize>,
+    /// Cancelled by its [`EventQueue`] when the socket keeps sending over its rate.
+    rate_limited: CancellationToken,
 }
 
 /// `expires_at_s` (Unix seconds) on the monotonic clock; `None` if so far
@@ -147,18 +274,39 @@ impl<A: Adapter> Connection<A> {
             }
         };
         tokio::pin!(expiry);
+        let rate_limited = self.rate_limited.clone();
+        let rate_limited = rate_limited.cancelled();
+        tokio::pin!(rate_limited);
         let gone = loop {
             // Biased: once the token expired, nothing queued is handled as
-            // its user any more; at shutdown, the events already queued are
-            // handled first.
+            // its user any more, nor for a socket flooding past its rate; at
+            // shutdown, the events already queued are handled first.
             tokio::select! {
                 biased;
                 () = &mut expiry => {
-                    self.token_expired().await;
+                    let expired = IdentityError::Expired;
+                    let error = PluginError::new(expired.code(), expired.to_string());
+                    self.dismiss(&error, TOKEN_EXPIRED_REASON).await;
                     break "token_expired";
                 }
+                () = &mut rate_limited => {
+                    tracing::warn!(
+                        socket = %self.conn.socket_id,
+                        namespace = %self.conn.namespace,
+                        "disconnected a socket that kept sending events over its namespace's rate (events_per_second, event_burst)"
+                    );
+                    let error = PluginError::new(
+                        "rate_limited",
+                        "this socket kept sending events over its namespace's rate; disconnected",
+                    );
+                    self.dismiss(&error, RATE_LIMITED_REASON).await;
+                    break "rate_limited";
+                }
                 job = queue.recv() => match job {
-                    Some(Job::Event { packet, ack }) => self.handle(packet, ack).await,
+                    Some(Job::Event { packet, ack, bytes }) => {
+                        self.handle(packet, ack).await;
+                        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                    }
                     Some(Job::Disconnect { reason, done }) => {
                         if reason == DisconnectReason::SlowClient {
                             tracing::warn!(
@@ -191,7 +339,7 @@ impl<A: Adapter> Connection<A> {
                         "invalid_packet",
                         format!("cannot read the event: {error}"),
                     );
-                    return self.refuse(ack, "", &error);
+                    return self.refuse_event(ack, "", &error);
                 }
             },
             Value::Bytes(_) => {
@@ -199,7 +347,7 @@ impl<A: Adapter> Connection<A> {
                     "invalid_packet",
                     "an event must start with its name as text",
                 );
-                return self.refuse(ack, "", &error);
+                return self.refuse_event(ack, "", &error);
             }
         };
         let routes = self.namespace.routes.load_full();
@@ -211,18 +359,18 @@ impl<A: Adapter> Connection<A> {
                     self.conn.namespace
                 ),
             );
-            return self.refuse(ack, &event, &error);
+            return self.refuse_event(ack, &event, &error);
         };
         let size = payload::size(&payload);
-        if size > self.namespace.max_payload_bytes {
+        let max_payload_bytes = self.namespace.limits.max_payload_bytes;
+        if size > max_payload_bytes {
             let error = PluginError::new(
                 "payload_too_large",
                 format!(
-                    "`{event}` carries {size} bytes; the limit is {} (server.max_payload_bytes)",
-                    self.namespace.max_payload_bytes
+                    "`{event}` carries {size} bytes; the limit is {max_payload_bytes} (server.max_payload_bytes)"
                 ),
             );
-            return self.refuse(ack, &event, &error);
+            return self.refuse_event(ack, &event, &error);
         }
         let handled = |outcome: &str| {
             metrics::event_handled(
@@ -248,25 +396,23 @@ impl<A: Adapter> Connection<A> {
     }
 
     /// An event no plugin is given: counted, and the client told why.
-    fn refuse(&self, ack: Option<AckSender<A>>, event: &str, error: &PluginError) {
+    fn refuse_event(&self, ack: Option<AckSender<A>>, event: &str, error: &PluginError) {
         metrics::event_refused(&self.conn.namespace, &error.code);
         reply_error(&self.socket, ack, event, error);
     }
 
-    /// Tells the client why, disconnects it from the namespace (its client
-    /// does not reconnect by itself, and any reconnect presents a token
-    /// again), then has the plugins see it go.
-    async fn token_expired(&self) {
-        let expired = IdentityError::Expired;
-        let error = PluginError::new(expired.code(), expired.to_string());
-        reply_error(&self.socket, None, "", &error);
+    /// Tells the client why (`error`), disconnects it from the namespace
+    /// (its client does not reconnect by itself, and any reconnect presents
+    /// a token again), then has the plugins see it go with `reason`.
+    async fn dismiss(&self, error: &PluginError, reason: &str) {
+        reply_error(&self.socket, None, "", error);
         // A client that left meanwhile is being disconnected already.
         if self.socket.connected()
-            && let Err(error) = self.socket.clone().disconnect()
+            && let Err(failure) = self.socket.clone().disconnect()
         {
-            tracing::warn!(socket = %self.socket.id, "socket with an expired token not disconnected: {error}");
+            tracing::warn!(socket = %self.socket.id, "socket not disconnected ({reason}): {failure}");
         }
-        self.disconnected(TOKEN_EXPIRED_REASON).await;
+        self.disconnected(reason).await;
     }
 
     async fn disconnected(&self, reason: &str) {

@@ -89,7 +89,7 @@ type AddNamespace = Box<dyn Fn(&str, Arc<Namespace>) + Send + Sync>;
 pub struct Namespaces {
     served: Mutex<HashMap<String, Arc<Namespace>>>,
     add: AddNamespace,
-    max_payload_bytes: usize,
+    limits: SocketLimits,
     liveness: Option<Arc<NodeLiveness>>,
     verifier: Option<Arc<Verifier>>,
     /// Every socket's task, so shutdown can wait for them.
@@ -105,7 +105,7 @@ impl Namespaces {
     pub async fn serve<A>(
         io: &SocketIo<A>,
         routes: &Routes,
-        max_payload_bytes: u64,
+        limits: SocketLimits,
         liveness: Option<Arc<NodeLiveness>>,
         verifier: Option<Arc<Verifier>>,
     ) -> Arc<Self>
@@ -123,7 +123,7 @@ impl Namespaces {
                     tokio::spawn(async move { serve_namespace(&io, &path, namespace).await });
                 }
             }),
-            max_payload_bytes: usize::try_from(max_payload_bytes).unwrap_or(usize::MAX),
+            limits,
             liveness,
             verifier,
             connections: TaskTracker::new(),
@@ -144,7 +144,7 @@ impl Namespaces {
     fn namespace(&self, routes: Arc<NamespaceRoutes>) -> Arc<Namespace> {
         Arc::new(Namespace {
             routes: ArcSwap::new(routes),
-            max_payload_bytes: self.max_payload_bytes,
+            limits: self.limits,
             liveness: self.liveness.clone(),
             verifier: self.verifier.clone(),
             connections: self.connections.clone(),
@@ -263,10 +263,28 @@ fn register<A: Adapter + DefinedAdapter>(
     io.ns(path.to_owned(), connected.with(admit))
 }
 
+/// What one socket may send, from `[server]`.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketLimits {
+    pub max_payload_bytes: usize,
+    pub max_queued_bytes: usize,
+    pub max_auth_bytes: usize,
+}
+
+impl SocketLimits {
+    pub fn new(settings: &ServerSettings) -> Self {
+        Self {
+            max_payload_bytes: usize::try_from(settings.max_payload_bytes).unwrap_or(usize::MAX),
+            max_queued_bytes: settings.max_queued_bytes_per_socket,
+            max_auth_bytes: settings.max_auth_bytes,
+        }
+    }
+}
+
 /// One served namespace: its plugins and limits.
 pub struct Namespace {
     routes: ArcSwap<NamespaceRoutes>,
-    max_payload_bytes: usize,
+    limits: SocketLimits,
     /// In a cluster, where this node records its sockets.
     liveness: Option<Arc<NodeLiveness>>,
     verifier: Option<Arc<Verifier>>,
@@ -280,13 +298,21 @@ pub struct Namespace {
 pub struct Denied(String);
 
 impl Namespace {
-    /// Connect middleware: the socket's token must be valid, then every
-    /// plugin of the namespace must allow it.
+    /// Connect middleware: the `auth` object must be within its limit and
+    /// the socket's token valid, then every plugin of the namespace must
+    /// allow it.
     async fn admit<A: Adapter>(
         &self,
         socket: SocketRef<A>,
         auth: HandshakeAuth,
     ) -> Result<(), Denied> {
+        if auth.0.len() > self.limits.max_auth_bytes {
+            return Err(Denied(format!(
+                "payload_too_large: the handshake `auth` is {} bytes; the limit is {} (server.max_auth_bytes)",
+                auth.0.len(),
+                self.limits.max_auth_bytes
+            )));
+        }
         let routes = self.routes.load_full();
         let token = auth.token();
         let token_in_auth = token.is_some();

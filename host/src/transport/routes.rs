@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::manifest::{EventRate, Manifest};
 use crate::runtime::PluginSlot;
 
 #[derive(Default)]
@@ -17,13 +18,14 @@ pub struct NamespaceRoutes {
     events: HashMap<String, Arc<PluginSlot>>,
     /// Sockets may connect without a token.
     anonymous: bool,
+    event_rate: EventRate,
 }
 
 impl Routes {
     /// The manifest has already checked that no event is claimed twice.
     pub fn new<'a>(
         plugins: impl IntoIterator<Item = &'a Arc<PluginSlot>>,
-        anonymous_namespaces: &[String],
+        manifest: &Manifest,
     ) -> Self {
         let mut namespaces: HashMap<String, NamespaceRoutes> = HashMap::new();
         for plugin in plugins {
@@ -33,7 +35,8 @@ impl Routes {
                     namespaces
                         .entry(namespace.clone())
                         .or_insert_with(|| NamespaceRoutes {
-                            anonymous: anonymous_namespaces.contains(namespace),
+                            anonymous: manifest.anonymous_namespaces.contains(namespace),
+                            event_rate: manifest.event_rate(namespace),
                             ..NamespaceRoutes::default()
                         });
                 routes.plugins.push(plugin.clone());
@@ -71,5 +74,10 @@ impl NamespaceRoutes {
 
     pub fn anonymous(&self) -> bool {
         self.anonymous
+    }
+
+    /// How many events one socket may send.
+    pub fn event_rate(&self) -> EventRate {
+        self.event_rate
     }
 }

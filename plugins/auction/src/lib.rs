@@ -9,6 +9,11 @@
 //! Bids are a compare-and-swap on the auction's JSON, so concurrent bids on
 //! any node are serialized: none is lost and accepted amounts strictly rise.
 //! `seq` numbers them, because emits from two nodes may arrive out of order.
+//!
+//! Nothing is kept forever: an auction may run for at most `max_duration_ms`
+//! (config, default 30 days) and is deleted `retention_ms` (default 30 days)
+//! after it ends; a socket's list of watched auctions holds at most
+//! [`MAX_WATCHED`] entries and expires a day after its last join.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -24,6 +29,11 @@ const MAX_ATTEMPTS: usize = 100;
 const CLOSE_TIMER: &str = "close:";
 /// How long a socket's list of watched auctions outlives a lost disconnect.
 const WATCHING_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+/// Auctions a socket's watched list remembers; older joins are forgotten.
+const MAX_WATCHED: i64 = 256;
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+const DEFAULT_MAX_DURATION_MS: u64 = 30 * DAY_MS;
+const DEFAULT_RETENTION_MS: u64 = 30 * DAY_MS;
 
 #[derive(Serialize, Deserialize, Clone)]
 struct Auction {
@@ -123,6 +133,18 @@ fn namespace() -> String {
     config::get("namespace").unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
 }
 
+/// How long the auction's state is kept from now: until `retention_ms` after it ends.
+fn kept_for(auction: &Auction) -> Option<u64> {
+    let retention = config::get("retention_ms").unwrap_or(DEFAULT_RETENTION_MS);
+    Some(
+        auction
+            .ends_at
+            .saturating_sub(clock::now_ms())
+            .saturating_add(retention)
+            .max(1),
+    )
+}
+
 fn room(id: &str) -> String {
     format!("auction:{id}")
 }
@@ -197,7 +219,8 @@ fn place_bid(id: &str, bidder: &str, amount: u64) -> Result<Auction, Refusal> {
             bids: auction.bids + 1,
             ..auction
         };
-        if state::compare_and_swap(&key(id), Some(&current), &to_json(&placed)?, None)? {
+        let json = to_json(&placed)?;
+        if state::compare_and_swap(&key(id), Some(&current), &json, kept_for(&placed))? {
             announce(&placed, previous_leader.as_deref())?;
             return Ok(placed);
         }
@@ -238,6 +261,7 @@ fn watching_key(socket_id: &str) -> String {
 fn remember_watching(socket_id: &str, id: &str) -> Result<(), Error> {
     let key = watching_key(socket_id);
     state::list_push(&key, &[id.to_owned()])?;
+    state::list_trim(&key, -MAX_WATCHED, -1)?;
     state::expire(&key, Some(WATCHING_TTL_MS)).map(drop)
 }
 
@@ -289,6 +313,12 @@ fn create(seller: &str, request: &Request) -> Result<Response, Refusal> {
     if ends_at <= now {
         return Err(invalid("the auction must end in the future"));
     }
+    let max_duration = config::get("max_duration_ms").unwrap_or(DEFAULT_MAX_DURATION_MS);
+    if ends_at - now > max_duration {
+        return Err(invalid(&format!(
+            "an auction may run for at most {max_duration} ms"
+        )));
+    }
     let id = state::incr("auction:next-id", 1)?.to_string();
     let auction = Auction {
         id: id.clone(),
@@ -302,7 +332,7 @@ fn create(seller: &str, request: &Request) -> Result<Response, Refusal> {
         highest_bidder: None,
         bids: 0,
     };
-    state::set(&key(&id), &to_json(&auction)?, None)?;
+    state::set(&key(&id), &to_json(&auction)?, kept_for(&auction))?;
     timers::schedule(ends_at, &format!("{CLOSE_TIMER}{id}"), &id)?;
     log::info(&format!(
         "auction {id} opened by {seller}, ends at {ends_at}"
@@ -350,7 +380,7 @@ fn close(id: &str) -> Result<(), Error> {
             ..auction
         };
         let json = to_json(&closed).map_err(|refusal| refusal.error)?;
-        if state::compare_and_swap(&key(id), Some(&current), &json, None)? {
+        if state::compare_and_swap(&key(id), Some(&current), &json, kept_for(&closed))? {
             log::info(&format!("auction {id} closed"));
             return emit::to_room(
                 &namespace(),
@@ -371,6 +401,8 @@ struct Auctions;
 impl Plugin for Auctions {
     fn init(config: &Config) -> Result<(), Error> {
         config.get::<String>("namespace")?;
+        config.get::<u64>("max_duration_ms")?;
+        config.get::<u64>("retention_ms")?;
         Ok(())
     }
 

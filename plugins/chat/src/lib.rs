@@ -5,6 +5,12 @@
 //! A user is `conn.user_id`, else the handshake's `auth.user`, else the socket.
 //! The rooms a user joined are remembered, so a reconnecting user is back in
 //! them, and the user's contacts there see it come and go.
+//!
+//! Nothing is kept forever: a user's remembered rooms (at most
+//! `max_saved_rooms`, default 100) expire `saved_rooms_ttl_ms` (default 30
+//! days) after the user last connected, joined or left; a room's history and
+//! message counter expire `history_ttl_ms` (default 30 days) after its last
+//! message; a user's online counter expires a minute after it drops to zero.
 
 use serde::{Deserialize, Serialize};
 use switchboard_sdk::{
@@ -13,6 +19,13 @@ use switchboard_sdk::{
 
 const DEFAULT_HISTORY_SIZE: i64 = 50;
 const DEFAULT_MAX_MESSAGE_LENGTH: usize = 500;
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+const DEFAULT_SAVED_ROOMS_TTL_MS: u64 = 30 * DAY_MS;
+const DEFAULT_MAX_SAVED_ROOMS: usize = 100;
+const DEFAULT_HISTORY_TTL_MS: u64 = 30 * DAY_MS;
+/// How long an online counter back at zero is kept: long enough for a
+/// reconnect to find it, short enough that users who left leave nothing.
+const OFFLINE_COUNTER_TTL_MS: u64 = 60_000;
 
 #[derive(Deserialize)]
 struct RoomRequest {
@@ -73,6 +86,9 @@ impl Plugin for Chat {
         // Fail at load, not on the first message, if the config is mistyped.
         config.get::<i64>("history_size")?;
         config.get::<usize>("max_message_length")?;
+        config.get::<u64>("saved_rooms_ttl_ms")?;
+        config.get::<usize>("max_saved_rooms")?;
+        config.get::<u64>("history_ttl_ms")?;
         Ok(())
     }
 
@@ -82,7 +98,12 @@ impl Plugin for Chat {
         for room in &rooms {
             rooms::join(&conn.namespace, &conn.socket_id, room)?;
         }
-        if state::incr(&online_key(&user), 1)? == 1 {
+        // Connecting is activity: the user's rooms are kept for another TTL.
+        state::expire(&rooms_key(&user), Some(saved_rooms_ttl()))?;
+        let online = state::incr(&online_key(&user), 1)?;
+        // A counter that went back to zero was set to expire; in use again, it is kept.
+        state::expire(&online_key(&user), None)?;
+        if online == 1 {
             for room in &rooms {
                 emit::to_room_except(
                     &conn.namespace,
@@ -118,6 +139,14 @@ impl Plugin for Chat {
         if remaining > 0 {
             return;
         }
+        // Unless a socket of the user connected meanwhile (the swap then fails).
+        let count = remaining.to_string();
+        let _ = state::compare_and_swap(
+            &online_key(&user),
+            Some(&count),
+            &count,
+            Some(OFFLINE_COUNTER_TTL_MS),
+        );
         // Nothing can be reported to a socket that is gone; a failed notice is logged.
         let notify = || -> Result<(), Error> {
             for room in saved_rooms(&user)? {
@@ -138,9 +167,19 @@ impl Plugin for Chat {
 
 fn join(conn: &Conn, request: RoomRequest) -> Result<Joined, Error> {
     let room = valid_room(request.room)?;
+    let user = user(conn);
+    let max = max_saved_rooms();
+    let saved = saved_rooms(&user)?;
+    if saved.len() >= max && !saved.contains(&room) {
+        return Err(Error::new(
+            "too_many_rooms",
+            format!("{user} is in {max} rooms, the limit; leave one first"),
+        ));
+    }
     rooms::join(&conn.namespace, &conn.socket_id, &room)?;
-    update_saved_rooms(&user(conn), |saved| {
-        if !saved.contains(&room) {
+    update_saved_rooms(&user, |saved| {
+        // Checked again here: another socket of the user may have joined meanwhile.
+        if !saved.contains(&room) && saved.len() < max {
             saved.push(room.clone());
         }
     })?;
@@ -176,8 +215,9 @@ fn send_message(conn: &Conn, request: SendMessage) -> Result<Sent, Error> {
         ));
     }
     require_member(conn, &request.room)?;
+    let sequence = sequence_key(&request.room);
     let message = Message {
-        id: state::incr(&format!("seq:{}", request.room), 1)?,
+        id: state::incr(&sequence, 1)?,
         from: user(conn),
         ts: clock::now_ms(),
         room: request.room,
@@ -188,6 +228,10 @@ fn send_message(conn: &Conn, request: SendMessage) -> Result<Sent, Error> {
         .map_err(|error| Error::new("internal", error.to_string()))?;
     state::list_push(&history, &[json])?;
     state::list_trim(&history, -history_size(), -1)?;
+    let history_ttl =
+        switchboard_sdk::config::get("history_ttl_ms").unwrap_or(DEFAULT_HISTORY_TTL_MS);
+    state::expire(&history, Some(history_ttl))?;
+    state::expire(&sequence, Some(history_ttl))?;
     emit::to_room(&conn.namespace, &message.room, "message", &message)?;
     Ok(Sent {
         id: message.id,
@@ -248,12 +292,21 @@ fn saved_rooms(user: &str) -> Result<Vec<String>, Error> {
 /// Changes the user's remembered rooms atomically: the user's sockets may
 /// join and leave concurrently, on different nodes.
 fn update_saved_rooms(user: &str, mut change: impl FnMut(&mut Vec<String>)) -> Result<(), Error> {
-    state::update_json(&rooms_key(user), None, |saved: Option<Vec<String>>| {
+    let ttl = Some(saved_rooms_ttl());
+    state::update_json(&rooms_key(user), ttl, |saved: Option<Vec<String>>| {
         let mut saved = saved.unwrap_or_default();
         change(&mut saved);
         saved
     })
     .map(drop)
+}
+
+fn saved_rooms_ttl() -> u64 {
+    switchboard_sdk::config::get("saved_rooms_ttl_ms").unwrap_or(DEFAULT_SAVED_ROOMS_TTL_MS)
+}
+
+fn max_saved_rooms() -> usize {
+    switchboard_sdk::config::get("max_saved_rooms").unwrap_or(DEFAULT_MAX_SAVED_ROOMS)
 }
 
 fn history_size() -> i64 {
@@ -272,6 +325,10 @@ fn online_key(user: &str) -> String {
 
 fn history_key(room: &str) -> String {
     format!("history:{room}")
+}
+
+fn sequence_key(room: &str) -> String {
+    format!("seq:{room}")
 }
 
 export_plugin!(Chat);

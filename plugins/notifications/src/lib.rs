@@ -11,7 +11,13 @@
 //! per user. A delivery cursor per user (the last one sent), moved by one
 //! sender at a time, makes each go out exactly once and in the order they
 //! were stored: at once when the user is online anywhere, else on the user's
-//! next connect. Unread ones stay until `mark_read`.
+//! next connect. Unread ones stay until `mark_read` or their TTL.
+//!
+//! Nothing is kept forever: a user's counter and delivery cursor expire with
+//! the user's notifications (`ttl_ms` after the last one); contacts (at most
+//! `max_contacts`, default 1,000) expire `contacts_ttl_ms` (default 30 days)
+//! after they were set or the user last connected; an online counter expires
+//! a minute after it drops to zero.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -29,6 +35,11 @@ const COUNTED_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 const MAX_ATTEMPTS: usize = 100;
 /// How long a sender holds a user's delivery lock at most, should it die.
 const DELIVERY_LOCK_TTL_MS: u64 = 10_000;
+const DEFAULT_MAX_CONTACTS: usize = 1_000;
+const DEFAULT_CONTACTS_TTL_MS: u64 = 30 * 24 * 60 * 60 * 1000;
+/// How long an online counter back at zero is kept: long enough for a
+/// reconnect to find it, short enough that users who left leave nothing.
+const OFFLINE_COUNTER_TTL_MS: u64 = 60_000;
 
 #[derive(Serialize, Deserialize)]
 struct Notification {
@@ -89,17 +100,28 @@ fn online_key(user: &str) -> String {
     format!("online:{user}")
 }
 
+fn contacts_key(user: &str) -> String {
+    format!("contacts:{user}")
+}
+
+fn contacts_ttl_ms() -> u64 {
+    config::get("contacts_ttl_ms").unwrap_or(DEFAULT_CONTACTS_TTL_MS)
+}
+
 /// Stores a notification and delivers it if the user is online.
 fn notify(request: Notify) -> Result<(u64, bool), Error> {
     let user = &request.user_id;
-    let id = u64::try_from(state::incr(&format!("seq:{user}"), 1)?).unwrap_or_default();
+    let ttl = ttl_ms();
+    let sequence = format!("seq:{user}");
+    let id = u64::try_from(state::incr(&sequence, 1)?).unwrap_or_default();
+    // Kept as long as the newest notification, so ids never repeat while any is stored.
+    state::expire(&sequence, Some(ttl))?;
     let notification = Notification {
         id,
         kind: request.kind,
         data: request.data,
         at: clock::now_ms(),
     };
-    let ttl = ttl_ms();
     state::set_json(&item_key(user, id), &notification, Some(ttl))?;
     let index = index_key(user);
     state::list_push(&index, &[id.to_string()])?;
@@ -159,7 +181,7 @@ fn send_pending(user: &str) -> Result<(), Error> {
         &cursor_key(user),
         cursor.as_deref(),
         &last.to_string(),
-        None,
+        Some(ttl_ms()),
     )? {
         return Ok(());
     }
@@ -222,7 +244,7 @@ fn online_among(users: Vec<String>) -> Result<Vec<String>, Error> {
 
 /// Tells the user's contacts that it came online or went offline.
 fn announce(user: &str, event: &str) -> Result<(), Error> {
-    let contacts: Vec<String> = state::get_json(&format!("contacts:{user}"))?.unwrap_or_default();
+    let contacts: Vec<String> = state::get_json(&contacts_key(user))?.unwrap_or_default();
     let namespace = namespace();
     for contact in contacts {
         emit::to_user(&namespace, &contact, event, &json!({ "user_id": user }))?;
@@ -267,7 +289,14 @@ fn route(request: &Request) -> Result<Response, Error> {
         }
         ("PUT", Some(user)) => {
             let Contacts { contacts } = request.json()?;
-            state::set_json(&format!("contacts:{user}"), &contacts, None)?;
+            let max = config::get("max_contacts").unwrap_or(DEFAULT_MAX_CONTACTS);
+            if contacts.len() > max {
+                return Err(Error::new(
+                    "invalid_body",
+                    format!("a user may have at most {max} contacts (config `max_contacts`)"),
+                ));
+            }
+            state::set_json(&contacts_key(user), &contacts, Some(contacts_ttl_ms()))?;
             Ok(Response::json(
                 200,
                 &json!({ "user_id": user, "contacts": contacts }),
@@ -288,6 +317,8 @@ impl Plugin for Notifications {
         config.get::<String>("namespace")?;
         config.get::<i64>("max_per_user")?;
         config.get::<u64>("ttl_ms")?;
+        config.get::<usize>("max_contacts")?;
+        config.get::<u64>("contacts_ttl_ms")?;
         Ok(())
     }
 
@@ -305,6 +336,13 @@ impl Plugin for Notifications {
             Some(COUNTED_TTL_MS),
         )
         .and_then(|()| state::incr(&online_key(user), 1))
+        .and_then(|sockets| {
+            // A counter that went back to zero was set to expire; in use again, it is kept.
+            state::expire(&online_key(user), None)?;
+            // Connecting is activity: the user's contacts are kept for another TTL.
+            state::expire(&contacts_key(user), Some(contacts_ttl_ms()))?;
+            Ok(sockets)
+        })
         .and_then(|sockets| {
             if sockets == 1 {
                 announce(user, "user_online")
@@ -347,7 +385,16 @@ impl Plugin for Notifications {
                 return Ok(());
             }
             match state::incr(&online_key(user), -1)? {
-                0 => announce(user, "user_offline"),
+                0 => {
+                    // Unless a socket of the user connected meanwhile (the swap then fails).
+                    state::compare_and_swap(
+                        &online_key(user),
+                        Some("0"),
+                        "0",
+                        Some(OFFLINE_COUNTER_TTL_MS),
+                    )?;
+                    announce(user, "user_offline")
+                }
                 _ => Ok(()),
             }
         });

@@ -200,6 +200,8 @@ impl Server {
             state: backend.state,
             timers: backend.timers.clone(),
             max_rooms_per_socket: manifest.server.max_rooms_per_socket,
+            max_payload_bytes: usize::try_from(manifest.server.max_payload_bytes)
+                .unwrap_or(usize::MAX),
         };
         let verifier = manifest
             .auth

@@ -1,7 +1,8 @@
 use crate::bindings::switchboard::plugin::emit::Host;
 use crate::bindings::{Payload, PluginError};
+use crate::escaped::Escaped;
 use crate::manifest::is_reserved_event;
-use crate::payload::Outgoing;
+use crate::payload::{self, Outgoing};
 use crate::runtime::InstanceState;
 use crate::transport::{Audience, check_audience, socket_room};
 
@@ -80,6 +81,23 @@ impl InstanceState {
         }
         if let Some(room) = &room {
             check_audience(room)?;
+        }
+        let size = payload::size(&payload);
+        let limit = self.services.max_payload_bytes;
+        if size > limit {
+            tracing::warn!(
+                plugin = %self.plugin.name,
+                event = %Escaped(event),
+                bytes = size,
+                "emit over server.max_payload_bytes refused"
+            );
+            return Err(PluginError::new(
+                "payload_too_large",
+                format!(
+                    "`{}` carries {size} bytes; an emit may carry {limit} (server.max_payload_bytes)",
+                    Escaped(event)
+                ),
+            ));
         }
         let payload = Outgoing::new(payload)?;
         let audience = Audience { room, except };

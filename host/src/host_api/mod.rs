@@ -27,6 +27,8 @@ pub struct HostServices {
     pub timers: Arc<dyn TimerStore>,
     /// Rooms plugins may put one socket in (`[server] max_rooms_per_socket`).
     pub max_rooms_per_socket: usize,
+    /// The largest event a plugin may emit (`[server] max_payload_bytes`).
+    pub max_payload_bytes: usize,
 }
 
 impl types::Host for InstanceState {}

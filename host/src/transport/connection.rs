@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Namespace;
 use crate::bindings::{Conn, PluginError};
+use crate::escaped::Escaped;
 use crate::identity::{Identity, IdentityError};
 use crate::metrics;
 use crate::payload::{self, Outgoing};
@@ -381,6 +382,27 @@ impl<A: Adapter> Connection<A> {
             );
         };
         let error = match slot.current().on_event(&self.conn, &event, &payload).await {
+            Ok(Ok(Some(reply)))
+                if payload::size(&reply) > self.namespace.limits.max_payload_bytes =>
+            {
+                // Handled, but its reply is bigger than any event may be: the
+                // client gets why, not a packet it would be cut off for.
+                tracing::warn!(
+                    plugin = %slot.spec.name.as_str(),
+                    event = %Escaped(&event),
+                    bytes = payload::size(&reply),
+                    "reply over server.max_payload_bytes not sent"
+                );
+                PluginError::new(
+                    "payload_too_large",
+                    format!(
+                        "the reply to `{}` carries {} bytes; the limit is {} (server.max_payload_bytes)",
+                        Escaped(&event),
+                        payload::size(&reply),
+                        self.namespace.limits.max_payload_bytes
+                    ),
+                )
+            }
             Ok(Ok(reply)) => {
                 handled("ok");
                 if let Some(ack) = ack {

@@ -5,13 +5,16 @@
 //! `count` rooms, going on after refusals, and acks how many it joined, the
 //! refusals' codes with their counts, and the rooms the sender is in), `leave_room`
 //! (`{ room }`), `store` (`{ key, value, ttl_ms? }`: `state.set`) and `push`
-//! (`{ key, values }`: `state.list-push`).
+//! (`{ key, values }`: `state.list-push`), `flood` (`{ room, count, size }`:
+//! emits `count` events of `size` bytes to `room`, going on after failures,
+//! and acks how many went out and the failures' codes) and `huge`
+//! (`{ size }`: acks a string of `size` bytes).
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::json;
-use switchboard_sdk::{Conn, Error, Payload, Plugin, export_plugin, rooms, state};
+use switchboard_sdk::{Conn, Error, Payload, Plugin, emit, export_plugin, rooms, state};
 
 #[derive(Deserialize)]
 struct JoinRooms {
@@ -35,6 +38,18 @@ struct Store {
 struct Push {
     key: String,
     values: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Flood {
+    room: String,
+    count: u32,
+    size: usize,
+}
+
+#[derive(Deserialize)]
+struct Huge {
+    size: usize,
 }
 
 struct Greedy;
@@ -76,6 +91,26 @@ impl Plugin for Greedy {
                     &request.key,
                     &request.values,
                 )?)?))
+            }
+            "flood" => {
+                let request: Flood = payload.parse_object()?;
+                let filler = "x".repeat(request.size);
+                let mut sent = 0;
+                let mut refused: BTreeMap<String, u32> = BTreeMap::new();
+                for n in 0..request.count {
+                    let flood = json!({ "n": n, "filler": filler });
+                    match emit::to_room(&conn.namespace, &request.room, "flood", &flood) {
+                        Ok(()) => sent += 1,
+                        Err(error) => *refused.entry(error.code).or_default() += 1,
+                    }
+                }
+                Ok(Some(Payload::new(
+                    &json!({ "sent": sent, "refused": refused }),
+                )?))
+            }
+            "huge" => {
+                let request: Huge = payload.parse_object()?;
+                Ok(Some(Payload::new(&"x".repeat(request.size))?))
             }
             other => Err(Error::unknown_event(other)),
         }

@@ -1,0 +1,106 @@
+// A plugin that floods emits or returns a huge value is contained and
+// reported, and a well-behaved client beside it keeps being served.
+
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+
+import {
+  closeAllSockets,
+  collect,
+  connect,
+  emitAckError,
+  emitAckOk,
+  faultyPlugin,
+  startHost,
+  unique,
+  waitFor,
+  wasm,
+} from "./harness.mjs";
+
+const MAX_PAYLOAD = 64 * 1024;
+
+let host;
+
+before(async () => {
+  host = await startHost({
+    server: { max_payload_bytes: MAX_PAYLOAD },
+    plugins: [
+      {
+        name: "greedy",
+        path: wasm("greedy"),
+        namespaces: ["/greedy"],
+        events: ["join_rooms", "flood", "huge"],
+        limits: { time_ms: 60000 },
+      },
+      faultyPlugin({ events: ["echo"] }),
+    ],
+    namespaces: { "/greedy": { events_per_second: 1000, event_burst: 1000 } },
+  });
+});
+
+after(async () => {
+  closeAllSockets();
+  if (host) {
+    const { code } = await host.stop();
+    assert.equal(code, 0, `host exit code; stderr:\n${host.stderr().slice(-2000)}`);
+  }
+});
+
+/** Echo round trips on the faulty plugin while `work` runs; all must come back, in order. */
+async function servedThroughout(work) {
+  const bystander = await connect(host.url, { namespace: "/faulty" });
+  let running = true;
+  const echoes = (async () => {
+    let n = 0;
+    while (running) {
+      const reply = await emitAckOk(bystander, "echo", { n });
+      assert.deepEqual(reply.echo, { n }, "the bystander's echo");
+      n += 1;
+    }
+    return n;
+  })();
+  try {
+    return await work();
+  } finally {
+    running = false;
+    assert.ok((await echoes) > 0, "the bystander got no echo at all");
+  }
+}
+
+test("a plugin flooding a room with emits: every member that reads gets each once, in order", async () => {
+  const room = unique("flooded");
+  const member = await connect(host.url, { namespace: "/greedy" });
+  await emitAckOk(member, "join_rooms", { prefix: room, count: 1 });
+  const flood = collect(member, "flood");
+  const count = 2000;
+  const reply = await servedThroughout(() =>
+    emitAckOk(member, "flood", { room: `${room}0`, count, size: 1000 }, { timeout: 60000 }),
+  );
+  assert.deepEqual(reply, { sent: count, refused: {} });
+  await waitFor(() => flood.length === count, 30000, () => `${count} flood events (got ${flood.length})`);
+  assert.deepEqual(flood.map((event) => event.n), [...Array(count).keys()]);
+  assert.equal(member.connected, true);
+});
+
+test("an emit over max_payload_bytes is refused to the plugin, and nobody gets it", async () => {
+  const room = unique("oversize");
+  const member = await connect(host.url, { namespace: "/greedy" });
+  await emitAckOk(member, "join_rooms", { prefix: room, count: 1 });
+  const flood = collect(member, "flood");
+  const reply = await emitAckOk(member, "flood", { room: `${room}0`, count: 3, size: MAX_PAYLOAD });
+  assert.deepEqual(reply, { sent: 0, refused: { payload_too_large: 3 } });
+  await emitAckOk(member, "flood", { room: `${room}0`, count: 1, size: 10 });
+  await waitFor(() => flood.length === 1, undefined, "the small emit");
+  assert.equal(flood[0].filler.length, 10);
+  assert.match(host.stderr(), /payload_too_large|max_payload_bytes/);
+});
+
+test("a reply over max_payload_bytes reaches the client as an error, not as a packet", async () => {
+  const client = await connect(host.url, { namespace: "/greedy" });
+  const error = await servedThroughout(() => emitAckError(client, "huge", { size: 4 * MAX_PAYLOAD }));
+  assert.equal(error.code, "payload_too_large");
+  assert.match(error.message, /reply to `huge`/);
+  // The same client, still connected, gets a reply that fits.
+  assert.equal((await emitAckOk(client, "huge", { size: 100 })).length, 100);
+  assert.match(host.stderr(), /reply over server\.max_payload_bytes not sent/);
+});

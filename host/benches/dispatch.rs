@@ -88,8 +88,7 @@ async fn host(manifest: &str) -> SocketIo {
         state: Arc::new(MemoryStore::new()),
         timers: Arc::new(MemoryTimers::new()),
         max_rooms_per_socket: manifest.server.max_rooms_per_socket,
-        max_payload_bytes: usize::try_from(manifest.server.max_payload_bytes)
-            .unwrap_or(usize::MAX),
+        max_payload_bytes: usize::try_from(manifest.server.max_payload_bytes).unwrap_or(usize::MAX),
     };
     let routes = server::load_plugins(&manifest, services)
         .await

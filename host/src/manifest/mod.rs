@@ -420,10 +420,15 @@ impl Validator<'_> {
             }
         }
 
-        let cluster = file
-            .cluster
-            .map(|cluster| self.cluster(cluster))
-            .transpose()?;
+        // The URL in the environment is enough to join a cluster, as the
+        // `REDIS_URL` convention of most deployments has it.
+        let cluster = match file.cluster {
+            Some(cluster) => Some(self.cluster(cluster)?),
+            None if self.overrides.redis_url.is_some() => {
+                Some(self.cluster(schema::ClusterSection::default())?)
+            }
+            None => None,
+        };
         Ok(Manifest {
             path: self.path.to_owned(),
             cluster,
@@ -976,6 +981,14 @@ event_burst = 9
             "redis://env:2"
         );
         assert_eq!(manifest.api_token.as_ref().map(Secret::expose), Some("t"));
+        let without_table =
+            Manifest::parse_with(Path::new("/m.toml"), "version = 1\n", &overrides).unwrap();
+        let cluster = without_table
+            .cluster
+            .expect("the environment's URL alone joins a cluster");
+        assert_eq!(cluster.redis_url.expose(), "redis://env:2");
+        assert_eq!(cluster.prefix, "switchboard");
+        assert!(parse("version = 1\n").unwrap().cluster.is_none());
         let error = parse("version = 1\n[cluster]\nredis_url = \"http://:pw@x\"\n")
             .unwrap_err()
             .to_string();

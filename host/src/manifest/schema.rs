@@ -162,6 +162,20 @@ pub struct ClusterSection {
     pub fallback: Fallback,
 }
 
+/// What a node runs with when `SWITCHBOARD_REDIS_URL` is set and the
+/// manifest has no `[cluster]`.
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            ca_file: None,
+            prefix: default_prefix(),
+            request_timeout_ms: default_request_timeout_ms(),
+            fallback: Fallback::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Fallback {

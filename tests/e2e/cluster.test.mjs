@@ -274,6 +274,25 @@ test("two clusters sharing one Redis stay apart by prefix; SWITCHBOARD_REDIS_URL
   assert.deepEqual(room.body.members, [onBlue.id]);
 });
 
+test("SWITCHBOARD_REDIS_URL alone, with no [cluster] table, joins the nodes into a cluster", async (t) => {
+  const redis = await startRedis();
+  const env = { SWITCHBOARD_REDIS_URL: redis.url };
+  const [nodeA, nodeB] = await Promise.all([startHost({ env }), startHost({ env })]);
+  t.after(async () => {
+    closeAllSockets();
+    await Promise.all([nodeA.stop(), nodeB.stop()]);
+    await redis.stop();
+  });
+  const onA = await connect(nodeA.url, { auth: { user: "ana" } });
+  const onB = await connect(nodeB.url, { auth: { user: "ben" } });
+  const atB = collect(onB, "message");
+  await emitAckOk(onA, "join", { room: "env-only" });
+  assert.equal((await emitAckOk(onB, "join", { room: "env-only" })).members, 2);
+  await emitAckOk(onA, "send_message", { room: "env-only", text: "across" });
+  await waitFor(() => atB.length === 1, 5000, "the message on the other node");
+  assert.equal(atB[0].text, "across");
+});
+
 describe("presence across nodes", () => {
   test("a user is online while any of its sockets is, and a killed node's users go offline", async () => {
     const redis = await startRedis();

@@ -83,13 +83,12 @@ async fn host(manifest: &str) -> SocketIo {
     let manifest = Manifest::parse(&std::env::temp_dir().join("bench.toml"), manifest)
         .expect("bench manifest");
     let (_layer, io) = transport::socket_io(SocketIo::builder(), &manifest.server);
-    let services = HostServices {
-        sockets: Arc::new(io.clone()),
-        state: Arc::new(MemoryStore::new()),
-        timers: Arc::new(MemoryTimers::new()),
-        max_rooms_per_socket: manifest.server.max_rooms_per_socket,
-        max_payload_bytes: usize::try_from(manifest.server.max_payload_bytes).unwrap_or(usize::MAX),
-    };
+    let services = HostServices::new(
+        Arc::new(io.clone()),
+        Arc::new(MemoryStore::new()),
+        Arc::new(MemoryTimers::new()),
+        &manifest.server,
+    );
     let routes = server::load_plugins(&manifest, services)
         .await
         .expect("plugins load")

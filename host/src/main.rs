@@ -11,7 +11,6 @@ use switchboard::escaped::Escaped;
 use switchboard::http_api;
 use switchboard::listener::{Admission, Timeouts};
 use switchboard::manifest::AllowedOrigins;
-use switchboard::runtime::Runtime;
 use switchboard::{Manifest, Server};
 use tokio::net::TcpListener;
 
@@ -127,9 +126,9 @@ fn serve(manifest: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()> {
 
 fn check(path: PathBuf) -> anyhow::Result<()> {
     let manifest = Manifest::load(&path)?;
-    let runtime = Runtime::new(manifest.server.cache_dir.clone())
-        .map_err(|error| anyhow::anyhow!("cannot start the WebAssembly engine: {error:#}"))?;
-    let compiled = switchboard::server::compile_plugins(&runtime, &manifest)?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    // As `serve` would: compiled, type-checked and `init` with its config.
+    let statuses = runtime.block_on(switchboard::server::check_plugins(&manifest))?;
     println!("{}: ok", manifest.path.display());
     match &manifest.server.allowed_origins {
         AllowedOrigins::SameOrigin => println!("  origins: same origin only"),
@@ -157,11 +156,11 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
         };
         println!("  auth {} tokens{anonymous}", auth.algorithm);
     }
-    for (spec, plugin) in manifest.plugins.iter().zip(&compiled) {
+    for (spec, status) in manifest.plugins.iter().zip(&statuses) {
         println!(
             "  plugin {} ({}) namespaces {} events {}",
             spec.name,
-            &plugin.hash[..12],
+            &status.version[..12],
             spec.namespaces.join(","),
             spec.events.join(",")
         );

@@ -25,7 +25,9 @@ use crate::listener::{self, Admission, Timeouts};
 use crate::manifest::{Location, Manifest, PluginName, PluginSpec};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
-use crate::runtime::{CallError, CompiledPlugin, LoadError, Plugin, PluginSlot, Runtime};
+use crate::runtime::{
+    CallError, CompiledPlugin, LoadError, Plugin, PluginSlot, PluginStatus, Runtime,
+};
 use crate::transport::{
     self, ClusterSockets, NamespaceReady, Namespaces, Routes, SocketLimits, Sockets,
 };
@@ -195,14 +197,12 @@ impl Server {
     {
         let (layer, io) = transport::socket_io(backend.builder, &manifest.server);
         let sockets = (backend.sockets)(io.clone());
-        let services = HostServices {
-            sockets: sockets.clone(),
-            state: backend.state,
-            timers: backend.timers.clone(),
-            max_rooms_per_socket: manifest.server.max_rooms_per_socket,
-            max_payload_bytes: usize::try_from(manifest.server.max_payload_bytes)
-                .unwrap_or(usize::MAX),
-        };
+        let services = HostServices::new(
+            sockets.clone(),
+            backend.state,
+            backend.timers.clone(),
+            &manifest.server,
+        );
         let verifier = manifest
             .auth
             .as_ref()
@@ -338,6 +338,21 @@ pub struct LoadedPlugins {
     pub routes: Routes,
     pub http_routes: PluginRoutes,
     pub reloader: Arc<Reloader>,
+}
+
+/// Loads every plugin of `manifest` as `serve` does, `init` with its config
+/// included, on in-memory state and sockets: what `check` runs. The status of
+/// each, in manifest order.
+pub async fn check_plugins(manifest: &Manifest) -> Result<Vec<PluginStatus>, ServeError> {
+    let (_layer, io) = transport::socket_io(SocketIo::builder(), &manifest.server);
+    let services = HostServices::new(
+        Arc::new(io),
+        Arc::new(MemoryStore::new()),
+        Arc::new(MemoryTimers::new()),
+        &manifest.server,
+    );
+    let loaded = load_plugins(manifest, services).await?;
+    Ok(loaded.reloader.statuses())
 }
 
 pub async fn load_plugins(

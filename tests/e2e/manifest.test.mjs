@@ -208,11 +208,11 @@ describe("switchboard serve", () => {
     assert.ok(pluginEntryLines(text, 1)(error.line), `line ${error.line}`);
   });
 
-  test("a plugin whose init fails stops serve with an error naming the plugin entry", async () => {
+  test("a plugin whose init fails stops check and serve with the same error, naming the plugin entry", async () => {
     const text = manifestToml({ plugins: [chatPlugin(), faultyPlugin({ config: { fail_init: true } })] });
     const manifestPath = writeManifest(text);
     const checked = await runSwitchboard(["check", manifestPath]);
-    assert.equal(checked.code, 0, `check only type-checks, it does not run init; stderr:\n${checked.stderr}`);
+    assert.equal(checked.code, 1, `check runs every plugin's init; stderr:\n${checked.stderr}`);
     const served = await runSwitchboard(["serve", "--manifest", manifestPath, "--listen", "127.0.0.1:0"], { timeout: 20000 });
     assert.equal(served.timedOut, false, "serve kept running with a plugin whose init fails");
     assert.equal(served.code, 1, `stderr:\n${served.stderr}`);
@@ -220,6 +220,7 @@ describe("switchboard serve", () => {
     const error = parseError(served.stderr, manifestPath);
     assert.ok(pluginEntryLines(text, 1)(error.line), `line ${error.line}: ${error.message}`);
     assert.match(error.message, /faulty/);
+    assert.deepEqual(parseError(checked.stderr, manifestPath), error);
   });
 
   test("GET /healthz is 200, static_dir is served at /, and the ready line is printed once", async () => {

@@ -16,6 +16,7 @@ use crate::bindings::PluginError;
 use crate::bindings::switchboard::plugin::types;
 use crate::cluster::StateStore;
 use crate::cluster::timers::TimerStore;
+use crate::manifest::ServerSettings;
 use crate::runtime::InstanceState;
 use crate::transport::{RoomNameError, Sockets, SocketsError};
 
@@ -29,6 +30,24 @@ pub struct HostServices {
     pub max_rooms_per_socket: usize,
     /// The largest event a plugin may emit (`[server] max_payload_bytes`).
     pub max_payload_bytes: usize,
+}
+
+impl HostServices {
+    /// The services, with the limits `[server]` sets on what plugins do.
+    pub fn new(
+        sockets: Arc<dyn Sockets>,
+        state: Arc<dyn StateStore>,
+        timers: Arc<dyn TimerStore>,
+        server: &ServerSettings,
+    ) -> Self {
+        Self {
+            sockets,
+            state,
+            timers,
+            max_rooms_per_socket: server.max_rooms_per_socket,
+            max_payload_bytes: usize::try_from(server.max_payload_bytes).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 impl types::Host for InstanceState {}

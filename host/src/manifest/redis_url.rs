@@ -38,7 +38,15 @@ impl RedisUrl {
                 Self(url.to_owned())
             ));
         }
-        Ok(Self(url.to_owned()))
+        let parsed = Self(url.to_owned());
+        // What `serve` connects with reads it first, so `check` refuses what `serve` would.
+        if let Err(error) = fred::prelude::Config::from_url(url) {
+            return Err(format!(
+                "`{parsed}` is not a usable Redis URL: {}",
+                parsed.redact(error.details())
+            ));
+        }
+        Ok(parsed)
     }
 
     /// The URL with its password, for connecting only.
@@ -120,9 +128,15 @@ mod tests {
         assert!(RedisUrl::parse("rediss://h:1").unwrap().is_tls());
         let error = RedisUrl::parse("http://:s3cret@host").unwrap_err();
         assert!(!error.contains("s3cret"), "{error}");
-        assert_eq!(
-            show("redis://:pa/s@s3cret@127.0.0.1:6379"),
-            "redis://:****@127.0.0.1:6379"
+        // Unescaped, such a password cannot be connected with, and is hidden in the refusal.
+        let error = RedisUrl::parse("redis://:pa/s@s3cret@127.0.0.1:6379").unwrap_err();
+        assert!(
+            error.starts_with("`redis://:****@127.0.0.1:6379`"),
+            "{error}"
+        );
+        assert!(
+            !error.contains("s3cret") && !error.contains("pa/s"),
+            "{error}"
         );
     }
 
@@ -135,5 +149,13 @@ mod tests {
         );
         let without = RedisUrl::parse("redis://cache:6379").unwrap();
         assert_eq!(without.redact("refused"), "refused");
+    }
+
+    #[test]
+    fn refuses_what_the_redis_client_cannot_connect_to() {
+        let error = RedisUrl::parse("redis://:s3cret@cache:99999").unwrap_err();
+        assert!(error.contains("not a usable Redis URL"), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
+        assert!(RedisUrl::parse("redis://cache:6379/0").is_ok());
     }
 }

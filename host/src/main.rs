@@ -57,26 +57,44 @@ fn init_logging(format: LogFormat) {
 enum Command {
     /// Serve the plugins of a manifest.
     Serve {
-        /// The TOML manifest.
-        #[arg(long, short)]
-        manifest: PathBuf,
+        #[command(flatten)]
+        manifest: ManifestArg,
         /// Listen address, overriding `server.listen` (port 0 picks a free port).
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
-    /// Validate a manifest and type-check every plugin it names.
+    /// Validate a manifest and every plugin it names, as `serve` would.
     Check {
-        /// The TOML manifest.
-        manifest: PathBuf,
+        #[command(flatten)]
+        manifest: ManifestArg,
     },
+}
+
+/// The TOML manifest, taken the same way by every command: `switchboard
+/// serve switchboard.toml` or `--manifest switchboard.toml`.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct ManifestArg {
+    /// The TOML manifest.
+    #[arg(value_name = "MANIFEST")]
+    path: Option<PathBuf>,
+    /// The TOML manifest (the same as the positional argument).
+    #[arg(long = "manifest", short = 'm', value_name = "MANIFEST")]
+    flag: Option<PathBuf>,
+}
+
+impl ManifestArg {
+    fn into_path(self) -> PathBuf {
+        self.path.or(self.flag).unwrap_or_default()
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {
-        Command::Serve { manifest, listen } => serve(manifest, listen),
-        Command::Check { manifest } => check(manifest),
+        Command::Serve { manifest, listen } => serve(manifest.into_path(), listen),
+        Command::Check { manifest } => check(manifest.into_path()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -76,6 +76,14 @@ describe("switchboard check", () => {
     assert.ok(result.stdout.includes(result.manifestPath), `summary does not name the manifest:\n${result.stdout}`);
   });
 
+  test("check and serve take the manifest as an argument or as --manifest", async () => {
+    const manifestPath = writeManifest(GOOD);
+    const checked = await runSwitchboard(["check", "--manifest", manifestPath]);
+    assert.equal(checked.code, 0, `stderr:\n${checked.stderr}`);
+    const served = await runSwitchboard(["serve", manifestPath, "--listen", "127.0.0.1:0"], { timeout: 5000 });
+    assert.match(served.stdout, /^switchboard listening on /m, `stderr:\n${served.stderr}`);
+  });
+
   test("a relative plugin path is resolved against the manifest's directory", async () => {
     const dir = tempDir();
     const text = manifestToml({

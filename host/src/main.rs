@@ -94,8 +94,11 @@ fn serve(manifest: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()> {
 
 fn check(path: PathBuf) -> anyhow::Result<()> {
     let manifest = Manifest::load(&path)?;
-    let runtime = Runtime::new(manifest.server.cache_dir.clone())
-        .map_err(|error| anyhow::anyhow!("cannot start the WebAssembly engine: {error:#}"))?;
+    let runtime = Runtime::new(
+        manifest.server.cache_dir.clone(),
+        manifest.server.plugin_memory_bytes,
+    )
+    .map_err(|error| anyhow::anyhow!("cannot start the WebAssembly engine: {error:#}"))?;
     let compiled = switchboard::server::compile_plugins(&runtime, &manifest)?;
     println!("{}: ok", manifest.path.display());
     match &manifest.server.allowed_origins {

@@ -73,6 +73,12 @@ pub struct ServerSection {
     /// any. Unset: only pages of the same host and port as the request.
     /// Clients that send no `Origin` (not browsers) are not affected.
     pub allowed_origins: Option<Vec<Spanned<String>>>,
+    /// Linear memory all instances of all plugins may hold together, in MiB:
+    /// `1024`. Each plugin is guaranteed room for one instance at its own
+    /// `limits.memory_mib`; the rest is shared. A call whose instance cannot
+    /// grow within it waits up to its plugin's `limits.queue_ms`, then fails
+    /// with `overloaded`.
+    pub plugin_memory_mib: u64,
 }
 
 impl Default for ServerSection {
@@ -86,6 +92,7 @@ impl Default for ServerSection {
             static_dir: None,
             cache_dir: None,
             allowed_origins: None,
+            plugin_memory_mib: 1_024,
         }
     }
 }
@@ -267,6 +274,13 @@ pub struct LimitsSection {
     pub time_ms: u64,
     /// Linear memory one instance may grow to, in MiB: `64`.
     pub memory_mib: u64,
+    /// Calls of this plugin that may run at once on this node: `64`. Each
+    /// runs on an instance of its own.
+    pub concurrency: u32,
+    /// How long a call waits for a free place under `concurrency` (or for
+    /// memory under `[server] plugin_memory_mib`) before it fails with
+    /// `overloaded`, in milliseconds: `100`.
+    pub queue_ms: u64,
 }
 
 impl Default for LimitsSection {
@@ -274,6 +288,8 @@ impl Default for LimitsSection {
         Self {
             time_ms: 1_000,
             memory_mib: 64,
+            concurrency: 64,
+            queue_ms: 100,
         }
     }
 }

@@ -1,16 +1,20 @@
 //! Running plugins: one [`wasmtime::Engine`] and [`Linker`] per process
 //! ([`engine`]), compiled components with a precompiled-code cache ([`cache`]),
-//! the per-instance store data ([`instance`]) and pools of warm instances
-//! ([`plugin`]).
+//! the per-instance store data ([`instance`]), pools of warm instances
+//! ([`plugin`]), the threads plugin calls run on ([`executor`]) and the memory
+//! all instances share ([`budget`]).
 
+mod budget;
 mod cache;
 mod engine;
+mod executor;
 mod exports;
 mod instance;
 mod plugin;
 mod slot;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -74,16 +78,20 @@ impl CompiledPlugin {
     }
 }
 
-/// The engine, the linker with every host interface, and the code cache.
+/// The engine, the linker with every host interface, the code cache, the
+/// plugin threads and the plugin memory budget.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<InstanceState>,
     cache: cache::CodeCache,
+    executor: executor::Executor,
+    budget: Arc<budget::MemoryBudget>,
 }
 
 impl Runtime {
-    /// `cache_dir: None` uses the default cache directory.
-    pub fn new(cache_dir: Option<PathBuf>) -> wasmtime::Result<Self> {
+    /// `cache_dir: None` uses the default cache directory;
+    /// `plugin_memory_bytes` is what all instances may hold together.
+    pub fn new(cache_dir: Option<PathBuf>, plugin_memory_bytes: usize) -> wasmtime::Result<Self> {
         let engine = engine::new_engine()?;
         let mut linker = Linker::new(&engine);
         // Rust's std imports WASI even when a plugin uses none of it; the
@@ -96,11 +104,9 @@ impl Runtime {
             engine,
             linker,
             cache,
+            executor: executor::Executor::new()?,
+            budget: budget::MemoryBudget::new(plugin_memory_bytes),
         })
-    }
-
-    pub fn engine(&self) -> &Engine {
-        &self.engine
     }
 
     /// Compiles `spec`'s component and checks it exports what the manifest

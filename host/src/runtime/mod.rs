@@ -82,6 +82,7 @@ impl CompiledPlugin {
 /// plugin threads and the plugin memory budget.
 pub struct Runtime {
     engine: Engine,
+    ticker: engine::Ticker,
     linker: Linker<InstanceState>,
     cache: cache::CodeCache,
     executor: executor::Executor,
@@ -92,7 +93,7 @@ impl Runtime {
     /// `cache_dir: None` uses the default cache directory;
     /// `plugin_memory_bytes` is what all instances may hold together.
     pub fn new(cache_dir: Option<PathBuf>, plugin_memory_bytes: usize) -> wasmtime::Result<Self> {
-        let engine = engine::new_engine()?;
+        let (engine, ticker) = engine::new_engine()?;
         let mut linker = Linker::new(&engine);
         // Rust's std imports WASI even when a plugin uses none of it; the
         // context linked here grants no files, network or environment.
@@ -102,6 +103,7 @@ impl Runtime {
             cache::CodeCache::new(&engine, cache_dir.or_else(cache::CodeCache::default_dir));
         Ok(Self {
             engine,
+            ticker,
             linker,
             cache,
             executor: executor::Executor::new()?,

@@ -23,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::budget::{Account, BudgetExhausted, IdleInstances};
+use super::engine::Guests;
 use super::exports::{Export, Exports};
 use super::instance::{InstanceState, MemoryLimitExceeded, MemoryLimiter, PluginContext};
 use super::{CompiledPlugin, Runtime};
@@ -121,6 +122,7 @@ pub struct Plugin {
     services: Arc<HostServices>,
     compiled: CompiledPlugin,
     engine: Engine,
+    guests: Guests,
     /// The plugin threads.
     executor: Handle,
     limits: Limits,
@@ -154,6 +156,7 @@ impl Plugin {
             services,
             compiled,
             engine: runtime.engine.clone(),
+            guests: runtime.ticker.guests(),
             executor: runtime.executor.handle().clone(),
             limits: spec.limits,
             instances: spec.instances,
@@ -356,8 +359,8 @@ impl Plugin {
     }
 
     /// Gives the next call the plugin's time limit. At every epoch tick the
-    /// guest yields to the executor (so a looping plugin holds no worker
-    /// thread) and is interrupted once the limit has passed.
+    /// guest yields to the plugin threads (so a looping plugin takes turns
+    /// with the other calls) and is interrupted once the limit has passed.
     fn start_clock(&self, store: &mut Store<InstanceState>) {
         store.data_mut().deadline = Instant::now() + self.limits.time;
         store.set_epoch_deadline(1);
@@ -419,6 +422,7 @@ impl Plugin {
         call: impl Future<Output = wasmtime::Result<R>>,
     ) -> Result<R, CallError> {
         let plugin = self.context.name.clone();
+        let _running = self.guests.running();
         let error = match tokio::time::timeout(self.limits.time, call).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(error)) => classify(plugin, self.limits, &error),

@@ -16,9 +16,16 @@ import {
   faultyPlugin,
   quiet,
   startHost,
+  waitFor,
 } from "./harness.mjs";
 
 const MIB = 1024 * 1024;
+
+/** Warnings that count the faulty plugin's refused calls (at most one per 10 s). */
+function refusalWarnings(stderr) {
+  return stderr.split("\n").filter((line) => /call\(s\) refused since the last/.test(line) && line.includes("plugin `faulty`"))
+    .length;
+}
 
 let host;
 
@@ -88,6 +95,7 @@ describe("plugin isolation", () => {
     const refused = await emitAckError(spinners[2], "echo", { n: 1 });
     assert.equal(refused.code, "overloaded", JSON.stringify(refused));
     assert.match(refused.message, /limits\.concurrency/);
+    await waitFor(() => refusalWarnings(host.stderr()) === 1, 5000, "the refusal to be logged");
     for (const error of await Promise.all(spinning)) {
       assert.equal(error.code, "plugin_timeout", JSON.stringify(error));
     }
@@ -123,6 +131,7 @@ describe("plugin isolation", () => {
       plugins: [faultyPlugin({ limits: { time_ms: 5000, memory_mib: 64, queue_ms: 100 } }), steadyPlugin()],
     });
     const before = memory(host.child.pid);
+    const started = Date.now();
     const echoing = await keepEchoing(host.url);
     // 48 sockets at once: 48 instances of up to 64 MiB each would be 3 GiB.
     const hogs = await Promise.all(Array.from({ length: 48 }, () => connect(host.url, { namespace: "/faulty" })));
@@ -134,6 +143,11 @@ describe("plugin isolation", () => {
     assert.ok(codes.includes("overloaded"), `no call was refused for the budget: ${codes.join(", ")}`);
     const overloaded = errors.find((error) => error.code === "overloaded");
     assert.match(overloaded.message, /plugin_memory_mib/);
+    // Refusals are logged with a count, not one line each.
+    const logged = refusalWarnings(host.stderr());
+    const overloadedCount = codes.filter((code) => code === "overloaded").length;
+    assert.ok(logged >= 1, "the refusals were not logged");
+    assert.ok(logged <= 1 + Math.floor((Date.now() - started) / 10000), `${logged} refusal warnings for ${overloadedCount} refusals`);
     // The budget bounds the guests' memory; the margin is the host's own.
     const { peak } = memory(host.child.pid);
     const marginMib = 128;

@@ -11,6 +11,7 @@ mod executor;
 mod exports;
 mod instance;
 mod plugin;
+mod refusals;
 mod slot;
 
 use std::path::{Path, PathBuf};

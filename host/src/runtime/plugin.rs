@@ -26,6 +26,7 @@ use super::budget::{Account, BudgetExhausted, IdleInstances};
 use super::engine::Guests;
 use super::exports::{Export, Exports};
 use super::instance::{InstanceState, MemoryLimitExceeded, MemoryLimiter, PluginContext};
+use super::refusals::Refusals;
 use super::{CompiledPlugin, Runtime};
 use crate::bindings::exports::switchboard::plugin::http_handler::{Request, Response};
 use crate::bindings::{Conn, Payload, PluginError};
@@ -59,7 +60,7 @@ pub enum CallError {
     )]
     MissingExport { plugin: PluginName, export: Export },
     #[error(
-        "plugin `{plugin}` is overloaded: its {concurrency} concurrent calls (limits.concurrency) were all busy for {} ms; try again later",
+        "plugin `{plugin}` is overloaded: {concurrency} of its calls (limits.concurrency) were already running for {} ms; try again later",
         waited.as_millis()
     )]
     TooManyCalls {
@@ -131,6 +132,7 @@ pub struct Plugin {
     running: Arc<Semaphore>,
     memory: Arc<Account>,
     idle: Arc<IdlePool>,
+    refusals: Refusals,
 }
 
 impl Plugin {
@@ -163,6 +165,7 @@ impl Plugin {
             running: Arc::new(Semaphore::new(spec.limits.concurrency)),
             memory: runtime.budget.account(spec.limits.memory_bytes),
             idle,
+            refusals: Refusals::default(),
         });
         plugin
             .isolated(async |plugin| {
@@ -325,15 +328,17 @@ impl Plugin {
             return Ok(place);
         }
         let waited = tokio::time::timeout(self.limits.queue, self.running.clone().acquire_owned());
-        match waited.await {
-            Ok(Ok(place)) => Ok(place),
-            // The semaphore is never closed: only the wait can end it.
-            Ok(Err(_)) | Err(_) => Err(CallError::TooManyCalls {
-                plugin: self.context.name.clone(),
-                concurrency: self.limits.concurrency,
-                waited: self.limits.queue,
-            }),
+        if let Ok(Ok(place)) = waited.await {
+            return Ok(place);
         }
+        // The semaphore is never closed: only the wait can have ended.
+        let refusal = CallError::TooManyCalls {
+            plugin: self.context.name.clone(),
+            concurrency: self.limits.concurrency,
+            waited: self.limits.queue,
+        };
+        self.refusals.record(&self.context.name, &refusal);
+        Err(refusal)
     }
 
     /// Runs one export call on an instance of its own, under the limits.
@@ -431,7 +436,11 @@ impl Plugin {
                 limit: self.limits.time,
             },
         };
-        tracing::warn!(plugin = %self.context.name, "{}", Escaped(&error));
+        if matches!(error, CallError::NoMemoryLeft { .. }) {
+            self.refusals.record(&self.context.name, &error);
+        } else {
+            tracing::warn!(plugin = %self.context.name, "{}", Escaped(&error));
+        }
         Err(error)
     }
 }

@@ -3,6 +3,8 @@
 //! tick ([`super::engine::EPOCH_TICK`]) before it yields, but while it runs it
 //! holds its thread; on these threads that delays only other plugin calls,
 //! never a socket's reads and writes, which the OS schedules beside them.
+//! On Linux the plugin threads also run at a lower OS priority, so on a busy
+//! machine the threads serving sockets get the CPU first.
 
 use std::io;
 use std::thread::available_parallelism;
@@ -23,6 +25,7 @@ impl Executor {
         let runtime = Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name("switchboard-plugin")
+            .on_thread_start(lower_priority)
             .enable_all()
             .build()?;
         Ok(Self {
@@ -36,6 +39,26 @@ impl Executor {
         &self.handle
     }
 }
+
+/// How much nicer than the rest of the server plugin threads are.
+#[cfg(target_os = "linux")]
+const NICER_BY: i32 = 10;
+
+/// Linux gives each thread its own nice value: this lowers only the thread
+/// that calls it.
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    use rustix::process::{getpriority_process, setpriority_process};
+    let thread = Some(rustix::thread::gettid());
+    let lowered = getpriority_process(thread)
+        .and_then(|nice| setpriority_process(thread, (nice + NICER_BY).min(19)));
+    if let Err(error) = lowered {
+        tracing::warn!("plugin thread left at the server's priority: {error}");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
 
 impl Drop for Executor {
     /// Without waiting: this may run on an async worker, where a blocking

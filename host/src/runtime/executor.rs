@@ -1,8 +1,10 @@
-//! The threads plugin code runs on: a tokio runtime of its own, apart from
-//! the workers that serve sockets and HTTP. A guest runs at most one epoch
-//! tick ([`super::engine::EPOCH_TICK`]) before it yields, but while it runs it
-//! holds its thread; on these threads that delays only other plugin calls,
-//! never a socket's reads and writes, which the OS schedules beside them.
+//! The threads plugin code runs on (all of it but the first slice of calls
+//! likely to be short, see [`super::placement`]): a tokio runtime of its
+//! own, apart from the workers that serve sockets and HTTP. A guest runs at
+//! most one epoch tick ([`super::engine::EPOCH_TICK`]) before it yields, but
+//! while it runs it holds its thread; on these threads that delays only
+//! other plugin calls, never a socket's reads and writes, which the OS
+//! schedules beside them.
 //! On Linux the plugin threads also run at a lower OS priority, so on a busy
 //! machine the threads serving sockets get the CPU first.
 

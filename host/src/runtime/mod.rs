@@ -10,6 +10,7 @@ mod engine;
 mod executor;
 mod exports;
 mod instance;
+mod placement;
 mod plugin;
 mod refusals;
 mod slot;

@@ -7,8 +7,9 @@
 //! busy, so concurrent sockets never share a `Store`. An instance whose call
 //! failed in any way is dropped, never returned: its memory may be corrupt.
 //!
-//! Isolation: every call runs on the plugin threads ([`super::executor`]),
-//! its caller only waits for the result. At most `limits.concurrency` calls
+//! Isolation: guest code runs on the plugin threads ([`super::executor`]),
+//! but for the first slice of a call that is likely short
+//! ([`super::placement`]). At most `limits.concurrency` calls
 //! of a plugin run at once and their instances draw on the node's memory
 //! budget ([`super::budget`]); a call that finds no room within
 //! `limits.queue_ms` fails with `overloaded`, so a plugin under load or
@@ -26,6 +27,7 @@ use super::budget::{Account, BudgetExhausted, IdleInstances};
 use super::engine::Guests;
 use super::exports::{Export, Exports};
 use super::instance::{InstanceState, MemoryLimitExceeded, MemoryLimiter, PluginContext};
+use super::placement::Placement;
 use super::refusals::Refusals;
 use super::{CompiledPlugin, Runtime};
 use crate::bindings::exports::switchboard::plugin::http_handler::{Request, Response};
@@ -126,6 +128,7 @@ pub struct Plugin {
     guests: Guests,
     /// The plugin threads.
     executor: Handle,
+    placement: Placement,
     limits: Limits,
     instances: InstanceModel,
     /// One permit per call that may run at once.
@@ -160,6 +163,7 @@ impl Plugin {
             engine: runtime.engine.clone(),
             guests: runtime.ticker.guests(),
             executor: runtime.executor.handle().clone(),
+            placement: Placement::new(),
             limits: spec.limits,
             instances: spec.instances,
             running: Arc::new(Semaphore::new(spec.limits.concurrency)),
@@ -296,9 +300,10 @@ impl Plugin {
         })
     }
 
-    /// Runs `work` on the plugin threads once fewer than `limits.concurrency`
-    /// calls run, and waits for its result. A caller that goes away leaves
-    /// the call to finish under its time limit, holding its place meanwhile.
+    /// Runs `work` once fewer than `limits.concurrency` calls run, and waits
+    /// for its result. A caller that goes away leaves a call already handed
+    /// to the plugin threads to finish under its time limit, holding its
+    /// place meanwhile.
     async fn isolated<R, Work>(
         self: &Arc<Self>,
         work: impl FnOnce(Arc<Self>) -> Work,
@@ -309,11 +314,11 @@ impl Plugin {
     {
         let place = self.admit().await?;
         let work = work(self.clone());
-        let running = self.executor.spawn(async move {
+        let work = async move {
             let _place = place;
             work.await
-        });
-        match running.await {
+        };
+        match self.placement.run(&self.executor, work).await {
             Ok(result) => result,
             Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
             Err(_cancelled) => Err(CallError::Stopped {

@@ -1,0 +1,71 @@
+//! Which thread a call's guest code runs on. Most calls take microseconds,
+//! less than handing them to the plugin threads and the result back (two
+//! thread wake-ups), so a call starts on its caller's thread. One still
+//! running at its first yield (at the next epoch tick, or when it waits for
+//! the host) continues on the plugin threads. A call that ran past
+//! [`INLINE_BUDGET`] before that has its plugin's calls start on the plugin
+//! threads for [`POOLED_FOR`]: a plugin that spins or computes for long
+//! takes at most about a tick of a socket thread per period, per socket
+//! thread.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+use tokio::task::JoinError;
+
+/// Guest time a call may take on its caller's thread and still have the
+/// next calls of its plugin start there.
+const INLINE_BUDGET: Duration = Duration::from_micros(200);
+/// How long the calls of a plugin whose call outran the budget start on the
+/// plugin threads.
+const POOLED_FOR: Duration = Duration::from_secs(1);
+
+pub struct Placement {
+    origin: Instant,
+    /// Until when calls start on the plugin threads, in ns since `origin`.
+    pooled_until: AtomicU64,
+}
+
+impl Placement {
+    pub fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            pooled_until: AtomicU64::new(0),
+        }
+    }
+
+    /// Runs `work` to completion, here or on `plugin_threads`. Once handed
+    /// over, it completes even if the caller goes away.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        plugin_threads: &Handle,
+        work: impl Future<Output = R> + Send + 'static,
+    ) -> Result<R, JoinError> {
+        let mut work = Box::pin(work);
+        if self.now() >= self.pooled_until.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
+            // Pending alone proves nothing: a short call yields too when a
+            // tick falls in it.
+            if started.elapsed() > INLINE_BUDGET {
+                self.pooled_until
+                    .store(self.now() + nanos(POOLED_FOR), Ordering::Relaxed);
+            }
+            if let Poll::Ready(result) = first {
+                return Ok(result);
+            }
+        }
+        plugin_threads.spawn(work).await
+    }
+
+    fn now(&self) -> u64 {
+        nanos(self.origin.elapsed())
+    }
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}

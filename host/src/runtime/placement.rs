@@ -69,3 +69,47 @@ impl Placement {
 fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLUGIN_THREAD: &str = "placement-test-plugin";
+
+    /// Whether `work` finished on the plugin threads.
+    async fn finished_there(
+        placement: &Placement,
+        plugin_threads: &Handle,
+        work: impl Future<Output = ()> + Send + 'static,
+    ) -> bool {
+        let name = placement
+            .run(plugin_threads, async {
+                work.await;
+                std::thread::current().name().map(str::to_owned)
+            })
+            .await
+            .expect("the call completes");
+        name.as_deref() == Some(PLUGIN_THREAD)
+    }
+
+    #[tokio::test]
+    async fn short_calls_stay_here_until_one_outruns_the_budget() {
+        let plugin_threads = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(PLUGIN_THREAD)
+            .build()
+            .expect("runtime");
+        let threads = plugin_threads.handle();
+        let placement = Placement::new();
+
+        assert!(!finished_there(&placement, threads, async {}).await);
+        // Pending at its first poll: it finishes on the plugin threads...
+        assert!(finished_there(&placement, threads, tokio::task::yield_now()).await);
+        // ...but a short call that yielded does not move the next ones.
+        assert!(!finished_there(&placement, threads, async {}).await);
+        let long = async { std::thread::sleep(INLINE_BUDGET * 2) };
+        assert!(!finished_there(&placement, threads, long).await);
+        assert!(finished_there(&placement, threads, async {}).await);
+        plugin_threads.shutdown_background();
+    }
+}

@@ -153,8 +153,7 @@ impl PluginHttp {
                 CallError::Init { .. }
                 | CallError::MissingExport { .. }
                 | CallError::TooManyCalls { .. }
-                | CallError::NoMemoryLeft { .. }
-                | CallError::Stopped { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                | CallError::NoMemoryLeft { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 CallError::Trapped { .. } | CallError::MemoryLimit { .. } => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }

@@ -13,26 +13,21 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Builds the engine every plugin runs on: component model and epoch
 /// interruption (a looping plugin is stopped at its deadline).
-pub fn new_engine() -> wasmtime::Result<(Engine, Ticker)> {
+pub fn new_engine() -> wasmtime::Result<(Engine, Arc<Ticker>)> {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
     let engine = Engine::new(&config)?;
-    let ticker = Ticker::start(&engine);
+    let ticker = Arc::new(Ticker::start(&engine));
     Ok((engine, ticker))
 }
 
 /// Advances the epoch every tick while a guest runs, and sleeps otherwise:
 /// ticking every millisecond when idle would cost about 1 % of a core. A
 /// plain thread, so a busy async runtime cannot delay the deadline of a
-/// runaway plugin. It stops when the [`Ticker`] is dropped.
+/// runaway plugin. It stops when the [`Ticker`] is dropped: the runtime and
+/// every plugin hold it.
 pub struct Ticker {
-    shared: Arc<Shared>,
-}
-
-/// What guests hold while they run (see [`Ticker::guests`]).
-#[derive(Clone)]
-pub struct Guests {
     shared: Arc<Shared>,
 }
 
@@ -67,22 +62,6 @@ impl Ticker {
         Self { shared }
     }
 
-    /// For the plugins, to say when a guest runs.
-    pub fn guests(&self) -> Guests {
-        Guests {
-            shared: self.shared.clone(),
-        }
-    }
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.shared.lock().stopped = true;
-        self.shared.changed.notify_all();
-    }
-}
-
-impl Guests {
     /// Call before guest code runs; keep the result until it stops.
     pub fn running(&self) -> Running {
         let mut state = self.shared.lock();
@@ -93,6 +72,13 @@ impl Guests {
         Running {
             shared: self.shared.clone(),
         }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.shared.lock().stopped = true;
+        self.shared.changed.notify_all();
     }
 }
 
@@ -109,8 +95,7 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The ticker thread. A guest still running once the ticker is stopped
-    /// (a call outliving its server) keeps it ticking, so its deadline holds.
+    /// The ticker thread.
     fn tick(&self, engine: &EngineWeak) {
         loop {
             {

@@ -63,8 +63,8 @@ fn lower_priority() {
 fn lower_priority() {}
 
 impl Drop for Executor {
-    /// Without waiting: this may run on an async worker, where a blocking
-    /// shutdown panics. Calls still running are cancelled.
+    /// When the runtime and every plugin are gone. Without waiting: this may
+    /// run on an async worker, where a blocking shutdown panics.
     fn drop(&mut self) {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();

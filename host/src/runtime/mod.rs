@@ -84,10 +84,10 @@ impl CompiledPlugin {
 /// plugin threads and the plugin memory budget.
 pub struct Runtime {
     engine: Engine,
-    ticker: engine::Ticker,
+    ticker: Arc<engine::Ticker>,
     linker: Linker<InstanceState>,
     cache: cache::CodeCache,
-    executor: executor::Executor,
+    executor: Arc<executor::Executor>,
     budget: Arc<budget::MemoryBudget>,
 }
 
@@ -108,7 +108,7 @@ impl Runtime {
             ticker,
             linker,
             cache,
-            executor: executor::Executor::new()?,
+            executor: Arc::new(executor::Executor::new()?),
             budget: budget::MemoryBudget::new(plugin_memory_bytes),
         })
     }

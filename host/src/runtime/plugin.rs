@@ -19,12 +19,12 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::budget::{Account, BudgetExhausted, IdleInstances};
-use super::engine::Guests;
+use super::engine::Ticker;
+use super::executor::Executor;
 use super::exports::{Export, Exports};
 use super::instance::{InstanceState, MemoryLimitExceeded, MemoryLimiter, PluginContext};
 use super::placement::Placement;
@@ -78,8 +78,6 @@ pub enum CallError {
         plugin: PluginName,
         limit_bytes: usize,
     },
-    #[error("plugin `{plugin}` was not called: the server is shutting down")]
-    Stopped { plugin: PluginName },
 }
 
 impl CallError {
@@ -90,9 +88,7 @@ impl CallError {
             Self::Timeout { .. } => "plugin_timeout",
             Self::MemoryLimit { .. } => "plugin_memory_limit",
             Self::TooManyCalls { .. } | Self::NoMemoryLeft { .. } => "overloaded",
-            Self::Init { .. } | Self::MissingExport { .. } | Self::Stopped { .. } => {
-                "plugin_unavailable"
-            }
+            Self::Init { .. } | Self::MissingExport { .. } => "plugin_unavailable",
         }
     }
 }
@@ -126,9 +122,9 @@ pub struct Plugin {
     services: Arc<HostServices>,
     compiled: CompiledPlugin,
     engine: Engine,
-    guests: Guests,
+    ticker: Arc<Ticker>,
     /// The plugin threads.
-    executor: Handle,
+    executor: Arc<Executor>,
     placement: Placement,
     limits: Limits,
     instances: InstanceModel,
@@ -162,8 +158,8 @@ impl Plugin {
             services,
             compiled,
             engine: runtime.engine.clone(),
-            guests: runtime.ticker.guests(),
-            executor: runtime.executor.handle().clone(),
+            ticker: runtime.ticker.clone(),
+            executor: runtime.executor.clone(),
             placement: Placement::new(),
             limits: spec.limits,
             instances: spec.instances,
@@ -319,12 +315,14 @@ impl Plugin {
             let _place = place;
             work.await
         };
-        match self.placement.run(&self.executor, work).await {
+        match self.placement.run(self.executor.handle(), work).await {
             Ok(result) => result,
-            Err(failed) if failed.is_panic() => std::panic::resume_unwind(failed.into_panic()),
-            Err(_cancelled) => Err(CallError::Stopped {
-                plugin: self.context.name.clone(),
-            }),
+            Err(failed) => match failed.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => {
+                    unreachable!("the plugin threads outlive every plugin, and no call is aborted")
+                }
+            },
         }
     }
 
@@ -433,7 +431,7 @@ impl Plugin {
         call: impl Future<Output = wasmtime::Result<R>>,
     ) -> Result<R, CallError> {
         let plugin = self.context.name.clone();
-        let _running = self.guests.running();
+        let _running = self.ticker.running();
         let error = match tokio::time::timeout(self.limits.time, call).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(error)) => classify(plugin, self.limits, &error),

@@ -3,10 +3,12 @@
 //! thread wake-ups), so a call starts on its caller's thread. One still
 //! running at its first yield (at the next epoch tick, or when it waits for
 //! the host) continues on the plugin threads. A call that ran past
-//! [`INLINE_BUDGET`] before that has its plugin's calls start on the plugin
-//! threads for [`POOLED_FOR`]: a plugin that spins or computes for long
-//! takes at most about a tick of a socket thread per period, per socket
-//! thread.
+//! [`INLINE_BUDGET`] before that yield has its plugin's calls start on the
+//! plugin threads for [`POOLED_FOR`]: a plugin that spins or computes for
+//! long takes at most about a tick of a socket thread per period, per socket
+//! thread. A call that finished, however long it took, moves nothing: most
+//! of those were short calls whose thread the OS gave to another for a
+//! while.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,7 +52,7 @@ impl Placement {
             let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
             // Pending alone proves nothing: a short call yields too when a
             // tick falls in it.
-            if started.elapsed() > INLINE_BUDGET {
+            if first.is_pending() && started.elapsed() > INLINE_BUDGET {
                 self.pooled_until
                     .store(self.now() + nanos(POOLED_FOR), Ordering::Relaxed);
             }
@@ -107,8 +109,16 @@ mod tests {
         assert!(finished_there(&placement, threads, tokio::task::yield_now()).await);
         // ...but a short call that yielded does not move the next ones.
         assert!(!finished_there(&placement, threads, async {}).await);
-        let long = async { std::thread::sleep(INLINE_BUDGET * 2) };
-        assert!(!finished_there(&placement, threads, long).await);
+        // Slow but finished: the OS may have taken the thread away.
+        let slow = async { std::thread::sleep(INLINE_BUDGET * 2) };
+        assert!(!finished_there(&placement, threads, slow).await);
+        assert!(!finished_there(&placement, threads, async {}).await);
+        // Still running past the budget: the next calls start over there.
+        let long = async {
+            std::thread::sleep(INLINE_BUDGET * 2);
+            tokio::task::yield_now().await;
+        };
+        assert!(finished_there(&placement, threads, long).await);
         assert!(finished_there(&placement, threads, async {}).await);
         plugin_threads.shutdown_background();
     }

@@ -1,5 +1,6 @@
 //! The process-wide wasmtime `Engine` and its epoch ticker.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -22,11 +23,12 @@ pub fn new_engine() -> wasmtime::Result<(Engine, Arc<Ticker>)> {
     Ok((engine, ticker))
 }
 
-/// Advances the epoch every tick while a guest runs, and sleeps otherwise:
-/// ticking every millisecond when idle would cost about 1 % of a core. A
-/// plain thread, so a busy async runtime cannot delay the deadline of a
-/// runaway plugin. It stops when the [`Ticker`] is dropped: the runtime and
-/// every plugin hold it.
+/// Advances the epoch every tick while guests run, and sleeps once none has
+/// run for [`IDLE_TICKS`]: ticking every millisecond when idle would cost
+/// about 1 % of a core, and waking it for every call would cost more than
+/// the call. A plain thread, so a busy async runtime cannot delay the
+/// deadline of a runaway plugin. It stops when the [`Ticker`] is dropped:
+/// the runtime and every plugin hold it.
 pub struct Ticker {
     shared: Arc<Shared>,
 }
@@ -36,23 +38,22 @@ pub struct Running {
     shared: Arc<Shared>,
 }
 
-struct Shared {
-    state: Mutex<State>,
-    changed: Condvar,
-}
+/// Ticks without a guest before the ticker sleeps.
+const IDLE_TICKS: u32 = 100;
 
 #[derive(Default)]
-struct State {
-    running: usize,
-    stopped: bool,
+struct Shared {
+    running: AtomicUsize,
+    /// Whether the ticker sleeps (or is about to), so a guest must wake it.
+    asleep: AtomicBool,
+    stopped: AtomicBool,
+    lock: Mutex<()>,
+    woken: Condvar,
 }
 
 impl Ticker {
     fn start(engine: &Engine) -> Self {
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            changed: Condvar::new(),
-        });
+        let shared = Arc::new(Shared::default());
         let ticking = shared.clone();
         let engine = engine.weak();
         std::thread::Builder::new()
@@ -64,51 +65,71 @@ impl Ticker {
 
     /// Call before guest code runs; keep the result until it stops.
     pub fn running(&self) -> Running {
-        let mut state = self.shared.lock();
-        state.running += 1;
-        if state.running == 1 {
-            self.shared.changed.notify_all();
+        let shared = &self.shared;
+        // SeqCst here and in `sleep`: either the ticker sees this guest or
+        // this guest sees the ticker asleep.
+        shared.running.fetch_add(1, Ordering::SeqCst);
+        if shared.asleep.load(Ordering::SeqCst) {
+            shared.wake();
         }
         Running {
-            shared: self.shared.clone(),
+            shared: shared.clone(),
         }
     }
 }
 
 impl Drop for Ticker {
     fn drop(&mut self) {
-        self.shared.lock().stopped = true;
-        self.shared.changed.notify_all();
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        self.shared.wake();
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.shared.lock().running -= 1;
+        self.shared.running.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.lock
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn wake(&self) {
+        let _locked = self.lock();
+        self.woken.notify_all();
+    }
+
+    /// Waits for a guest; false once stopped with none running.
+    fn sleep(&self) -> bool {
+        let mut locked = self.lock();
+        self.asleep.store(true, Ordering::SeqCst);
+        while self.running.load(Ordering::SeqCst) == 0 && !self.stopped.load(Ordering::SeqCst) {
+            locked = self
+                .woken
+                .wait(locked)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        self.asleep.store(false, Ordering::SeqCst);
+        self.running.load(Ordering::SeqCst) > 0
+    }
+
     /// The ticker thread.
     fn tick(&self, engine: &EngineWeak) {
+        let mut idle = IDLE_TICKS;
         loop {
-            {
-                let mut state = self.lock();
-                while state.running == 0 && !state.stopped {
-                    state = self
-                        .changed
-                        .wait(state)
-                        .unwrap_or_else(|poisoned| poisoned.into_inner());
-                }
-                if state.running == 0 {
+            if self.running.load(Ordering::SeqCst) > 0 {
+                idle = 0;
+            } else if idle >= IDLE_TICKS {
+                if !self.sleep() {
                     return;
                 }
+                idle = 0;
+            } else {
+                idle += 1;
             }
             // A tick after the first guest starts, not at once: a short call
             // then finishes without ever yielding.

@@ -54,6 +54,8 @@ pub struct InstanceState {
     pub(crate) memory: MemoryLimiter,
     /// When the running call must stop; checked at every epoch tick.
     pub(crate) deadline: Instant,
+    /// Epoch ticks the running call's guest code has seen.
+    pub(crate) ticks: u32,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -69,6 +71,7 @@ impl InstanceState {
             services,
             memory,
             deadline: Instant::now(),
+            ticks: 0,
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
         }

@@ -2,13 +2,11 @@
 //! less than handing them to the plugin threads and the result back (two
 //! thread wake-ups), so a call starts on its caller's thread. One still
 //! running at its first yield (at the next epoch tick, or when it waits for
-//! the host) continues on the plugin threads. A call that ran past
-//! [`INLINE_BUDGET`] before that yield has its plugin's calls start on the
-//! plugin threads for [`POOLED_FOR`]: a plugin that spins or computes for
-//! long takes at most about a tick of a socket thread per period, per socket
-//! thread. A call that finished, however long it took, moves nothing: most
-//! of those were short calls whose thread the OS gave to another for a
-//! while.
+//! the host) continues on the plugin threads. Once a call of the plugin is
+//! seen computing for long ([`Placement::long_call`]), the plugin's calls
+//! start on the plugin threads for [`POOLED_FOR`]: a plugin that spins or
+//! computes for long takes at most about a tick of a socket thread per
+//! period, per socket thread.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,10 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::task::JoinError;
 
-/// Guest time a call may take on its caller's thread and still have the
-/// next calls of its plugin start there.
-const INLINE_BUDGET: Duration = Duration::from_micros(200);
-/// How long the calls of a plugin whose call outran the budget start on the
+/// How long the calls of a plugin seen computing for long start on the
 /// plugin threads.
 const POOLED_FOR: Duration = Duration::from_secs(1);
 
@@ -39,6 +34,13 @@ impl Placement {
         }
     }
 
+    /// A call of the plugin computed for long: its next calls start on the
+    /// plugin threads for a while.
+    pub fn long_call(&self) {
+        self.pooled_until
+            .store(self.now() + nanos(POOLED_FOR), Ordering::Relaxed);
+    }
+
     /// Runs `work` to completion, here or on `plugin_threads`. Once handed
     /// over, it completes even if the caller goes away.
     pub async fn run<R: Send + 'static>(
@@ -47,18 +49,11 @@ impl Placement {
         work: impl Future<Output = R> + Send + 'static,
     ) -> Result<R, JoinError> {
         let mut work = Box::pin(work);
-        if self.now() >= self.pooled_until.load(Ordering::Relaxed) {
-            let started = Instant::now();
-            let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
-            // Pending alone proves nothing: a short call yields too when a
-            // tick falls in it.
-            if first.is_pending() && started.elapsed() > INLINE_BUDGET {
-                self.pooled_until
-                    .store(self.now() + nanos(POOLED_FOR), Ordering::Relaxed);
-            }
-            if let Poll::Ready(result) = first {
-                return Ok(result);
-            }
+        if self.now() >= self.pooled_until.load(Ordering::Relaxed)
+            && let Poll::Ready(result) =
+                std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await
+        {
+            return Ok(result);
         }
         plugin_threads.spawn(work).await
     }
@@ -95,7 +90,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn short_calls_stay_here_until_one_outruns_the_budget() {
+    async fn calls_start_here_until_one_of_them_computes_for_long() {
         let plugin_threads = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name(PLUGIN_THREAD)
@@ -107,18 +102,9 @@ mod tests {
         assert!(!finished_there(&placement, threads, async {}).await);
         // Pending at its first poll: it finishes on the plugin threads...
         assert!(finished_there(&placement, threads, tokio::task::yield_now()).await);
-        // ...but a short call that yielded does not move the next ones.
+        // ...and the next call starts here again.
         assert!(!finished_there(&placement, threads, async {}).await);
-        // Slow but finished: the OS may have taken the thread away.
-        let slow = async { std::thread::sleep(INLINE_BUDGET * 2) };
-        assert!(!finished_there(&placement, threads, slow).await);
-        assert!(!finished_there(&placement, threads, async {}).await);
-        // Still running past the budget: the next calls start over there.
-        let long = async {
-            std::thread::sleep(INLINE_BUDGET * 2);
-            tokio::task::yield_now().await;
-        };
-        assert!(finished_there(&placement, threads, long).await);
+        placement.long_call();
         assert!(finished_there(&placement, threads, async {}).await);
         plugin_threads.shutdown_background();
     }

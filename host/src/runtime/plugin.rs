@@ -36,6 +36,11 @@ use crate::escaped::Escaped;
 use crate::host_api::HostServices;
 use crate::manifest::{InstanceModel, Limits, PluginName, PluginSpec};
 
+/// Epoch ticks a call's guest code sees before its plugin counts as one
+/// whose calls run long ([`Placement::long_call`]): one tick can fall in
+/// any call, two take about a tick of computing.
+const LONG_CALL_TICKS: u32 = 2;
+
 /// Idle instances kept per plugin; bursts above this make short-lived ones.
 const MAX_IDLE_INSTANCES: usize = 16;
 
@@ -125,7 +130,7 @@ pub struct Plugin {
     ticker: Arc<Ticker>,
     /// The plugin threads.
     executor: Arc<Executor>,
-    placement: Placement,
+    placement: Arc<Placement>,
     limits: Limits,
     instances: InstanceModel,
     /// One permit per call that may run at once.
@@ -160,7 +165,7 @@ impl Plugin {
             engine: runtime.engine.clone(),
             ticker: runtime.ticker.clone(),
             executor: runtime.executor.clone(),
-            placement: Placement::new(),
+            placement: Arc::new(Placement::new()),
             limits: spec.limits,
             instances: spec.instances,
             running: Arc::new(Semaphore::new(spec.limits.concurrency)),
@@ -371,7 +376,9 @@ impl Plugin {
     /// guest yields to the plugin threads (so a looping plugin takes turns
     /// with the other calls) and is interrupted once the limit has passed.
     fn start_clock(&self, store: &mut Store<InstanceState>) {
-        store.data_mut().deadline = Instant::now() + self.limits.time;
+        let state = store.data_mut();
+        state.deadline = Instant::now() + self.limits.time;
+        state.ticks = 0;
         store.set_epoch_deadline(1);
     }
 
@@ -399,8 +406,14 @@ impl Plugin {
         let state = InstanceState::new(self.context.clone(), self.services.clone(), memory);
         let mut store = Store::new(&self.engine, state);
         store.limiter_async(|state| &mut state.memory);
-        store.epoch_deadline_callback(|store| {
-            Ok(if Instant::now() >= store.data().deadline {
+        let placement = self.placement.clone();
+        store.epoch_deadline_callback(move |mut store| {
+            let state = store.data_mut();
+            state.ticks += 1;
+            if state.ticks == LONG_CALL_TICKS {
+                placement.long_call();
+            }
+            Ok(if Instant::now() >= state.deadline {
                 UpdateDeadline::Interrupt
             } else {
                 UpdateDeadline::Yield(1)

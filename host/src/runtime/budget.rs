@@ -92,6 +92,9 @@ impl Account {
     /// Takes `bytes` more from the budget, waiting up to `wait` for other
     /// instances to give memory back.
     pub async fn charge(&self, bytes: usize, wait: Duration) -> Result<(), BudgetExhausted> {
+        if self.try_charge(bytes) {
+            return Ok(());
+        }
         let deadline = Instant::now() + wait;
         let mut idle_dropped = false;
         loop {

@@ -4,7 +4,8 @@
 //! Module map:
 //! - [`manifest`]: the TOML manifest, its strict schema and located errors.
 //! - [`metrics`]: the Prometheus series the host records, and their recorder.
-//! - [`runtime`]: the wasmtime engine, compiled plugins, warm instance pools.
+//! - [`runtime`]: the wasmtime engine, compiled plugins, warm instance pools,
+//!   the plugin threads and the memory all instances share.
 //! - [`bindings`]: the WIT world (`wit/plugin.wit`) as Rust, generated once.
 //! - [`host_api`]: the host side of each WIT import interface, one file each.
 //! - [`identity`]: JWT verification: who a socket or HTTP caller is, and until when.

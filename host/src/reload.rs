@@ -282,7 +282,7 @@ impl Reloader {
         spec: &PluginSpec,
         compiled: CompiledPlugin,
     ) -> Result<Arc<Plugin>, String> {
-        Plugin::start(self.runtime.engine(), compiled, spec, self.services.clone())
+        Plugin::start(&self.runtime, compiled, spec, self.services.clone())
             .await
             .map_err(|error| error.to_string())
     }

@@ -362,8 +362,11 @@ pub async fn load_plugins(
     let (runtime, compiled) = tokio::task::spawn_blocking({
         let manifest = manifest.clone();
         move || -> Result<_, ServeError> {
-            let runtime =
-                Runtime::new(manifest.server.cache_dir.clone()).map_err(ServeError::Engine)?;
+            let runtime = Runtime::new(
+                manifest.server.cache_dir.clone(),
+                manifest.server.plugin_memory_bytes,
+            )
+            .map_err(ServeError::Engine)?;
             let compiled = compile_plugins(&runtime, &manifest)?;
             Ok((runtime, compiled))
         }
@@ -390,7 +393,7 @@ async fn start(
     compiled: CompiledPlugin,
     services: Arc<HostServices>,
 ) -> Result<Arc<Plugin>, PluginError> {
-    let plugin = Plugin::start(runtime.engine(), compiled, spec, services)
+    let plugin = Plugin::start(runtime, compiled, spec, services)
         .await
         .map_err(|source| PluginError::Start {
             location: spec.location.clone(),

@@ -150,9 +150,10 @@ impl PluginHttp {
         let response = plugin.on_http(&request).await.map_err(|failure| {
             let status = match failure {
                 CallError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-                CallError::Init { .. } | CallError::MissingExport { .. } => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                CallError::Init { .. }
+                | CallError::MissingExport { .. }
+                | CallError::TooManyCalls { .. }
+                | CallError::NoMemoryLeft { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 CallError::Trapped { .. } | CallError::MemoryLimit { .. } => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }

@@ -148,6 +148,8 @@ pub struct ServerSettings {
     pub max_queued_bytes_per_socket: usize,
     pub max_auth_bytes: usize,
     pub max_rooms_per_socket: usize,
+    /// What all plugin instances together may hold (`plugin_memory_mib`).
+    pub plugin_memory_bytes: usize,
 }
 
 /// Which connections the node admits and how long it waits for them.
@@ -192,6 +194,10 @@ pub struct Limits {
     pub max_state_value_bytes: usize,
     pub max_state_keys: u64,
     pub max_state_list_items: u64,
+    /// Calls that may run at once.
+    pub concurrency: usize,
+    /// How long a call waits for room under a limit before it is refused.
+    pub queue: Duration,
 }
 
 /// A plugin name: lowercase ASCII letters, digits, `-` and `_`, starting with a letter.
@@ -357,6 +363,8 @@ impl Validator<'_> {
         if server.write_timeout_ms == 0 {
             return self.invalid(0..0, "`write_timeout_ms` must be at least 1".to_owned());
         }
+        let plugin_memory_bytes = mib_to_bytes(server.plugin_memory_mib);
+        let mut reserved_bytes = 0usize;
 
         let connections = self.connection_limits(&server)?;
         let allowed_origins = self.allowed_origins(server.allowed_origins)?;
@@ -383,7 +391,20 @@ impl Validator<'_> {
                     format!("plugin `{name}` handles no events and no routes: list them in `events` or `routes`"),
                 );
             }
+            let name_span = section.name.span();
             let mut spec = self.plugin(name, section, &mut claims)?;
+            reserved_bytes = reserved_bytes.saturating_add(spec.limits.memory_bytes);
+            if reserved_bytes > plugin_memory_bytes {
+                return self.invalid(
+                    name_span,
+                    format!(
+                        "plugin `{}`: the plugins' `limits.memory_mib` add up to {} MiB, over `[server] plugin_memory_mib` = {}; each plugin is guaranteed room for one instance, so raise `plugin_memory_mib` or lower their `memory_mib`",
+                        spec.name,
+                        reserved_bytes >> 20,
+                        server.plugin_memory_mib
+                    ),
+                );
+            }
             for route in http_routes {
                 let route = self.route(route, &spec.name, &mut routes)?;
                 self.check_route_auth(&route, auth.is_some(), api_token.is_some())?;
@@ -454,6 +475,7 @@ impl Validator<'_> {
                 max_auth_bytes: bytes(server.max_auth_bytes),
                 max_rooms_per_socket: usize::try_from(server.max_rooms_per_socket)
                     .unwrap_or(usize::MAX),
+                plugin_memory_bytes,
             },
             plugins,
         })
@@ -770,6 +792,7 @@ impl Validator<'_> {
         let limits = section.limits;
         if limits.time_ms == 0
             || limits.memory_mib == 0
+            || limits.concurrency == 0
             || limits.max_state_value_bytes == 0
             || limits.max_state_keys == 0
             || limits.max_state_list_items == 0
@@ -792,10 +815,12 @@ impl Validator<'_> {
             routes: Vec::new(),
             limits: Limits {
                 time: Duration::from_millis(limits.time_ms),
-                memory_bytes: bytes(limits.memory_mib.saturating_mul(1 << 20)),
+                memory_bytes: mib_to_bytes(limits.memory_mib),
                 max_state_value_bytes: bytes(limits.max_state_value_bytes),
                 max_state_keys: limits.max_state_keys,
                 max_state_list_items: limits.max_state_list_items,
+                concurrency: usize::try_from(limits.concurrency).unwrap_or(usize::MAX),
+                queue: Duration::from_millis(limits.queue_ms),
             },
             instances: section.instances,
             config,
@@ -806,6 +831,10 @@ impl Validator<'_> {
 /// A size from the manifest in memory: one too large for this machine is no limit.
 fn bytes(value: u64) -> usize {
     usize::try_from(value).unwrap_or(usize::MAX)
+}
+
+fn mib_to_bytes(mib: u64) -> usize {
+    bytes(mib.saturating_mul(1 << 20))
 }
 
 /// The routes of every plugin, to find two that would catch the same request.
@@ -865,6 +894,9 @@ history_size = 20
         assert_eq!(chat.wasm, Path::new("/srv/chat.wasm"));
         assert_eq!(chat.namespaces, ["/"]);
         assert_eq!(chat.limits.time, Duration::from_secs(1));
+        assert_eq!(chat.limits.concurrency, 64);
+        assert_eq!(chat.limits.queue, Duration::from_millis(100));
+        assert_eq!(manifest.server.plugin_memory_bytes, 1024 << 20);
         assert_eq!(chat.config["history_size"], 20);
         assert_eq!(chat.location.line, 6);
     }
@@ -962,6 +994,39 @@ event_burst = 9
             let error = parse(source).unwrap_err().to_string();
             assert!(error.contains(expected), "{source:?} gave {error}");
         }
+    }
+
+    #[test]
+    fn plugins_must_fit_the_plugin_memory_budget_one_instance_each() {
+        let plugin = |name: &str, memory_mib: u64| {
+            format!(
+                "[[plugins]]\nname = \"{name}\"\npath = \"{name}.wasm\"\nevents = [\"{name}\"]\n[plugins.limits]\nmemory_mib = {memory_mib}\nconcurrency = 8\nqueue_ms = 250\n"
+            )
+        };
+        let server = "version = 1\n[server]\nplugin_memory_mib = 100\n";
+        let fits = parse(&format!("{server}{}{}", plugin("a", 60), plugin("b", 40))).unwrap();
+        assert_eq!(fits.server.plugin_memory_bytes, 100 << 20);
+        assert_eq!(fits.plugins[0].limits.concurrency, 8);
+        assert_eq!(fits.plugins[0].limits.queue, Duration::from_millis(250));
+
+        let error = parse(&format!("{server}{}{}", plugin("a", 60), plugin("b", 41))).unwrap_err();
+        assert_eq!(error.location().map(|l| l.line), Some(13));
+        assert!(
+            error
+                .to_string()
+                .contains("add up to 101 MiB, over `[server] plugin_memory_mib` = 100"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn rejects_a_concurrency_of_zero() {
+        let source = "version = 1\n[[plugins]]\nname = \"c\"\npath = \"c.wasm\"\nevents = [\"a\"]\n[plugins.limits]\nconcurrency = 0\n";
+        let error = parse(source).unwrap_err().to_string();
+        assert!(
+            error.contains("`limits.concurrency` must be at least 1"),
+            "{error}"
+        );
     }
 
     #[test]

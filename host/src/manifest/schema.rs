@@ -110,6 +110,12 @@ pub struct ServerSection {
     /// Rooms a plugin may put one socket in, besides the host's own
     /// (`socket:` and `user:`): `128`. Joining more fails with `too_many_rooms`.
     pub max_rooms_per_socket: u32,
+    /// Linear memory all instances of all plugins may hold together, in MiB:
+    /// `1024`. Each plugin is guaranteed room for one instance at its own
+    /// `limits.memory_mib`; the rest is shared. A call whose instance cannot
+    /// grow within it waits up to its plugin's `limits.queue_ms`, then fails
+    /// with `overloaded`.
+    pub plugin_memory_mib: u64,
 }
 
 impl Default for ServerSection {
@@ -134,6 +140,7 @@ impl Default for ServerSection {
             max_queued_bytes_per_socket: 4 << 20,
             max_auth_bytes: 8 << 10,
             max_rooms_per_socket: 128,
+            plugin_memory_mib: 1_024,
         }
     }
 }
@@ -355,6 +362,13 @@ pub struct LimitsSection {
     /// Items one state list may hold: `10000`. A push that would make it
     /// longer fails with `quota_exceeded`.
     pub max_state_list_items: u64,
+    /// Calls of this plugin that may run at once on this node: `64`. Each
+    /// runs on an instance of its own.
+    pub concurrency: u32,
+    /// How long a call waits for a free place under `concurrency` (or for
+    /// memory under `[server] plugin_memory_mib`) before it fails with
+    /// `overloaded`, in milliseconds: `100`.
+    pub queue_ms: u64,
 }
 
 impl Default for LimitsSection {
@@ -365,6 +379,8 @@ impl Default for LimitsSection {
             max_state_value_bytes: 64 << 10,
             max_state_keys: 100_000,
             max_state_list_items: 10_000,
+            concurrency: 64,
+            queue_ms: 100,
         }
     }
 }

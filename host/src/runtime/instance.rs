@@ -2,12 +2,13 @@
 //! nothing), its memory limiter, and the host services its imports use.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use wasmtime::ResourceLimiter;
+use wasmtime::ResourceLimiterAsync;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::budget::Account;
 use crate::cluster::Scope;
 use crate::host_api::HostServices;
 use crate::manifest::{Limits, PluginName};
@@ -63,6 +64,8 @@ pub struct InstanceState {
     pub(crate) memory: MemoryLimiter,
     /// When the running call must stop; checked at every epoch tick.
     pub(crate) deadline: Instant,
+    /// Epoch ticks the running call's guest code has seen.
+    pub(crate) ticks: u32,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -71,15 +74,14 @@ impl InstanceState {
     pub fn new(
         plugin: Arc<PluginContext>,
         services: Arc<HostServices>,
-        memory_bytes: usize,
+        memory: MemoryLimiter,
     ) -> Self {
         Self {
             plugin,
             services,
-            memory: MemoryLimiter {
-                limit: memory_bytes,
-            },
+            memory,
             deadline: Instant::now(),
+            ticks: 0,
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
         }
@@ -105,16 +107,41 @@ pub struct MemoryLimitExceeded {
     pub desired: usize,
 }
 
+/// Keeps each memory of an instance under the plugin's `memory_mib` and
+/// charges its growth to the node's plugin memory budget.
 pub struct MemoryLimiter {
     limit: usize,
+    account: Arc<Account>,
+    /// How long a growth waits for budget before the call is aborted.
+    wait: Duration,
+    /// What this instance holds of the budget, given back when it is dropped.
+    charged: usize,
 }
 
-impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
+impl MemoryLimiter {
+    pub fn new(limit: usize, account: Arc<Account>, wait: Duration) -> Self {
+        Self {
+            limit,
+            account,
+            wait,
+            charged: 0,
+        }
+    }
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        self.account.release(self.charged);
+    }
+}
+
+#[async_trait::async_trait]
+impl ResourceLimiterAsync for MemoryLimiter {
+    async fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.limit {
             return Err(MemoryLimitExceeded {
@@ -123,10 +150,18 @@ impl ResourceLimiter for MemoryLimiter {
             }
             .into());
         }
+        // Past the memory's declared maximum wasmtime refuses the growth
+        // after asking: refused here, it is never charged.
+        if maximum.is_some_and(|maximum| desired > maximum) {
+            return Ok(false);
+        }
+        let growth = desired.saturating_sub(current);
+        self.account.charge(growth, self.wait).await?;
+        self.charged += growth;
         Ok(true)
     }
 
-    fn table_growing(
+    async fn table_growing(
         &mut self,
         _current: usize,
         desired: usize,

@@ -1,16 +1,22 @@
 //! Running plugins: one [`wasmtime::Engine`] and [`Linker`] per process
 //! ([`engine`]), compiled components with a precompiled-code cache ([`cache`]),
-//! the per-instance store data ([`instance`]) and pools of warm instances
-//! ([`plugin`]).
+//! the per-instance store data ([`instance`]), pools of warm instances
+//! ([`plugin`]), the threads plugin calls run on ([`executor`]) and the memory
+//! all instances share ([`budget`]).
 
+mod budget;
 mod cache;
 mod engine;
+mod executor;
 mod exports;
 mod instance;
+mod placement;
 mod plugin;
+mod refusals;
 mod slot;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -74,17 +80,22 @@ impl CompiledPlugin {
     }
 }
 
-/// The engine, the linker with every host interface, and the code cache.
+/// The engine, the linker with every host interface, the code cache, the
+/// plugin threads and the plugin memory budget.
 pub struct Runtime {
     engine: Engine,
+    ticker: Arc<engine::Ticker>,
     linker: Linker<InstanceState>,
     cache: cache::CodeCache,
+    executor: Arc<executor::Executor>,
+    budget: Arc<budget::MemoryBudget>,
 }
 
 impl Runtime {
-    /// `cache_dir: None` uses the default cache directory.
-    pub fn new(cache_dir: Option<PathBuf>) -> wasmtime::Result<Self> {
-        let engine = engine::new_engine()?;
+    /// `cache_dir: None` uses the default cache directory;
+    /// `plugin_memory_bytes` is what all instances may hold together.
+    pub fn new(cache_dir: Option<PathBuf>, plugin_memory_bytes: usize) -> wasmtime::Result<Self> {
+        let (engine, ticker) = engine::new_engine()?;
         let mut linker = Linker::new(&engine);
         // Rust's std imports WASI even when a plugin uses none of it; the
         // context linked here grants no files, network or environment.
@@ -94,13 +105,12 @@ impl Runtime {
             cache::CodeCache::new(&engine, cache_dir.or_else(cache::CodeCache::default_dir));
         Ok(Self {
             engine,
+            ticker,
             linker,
             cache,
+            executor: Arc::new(executor::Executor::new()?),
+            budget: budget::MemoryBudget::new(plugin_memory_bytes),
         })
-    }
-
-    pub fn engine(&self) -> &Engine {
-        &self.engine
     }
 
     /// Compiles `spec`'s component and checks it exports what the manifest

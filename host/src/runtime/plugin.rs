@@ -6,21 +6,40 @@
 //! Each call takes an idle instance out of the pool, or makes one when all are
 //! busy, so concurrent sockets never share a `Store`. An instance whose call
 //! failed in any way is dropped, never returned: its memory may be corrupt.
+//!
+//! Isolation: guest code runs on the plugin threads ([`super::executor`]),
+//! but for the first slice of a call that is likely short
+//! ([`super::placement`]). At most `limits.concurrency` calls
+//! of a plugin run at once and their instances draw on the node's memory
+//! budget ([`super::budget`]); a call that finds no room within
+//! `limits.queue_ms` fails with `overloaded`, so a plugin under load or
+//! attack slows only its own calls.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
-use super::CompiledPlugin;
+use super::budget::{Account, BudgetExhausted, IdleInstances};
+use super::engine::Ticker;
+use super::executor::Executor;
 use super::exports::{Export, Exports};
-use super::instance::{InstanceState, MemoryLimitExceeded, PluginContext};
+use super::instance::{InstanceState, MemoryLimitExceeded, MemoryLimiter, PluginContext};
+use super::placement::Placement;
+use super::refusals::Refusals;
+use super::{CompiledPlugin, Runtime};
 use crate::bindings::exports::switchboard::plugin::http_handler::{Request, Response};
 use crate::bindings::{Conn, Payload, PluginError};
 use crate::escaped::Escaped;
 use crate::host_api::HostServices;
 use crate::manifest::{InstanceModel, Limits, PluginName, PluginSpec};
+
+/// Epoch ticks a call's guest code sees before its plugin counts as one
+/// whose calls run long ([`Placement::long_call`]): one tick can fall in
+/// any call, two take about a tick of computing.
+const LONG_CALL_TICKS: u32 = 2;
 
 /// Idle instances kept per plugin; bursts above this make short-lived ones.
 const MAX_IDLE_INSTANCES: usize = 16;
@@ -47,6 +66,23 @@ pub enum CallError {
         "plugin `{plugin}` does not export `{export}`; build it with a switchboard SDK that has it"
     )]
     MissingExport { plugin: PluginName, export: Export },
+    #[error(
+        "plugin `{plugin}` is overloaded: {concurrency} of its calls (limits.concurrency) were already running for {} ms; try again later",
+        waited.as_millis()
+    )]
+    TooManyCalls {
+        plugin: PluginName,
+        concurrency: usize,
+        waited: Duration,
+    },
+    #[error(
+        "plugin `{plugin}` is overloaded: the node's plugin memory ({} MiB, server.plugin_memory_mib) stayed in use; the call was aborted, try again later",
+        limit_bytes >> 20
+    )]
+    NoMemoryLeft {
+        plugin: PluginName,
+        limit_bytes: usize,
+    },
 }
 
 impl CallError {
@@ -56,6 +92,7 @@ impl CallError {
             Self::Trapped { .. } => "plugin_trapped",
             Self::Timeout { .. } => "plugin_timeout",
             Self::MemoryLimit { .. } => "plugin_memory_limit",
+            Self::TooManyCalls { .. } | Self::NoMemoryLeft { .. } => "overloaded",
             Self::Init { .. } | Self::MissingExport { .. } => "plugin_unavailable",
         }
     }
@@ -66,21 +103,48 @@ struct WarmInstance {
     exports: Exports,
 }
 
+#[derive(Default)]
+struct IdlePool(Mutex<Vec<WarmInstance>>);
+
+impl IdlePool {
+    fn lock(&self) -> MutexGuard<'_, Vec<WarmInstance>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl IdleInstances for IdlePool {
+    fn drop_idle(&self) {
+        let idle = std::mem::take(&mut *self.lock());
+        // Outside the lock: each instance gives its memory back as it goes.
+        drop(idle);
+    }
+}
+
 pub struct Plugin {
     context: Arc<PluginContext>,
     services: Arc<HostServices>,
     compiled: CompiledPlugin,
     engine: Engine,
+    ticker: Arc<Ticker>,
+    /// The plugin threads.
+    executor: Arc<Executor>,
+    placement: Arc<Placement>,
     limits: Limits,
     instances: InstanceModel,
-    idle: Mutex<Vec<WarmInstance>>,
+    /// One permit per call that may run at once.
+    running: Arc<Semaphore>,
+    memory: Arc<Account>,
+    idle: Arc<IdlePool>,
+    refusals: Refusals,
 }
 
 impl Plugin {
     /// Creates and initialises a first instance, so a plugin whose `init`
     /// fails is refused when it is loaded rather than on its first event.
     pub async fn start(
-        engine: &Engine,
+        runtime: &Runtime,
         compiled: CompiledPlugin,
         spec: &PluginSpec,
         services: Arc<HostServices>,
@@ -92,17 +156,30 @@ impl Plugin {
             compiled.exports(Export::TimerHandler),
             &spec.limits,
         );
+        let idle = Arc::new(IdlePool::default());
+        let shared_idle: Arc<dyn IdleInstances> = idle.clone();
+        runtime.budget.register_idle(Arc::downgrade(&shared_idle));
         let plugin = Arc::new(Self {
             context: Arc::new(context),
             services,
             compiled,
-            engine: engine.clone(),
+            engine: runtime.engine.clone(),
+            ticker: runtime.ticker.clone(),
+            executor: runtime.executor.clone(),
+            placement: Arc::new(Placement::new()),
             limits: spec.limits,
             instances: spec.instances,
-            idle: Mutex::new(Vec::new()),
+            running: Arc::new(Semaphore::new(spec.limits.concurrency)),
+            memory: runtime.budget.account(spec.limits.memory_bytes),
+            idle,
+            refusals: Refusals::default(),
         });
-        let first = plugin.instantiate().await?;
-        plugin.check_in(first, Ok(()))?;
+        plugin
+            .isolated(async |plugin| {
+                let first = plugin.instantiate().await?;
+                plugin.check_in(first, Ok(()))
+            })
+            .await?;
         Ok(plugin)
     }
 
@@ -115,66 +192,103 @@ impl Plugin {
         self.compiled.exports.has(export)
     }
 
-    pub async fn on_connect(&self, conn: &Conn) -> Result<Result<(), PluginError>, CallError> {
-        self.call(async |store, exports| exports.handler.call_on_connect(store, conn).await)
-            .await
-    }
-
-    pub async fn on_event(
-        &self,
+    pub async fn on_connect(
+        self: &Arc<Self>,
         conn: &Conn,
-        event: &str,
-        payload: &Payload,
-    ) -> Result<Result<Option<Payload>, PluginError>, CallError> {
-        self.call(async |store, exports| {
-            exports
-                .handler
-                .call_on_event(store, conn, event, payload)
+    ) -> Result<Result<(), PluginError>, CallError> {
+        let conn = conn.clone();
+        self.isolated(async move |plugin| {
+            plugin
+                .call(async |store, exports| exports.handler.call_on_connect(store, &conn).await)
                 .await
         })
         .await
     }
 
-    pub async fn on_disconnect(&self, conn: &Conn, reason: &str) -> Result<(), CallError> {
-        self.call(async |store, exports| {
-            exports
-                .handler
-                .call_on_disconnect(store, conn, reason)
+    pub async fn on_event(
+        self: &Arc<Self>,
+        conn: &Conn,
+        event: &str,
+        payload: &Payload,
+    ) -> Result<Result<Option<Payload>, PluginError>, CallError> {
+        let (conn, event, payload) = (conn.clone(), event.to_owned(), payload.clone());
+        self.isolated(async move |plugin| {
+            plugin
+                .call(async |store, exports| {
+                    exports
+                        .handler
+                        .call_on_event(store, &conn, &event, &payload)
+                        .await
+                })
+                .await
+        })
+        .await
+    }
+
+    pub async fn on_disconnect(
+        self: &Arc<Self>,
+        conn: &Conn,
+        reason: &str,
+    ) -> Result<(), CallError> {
+        let (conn, reason) = (conn.clone(), reason.to_owned());
+        self.isolated(async move |plugin| {
+            plugin
+                .call(async |store, exports| {
+                    exports
+                        .handler
+                        .call_on_disconnect(store, &conn, &reason)
+                        .await
+                })
                 .await
         })
         .await
     }
 
     /// Does nothing for a plugin without `connection-handler`.
-    pub async fn on_connected(&self, conn: &Conn) -> Result<(), CallError> {
+    pub async fn on_connected(self: &Arc<Self>, conn: &Conn) -> Result<(), CallError> {
         if !self.exports(Export::ConnectionHandler) {
             return Ok(());
         }
-        self.call(async |store, exports| match &exports.connection {
-            Some(connection) => connection.call_on_connected(store, conn).await,
-            None => Ok(()),
+        let conn = conn.clone();
+        self.isolated(async move |plugin| {
+            plugin
+                .call(async |store, exports| match &exports.connection {
+                    Some(connection) => connection.call_on_connected(store, &conn).await,
+                    None => Ok(()),
+                })
+                .await
         })
         .await
     }
 
     pub async fn on_timer(
-        &self,
+        self: &Arc<Self>,
         key: &str,
         payload: &str,
     ) -> Result<Result<(), PluginError>, CallError> {
         self.require(Export::TimerHandler)?;
-        self.call(async |store, exports| match &exports.timer {
-            Some(timer) => timer.call_on_timer(store, key, payload).await,
-            None => unreachable!("checked by `require`"),
+        let (key, payload) = (key.to_owned(), payload.to_owned());
+        self.isolated(async move |plugin| {
+            plugin
+                .call(async |store, exports| match &exports.timer {
+                    Some(timer) => timer.call_on_timer(store, &key, &payload).await,
+                    None => unreachable!("checked by `require`"),
+                })
+                .await
         })
         .await
     }
 
-    pub async fn on_http(&self, request: &Request) -> Result<Response, CallError> {
+    pub async fn on_http(self: &Arc<Self>, request: &Request) -> Result<Response, CallError> {
         self.require(Export::HttpHandler)?;
-        self.call(async |store, exports| match &exports.http {
-            Some(http) => http.call_handle(store, request).await,
-            None => unreachable!("checked by `require`"),
+        let request = request.clone();
+        self.isolated(async move |plugin| {
+            plugin
+                .call(async |store, exports| match &exports.http {
+                    Some(http) => http.call_handle(store, &request).await,
+                    None => unreachable!("checked by `require`"),
+                })
+                .await
         })
         .await
     }
@@ -187,6 +301,54 @@ impl Plugin {
             plugin: self.context.name.clone(),
             export,
         })
+    }
+
+    /// Runs `work` once fewer than `limits.concurrency` calls run, and waits
+    /// for its result. A caller that goes away leaves a call already handed
+    /// to the plugin threads to finish under its time limit, holding its
+    /// place meanwhile.
+    async fn isolated<R, Work>(
+        self: &Arc<Self>,
+        work: impl FnOnce(Arc<Self>) -> Work,
+    ) -> Result<R, CallError>
+    where
+        R: Send + 'static,
+        Work: Future<Output = Result<R, CallError>> + Send + 'static,
+    {
+        let place = self.admit().await?;
+        let work = work(self.clone());
+        let work = async move {
+            let _place = place;
+            work.await
+        };
+        match self.placement.run(self.executor.handle(), work).await {
+            Ok(result) => result,
+            Err(failed) => match failed.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => {
+                    unreachable!("the plugin threads outlive every plugin, and no call is aborted")
+                }
+            },
+        }
+    }
+
+    /// A place among the calls that may run at once, waiting up to `limits.queue`.
+    async fn admit(&self) -> Result<OwnedSemaphorePermit, CallError> {
+        if let Ok(place) = self.running.clone().try_acquire_owned() {
+            return Ok(place);
+        }
+        let waited = tokio::time::timeout(self.limits.queue, self.running.clone().acquire_owned());
+        if let Ok(Ok(place)) = waited.await {
+            return Ok(place);
+        }
+        // The semaphore is never closed: only the wait can have ended.
+        let refusal = CallError::TooManyCalls {
+            plugin: self.context.name.clone(),
+            concurrency: self.limits.concurrency,
+            waited: self.limits.queue,
+        };
+        self.refusals.record(&self.context.name, &refusal);
+        Err(refusal)
     }
 
     /// Runs one export call on an instance of its own, under the limits.
@@ -202,11 +364,7 @@ impl Plugin {
 
     /// An idle instance, or a new one when all are busy, with a fresh deadline.
     async fn check_out(&self) -> Result<WarmInstance, CallError> {
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .pop();
+        let idle = self.idle.lock().pop();
         let mut instance = match idle {
             Some(instance) => instance,
             None => self.instantiate().await?,
@@ -216,10 +374,12 @@ impl Plugin {
     }
 
     /// Gives the next call the plugin's time limit. At every epoch tick the
-    /// guest yields to the executor (so a looping plugin holds no worker
-    /// thread) and is interrupted once the limit has passed.
+    /// guest yields to the plugin threads (so a looping plugin takes turns
+    /// with the other calls) and is interrupted once the limit has passed.
     fn start_clock(&self, store: &mut Store<InstanceState>) {
-        store.data_mut().deadline = Instant::now() + self.limits.time;
+        let state = store.data_mut();
+        state.deadline = Instant::now() + self.limits.time;
+        state.ticks = 0;
         store.set_epoch_deadline(1);
     }
 
@@ -230,10 +390,7 @@ impl Plugin {
         result: Result<R, CallError>,
     ) -> Result<R, CallError> {
         if result.is_ok() && self.instances == InstanceModel::Pooled {
-            let mut idle = self
-                .idle
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut idle = self.idle.lock();
             if idle.len() < MAX_IDLE_INSTANCES {
                 idle.push(instance);
             }
@@ -242,15 +399,22 @@ impl Plugin {
     }
 
     async fn instantiate(&self) -> Result<WarmInstance, CallError> {
-        let state = InstanceState::new(
-            self.context.clone(),
-            self.services.clone(),
+        let memory = MemoryLimiter::new(
             self.limits.memory_bytes,
+            self.memory.clone(),
+            self.limits.queue,
         );
+        let state = InstanceState::new(self.context.clone(), self.services.clone(), memory);
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.memory);
-        store.epoch_deadline_callback(|store| {
-            Ok(if Instant::now() >= store.data().deadline {
+        store.limiter_async(|state| &mut state.memory);
+        let placement = self.placement.clone();
+        store.epoch_deadline_callback(move |mut store| {
+            let state = store.data_mut();
+            state.ticks += 1;
+            if state.ticks == LONG_CALL_TICKS {
+                placement.long_call();
+            }
+            Ok(if Instant::now() >= state.deadline {
                 UpdateDeadline::Interrupt
             } else {
                 UpdateDeadline::Yield(1)
@@ -281,6 +445,7 @@ impl Plugin {
         call: impl Future<Output = wasmtime::Result<R>>,
     ) -> Result<R, CallError> {
         let plugin = self.context.name.clone();
+        let _running = self.ticker.running();
         let error = match tokio::time::timeout(self.limits.time, call).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(error)) => classify(plugin, self.limits, &error),
@@ -289,12 +454,22 @@ impl Plugin {
                 limit: self.limits.time,
             },
         };
-        tracing::warn!(plugin = %self.context.name, "{}", Escaped(&error));
+        if matches!(error, CallError::NoMemoryLeft { .. }) {
+            self.refusals.record(&self.context.name, &error);
+        } else {
+            tracing::warn!(plugin = %self.context.name, "{}", Escaped(&error));
+        }
         Err(error)
     }
 }
 
 fn classify(plugin: PluginName, limits: Limits, error: &wasmtime::Error) -> CallError {
+    if let Some(exhausted) = error.downcast_ref::<BudgetExhausted>() {
+        return CallError::NoMemoryLeft {
+            plugin,
+            limit_bytes: exhausted.limit_bytes,
+        };
+    }
     if error.downcast_ref::<MemoryLimitExceeded>().is_some() {
         return CallError::MemoryLimit {
             plugin,

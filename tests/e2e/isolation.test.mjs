@@ -45,6 +45,9 @@ function steadyPlugin() {
   return faultyPlugin({ name: "steady", namespaces: ["/steady"], events: ["echo"], limits: { memory_mib: 32 } });
 }
 
+/** The steady client echoes as fast as acks return: over the default event rate, which is not what is measured. */
+const STEADY_RATE = { "/steady": { events_per_second: 100_000, event_burst: 100_000 } };
+
 /**
  * Echoes numbered payloads on a `/steady` socket, one after another, until
  * `stop()`; resolves to how many came back. Any missing or wrong ack rejects.
@@ -81,6 +84,7 @@ function memory(pid) {
 describe("plugin isolation", () => {
   test("calls over limits.concurrency get `overloaded`; another plugin's client is served throughout", async () => {
     host = await startHost({
+      namespaces: STEADY_RATE,
       plugins: [
         faultyPlugin({ limits: { time_ms: 1500, concurrency: 2, queue_ms: 100 } }),
         steadyPlugin(),
@@ -106,6 +110,7 @@ describe("plugin isolation", () => {
 
   test("sockets calling a spinning handler leave another plugin's client served", async () => {
     host = await startHost({
+      namespaces: STEADY_RATE,
       plugins: [faultyPlugin({ limits: { time_ms: 500 } }), steadyPlugin()],
     });
     const echoing = await keepEchoing(host.url);
@@ -127,6 +132,7 @@ describe("plugin isolation", () => {
   test("many concurrent `hog` calls stay within plugin_memory_mib; another plugin's client is served", async () => {
     const budgetMib = 256;
     host = await startHost({
+      namespaces: STEADY_RATE,
       server: { plugin_memory_mib: budgetMib },
       plugins: [faultyPlugin({ limits: { time_ms: 5000, memory_mib: 64, queue_ms: 100 } }), steadyPlugin()],
     });

@@ -1024,7 +1024,7 @@ event_burst = 9
         let source = "version = 1\n[[plugins]]\nname = \"c\"\npath = \"c.wasm\"\nevents = [\"a\"]\n[plugins.limits]\nconcurrency = 0\n";
         let error = parse(source).unwrap_err().to_string();
         assert!(
-            error.contains("`limits.concurrency` must be at least 1"),
+            error.contains("plugin `c`: every `limits` value must be at least 1"),
             "{error}"
         );
     }

@@ -32,6 +32,8 @@ before(async () => {
       chatPlugin(),
       faultyPlugin({ limits: { time_ms: TIME_LIMIT_MS, memory_mib: 32 }, config: { marker: MARKER } }),
     ],
+    // The chat client beside the faults sends as fast as acks return, over the default event rate.
+    namespaces: { "/": { events_per_second: 100_000, event_burst: 100_000 } },
   });
 });
 

@@ -204,9 +204,18 @@ async fn run(scenario: &Scenario) {
     );
 }
 
+/// The bench's one client sends as fast as the host answers: far over the
+/// default event rate, which is not what is measured.
+const UNLIMITED_RATE: &str = r#"
+[namespaces."/"]
+events_per_second = 1000000000
+event_burst = 1000000000
+"#;
+
 fn relay_manifest(instances: &str) -> String {
     format!(
         r#"version = 1
+{UNLIMITED_RATE}
 [[plugins]]
 name = "faulty"
 path = "{}"
@@ -220,6 +229,7 @@ instances = "{instances}"
 fn main() {
     let chat_manifest = format!(
         r#"version = 1
+{UNLIMITED_RATE}
 [[plugins]]
 name = "chat"
 path = "{}"

@@ -224,12 +224,22 @@ fn refuse<A: Adapter>(
     ack: Option<AckSender<A>>,
     error: &PluginError,
 ) {
-    metrics::event_refused(socket.ns(), &error.code);
     let event = match ack {
         Some(_) => String::new(),
         None => event_name(packet).unwrap_or_default(),
     };
-    reply_error(socket, ack, &event, error);
+    refuse_event(socket, ack, &event, error);
+}
+
+/// An event no plugin is given: counted, and the client told why.
+fn refuse_event<A: Adapter>(
+    socket: &SocketRef<A>,
+    ack: Option<AckSender<A>>,
+    event: &str,
+    error: &PluginError,
+) {
+    metrics::event_refused(socket.ns(), &error.code);
+    reply_error(socket, ack, event, error);
 }
 
 struct Connection<A: Adapter> {
@@ -340,7 +350,7 @@ impl<A: Adapter> Connection<A> {
                         "invalid_packet",
                         format!("cannot read the event: {error}"),
                     );
-                    return self.refuse_event(ack, "", &error);
+                    return refuse_event(&self.socket, ack, "", &error);
                 }
             },
             Value::Bytes(_) => {
@@ -348,7 +358,7 @@ impl<A: Adapter> Connection<A> {
                     "invalid_packet",
                     "an event must start with its name as text",
                 );
-                return self.refuse_event(ack, "", &error);
+                return refuse_event(&self.socket, ack, "", &error);
             }
         };
         let routes = self.namespace.routes.load_full();
@@ -360,7 +370,7 @@ impl<A: Adapter> Connection<A> {
                     self.conn.namespace
                 ),
             );
-            return self.refuse_event(ack, &event, &error);
+            return refuse_event(&self.socket, ack, &event, &error);
         };
         let size = payload::size(&payload);
         let max_payload_bytes = self.namespace.limits.max_payload_bytes;
@@ -371,7 +381,7 @@ impl<A: Adapter> Connection<A> {
                     "`{event}` carries {size} bytes; the limit is {max_payload_bytes} (server.max_payload_bytes)"
                 ),
             );
-            return self.refuse_event(ack, &event, &error);
+            return refuse_event(&self.socket, ack, &event, &error);
         }
         let handled = |outcome: &str| {
             metrics::event_handled(
@@ -382,45 +392,37 @@ impl<A: Adapter> Connection<A> {
             );
         };
         let error = match slot.current().on_event(&self.conn, &event, &payload).await {
-            Ok(Ok(Some(reply)))
-                if payload::size(&reply) > self.namespace.limits.max_payload_bytes =>
-            {
+            Ok(Ok(reply)) => match reply.as_ref().map(payload::size) {
                 // Handled, but its reply is bigger than any event may be: the
                 // client gets why, not a packet it would be cut off for.
-                tracing::warn!(
-                    plugin = %slot.spec.name.as_str(),
-                    event = %Escaped(&event),
-                    bytes = payload::size(&reply),
-                    "reply over server.max_payload_bytes not sent"
-                );
-                PluginError::new(
-                    "payload_too_large",
-                    format!(
-                        "the reply to `{}` carries {} bytes; the limit is {} (server.max_payload_bytes)",
-                        Escaped(&event),
-                        payload::size(&reply),
-                        self.namespace.limits.max_payload_bytes
-                    ),
-                )
-            }
-            Ok(Ok(reply)) => {
-                handled("ok");
-                if let Some(ack) = ack {
-                    send_ack(ack, reply);
+                Some(bytes) if bytes > max_payload_bytes => {
+                    tracing::warn!(
+                        plugin = %slot.spec.name.as_str(),
+                        event = %Escaped(&event),
+                        bytes,
+                        "reply over server.max_payload_bytes not sent"
+                    );
+                    PluginError::new(
+                        "payload_too_large",
+                        format!(
+                            "the reply to `{}` carries {bytes} bytes; the limit is {max_payload_bytes} (server.max_payload_bytes)",
+                            Escaped(&event)
+                        ),
+                    )
                 }
-                return;
-            }
+                _ => {
+                    handled("ok");
+                    if let Some(ack) = ack {
+                        send_ack(ack, reply);
+                    }
+                    return;
+                }
+            },
             Ok(Err(refusal)) => refusal,
             Err(failure) => PluginError::new(failure.code(), failure.to_string()),
         };
         handled(&error.code);
         reply_error(&self.socket, ack, &event, &error);
-    }
-
-    /// An event no plugin is given: counted, and the client told why.
-    fn refuse_event(&self, ack: Option<AckSender<A>>, event: &str, error: &PluginError) {
-        metrics::event_refused(&self.conn.namespace, &error.code);
-        reply_error(&self.socket, ack, event, error);
     }
 
     /// Tells the client why (`error`), disconnects it from the namespace

@@ -99,6 +99,7 @@ async fn host(manifest: &str) -> SocketIo {
         transport::SocketLimits::new(&manifest.server),
         None,
         None,
+        None,
     )
     .await;
     io

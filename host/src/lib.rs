@@ -12,6 +12,8 @@
 //! - [`transport`]: Socket.IO namespaces, connect checks, per-socket event queues.
 //! - [`payload`]: event payloads between Socket.IO packets and plugins.
 //! - [`cluster`]: state shared by nodes (memory or Redis) and the Redis connection.
+//! - [`recovery`]: connection-state recovery: the journal of emits and the
+//!   sessions clients come back to.
 //! - [`http_api`]: health, readiness, the `/api/v1` emit and room endpoints,
 //!   the API token and the Origin policy in front of Socket.IO.
 //! - [`reload`]: hot reload of plugin components (file watch, API, SIGHUP).
@@ -29,6 +31,7 @@ pub mod listener;
 pub mod manifest;
 pub mod metrics;
 pub mod payload;
+pub mod recovery;
 pub mod reload;
 pub mod runtime;
 pub mod server;

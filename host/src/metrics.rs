@@ -25,6 +25,11 @@ pub const REDIS_CONNECTED: &str = "switchboard_redis_connected";
 /// Times this node's Redis connections came back after a loss.
 pub const REDIS_RECONNECTS: &str = "switchboard_redis_reconnects_total";
 
+/// Sessions of connection-state recovery, per namespace and outcome:
+/// `recovered`, `expired` (the client did not come back in time),
+/// `too_late` (its missed events left the journal while it reconnected).
+pub const SESSIONS: &str = "switchboard_sessions_total";
+
 /// The process's metrics, rendered for `/metrics`.
 pub struct Metrics {
     handle: PrometheusHandle,
@@ -72,6 +77,11 @@ fn describe() {
         "Whether this node's Redis connections are up."
     );
     describe_counter!(
+        SESSIONS,
+        Unit::Count,
+        "Sessions of sockets that lost their connection, by outcome: recovered, expired, too_late."
+    );
+    describe_counter!(
         REDIS_RECONNECTS,
         Unit::Count,
         "Redis connections re-established after a loss."
@@ -101,6 +111,10 @@ pub fn event_handled(namespace: &str, plugin: &str, event: &str, outcome: &str) 
 pub fn event_refused(namespace: &str, code: &str) {
     counter!(EVENTS_REFUSED, "namespace" => namespace.to_owned(), "code" => code.to_owned())
         .increment(1);
+}
+
+pub fn recovery(namespace: &str, outcome: &'static str) {
+    counter!(SESSIONS, "namespace" => namespace.to_owned(), "outcome" => outcome).increment(1);
 }
 
 pub fn redis_connected(up: bool) {

@@ -79,6 +79,18 @@ impl Outgoing {
     }
 }
 
+impl Outgoing {
+    /// Bytes it holds: its JSON text and its attachments.
+    pub fn size(&self) -> usize {
+        match self {
+            Self::Json(raw) => raw.get().len(),
+            Self::WithAttachments(value, attachments) => {
+                value.to_string().len() + attachments.iter().map(Vec::len).sum::<usize>()
+            }
+        }
+    }
+}
+
 impl Serialize for Outgoing {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -23,13 +23,14 @@ use crate::http_api::{self, ApiToken, Readiness};
 use crate::identity::{KeyError, Verifier};
 use crate::listener::{self, Admission, Timeouts};
 use crate::manifest::{Location, Manifest, PluginName, PluginSpec};
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
+use crate::recovery::{Journal, MemorySessions, Recovery, SessionStore};
 use crate::reload::Reloader;
 use crate::runtime::{
     CallError, CompiledPlugin, LoadError, Plugin, PluginSlot, PluginStatus, Runtime,
 };
 use crate::transport::{
-    self, ClusterSockets, NamespaceReady, Namespaces, Routes, SocketLimits, Sockets,
+    self, ClusterSockets, NamespaceReady, Namespaces, NodeSockets, Routes, SocketLimits, Sockets,
 };
 
 /// How long open connections get to close after a shutdown signal.
@@ -103,14 +104,20 @@ pub struct Server {
     timeouts: Timeouts,
 }
 
+/// Builds the sockets plugins reach from socketioxide and the journal emits go through.
+type MakeSockets<A> = Box<dyn FnOnce(SocketIo<A>, Arc<Journal>) -> Arc<dyn Sockets> + Send>;
+
 /// What differs between a single node in memory and a node of a cluster.
 struct Backend<A: Adapter> {
     builder: SocketIoBuilder<A>,
     state: Arc<dyn StateStore>,
     timers: Arc<dyn TimerStore>,
     readiness: Readiness,
-    sockets: Box<dyn FnOnce(SocketIo<A>) -> Arc<dyn Sockets> + Send>,
+    sockets: MakeSockets<A>,
     liveness: Option<Arc<NodeLiveness>>,
+    /// Where sessions are kept for connection-state recovery; `None`: this
+    /// backend cannot recover sessions.
+    sessions: Option<Arc<dyn SessionStore>>,
 }
 
 impl Backend<LocalAdapter> {
@@ -120,8 +127,9 @@ impl Backend<LocalAdapter> {
             state: Arc::new(MemoryStore::new()),
             timers: Arc::new(MemoryTimers::new()),
             readiness: None,
-            sockets: Box::new(|io| Arc::new(io)),
+            sockets: Box::new(|io, journal| Arc::new(NodeSockets::new(io, journal))),
             liveness: None,
+            sessions: Some(Arc::new(MemorySessions::default())),
         }
     }
 }
@@ -175,7 +183,8 @@ impl Server {
             timers: Arc::new(RedisTimers::new(redis.commands.clone(), &settings.prefix)),
             readiness,
             liveness: Some(NodeLiveness::new(redis.commands.clone(), &settings.prefix)),
-            sockets: Box::new(move |io| {
+            sessions: None,
+            sockets: Box::new(move |io, _journal| {
                 Arc::new(ClusterSockets::new(
                     io,
                     Arc::new(move || redis.is_connected()),
@@ -195,8 +204,38 @@ impl Server {
         A: Adapter + DefinedAdapter,
         A::InitRes: NamespaceReady,
     {
-        let (layer, io) = transport::socket_io(backend.builder, &manifest.server);
-        let sockets = (backend.sockets)(io.clone());
+        let recovering = manifest.server.recovery.zip(backend.sessions);
+        // socketioxide asks the recovery which sessions can be resumed, but
+        // the recovery delivers through the socketioxide it builds: it is
+        // put in place once both exist.
+        let resuming = Arc::new(OnceLock::<Arc<Recovery>>::new());
+        let builder = match recovering {
+            Some(_) => backend.builder.connection_state_recovery({
+                let resuming = resuming.clone();
+                move |request| {
+                    let recovery = resuming.get().cloned();
+                    async move { recovery?.claim(request).await }
+                }
+            }),
+            None => backend.builder,
+        };
+        let (layer, io) = transport::socket_io(builder, &manifest.server);
+        let journal = Arc::new(Journal::new(
+            Arc::new(io.clone()),
+            recovering.as_ref().map(|(settings, _)| *settings),
+        ));
+        let sockets = (backend.sockets)(io.clone(), journal.clone());
+        let recovery = recovering.map(|(settings, sessions)| {
+            Recovery::new(
+                journal,
+                sessions,
+                settings.max_disconnection,
+                manifest.server.connections.connect_timeout,
+            )
+        });
+        if let Some(recovery) = &recovery {
+            let _ = resuming.set(recovery.clone());
+        }
         let services = HostServices::new(
             sockets.clone(),
             backend.state,
@@ -221,8 +260,21 @@ impl Server {
             SocketLimits::new(&manifest.server),
             backend.liveness.clone(),
             verifier.clone(),
+            recovery.clone(),
         )
         .await;
+        if let Some(recovery) = recovery {
+            let namespaces = namespaces.clone();
+            recovery.expire(move |expired| {
+                let namespaces = namespaces.clone();
+                async move {
+                    metrics::recovery(&expired.conn.namespace, "expired");
+                    namespaces
+                        .disconnect_gone(&expired.conn, &expired.reason)
+                        .await;
+                }
+            });
+        }
         let api_token = manifest
             .api_token
             .as_ref()
@@ -251,7 +303,11 @@ impl Server {
             let namespaces = namespaces.clone();
             liveness.run(move |lost| {
                 let namespaces = namespaces.clone();
-                async move { namespaces.disconnect_lost(lost).await }
+                async move {
+                    for conn in lost {
+                        namespaces.disconnect_gone(&conn, "server node lost").await;
+                    }
+                }
             });
         }
         let api = http_api::ApiState {

@@ -37,7 +37,7 @@ export const LEFTOVER_GRACE_MS = 15000;
 const STDERR_KEEP = 64 * 1024;
 
 export const CHAT_EVENTS = ["join", "leave", "send_message", "typing"];
-export const FAULTY_EVENTS = ["echo", "relay", "trap", "spin", "hog", "fail", "count", "claim", "whoami", "disconnect_reason", "schedule", "cancel"];
+export const FAULTY_EVENTS = ["echo", "relay", "trap", "spin", "hog", "fail", "count", "claim", "whoami", "disconnect_reason", "recoveries", "schedule", "cancel"];
 
 // ---------------------------------------------------------------- artifacts
 
@@ -444,23 +444,37 @@ function preview(data) {
 }
 
 /**
- * Records every `event` the socket receives, in order: an array of payloads
- * (the single argument, or the argument list when there are several), with
- * `stop()` to unsubscribe.
+ * An event's payload: the host sends one argument, followed (with
+ * connection-state recovery on, the default) by the event's offset, which
+ * socket.io-client records and which listeners receive as a last argument.
+ */
+function payloadOf(args) {
+  return args[0];
+}
+
+/**
+ * Records every `event` the socket receives, in order: an array of payloads,
+ * with `offsets` (each event's offset, or undefined) and `stop()` to
+ * unsubscribe.
  */
 export function collect(socket, event) {
   const received = [];
-  const listener = (...args) => received.push(args.length === 1 ? args[0] : args);
+  const offsets = [];
+  const listener = (...args) => {
+    received.push(payloadOf(args));
+    offsets.push(args[1]);
+  };
   socket.on(event, listener);
   // Not enumerable, so `assert.deepEqual(received, [...])` compares only the events.
   Object.defineProperty(received, "stop", { value: () => socket.off(event, listener) });
+  Object.defineProperty(received, "offsets", { value: offsets });
   return received;
 }
 
 /** Records every event of any name as `{ event, data }`, in order. */
 export function collectAll(socket) {
   const received = [];
-  const listener = (event, ...args) => received.push({ event, data: args.length === 1 ? args[0] : args });
+  const listener = (event, ...args) => received.push({ event, data: payloadOf(args) });
   socket.onAny(listener);
   Object.defineProperty(received, "stop", { value: () => socket.offAny(listener) });
   Object.defineProperty(received, "named", {

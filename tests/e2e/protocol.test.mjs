@@ -33,7 +33,7 @@ test("the first PING comes one pingInterval after the handshake, not at once", a
     assert.equal(JSON.parse(open.text.slice(1)).pingInterval, PING_INTERVAL_MS);
     ws.send("40");
     await waitFor(() => frames.length > 1, TIMEOUT_MS, "the Socket.IO connect reply");
-    assert.match(frames[1].text, /^40\{"sid":"[^"]+"\}$/, "the packet after the handshake is the CONNECT reply");
+    assert.match(frames[1].text, /^40\{"sid":"[^"]+","pid":"[^"]+"\}$/, "the packet after the handshake is the CONNECT reply (with the session id of connection-state recovery)");
 
     // Nothing else arrives before the interval is over.
     await sleep(PING_INTERVAL_MS * 0.8);

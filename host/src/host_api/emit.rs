@@ -104,7 +104,7 @@ impl InstanceState {
         Ok(self
             .services
             .sockets
-            .emit(namespace, audience, event, &payload)
+            .emit(namespace, audience, event, payload)
             .await?)
     }
 }

@@ -263,7 +263,7 @@ async fn emit(
             &namespace,
             audience,
             &request.event,
-            &Outgoing::Json(request.data),
+            Outgoing::Json(request.data),
         )
         .await?;
     Ok(StatusCode::ACCEPTED)

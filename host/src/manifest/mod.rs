@@ -150,6 +150,17 @@ pub struct ServerSettings {
     pub max_rooms_per_socket: usize,
     /// What all plugin instances together may hold (`plugin_memory_mib`).
     pub plugin_memory_bytes: usize,
+    /// `None`: connection-state recovery is off.
+    pub recovery: Option<RecoverySettings>,
+}
+
+/// How long sessions wait for their client to come back, and how many missed
+/// events they can catch up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoverySettings {
+    pub max_disconnection: Duration,
+    pub max_events: u64,
+    pub max_bytes: usize,
 }
 
 /// Which connections the node admits and how long it waits for them.
@@ -450,6 +461,7 @@ impl Validator<'_> {
             }
             None => None,
         };
+        let recovery = self.recovery(&server.recovery)?;
         Ok(Manifest {
             path: self.path.to_owned(),
             cluster,
@@ -476,9 +488,37 @@ impl Validator<'_> {
                 max_rooms_per_socket: usize::try_from(server.max_rooms_per_socket)
                     .unwrap_or(usize::MAX),
                 plugin_memory_bytes,
+                recovery,
             },
             plugins,
         })
+    }
+
+    fn recovery(
+        &self,
+        recovery: &schema::RecoverySection,
+    ) -> Result<Option<RecoverySettings>, ManifestError> {
+        if !recovery.enabled {
+            return Ok(None);
+        }
+        for (value, name) in [
+            (&recovery.max_disconnection_ms, "max_disconnection_ms"),
+            (&recovery.max_events, "max_events"),
+        ] {
+            if *value.get_ref() == 0 {
+                return self.invalid(
+                    value.span(),
+                    format!(
+                        "`{name}` must be at least 1; set `enabled = false` to turn recovery off"
+                    ),
+                );
+            }
+        }
+        Ok(Some(RecoverySettings {
+            max_disconnection: Duration::from_millis(*recovery.max_disconnection_ms.get_ref()),
+            max_events: *recovery.max_events.get_ref(),
+            max_bytes: bytes(recovery.max_bytes),
+        }))
     }
 
     fn connection_limits(

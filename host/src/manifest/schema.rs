@@ -116,6 +116,38 @@ pub struct ServerSection {
     /// grow within it waits up to its plugin's `limits.queue_ms`, then fails
     /// with `overloaded`.
     pub plugin_memory_mib: u64,
+    /// Connection-state recovery: `[server.recovery]`.
+    pub recovery: RecoverySection,
+}
+
+/// `[server.recovery]`: a client that lost its connection and reconnects
+/// within the window gets its socket id, its rooms and every event it missed
+/// back (Socket.IO's connection-state recovery, clients 4.6 and later).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoverySection {
+    /// `true`. Off: every reconnect is a new socket, and events carry no offset.
+    pub enabled: bool,
+    /// How long a session that lost its connection is kept, in milliseconds:
+    /// `120000`. Plugins see its `on-disconnect` only once it is over.
+    pub max_disconnection_ms: Spanned<u64>,
+    /// Events kept for sessions to catch up on: `100000`, also bounded by the
+    /// window. A session that missed more than that is not recovered.
+    pub max_events: Spanned<u64>,
+    /// Bytes of events kept in memory on a node without Redis: `67108864`
+    /// (64 MiB).
+    pub max_bytes: u64,
+}
+
+impl Default for RecoverySection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_disconnection_ms: Spanned::new(0..0, 120_000),
+            max_events: Spanned::new(0..0, 100_000),
+            max_bytes: 64 << 20,
+        }
+    }
 }
 
 impl Default for ServerSection {
@@ -141,6 +173,7 @@ impl Default for ServerSection {
             max_auth_bytes: 8 << 10,
             max_rooms_per_socket: 128,
             plugin_memory_mib: 1_024,
+            recovery: RecoverySection::default(),
         }
     }
 }

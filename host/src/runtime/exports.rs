@@ -7,13 +7,14 @@ use wasmtime::{AsContextMut, Result};
 
 use super::WIT_VERSION;
 use crate::bindings::exports::switchboard::plugin::{
-    connection_handler, handler, http_handler, timer_handler,
+    connection_handler, handler, http_handler, recovery_handler, timer_handler,
 };
 
 /// An optional export, named as the manifest's errors and logs name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Export {
     ConnectionHandler,
+    RecoveryHandler,
     TimerHandler,
     HttpHandler,
 }
@@ -22,6 +23,7 @@ impl std::fmt::Display for Export {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::ConnectionHandler => "connection-handler",
+            Self::RecoveryHandler => "recovery-handler",
             Self::TimerHandler => "timer-handler",
             Self::HttpHandler => "http-handler",
         })
@@ -33,6 +35,7 @@ impl std::fmt::Display for Export {
 pub(super) struct ExportIndices {
     handler: handler::GuestIndices,
     connection: Option<connection_handler::GuestIndices>,
+    recovery: Option<recovery_handler::GuestIndices>,
     timer: Option<timer_handler::GuestIndices>,
     http: Option<http_handler::GuestIndices>,
 }
@@ -41,6 +44,7 @@ pub(super) struct ExportIndices {
 pub(super) struct Exports {
     pub handler: handler::Guest,
     pub connection: Option<connection_handler::Guest>,
+    pub recovery: Option<recovery_handler::Guest>,
     pub timer: Option<timer_handler::Guest>,
     pub http: Option<http_handler::Guest>,
 }
@@ -62,6 +66,9 @@ impl ExportIndices {
             connection: exported("connection-handler")
                 .then(|| connection_handler::GuestIndices::new(pre))
                 .transpose()?,
+            recovery: exported("recovery-handler")
+                .then(|| recovery_handler::GuestIndices::new(pre))
+                .transpose()?,
             timer: exported("timer-handler")
                 .then(|| timer_handler::GuestIndices::new(pre))
                 .transpose()?,
@@ -74,6 +81,7 @@ impl ExportIndices {
     pub fn has(&self, export: Export) -> bool {
         match export {
             Export::ConnectionHandler => self.connection.is_some(),
+            Export::RecoveryHandler => self.recovery.is_some(),
             Export::TimerHandler => self.timer.is_some(),
             Export::HttpHandler => self.http.is_some(),
         }
@@ -85,6 +93,11 @@ impl ExportIndices {
             handler: self.handler.load(&mut store, instance)?,
             connection: self
                 .connection
+                .as_ref()
+                .map(|indices| indices.load(&mut store, instance))
+                .transpose()?,
+            recovery: self
+                .recovery
                 .as_ref()
                 .map(|indices| indices.load(&mut store, instance))
                 .transpose()?,

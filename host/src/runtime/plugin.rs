@@ -261,6 +261,23 @@ impl Plugin {
         .await
     }
 
+    /// Does nothing for a plugin without `recovery-handler`.
+    pub async fn on_recovered(self: &Arc<Self>, conn: &Conn) -> Result<(), CallError> {
+        if !self.exports(Export::RecoveryHandler) {
+            return Ok(());
+        }
+        let conn = conn.clone();
+        self.isolated(async move |plugin| {
+            plugin
+                .call(async |store, exports| match &exports.recovery {
+                    Some(recovery) => recovery.call_on_recovered(store, &conn).await,
+                    None => Ok(()),
+                })
+                .await
+        })
+        .await
+    }
+
     pub async fn on_timer(
         self: &Arc<Self>,
         key: &str,

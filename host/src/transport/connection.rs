@@ -22,12 +22,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::Namespace;
+use super::{EVERY_SOCKET, Held, Namespace, Resumed};
 use crate::bindings::{Conn, PluginError};
 use crate::escaped::Escaped;
 use crate::identity::{Identity, IdentityError};
 use crate::metrics;
 use crate::payload::{self, Outgoing};
+use crate::recovery::{Missed, recoverable};
 
 /// The `on-disconnect` reason plugins see for the sockets of a node shutting down.
 const SHUTDOWN_REASON: &str = "server shutting down";
@@ -97,8 +98,12 @@ pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>)
         .extensions
         .get::<Identity>()
         .and_then(|identity| deadline(identity.expires_at_s));
+    let held = socket.extensions.get::<Held>();
+    let resumed = socket.extensions.remove::<Resumed>();
     let connection = Connection {
         conn,
+        held,
+        resumed,
         socket,
         namespace,
         expires,
@@ -245,6 +250,10 @@ fn refuse_event<A: Adapter>(
 struct Connection<A: Adapter> {
     socket: SocketRef<A>,
     conn: Conn,
+    /// Its session, with connection-state recovery on.
+    held: Option<Held>,
+    /// The session it resumed, until it has caught up.
+    resumed: Option<Resumed>,
     namespace: Arc<Namespace>,
     /// When the socket's token expires; `None` for a socket without one.
     expires: Option<Instant>,
@@ -264,14 +273,19 @@ fn deadline(expires_at_s: u64) -> Option<Instant> {
 }
 
 impl<A: Adapter> Connection<A> {
-    async fn run(self, mut queue: mpsc::Receiver<Job<A>>) {
+    async fn run(mut self, mut queue: mpsc::Receiver<Job<A>>) {
         metrics::connected(&self.conn.namespace);
         if let Some(liveness) = &self.namespace.liveness {
             liveness.connected(&self.conn).await;
         }
-        for plugin in self.namespace.routes.load().plugins() {
-            // A failing plugin is logged by the runtime; the others still run.
-            let _ = plugin.current().on_connected(&self.conn).await;
+        match self.resumed.take() {
+            Some(resumed) => self.recover(resumed).await,
+            None => {
+                for plugin in self.namespace.routes.load().plugins() {
+                    // A failing plugin is logged by the runtime; the others still run.
+                    let _ = plugin.current().on_connected(&self.conn).await;
+                }
+            }
         }
         // One wait each for the whole loop, not a new one per event.
         let closing = self.namespace.closing.clone();
@@ -326,7 +340,9 @@ impl<A: Adapter> Connection<A> {
                                 "disconnected a client that did not keep up with the events sent to it (server.max_outbound_bytes, server.write_timeout_ms)"
                             );
                         }
-                        self.disconnected(&reason.to_string()).await;
+                        if !self.suspend(&reason).await {
+                            self.disconnected(&reason.to_string()).await;
+                        }
                         let _ = done.send(());
                         break disconnect_label(&reason);
                     }
@@ -439,11 +455,85 @@ impl<A: Adapter> Connection<A> {
         self.disconnected(reason).await;
     }
 
-    async fn disconnected(&self, reason: &str) {
+    /// Sends what a resumed session missed, then puts the socket back in its
+    /// rooms, while no emit is delivered; then tells the plugins. A session
+    /// that can no longer catch up (its offset left the journal meanwhile)
+    /// is disconnected rather than resumed with a gap.
+    async fn recover(&self, resumed: Resumed) {
+        let Some(recovery) = &self.namespace.recovery else {
+            return;
+        };
+        let Resumed { session, offset } = resumed;
+        let socket = &self.socket;
+        let caught_up = recovery
+            .journal
+            .catch_up(
+                &offset,
+                &self.conn.namespace,
+                &session.rooms,
+                |missed: Option<Vec<Missed>>| {
+                    let missed = missed?;
+                    for Missed { offset, emit } in &missed {
+                        if let Err(error) = socket.emit(&emit.event, &(&emit.payload, offset)) {
+                            tracing::debug!(socket = %socket.id, "missed event not sent: {error}");
+                        }
+                    }
+                    socket.join(session.rooms.clone());
+                    socket.join(EVERY_SOCKET);
+                    Some(missed.len())
+                },
+            )
+            .await;
+        let Some(missed) = caught_up else {
+            tracing::warn!(
+                socket = %self.conn.socket_id,
+                namespace = %self.conn.namespace,
+                "a recovering session's events left the journal before it caught up (server.recovery.max_events); disconnecting it"
+            );
+            metrics::recovery(&self.conn.namespace, "too_late");
+            let _ = socket.clone().disconnect();
+            return;
+        };
+        metrics::recovery(&self.conn.namespace, "recovered");
+        tracing::debug!(socket = %self.conn.socket_id, missed, "session recovered");
         for plugin in self.namespace.routes.load().plugins() {
             // A failing plugin is logged by the runtime; the others still run.
-            let _ = plugin.current().on_disconnect(&self.conn, reason).await;
+            let _ = plugin.current().on_recovered(&self.conn).await;
         }
+    }
+
+    /// Keeps the session of a socket whose connection was lost, for its
+    /// client to come back to: its plugins then see no disconnect until the
+    /// session is over. False when the socket goes for good.
+    async fn suspend(&self, reason: &DisconnectReason) -> bool {
+        let (Some(recovery), Some(Held(lease)), Some(pid)) =
+            (&self.namespace.recovery, self.held, self.socket.pid())
+        else {
+            return false;
+        };
+        if !recoverable(reason) {
+            return false;
+        }
+        let rooms = self
+            .socket
+            .rooms()
+            .into_iter()
+            .map(|room| room.into_owned())
+            .collect();
+        let deadline = Instant::now() + recovery.window;
+        recovery
+            .sessions
+            .suspend(pid, lease, rooms, &reason.to_string(), deadline)
+            .await
+    }
+
+    async fn disconnected(&self, reason: &str) {
+        if let (Some(recovery), Some(Held(lease)), Some(pid)) =
+            (&self.namespace.recovery, self.held, self.socket.pid())
+        {
+            recovery.sessions.close(pid, lease).await;
+        }
+        self.namespace.disconnect_plugins(&self.conn, reason).await;
         if let Some(liveness) = &self.namespace.liveness {
             liveness.disconnected(&self.conn).await;
         }

@@ -26,11 +26,13 @@ use crate::bindings::Conn;
 use crate::cluster::{Backoff, NodeLiveness};
 use crate::identity::{Identity, IdentityError, Verifier, bearer_token};
 use crate::manifest::ServerSettings;
+use crate::recovery::{Lease, Recovery, Session};
 pub use room_names::{
-    RoomNameError, check_audience, check_membership, is_reserved, socket_room, user_room,
+    EVERY_SOCKET, RoomNameError, check_audience, check_membership, is_reserved, socket_room,
+    user_room,
 };
 pub use routes::{NamespaceRoutes, Routes};
-pub use sockets::{Audience, ClusterSockets, Membership, Sockets, SocketsError};
+pub use sockets::{Audience, ClusterSockets, Membership, NodeSockets, Sockets, SocketsError};
 
 /// Packets that may wait for one client, whatever their size.
 const MAX_OUTBOUND_PACKETS: usize = 4096;
@@ -92,6 +94,7 @@ pub struct Namespaces {
     limits: SocketLimits,
     liveness: Option<Arc<NodeLiveness>>,
     verifier: Option<Arc<Verifier>>,
+    recovery: Option<Arc<Recovery>>,
     /// Every socket's task, so shutdown can wait for them.
     connections: TaskTracker,
     /// Cancelled at shutdown: each socket then has its disconnect handled.
@@ -108,6 +111,7 @@ impl Namespaces {
         limits: SocketLimits,
         liveness: Option<Arc<NodeLiveness>>,
         verifier: Option<Arc<Verifier>>,
+        recovery: Option<Arc<Recovery>>,
     ) -> Arc<Self>
     where
         A: Adapter + DefinedAdapter,
@@ -126,6 +130,7 @@ impl Namespaces {
             limits,
             liveness,
             verifier,
+            recovery,
             connections: TaskTracker::new(),
             closing: CancellationToken::new(),
         };
@@ -147,6 +152,7 @@ impl Namespaces {
             limits: self.limits,
             liveness: self.liveness.clone(),
             verifier: self.verifier.clone(),
+            recovery: self.recovery.clone(),
             connections: self.connections.clone(),
             closing: self.closing.clone(),
         })
@@ -195,22 +201,17 @@ impl Namespaces {
         }
     }
 
-    /// Runs the plugins' `on-disconnect` for sockets of a node that died.
-    pub async fn disconnect_lost(&self, conns: Vec<Conn>) {
-        for conn in conns {
-            let namespace = self
-                .served
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .get(&conn.namespace)
-                .cloned();
-            let Some(namespace) = namespace else { continue };
-            for plugin in namespace.routes.load().plugins() {
-                let _ = plugin
-                    .current()
-                    .on_disconnect(&conn, "server node lost")
-                    .await;
-            }
+    /// Runs the plugins' `on-disconnect` for a socket that is not connected
+    /// here: one of a node that died, or whose session expired.
+    pub async fn disconnect_gone(&self, conn: &Conn, reason: &str) {
+        let namespace = self
+            .served
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&conn.namespace)
+            .cloned();
+        if let Some(namespace) = namespace {
+            namespace.disconnect_plugins(conn, reason).await;
         }
     }
 
@@ -288,8 +289,21 @@ pub struct Namespace {
     /// In a cluster, where this node records its sockets.
     liveness: Option<Arc<NodeLiveness>>,
     verifier: Option<Arc<Verifier>>,
+    recovery: Option<Arc<Recovery>>,
     connections: TaskTracker,
     closing: CancellationToken,
+}
+
+/// A socket's hold on its session (connection-state recovery).
+#[derive(Clone, Copy)]
+struct Held(Lease);
+
+/// A socket that resumed its session, until it has caught up.
+#[derive(Clone)]
+struct Resumed {
+    session: Session,
+    /// The last offset its client received.
+    offset: String,
 }
 
 /// Why a connection was refused; the client sees it in `connect_error`.
@@ -321,16 +335,19 @@ impl Namespace {
             .identify(token.as_deref(), routes.anonymous())
             .map_err(|refused| Denied(refused.to_string()))?;
         let user_id = identity.as_ref().map(|identity| identity.user_id.clone());
+        if socket.recovered() {
+            return self.readmit(&socket, &auth, identity).await;
+        }
         // The socket's room lets plugins address this socket by id wherever
         // it is connected; the user's room reaches all of the user's sockets.
-        socket.join(socket_room(&socket.id.to_string()));
+        socket.join([EVERY_SOCKET.to_owned(), socket_room(&socket.id.to_string())]);
         if let Some(user_id) = &user_id {
             socket.join(user_room(user_id));
         }
         let conn = Conn {
             socket_id: socket.id.to_string(),
             namespace: socket.ns().to_owned(),
-            auth: auth.for_plugins(token_in_auth && identity.is_some()),
+            auth: auth.for_plugins(token_in_auth && identity.is_some(), self.recovery.is_some()),
             user_id,
         };
         for (index, plugin) in routes.plugins().iter().enumerate() {
@@ -349,12 +366,62 @@ impl Namespace {
             }
             return Err(denied);
         }
+        if let (Some(recovery), Some(pid)) = (&self.recovery, socket.pid()) {
+            socket
+                .extensions
+                .insert(Held(recovery.sessions.open(pid, &conn).await));
+        }
         socket.extensions.insert(conn);
         if let Some(identity) = identity {
             // Read by the socket's task, which disconnects it when the token expires.
             socket.extensions.insert(identity);
         }
         Ok(())
+    }
+
+    /// A socket resuming its session: it must be the same user's, and gets
+    /// the session's rooms once it has caught up (see [`connection`]). Its
+    /// plugins are not asked again: to them it never left.
+    async fn readmit<A: Adapter>(
+        &self,
+        socket: &SocketRef<A>,
+        auth: &HandshakeAuth,
+        identity: Option<Identity>,
+    ) -> Result<(), Denied> {
+        let (Some(recovery), Some(pid), Some(offset)) =
+            (&self.recovery, socket.pid(), auth.offset())
+        else {
+            return Err(Denied("session_expired: reconnect".to_owned()));
+        };
+        let Some(session) = recovery.sessions.resume(pid).await else {
+            return Err(Denied(
+                "session_expired: the session ended while reconnecting; reconnect".to_owned(),
+            ));
+        };
+        let user_id = identity.as_ref().map(|identity| identity.user_id.as_str());
+        if session.conn.user_id.as_deref() != user_id {
+            recovery.sessions.close(pid, session.lease).await;
+            self.disconnect_plugins(&session.conn, "session refused")
+                .await;
+            return Err(Denied(
+                "forbidden: the session belongs to another user".to_owned(),
+            ));
+        }
+        socket.extensions.insert(session.conn.clone());
+        socket.extensions.insert(Held(session.lease));
+        if let Some(identity) = identity {
+            socket.extensions.insert(identity);
+        }
+        socket.extensions.insert(Resumed { session, offset });
+        Ok(())
+    }
+
+    /// Has every plugin of the namespace see `conn` go.
+    async fn disconnect_plugins(&self, conn: &Conn, reason: &str) {
+        for plugin in self.routes.load().plugins() {
+            // A failing plugin is logged by the runtime; the others still run.
+            let _ = plugin.current().on_disconnect(conn, reason).await;
+        }
     }
 
     /// The verified identity; `None` when identities are not verified, or
@@ -379,6 +446,17 @@ impl Namespace {
 pub struct HandshakeAuth(String);
 
 impl HandshakeAuth {
+    /// `auth.offset`: the last event a client resuming its session received.
+    fn offset(&self) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct WithOffset {
+            offset: String,
+        }
+        serde_json::from_str::<WithOffset>(&self.0)
+            .ok()
+            .map(|auth| auth.offset)
+    }
+
     /// `auth.token`, when `auth` is an object with a string token.
     fn token(&self) -> Option<String> {
         #[derive(serde::Deserialize)]
@@ -394,14 +472,28 @@ impl HandshakeAuth {
     /// host verified `auth.token` (`token_verified`). That token is a
     /// credential for the host alone, so it is removed; a token the host did
     /// not check (no `[auth]`) may be the plugins' own, and stays.
-    fn for_plugins(self, token_verified: bool) -> String {
-        if !token_verified {
+    ///
+    /// With recovery on, `pid` (which resumes the session: a credential
+    /// too) and `offset` are the host's as well.
+    fn for_plugins(self, token_verified: bool, recovery: bool) -> String {
+        if !token_verified && !recovery {
             return self.0;
         }
         let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_str(&self.0) else {
             return self.0;
         };
-        fields.remove("token");
+        let hosts = [
+            ("token", token_verified),
+            ("pid", recovery),
+            ("offset", recovery),
+        ];
+        let mut removed = false;
+        for (field, _) in hosts.iter().filter(|(_, host_owned)| *host_owned) {
+            removed |= fields.remove(*field).is_some();
+        }
+        if !removed {
+            return self.0;
+        }
         serde_json::Value::Object(fields).to_string()
     }
 }

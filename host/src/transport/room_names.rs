@@ -20,6 +20,11 @@ pub fn socket_room(socket_id: &str) -> String {
     format!("socket:{socket_id}")
 }
 
+/// The room every socket of a namespace is in once it can receive its
+/// namespace's events: a socket recovering its session joins it only after
+/// catching up, so nothing new overtakes what it missed.
+pub const EVERY_SOCKET: &str = "socket:*";
+
 /// The room every socket of a verified user joins.
 pub fn user_room(user_id: &str) -> String {
     format!("user:{user_id}")

@@ -11,9 +11,10 @@ use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
 use socketioxide::{BroadcastError, SocketError, SocketIo};
 
-use super::socket_room;
+use super::{EVERY_SOCKET, socket_room};
 use crate::escaped::Escaped;
 use crate::payload::Outgoing;
+use crate::recovery::{Emit, Journal, LocalDelivery};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SocketsError {
@@ -45,7 +46,7 @@ pub trait Sockets: Send + Sync + 'static {
         namespace: &str,
         audience: Audience,
         event: &str,
-        payload: &Outgoing,
+        payload: Outgoing,
     ) -> Result<(), SocketsError>;
     /// Puts a socket, wherever it is connected, in a room or takes it out.
     async fn change_rooms(
@@ -94,10 +95,8 @@ fn reaching<A: Adapter>(
     namespace: &str,
     audience: &Audience,
 ) -> Result<BroadcastOperators<A>, SocketsError> {
-    let mut target = operators(io, namespace)?;
-    if let Some(room) = &audience.room {
-        target = target.to(room.clone());
-    }
+    let room = audience.room.as_deref().unwrap_or(EVERY_SOCKET);
+    let mut target = operators(io, namespace)?.to(room.to_owned());
     if let Some(except) = &audience.except {
         target = target.except(except.clone());
     }
@@ -144,16 +143,93 @@ fn delivered(sent: Result<(), BroadcastError>, event: &str) -> Result<(), Broadc
 }
 
 #[async_trait]
+impl<A: Adapter> LocalDelivery for SocketIo<A> {
+    async fn deliver(&self, emit: &Emit, offset: Option<&str>) -> Result<(), SocketsError> {
+        let audience = Audience {
+            room: emit.room.clone(),
+            except: emit.except.clone(),
+        };
+        let target = reaching(self, &emit.namespace, &audience)?.local();
+        let sent = match offset {
+            Some(offset) => target.emit(&emit.event, &(&emit.payload, offset)).await,
+            None => target.emit(&emit.event, &emit.payload).await,
+        };
+        delivered(sent, &emit.event).map_err(transport)
+    }
+}
+
+/// The sockets of a node that runs alone: every emit goes through its
+/// [`Journal`].
+pub struct NodeSockets<A: Adapter> {
+    io: SocketIo<A>,
+    journal: Arc<Journal>,
+}
+
+impl<A: Adapter> NodeSockets<A> {
+    pub fn new(io: SocketIo<A>, journal: Arc<Journal>) -> Self {
+        Self { io, journal }
+    }
+}
+
+#[async_trait]
+impl<A: Adapter> Sockets for NodeSockets<A> {
+    async fn emit(
+        &self,
+        namespace: &str,
+        audience: Audience,
+        event: &str,
+        payload: Outgoing,
+    ) -> Result<(), SocketsError> {
+        operators(&self.io, namespace)?;
+        let emit = Emit {
+            namespace: namespace.to_owned(),
+            room: audience.room,
+            except: audience.except,
+            event: event.to_owned(),
+            payload,
+        };
+        self.journal.publish(emit).await
+    }
+
+    async fn change_rooms(
+        &self,
+        namespace: &str,
+        socket_id: String,
+        room: String,
+        change: Membership,
+    ) -> Result<(), SocketsError> {
+        Sockets::change_rooms(&self.io, namespace, socket_id, room, change).await
+    }
+
+    async fn members(&self, namespace: &str, room: String) -> Result<Vec<String>, SocketsError> {
+        Sockets::members(&self.io, namespace, room).await
+    }
+
+    async fn rooms_of(
+        &self,
+        namespace: &str,
+        socket_id: String,
+    ) -> Result<Vec<String>, SocketsError> {
+        Sockets::rooms_of(&self.io, namespace, socket_id).await
+    }
+
+    async fn close(&self) {
+        Sockets::close(&self.io).await;
+    }
+}
+
+/// Room operations on any adapter, shared by [`NodeSockets`] and [`ClusterSockets`].
+#[async_trait]
 impl<A: Adapter> Sockets for SocketIo<A> {
     async fn emit(
         &self,
         namespace: &str,
         audience: Audience,
         event: &str,
-        payload: &Outgoing,
+        payload: Outgoing,
     ) -> Result<(), SocketsError> {
         let sent = reaching(self, namespace, &audience)?
-            .emit(event, payload)
+            .emit(event, &payload)
             .await;
         delivered(sent, event).map_err(transport)
     }
@@ -220,8 +296,9 @@ impl<A: Adapter> Sockets for ClusterSockets<A> {
         namespace: &str,
         audience: Audience,
         event: &str,
-        payload: &Outgoing,
+        payload: Outgoing,
     ) -> Result<(), SocketsError> {
+        let payload = &payload;
         if (self.cluster_up)() {
             // The adapter publishes first and delivers locally after, so a
             // failed emit reached no one and can be retried locally.

@@ -54,6 +54,11 @@ pub trait Plugin {
     /// The socket has finished connecting and can receive events.
     fn on_connected(_conn: &Conn) {}
 
+    /// The socket's client lost its connection and came back in time: it has
+    /// its id, rooms and missed events back, and [`Plugin::on_disconnect`]
+    /// did not run for the gap (connection-state recovery).
+    fn on_recovered(_conn: &Conn) {}
+
     /// A timer scheduled with [`timers::schedule`] is due.
     fn on_timer(key: &str, _payload: &str) -> Result<(), Error> {
         Err(Error::new(
@@ -105,6 +110,14 @@ macro_rules! export_plugin {
         {
             fn on_connected(conn: $crate::Conn) {
                 <$plugin as $crate::Plugin>::on_connected(&conn)
+            }
+        }
+
+        impl $crate::bindings::exports::switchboard::plugin::recovery_handler::Guest
+            for __SwitchboardExports
+        {
+            fn on_recovered(conn: $crate::Conn) {
+                <$plugin as $crate::Plugin>::on_recovered(&conn)
             }
         }
 

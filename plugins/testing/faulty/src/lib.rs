@@ -7,7 +7,8 @@
 //! shared counter), `claim` (compare-and-swap race for a key), `whoami` (acks
 //! the socket id, the verified user id and the handshake `auth`, parsed and
 //! as the text the plugin got), `disconnect_reason` (acks the `on-disconnect`
-//! reason a socket id got, kept for a minute), `schedule` / `cancel`
+//! reason a socket id got, kept for a minute), `recoveries` (acks how many
+//! times a socket id recovered its session), `schedule` / `cancel`
 //! (a timer that emits `timer` back to the socket; the key `trap` panics
 //! instead), `log` (logs the payload, a string, at `info`, as a plugin that
 //! logs client text would). Its HTTP routes echo the request they got, but paths ending in
@@ -34,6 +35,10 @@ const REASON_TTL_MS: u64 = 60_000;
 
 fn reason_key(socket_id: &str) -> String {
     format!("disconnect_reason:{socket_id}")
+}
+
+fn recoveries_key(socket_id: &str) -> String {
+    format!("recoveries:{socket_id}")
 }
 
 #[derive(Deserialize)]
@@ -126,6 +131,15 @@ impl Plugin for Faulty {
                     "auth_text": conn.auth,
                 }))?))
             }
+            "recoveries" => {
+                let socket: SocketId = payload.parse_object()?;
+                let recoveries = state::get(&recoveries_key(&socket.socket_id))?;
+                Ok(Some(Payload::new(
+                    &recoveries
+                        .map_or(Ok(0), |count| count.parse::<u32>())
+                        .map_err(|error| Error::new("bad_count", error.to_string()))?,
+                )?))
+            }
             "disconnect_reason" => {
                 let socket: SocketId = payload.parse_object()?;
                 Ok(Some(Payload::new(&state::get(&reason_key(
@@ -151,6 +165,14 @@ impl Plugin for Faulty {
                 )?))
             }
             other => Err(Error::unknown_event(other)),
+        }
+    }
+
+    fn on_recovered(conn: &Conn) {
+        let key = recoveries_key(&conn.socket_id);
+        let kept = state::incr(&key, 1).and_then(|_| state::expire(&key, Some(REASON_TTL_MS)));
+        if let Err(error) = kept {
+            log::warn(&format!("recovery not counted: {}", error.message));
         }
     }
 

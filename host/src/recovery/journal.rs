@@ -1,0 +1,174 @@
+//! The journal every emit goes through: it gives each emit its offset, keeps
+//! it for the recovery window, and delivers it to this node's sockets in
+//! offset order. A recovering socket catches up under the same lock, so it
+//! sees every emit once, in order.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::manifest::RecoverySettings;
+use crate::payload::Outgoing;
+use crate::transport::SocketsError;
+
+/// An emit as plugins and the HTTP API make it.
+pub struct Emit {
+    pub namespace: String,
+    /// `None`: every socket of the namespace.
+    pub room: Option<String>,
+    /// A room (usually a socket's) left out.
+    pub except: Option<String>,
+    pub event: String,
+    pub payload: Outgoing,
+}
+
+impl Emit {
+    /// Whether a socket in `rooms` of `namespace` is addressed.
+    pub fn reaches(&self, namespace: &str, rooms: &[String]) -> bool {
+        let member = |room: &String| rooms.iter().any(|own| own == room);
+        self.namespace == namespace
+            && self.room.as_ref().is_none_or(member)
+            && !self.except.as_ref().is_some_and(member)
+    }
+
+    fn bytes(&self) -> usize {
+        self.namespace.len() + self.event.len() + self.payload.size()
+    }
+}
+
+/// Delivers to the sockets connected to this node.
+#[async_trait]
+pub trait LocalDelivery: Send + Sync + 'static {
+    /// `offset`: appended as the event's last argument, for recovery.
+    async fn deliver(&self, emit: &Emit, offset: Option<&str>) -> Result<(), SocketsError>;
+}
+
+struct Kept {
+    offset: u64,
+    emit: Arc<Emit>,
+    at: Instant,
+    bytes: usize,
+}
+
+/// What a node keeps in memory: the emits of the last window, bounded in
+/// count and bytes.
+#[derive(Default)]
+struct Log {
+    /// The offset of the next emit; 0 is never given, so a client's first
+    /// offset is at least 1.
+    last: u64,
+    kept: VecDeque<Kept>,
+    bytes: usize,
+}
+
+impl Log {
+    fn keep(&mut self, kept: Kept, limits: &RecoverySettings) {
+        self.bytes += kept.bytes;
+        self.kept.push_back(kept);
+        let now = Instant::now();
+        while let Some(oldest) = self.kept.front() {
+            let stale = now.duration_since(oldest.at) > limits.max_disconnection;
+            let over = self.kept.len() as u64 > limits.max_events || self.bytes > limits.max_bytes;
+            if !stale && !over {
+                break;
+            }
+            self.bytes -= oldest.bytes;
+            self.kept.pop_front();
+        }
+    }
+
+    /// Whether every emit after `offset` is still kept.
+    fn covers(&self, offset: u64) -> bool {
+        let first = self.kept.front().map_or(self.last + 1, |kept| kept.offset);
+        offset <= self.last && offset + 1 >= first
+    }
+}
+
+/// An emit a recovering socket missed, with its offset.
+pub struct Missed {
+    pub offset: String,
+    pub emit: Arc<Emit>,
+}
+
+pub struct Journal {
+    log: Mutex<Log>,
+    local: Arc<dyn LocalDelivery>,
+    /// `None`: recovery is off; nothing is kept and emits carry no offset.
+    limits: Option<RecoverySettings>,
+}
+
+impl Journal {
+    pub fn new(local: Arc<dyn LocalDelivery>, limits: Option<RecoverySettings>) -> Self {
+        Self {
+            log: Mutex::new(Log::default()),
+            local,
+            limits,
+        }
+    }
+
+    /// Gives `emit` its offset and delivers it to this node's sockets.
+    pub async fn publish(&self, emit: Emit) -> Result<(), SocketsError> {
+        let mut log = self.log.lock().await;
+        let Some(limits) = &self.limits else {
+            return self.local.deliver(&emit, None).await;
+        };
+        log.last += 1;
+        let offset = log.last;
+        let delivered = self.local.deliver(&emit, Some(&offset.to_string())).await;
+        let bytes = emit.bytes();
+        let kept = Kept {
+            offset,
+            emit: Arc::new(emit),
+            at: Instant::now(),
+            bytes,
+        };
+        log.keep(kept, limits);
+        delivered
+    }
+
+    /// Whether a session that last saw `offset` can still catch up.
+    pub async fn covers(&self, offset: &str) -> bool {
+        let Ok(offset) = offset.parse() else {
+            return false;
+        };
+        self.log.lock().await.covers(offset)
+    }
+
+    /// Runs `catch_up` with the emits after `offset` that reach a socket in
+    /// `rooms` of `namespace`, while no emit is delivered: what it sends, and
+    /// the rooms it joins, come before anything published meanwhile. `None`
+    /// (no emits) when `offset` is no longer covered.
+    pub async fn catch_up<T>(
+        &self,
+        offset: &str,
+        namespace: &str,
+        rooms: &[String],
+        catch_up: impl FnOnce(Option<Vec<Missed>>) -> T,
+    ) -> T {
+        let log = self.log.lock().await;
+        let missed = offset
+            .parse::<u64>()
+            .ok()
+            .filter(|offset| log.covers(*offset))
+            .map(|offset| {
+                log.kept
+                    .iter()
+                    .filter(|kept| kept.offset > offset && kept.emit.reaches(namespace, rooms))
+                    .map(|kept| Missed {
+                        offset: kept.offset.to_string(),
+                        emit: kept.emit.clone(),
+                    })
+                    .collect()
+            });
+        catch_up(missed)
+    }
+
+    /// How long a session is kept for its client to come back.
+    pub fn window(&self) -> Option<Duration> {
+        self.limits.map(|limits| limits.max_disconnection)
+    }
+}

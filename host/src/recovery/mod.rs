@@ -1,0 +1,99 @@
+//! Connection-state recovery: a client that lost its connection and comes
+//! back within `[server.recovery] max_disconnection_ms` gets its socket id,
+//! its rooms and every event it missed, exactly once and in order, before
+//! anything new (Socket.IO's protocol: `pid` in the CONNECT reply, an offset
+//! as each event's last argument, both in the reconnect's `auth`).
+//!
+//! - [`journal`]: every emit gets its offset and is kept for the window.
+//! - [`sessions`]: what a socket's client gets back, and when it is over.
+//!
+//! To plugins a recovered socket never left: its `on-disconnect` runs only
+//! once the session is over (its client left for good, or did not come back
+//! in time), and a recovery calls `on-recovered` instead of `on-connect`.
+
+pub mod journal;
+pub mod sessions;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use socketioxide::recovery::ResumeRequest;
+use socketioxide::socket::{DisconnectReason, Sid};
+use tokio::time::Instant;
+
+pub use journal::{Emit, Journal, LocalDelivery, Missed};
+pub use sessions::{Expired, Lease, MemorySessions, Session, SessionStore};
+
+/// How often sessions past their deadline are looked for.
+const EXPIRY_SWEEP: Duration = Duration::from_millis(500);
+
+pub struct Recovery {
+    pub journal: Arc<Journal>,
+    pub sessions: Arc<dyn SessionStore>,
+    /// How long a suspended session waits for its client.
+    pub window: Duration,
+    /// How long a claimed session waits for its client's CONNECT to complete.
+    connect_timeout: Duration,
+}
+
+impl Recovery {
+    pub fn new(
+        journal: Arc<Journal>,
+        sessions: Arc<dyn SessionStore>,
+        window: Duration,
+        connect_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            journal,
+            sessions,
+            window,
+            connect_timeout,
+        })
+    }
+
+    /// socketioxide's question: which socket id does a client asking to
+    /// resume `request.pid` get back? None when the session is unknown, over,
+    /// or missed emits the journal no longer keeps.
+    pub async fn claim(&self, request: ResumeRequest) -> Option<Sid> {
+        if !self.journal.covers(&request.offset).await {
+            return None;
+        }
+        let deadline = Instant::now() + self.connect_timeout;
+        let socket_id = self
+            .sessions
+            .claim(&request.ns, &request.pid, deadline)
+            .await?;
+        socket_id.parse().ok()
+    }
+
+    /// Hands every session past its deadline to `gone`, for as long as the
+    /// process runs.
+    pub fn expire<F, Fut>(self: Arc<Self>, gone: F)
+    where
+        F: Fn(Expired) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(EXPIRY_SWEEP);
+            loop {
+                ticker.tick().await;
+                for expired in self.sessions.expired(Instant::now()).await {
+                    gone(expired).await;
+                }
+            }
+        });
+    }
+}
+
+/// Whether a socket that went for `reason` may come back to its session: its
+/// connection was lost, not closed on purpose by either side.
+pub fn recoverable(reason: &DisconnectReason) -> bool {
+    matches!(
+        reason,
+        DisconnectReason::TransportClose
+            | DisconnectReason::TransportError
+            | DisconnectReason::HeartbeatTimeout
+            | DisconnectReason::SlowClient
+            | DisconnectReason::ClosingServer
+    )
+}

@@ -1,0 +1,206 @@
+//! Sessions: what a socket's client gets back when it recovers, kept from
+//! connect until its client left for good or did not come back in time.
+//!
+//! A session is *live* while its socket is connected, held by a lease that
+//! only that connection knows (so a connection that was replaced cannot
+//! change it). When the connection is lost it is *suspended* until its
+//! deadline. A client that comes back with its `pid` *claims* it (for at most
+//! the connect timeout), then *resumes* it as a new live lease. A suspended
+//! or claimed session past its deadline has *expired*: its plugins then see
+//! the disconnect they were spared so far.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::bindings::Conn;
+
+/// Identifies one connection's hold on a session.
+pub type Lease = u64;
+
+/// What a recovering socket gets back.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub conn: Conn,
+    /// Every room it was in, the host's included.
+    pub rooms: Vec<String>,
+    pub lease: Lease,
+}
+
+/// A session whose client did not come back: its plugins see `reason`.
+#[derive(Debug, Clone)]
+pub struct Expired {
+    pub conn: Conn,
+    pub reason: String,
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// A new socket's session, live.
+    async fn open(&self, pid: &str, conn: &Conn) -> Lease;
+    /// Its connection was lost: kept until `deadline` with its `rooms`. False
+    /// when the session is no longer `lease`'s (it was resumed elsewhere).
+    async fn suspend(
+        &self,
+        pid: &str,
+        lease: Lease,
+        rooms: Vec<String>,
+        reason: &str,
+        deadline: Instant,
+    ) -> bool;
+    /// Its client left for good.
+    async fn close(&self, pid: &str, lease: Lease);
+    /// A client asks to resume `pid` in `namespace`: the socket id to give
+    /// it back, if the session is suspended there and not expired. It is
+    /// then held for it until `deadline` (the connect timeout).
+    async fn claim(&self, namespace: &str, pid: &str, deadline: Instant) -> Option<String>;
+    /// Completes a claim: the session, live again under a new lease.
+    async fn resume(&self, pid: &str) -> Option<Session>;
+    /// Removes the sessions past their deadline, for their plugins to see
+    /// them go.
+    async fn expired(&self, now: Instant) -> Vec<Expired>;
+}
+
+enum State {
+    Live(Lease),
+    /// Suspended, or claimed (`claimed`) by a client resuming it.
+    Waiting {
+        deadline: Instant,
+        reason: String,
+        rooms: Vec<String>,
+        claimed: bool,
+    },
+}
+
+struct Entry {
+    conn: Conn,
+    state: State,
+}
+
+/// The sessions of a node that runs alone.
+#[derive(Default)]
+pub struct MemorySessions {
+    sessions: Mutex<HashMap<String, Entry>>,
+    leases: std::sync::atomic::AtomicU64,
+}
+
+impl MemorySessions {
+    fn lease(&self) -> Lease {
+        self.leases
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemorySessions {
+    async fn open(&self, pid: &str, conn: &Conn) -> Lease {
+        let lease = self.lease();
+        let entry = Entry {
+            conn: conn.clone(),
+            state: State::Live(lease),
+        };
+        self.sessions().insert(pid.to_owned(), entry);
+        lease
+    }
+
+    async fn suspend(
+        &self,
+        pid: &str,
+        lease: Lease,
+        rooms: Vec<String>,
+        reason: &str,
+        deadline: Instant,
+    ) -> bool {
+        let mut sessions = self.sessions();
+        let Some(entry) = sessions.get_mut(pid) else {
+            return false;
+        };
+        if !matches!(entry.state, State::Live(held) if held == lease) {
+            return false;
+        }
+        entry.state = State::Waiting {
+            deadline,
+            reason: reason.to_owned(),
+            rooms,
+            claimed: false,
+        };
+        true
+    }
+
+    async fn close(&self, pid: &str, lease: Lease) {
+        let mut sessions = self.sessions();
+        if sessions
+            .get(pid)
+            .is_some_and(|entry| matches!(entry.state, State::Live(held) if held == lease))
+        {
+            sessions.remove(pid);
+        }
+    }
+
+    async fn claim(&self, namespace: &str, pid: &str, deadline: Instant) -> Option<String> {
+        let mut sessions = self.sessions();
+        let entry = sessions.get_mut(pid)?;
+        if entry.conn.namespace != namespace {
+            return None;
+        }
+        match &mut entry.state {
+            State::Waiting {
+                deadline: until,
+                claimed: claimed @ false,
+                ..
+            } if *until > Instant::now() => {
+                *claimed = true;
+                *until = deadline;
+                Some(entry.conn.socket_id.clone())
+            }
+            _ => None,
+        }
+    }
+
+    async fn resume(&self, pid: &str) -> Option<Session> {
+        let lease = self.lease();
+        let mut sessions = self.sessions();
+        let entry = sessions.get_mut(pid)?;
+        let State::Waiting {
+            rooms,
+            claimed: true,
+            ..
+        } = &mut entry.state
+        else {
+            return None;
+        };
+        let rooms = std::mem::take(rooms);
+        entry.state = State::Live(lease);
+        Some(Session {
+            conn: entry.conn.clone(),
+            rooms,
+            lease,
+        })
+    }
+
+    async fn expired(&self, now: Instant) -> Vec<Expired> {
+        let mut expired = Vec::new();
+        self.sessions().retain(|_, entry| match &entry.state {
+            State::Waiting {
+                deadline, reason, ..
+            } if *deadline <= now => {
+                expired.push(Expired {
+                    conn: entry.conn.clone(),
+                    reason: reason.clone(),
+                });
+                false
+            }
+            _ => true,
+        });
+        expired
+    }
+}

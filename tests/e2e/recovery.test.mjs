@@ -1,0 +1,183 @@
+// Connection-state recovery with the official client: a client whose
+// connection drops comes back to the same socket, its rooms and every event
+// it missed, once and in order; plugins never see the gap. Outside the
+// window, or after leaving on purpose, it is a new socket.
+
+import assert from "node:assert/strict";
+import { after, describe, test } from "node:test";
+
+import {
+  chatPlugin,
+  closeAllSockets,
+  collect,
+  connect,
+  emitAckOk,
+  faultyPlugin,
+  manifestToml,
+  quiet,
+  sleep,
+  startHost,
+  unique,
+  waitFor,
+} from "./harness.mjs";
+import { HS256_AUTH, tokenFor } from "./tokens.mjs";
+
+const FAULTY_EVENTS = ["recoveries", "disconnect_reason"];
+/** The client comes back quickly, as it does after a network blip. */
+const RECONNECTING = { reconnection: true, reconnectionDelay: 100, reconnectionDelayMax: 200 };
+
+const hosts = [];
+
+async function host({ server = {}, auth = "" } = {}) {
+  const started = await startHost({
+    manifest:
+      manifestToml({
+        server,
+        plugins: [chatPlugin(), faultyPlugin({ namespaces: ["/"], events: FAULTY_EVENTS })],
+      }) + auth,
+  });
+  hosts.push(started);
+  return started;
+}
+
+after(async () => {
+  closeAllSockets();
+  await Promise.all(hosts.map((started) => started.stop()));
+});
+
+/**
+ * A reader and a sender in one room; the sender sends `count` messages one
+ * after another while `drop(reader)` runs after the tenth. Resolves to what
+ * the reader received and how many messages were sent while it was away.
+ */
+async function streamAcrossADrop(started, { count, drop, reader: readerOptions = {} }) {
+  const room = unique("stream");
+  const reader = await connect(started.url, { auth: { user: unique("reader") }, ...RECONNECTING, ...readerOptions });
+  const sender = await connect(started.url, { auth: { user: unique("sender") } });
+  await emitAckOk(reader, "join", { room });
+  await emitAckOk(sender, "join", { room });
+  const received = collect(reader, "message");
+  const offline = collect(sender, "user_offline");
+  let sentWhileAway = 0;
+  for (let n = 0; n < count; n += 1) {
+    await emitAckOk(sender, "send_message", { room, text: `m${n}` });
+    if (!reader.connected) sentWhileAway += 1;
+    if (n === 10) {
+      await waitFor(() => received.length >= 5, undefined, "the reader to receive the first messages");
+      drop(reader);
+    }
+    await sleep(5);
+  }
+  return { reader, sender, room, received, offline, sentWhileAway };
+}
+
+const texts = (count) => Array.from({ length: count }, (_, n) => `m${n}`);
+
+describe("connection-state recovery", () => {
+  test("a dropped connection recovers: same socket id, its rooms, every missed message once and in order", async () => {
+    const started = await host();
+    const COUNT = 60;
+    let id;
+    const { reader, sender, room, received, offline, sentWhileAway } = await streamAcrossADrop(started, {
+      count: COUNT,
+      drop: (reader) => {
+        id = reader.id;
+        reader.io.engine.close();
+      },
+    });
+    await waitFor(() => received.length >= COUNT, undefined, () => `all ${COUNT} messages (got ${received.length})`);
+    await quiet();
+    assert.ok(sentWhileAway > 0, "some messages were sent while the reader was away");
+    assert.deepEqual(received.map((message) => message.text), texts(COUNT), "every message once, in order");
+    assert.equal(reader.recovered, true);
+    assert.equal(reader.id, id);
+    const offsets = received.offsets.map(Number);
+    assert.ok(offsets.every((offset, n) => n === 0 || offset > offsets[n - 1]), `offsets increase: ${offsets}`);
+
+    // Back in its room: what is sent now reaches it.
+    await emitAckOk(sender, "send_message", { room, text: "after" });
+    await waitFor(() => received.at(-1)?.text === "after", undefined, "a message sent after the recovery");
+    // To the plugins it never left: no on-disconnect, one on-recovered, no presence change.
+    assert.equal(await emitAckOk(sender, "disconnect_reason", { socket_id: id }), null);
+    assert.equal(await emitAckOk(sender, "recoveries", { socket_id: id }), 1);
+    assert.deepEqual(offline, []);
+  });
+
+  test("past max_disconnection_ms the client gets a new socket, and plugins see the old one go", async () => {
+    const started = await host({ server: { "recovery.max_disconnection_ms": 300 } });
+    let id;
+    const { reader, sender, received, offline } = await streamAcrossADrop(started, {
+      count: 20,
+      // Comes back only after the window is over.
+      reader: { reconnectionDelay: 1500, reconnectionDelayMax: 1500 },
+      drop: (reader) => {
+        id = reader.id;
+        reader.io.engine.close();
+      },
+    });
+    await waitFor(() => reader.connected, 5000, "the reader to reconnect");
+    assert.equal(reader.recovered, false);
+    assert.notEqual(reader.id, id);
+    assert.equal(await emitAckOk(sender, "disconnect_reason", { socket_id: id }), "client gracefully closed the connection");
+    assert.equal(offline.length, 1, "the chat plugin saw the reader go offline once");
+    assert.ok(received.length < 20, "messages sent while it was away are not replayed to a new socket");
+  });
+
+  test("a client that disconnects on purpose does not recover; its plugins see it go at once", async () => {
+    const started = await host();
+    const reader = await connect(started.url, { auth: { user: unique("leaver") } });
+    const sender = await connect(started.url, { auth: { user: unique("sender") } });
+    await emitAckOk(reader, "join", { room: unique("room") });
+    const id = reader.id;
+    reader.disconnect();
+    assert.equal(
+      await waitFor(async () => await emitAckOk(sender, "disconnect_reason", { socket_id: id }), undefined, "on-disconnect"),
+      "client has manually disconnected the socket from the namespace",
+    );
+    reader.connect();
+    await waitFor(() => reader.connected, undefined, "the reader to connect again");
+    assert.equal(reader.recovered, false);
+    assert.notEqual(reader.id, id);
+  });
+
+  test("a session resumes only for its own user: another token with its pid is refused", async () => {
+    const started = await host({ auth: HS256_AUTH });
+    const owner = await connect(started.url, { auth: { token: tokenFor(unique("owner")) } });
+    const sender = await connect(started.url, { auth: { token: tokenFor(unique("sender")) } });
+    const room = unique("private");
+    await emitAckOk(owner, "join", { room });
+    await emitAckOk(sender, "join", { room });
+    const received = collect(owner, "message");
+    await emitAckOk(sender, "send_message", { room, text: "hello" });
+    await waitFor(() => received.length === 1, undefined, "a message with an offset");
+    // What the client keeps to resume with (socket.io-client's own fields).
+    const { _pid: pid, _lastOffset: offset } = owner;
+    assert.equal(typeof pid, "string");
+    assert.equal(offset, received.offsets[0]);
+    owner.io.engine.close();
+    await sleep(100);
+
+    const mallory = unique("mallory");
+    await assert.rejects(
+      connect(started.url, { auth: { token: tokenFor(mallory), pid, offset } }),
+      (error) => /another user/.test(error.message),
+    );
+  });
+
+  test("with recovery off, events carry no offset and a dropped client gets a new socket", async () => {
+    const started = await host({ server: { "recovery.enabled": false } });
+    const room = unique("plain");
+    const reader = await connect(started.url, { auth: { user: unique("reader") }, ...RECONNECTING });
+    const sender = await connect(started.url, { auth: { user: unique("sender") } });
+    await emitAckOk(reader, "join", { room });
+    await emitAckOk(sender, "join", { room });
+    const received = collect(reader, "message");
+    await emitAckOk(sender, "send_message", { room, text: "one" });
+    await waitFor(() => received.length === 1, undefined, "the message");
+    assert.deepEqual(received.offsets, [undefined]);
+    const id = reader.id;
+    reader.io.engine.close();
+    await waitFor(() => reader.connected && reader.id !== id, 5000, "a new socket");
+    assert.ok(!reader.recovered);
+  });
+});

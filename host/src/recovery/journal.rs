@@ -172,3 +172,82 @@ impl Journal {
         self.limits.map(|limits| limits.max_disconnection)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_events: u64, max_bytes: usize) -> RecoverySettings {
+        RecoverySettings {
+            max_disconnection: Duration::from_secs(60),
+            max_events,
+            max_bytes,
+        }
+    }
+
+    fn emit(room: Option<&str>, except: Option<&str>) -> Emit {
+        Emit {
+            namespace: "/".to_owned(),
+            room: room.map(str::to_owned),
+            except: except.map(str::to_owned),
+            event: "e".to_owned(),
+            payload: Outgoing::new(crate::bindings::Payload {
+                json: "1".to_owned(),
+                attachments: Vec::new(),
+            })
+            .expect("valid JSON"),
+        }
+    }
+
+    fn kept(log: &mut Log, limits: &RecoverySettings) {
+        log.last += 1;
+        let emit = emit(None, None);
+        let bytes = emit.bytes();
+        log.keep(
+            Kept {
+                offset: log.last,
+                emit: Arc::new(emit),
+                at: Instant::now(),
+                bytes,
+            },
+            limits,
+        );
+    }
+
+    #[test]
+    fn an_offset_is_covered_while_every_emit_after_it_is_kept() {
+        let limits = limits(3, usize::MAX);
+        let mut log = Log::default();
+        assert!(log.covers(0), "nothing was missed before the first emit");
+        for _ in 0..5 {
+            kept(&mut log, &limits);
+        }
+        // Emits 3, 4 and 5 are kept.
+        assert!(!log.covers(1), "emit 2 is gone");
+        assert!(log.covers(2));
+        assert!(log.covers(5));
+        assert!(!log.covers(6), "an offset never given");
+    }
+
+    #[test]
+    fn the_journal_is_bounded_in_bytes() {
+        let one = emit(None, None).bytes();
+        let limits = limits(u64::MAX, 2 * one);
+        let mut log = Log::default();
+        for _ in 0..10 {
+            kept(&mut log, &limits);
+        }
+        assert_eq!(log.kept.len(), 2);
+        assert_eq!(log.bytes, 2 * one);
+    }
+
+    #[test]
+    fn an_emit_reaches_the_rooms_it_names_but_not_the_one_it_leaves_out() {
+        let rooms = ["socket:a".to_owned(), "lobby".to_owned()];
+        assert!(emit(None, None).reaches("/", &rooms));
+        assert!(emit(Some("lobby"), None).reaches("/", &rooms));
+        assert!(!emit(Some("other"), None).reaches("/", &rooms));
+        assert!(!emit(Some("lobby"), Some("socket:a")).reaches("/", &rooms));
+        assert!(!emit(None, None).reaches("/chat", &rooms));
+    }
+}

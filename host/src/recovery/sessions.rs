@@ -204,3 +204,88 @@ impl SessionStore for MemorySessions {
         expired
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn conn() -> Conn {
+        Conn {
+            socket_id: "s1".to_owned(),
+            namespace: "/".to_owned(),
+            auth: "{}".to_owned(),
+            user_id: None,
+        }
+    }
+
+    fn later(ms: u64) -> Instant {
+        Instant::now() + Duration::from_millis(ms)
+    }
+
+    #[tokio::test]
+    async fn a_suspended_session_is_claimed_once_and_resumed_with_its_rooms() {
+        let sessions = MemorySessions::default();
+        let lease = sessions.open("p", &conn()).await;
+        let rooms = vec!["lobby".to_owned()];
+        assert!(
+            sessions
+                .suspend("p", lease, rooms.clone(), "transport close", later(60_000))
+                .await
+        );
+        assert_eq!(
+            sessions.claim("/chat", "p", later(1000)).await,
+            None,
+            "another namespace"
+        );
+        assert_eq!(
+            sessions.claim("/", "p", later(1000)).await.as_deref(),
+            Some("s1")
+        );
+        assert_eq!(
+            sessions.claim("/", "p", later(1000)).await,
+            None,
+            "claimed once"
+        );
+        let session = sessions.resume("p").await.expect("claimed");
+        assert_eq!(session.rooms, rooms);
+        assert_ne!(session.lease, lease);
+        // The old connection's lease no longer changes it.
+        sessions.close("p", lease).await;
+        assert!(
+            sessions.resume("p").await.is_none(),
+            "live again, not claimable"
+        );
+        assert!(sessions.expired(later(120_000)).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_session_not_resumed_in_time_expires_with_its_reason() {
+        let sessions = MemorySessions::default();
+        let lease = sessions.open("p", &conn()).await;
+        assert!(
+            sessions
+                .suspend("p", lease, Vec::new(), "ping timeout", later(10))
+                .await
+        );
+        assert!(sessions.expired(Instant::now()).await.is_empty());
+        let expired = sessions.expired(later(20)).await;
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].reason, "ping timeout");
+        assert_eq!(sessions.claim("/", "p", later(1000)).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_closed_session_cannot_be_claimed() {
+        let sessions = MemorySessions::default();
+        let lease = sessions.open("p", &conn()).await;
+        sessions.close("p", lease).await;
+        assert!(
+            !sessions
+                .suspend("p", lease, Vec::new(), "transport close", later(1000))
+                .await
+        );
+        assert_eq!(sessions.claim("/", "p", later(1000)).await, None);
+    }
+}

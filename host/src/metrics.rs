@@ -30,6 +30,11 @@ pub const REDIS_RECONNECTS: &str = "switchboard_redis_reconnects_total";
 /// `too_late` (its missed events left the journal while it reconnected).
 pub const SESSIONS: &str = "switchboard_sessions_total";
 
+/// Bytes of emits waiting in this node's outbox for the cluster's Redis.
+pub const OUTBOX_BYTES: &str = "switchboard_outbox_bytes";
+/// Emits that failed before reaching anyone, per reason (`outbox_full`).
+pub const EMITS_REFUSED: &str = "switchboard_emits_refused_total";
+
 /// The process's metrics, rendered for `/metrics`.
 pub struct Metrics {
     handle: PrometheusHandle,
@@ -81,6 +86,16 @@ fn describe() {
         Unit::Count,
         "Sessions of sockets that lost their connection, by outcome: recovered, expired, too_late."
     );
+    describe_gauge!(
+        OUTBOX_BYTES,
+        Unit::Bytes,
+        "Bytes of emits waiting for the cluster's Redis to come back."
+    );
+    describe_counter!(
+        EMITS_REFUSED,
+        Unit::Count,
+        "Emits refused before reaching anyone, by reason (outbox_full)."
+    );
     describe_counter!(
         REDIS_RECONNECTS,
         Unit::Count,
@@ -115,6 +130,14 @@ pub fn event_refused(namespace: &str, code: &str) {
 
 pub fn recovery(namespace: &str, outcome: &'static str) {
     counter!(SESSIONS, "namespace" => namespace.to_owned(), "outcome" => outcome).increment(1);
+}
+
+pub fn outbox(bytes: usize) {
+    gauge!(OUTBOX_BYTES).set(bytes as f64);
+}
+
+pub fn emit_refused(reason: &'static str) {
+    counter!(EMITS_REFUSED, "reason" => reason).increment(1);
 }
 
 pub fn redis_connected(up: bool) {

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -22,9 +23,12 @@ use crate::http_api::plugin_routes::{PluginHttp, PluginRoutes};
 use crate::http_api::{self, ApiToken, Readiness};
 use crate::identity::{KeyError, Verifier};
 use crate::listener::{self, Admission, Timeouts};
+use crate::manifest::RecoverySettings;
 use crate::manifest::{Location, Manifest, PluginName, PluginSpec};
 use crate::metrics::{self, Metrics};
-use crate::recovery::{Journal, MemorySessions, Recovery, SessionStore};
+use crate::recovery::{
+    Journal, MemoryJournal, MemorySessions, Recovery, RedisSessions, SessionStore, StreamJournal,
+};
 use crate::reload::Reloader;
 use crate::runtime::{
     CallError, CompiledPlugin, LoadError, Plugin, PluginSlot, PluginStatus, Runtime,
@@ -35,6 +39,8 @@ use crate::transport::{
 
 /// How long open connections get to close after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The `on-disconnect` reason plugins see for the sockets of a node that died.
+const LOST_REASON: &str = "server node lost";
 /// How long of that the plugins get to handle the sockets' disconnects.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(5);
 
@@ -105,7 +111,16 @@ pub struct Server {
 }
 
 /// Builds the sockets plugins reach from socketioxide and the journal emits go through.
-type MakeSockets<A> = Box<dyn FnOnce(SocketIo<A>, Arc<Journal>) -> Arc<dyn Sockets> + Send>;
+/// Builds, once socketioxide is, the journal emits go through (with
+/// recovery's limits, if on) and the sockets plugins reach.
+type Delivery<A> = Box<
+    dyn FnOnce(
+            SocketIo<A>,
+            Option<RecoverySettings>,
+        )
+            -> Pin<Box<dyn Future<Output = (Arc<dyn Journal>, Arc<dyn Sockets>)> + Send>>
+        + Send,
+>;
 
 /// What differs between a single node in memory and a node of a cluster.
 struct Backend<A: Adapter> {
@@ -113,11 +128,10 @@ struct Backend<A: Adapter> {
     state: Arc<dyn StateStore>,
     timers: Arc<dyn TimerStore>,
     readiness: Readiness,
-    sockets: MakeSockets<A>,
+    delivery: Delivery<A>,
     liveness: Option<Arc<NodeLiveness>>,
-    /// Where sessions are kept for connection-state recovery; `None`: this
-    /// backend cannot recover sessions.
-    sessions: Option<Arc<dyn SessionStore>>,
+    /// Where sessions are kept for connection-state recovery.
+    sessions: Arc<dyn SessionStore>,
 }
 
 impl Backend<LocalAdapter> {
@@ -127,9 +141,14 @@ impl Backend<LocalAdapter> {
             state: Arc::new(MemoryStore::new()),
             timers: Arc::new(MemoryTimers::new()),
             readiness: None,
-            sockets: Box::new(|io, journal| Arc::new(NodeSockets::new(io, journal))),
+            delivery: Box::new(|io, limits| {
+                let journal: Arc<dyn Journal> =
+                    Arc::new(MemoryJournal::new(Arc::new(io.clone()), limits));
+                let sockets = Arc::new(NodeSockets::new(io, journal.clone()));
+                Box::pin(std::future::ready((journal, sockets as Arc<dyn Sockets>)))
+            }),
             liveness: None,
-            sessions: Some(Arc::new(MemorySessions::default())),
+            sessions: Arc::new(MemorySessions::default()),
         }
     }
 }
@@ -177,18 +196,33 @@ impl Server {
                 }
             }
         }));
+        let liveness = NodeLiveness::new(redis.commands.clone(), &settings.prefix);
+        let sessions: Arc<dyn SessionStore> = Arc::new(RedisSessions::new(
+            redis.commands.clone(),
+            &settings.prefix,
+            liveness.node_id(),
+        ));
         let backend = Backend {
             builder: SocketIo::builder().with_adapter::<FredAdapter<_>>(adapter),
             state: Arc::new(RedisStore::new(redis.commands.clone(), &settings.prefix)),
             timers: Arc::new(RedisTimers::new(redis.commands.clone(), &settings.prefix)),
             readiness,
-            liveness: Some(NodeLiveness::new(redis.commands.clone(), &settings.prefix)),
-            sessions: None,
-            sockets: Box::new(move |io, _journal| {
-                Arc::new(ClusterSockets::new(
-                    io,
-                    Arc::new(move || redis.is_connected()),
-                ))
+            liveness: Some(liveness),
+            sessions: sessions.clone(),
+            delivery: Box::new(move |io, limits| {
+                Box::pin(async move {
+                    let journal: Arc<dyn Journal> = StreamJournal::start(
+                        redis.commands.clone(),
+                        redis.reader.clone(),
+                        &settings.prefix,
+                        Arc::new(io.clone()),
+                        limits,
+                    )
+                    .await;
+                    let tracked = limits.map(|_| sessions);
+                    let sockets = Arc::new(ClusterSockets::new(io, journal.clone(), tracked));
+                    (journal, sockets as Arc<dyn Sockets>)
+                })
             }),
         };
         Self::assemble(manifest, listener, admission, backend).await
@@ -204,7 +238,11 @@ impl Server {
         A: Adapter + DefinedAdapter,
         A::InitRes: NamespaceReady,
     {
-        let recovering = manifest.server.recovery.zip(backend.sessions);
+        let durable = backend.liveness.is_some();
+        let recovering = manifest
+            .server
+            .recovery
+            .map(|settings| (settings, backend.sessions));
         // socketioxide asks the recovery which sessions can be resumed, but
         // the recovery delivers through the socketioxide it builds: it is
         // put in place once both exist.
@@ -220,17 +258,14 @@ impl Server {
             None => backend.builder,
         };
         let (layer, io) = transport::socket_io(builder, &manifest.server);
-        let journal = Arc::new(Journal::new(
-            Arc::new(io.clone()),
-            recovering.as_ref().map(|(settings, _)| *settings),
-        ));
-        let sockets = (backend.sockets)(io.clone(), journal.clone());
+        let (journal, sockets) = (backend.delivery)(io.clone(), manifest.server.recovery).await;
         let recovery = recovering.map(|(settings, sessions)| {
             Recovery::new(
                 journal,
                 sessions,
                 settings.max_disconnection,
                 manifest.server.connections.connect_timeout,
+                durable,
             )
         });
         if let Some(recovery) = &recovery {
@@ -263,7 +298,7 @@ impl Server {
             recovery.clone(),
         )
         .await;
-        if let Some(recovery) = recovery {
+        if let Some(recovery) = recovery.clone() {
             let namespaces = namespaces.clone();
             recovery.expire(move |expired| {
                 let namespaces = namespaces.clone();
@@ -301,11 +336,17 @@ impl Server {
         });
         if let Some(liveness) = backend.liveness {
             let namespaces = namespaces.clone();
-            liveness.run(move |lost| {
-                let namespaces = namespaces.clone();
+            liveness.run(move |node, lost| {
+                let (namespaces, recovery) = (namespaces.clone(), recovery.clone());
                 async move {
                     for conn in lost {
-                        namespaces.disconnect_gone(&conn, "server node lost").await;
+                        let kept = match &recovery {
+                            Some(recovery) => recovery.suspend_lost(&node, &conn).await,
+                            None => false,
+                        };
+                        if !kept {
+                            namespaces.disconnect_gone(&conn, LOST_REASON).await;
+                        }
                     }
                 }
             });

@@ -39,13 +39,13 @@ export function notificationsPlugin() {
 }
 
 /**
- * Redis and `count` nodes serving `plugins` with `[auth]` (HS256) and the API
- * token. Resolves to `{ redis, nodes, stop() }`.
+ * Redis and `count` nodes serving `plugins` with `[auth]` (HS256), the API
+ * token and the `[server]` settings `server`. Resolves to `{ redis, nodes, stop() }`.
  */
-export async function startApps({ plugins, count = 2, prefix }) {
+export async function startApps({ plugins, count = 2, prefix, server = {} }) {
   const redis = await startRedis();
   const manifest =
-    manifestToml({ plugins }) +
+    manifestToml({ server, plugins }) +
     HS256_AUTH +
     `\n[api]\ntoken = "${API_TOKEN}"\n` +
     `\n[cluster]\nredis_url = "${redis.url}"\nprefix = "${prefix}"\nrequest_timeout_ms = 1000\n`;
@@ -60,6 +60,13 @@ export async function startApps({ plugins, count = 2, prefix }) {
     },
   };
 }
+
+/**
+ * A recovery window short enough to pass within a test: a client that never
+ * comes back (the test's clients do not reconnect) is seen to go once it is
+ * over, by its plugins on whichever node is left.
+ */
+export const SHORT_RECOVERY = { "recovery.max_disconnection_ms": 1000 };
 
 /** An HTTP call with a bearer token; resolves to `{ status, body }` (JSON). */
 export async function call(node, method, path, { body, token } = {}) {

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
 import { collect, connect, emitAck, emitAckOk, quiet, waitFor } from "./harness.mjs";
-import { auctionPlugin, call, startApps } from "./apps.mjs";
+import { SHORT_RECOVERY, auctionPlugin, call, startApps } from "./apps.mjs";
 import { tokenFor } from "./tokens.mjs";
 
 const BID_ERRORS = ["bid_too_low", "auction_closed", "busy"];
@@ -194,7 +194,7 @@ describe("auction on three nodes", () => {
   let apps;
 
   before(async () => {
-    apps = await startApps({ plugins: [auctionPlugin()], count: 3, prefix: "auction3" });
+    apps = await startApps({ plugins: [auctionPlugin()], count: 3, prefix: "auction3", server: SHORT_RECOVERY });
   });
 
   after(() => apps?.stop());

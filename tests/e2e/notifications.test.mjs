@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
 import { collect, connect, disconnected, emitAckOk, openSocket, quiet, unique, waitFor } from "./harness.mjs";
-import { API_TOKEN, call, notificationsPlugin, startApps } from "./apps.mjs";
+import { API_TOKEN, SHORT_RECOVERY, call, notificationsPlugin, startApps } from "./apps.mjs";
 import { tokenFor } from "./tokens.mjs";
 
 function user(node, id) {
@@ -146,7 +146,7 @@ describe("notifications on two nodes", () => {
 });
 
 test("a user whose node is killed goes offline for its contacts once the node is declared dead", async (t) => {
-  const apps = await startApps({ plugins: [notificationsPlugin()], prefix: "notifications-kill" });
+  const apps = await startApps({ plugins: [notificationsPlugin()], prefix: "notifications-kill", server: SHORT_RECOVERY });
   t.after(() => apps.stop());
   const [nodeA, nodeB] = apps.nodes;
   const [gina, hal] = [unique("gina"), unique("hal")];

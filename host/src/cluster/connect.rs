@@ -1,5 +1,6 @@
 //! Connecting to the cluster's Redis: one client for commands, one for the
-//! adapter's pub/sub, both in RESP3 and reconnecting by themselves.
+//! adapter's pub/sub, one for the journal's blocking reads, all in RESP3 and
+//! reconnecting by themselves.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub enum ConnectError {
 pub struct RedisConnection {
     pub commands: Client,
     pub subscriber: SubscriberClient,
+    /// For reads that block (the journal's), which would hold up commands.
+    pub reader: Client,
 }
 
 impl RedisConnection {
@@ -92,6 +95,9 @@ pub async fn connect(settings: &ClusterSettings) -> Result<RedisConnection, Conn
     let subscriber = first_connection(|| builder.build_subscriber_client(), url, retry)
         .await
         .map_err(|error| error.or_config(url))?;
+    let reader = first_connection(|| builder.build(), url, retry)
+        .await
+        .map_err(|error| error.or_config(url))?;
     resubscribe_on_reconnect(&subscriber);
     let version = commands
         .server_version()
@@ -110,6 +116,7 @@ pub async fn connect(settings: &ClusterSettings) -> Result<RedisConnection, Conn
     Ok(RedisConnection {
         commands,
         subscriber,
+        reader,
     })
 }
 

@@ -27,7 +27,7 @@ const CLAIM: Duration = Duration::from_secs(30);
 
 /// A socket as recorded in Redis.
 #[derive(Serialize, Deserialize)]
-struct RecordedConn {
+pub struct RecordedConn {
     socket_id: String,
     namespace: String,
     auth: String,
@@ -78,6 +78,11 @@ impl NodeLiveness {
         })
     }
 
+    /// This node's id in the cluster.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
     fn nodes_key(&self) -> String {
         format!("{}:nodes", self.prefix)
     }
@@ -119,10 +124,10 @@ impl NodeLiveness {
     }
 
     /// Beats and watches until the process ends; `lost` handles the sockets
-    /// of a dead node this node claimed.
+    /// of a dead node this node claimed (the node's id, its sockets).
     pub fn run<F, Fut>(self: Arc<Self>, lost: F)
     where
-        F: Fn(Vec<Conn>) -> Fut + Send + Sync + 'static,
+        F: Fn(String, Vec<Conn>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send,
     {
         let liveness = self.clone();
@@ -183,7 +188,7 @@ impl NodeLiveness {
 
     async fn reap<F, Fut>(&self, lost: &F) -> Result<(), fred::error::Error>
     where
-        F: Fn(Vec<Conn>) -> Fut,
+        F: Fn(String, Vec<Conn>) -> Fut,
         Fut: Future<Output = ()>,
     {
         let nodes: Vec<String> = self.client.smembers(self.nodes_key()).await?;
@@ -217,7 +222,7 @@ impl NodeLiveness {
                 tracing::info!(node = %node, "node left the cluster");
             } else {
                 tracing::warn!(node = %node, sockets = conns.len(), "node stopped beating; disconnecting its sockets");
-                lost(conns).await;
+                lost(node.clone(), conns).await;
             }
             let () = self.client.del(self.sockets_key(node)).await?;
             let () = self.client.srem(self.nodes_key(), node.as_str()).await?;

@@ -74,6 +74,7 @@ impl From<SocketsError> for PluginError {
         let code = match error {
             SocketsError::UnknownNamespace(_) => "unknown_namespace",
             SocketsError::Transport(_) => "transport_error",
+            SocketsError::Unavailable(_) => "cluster_unavailable",
         };
         PluginError::new(code, error.to_string())
     }

@@ -140,6 +140,11 @@ impl From<SocketsError> for ApiError {
                 "transport_error",
                 error.to_string(),
             ),
+            SocketsError::Unavailable(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_unavailable",
+                error.to_string(),
+            ),
         }
     }
 }

@@ -2,12 +2,13 @@
 //! it for the recovery window, and delivers it to this node's sockets in
 //! offset order. A recovering socket catches up under the same lock, so it
 //! sees every emit once, in order.
-
-use std::collections::VecDeque;
-use std::sync::Arc;
-use std::time::Duration;
+//!
+//! A node alone keeps it in memory ([`MemoryJournal`]); a cluster in a Redis
+//! stream ([`super::stream::StreamJournal`]).
 
 use async_trait::async_trait;
+use std::collections::VecDeque;
+use std::sync::Arc;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -35,7 +36,7 @@ impl Emit {
             && !self.except.as_ref().is_some_and(member)
     }
 
-    fn bytes(&self) -> usize {
+    pub(super) fn bytes(&self) -> usize {
         self.namespace.len() + self.event.len() + self.payload.size()
     }
 }
@@ -94,14 +95,42 @@ pub struct Missed {
     pub emit: Arc<Emit>,
 }
 
-pub struct Journal {
+/// A recovering socket catching up, while nothing else is delivered.
+pub trait CatchUp: Send {
+    /// Sends it missed emits, in order (called once per batch).
+    fn missed(&mut self, missed: &[Missed]);
+    /// Every missed emit is sent: it joins its rooms.
+    fn caught_up(&mut self);
+}
+
+#[async_trait]
+pub trait Journal: Send + Sync + 'static {
+    /// Gives `emit` its offset and has every node deliver it to its sockets.
+    async fn publish(&self, emit: Emit) -> Result<(), SocketsError>;
+    /// Whether a session that last saw `offset` can still catch up.
+    async fn covers(&self, offset: &str) -> bool;
+    /// Runs `catch_up` with the emits after `offset` that reach a socket in
+    /// `rooms` of `namespace`, while no emit is delivered on this node: what
+    /// it sends, and the rooms it joins, come before anything published
+    /// meanwhile. False (and nothing sent) when `offset` is no longer
+    /// covered.
+    async fn catch_up(
+        &self,
+        offset: &str,
+        namespace: &str,
+        rooms: &[String],
+        catch_up: &mut dyn CatchUp,
+    ) -> bool;
+}
+
+pub struct MemoryJournal {
     log: Mutex<Log>,
     local: Arc<dyn LocalDelivery>,
     /// `None`: recovery is off; nothing is kept and emits carry no offset.
     limits: Option<RecoverySettings>,
 }
 
-impl Journal {
+impl MemoryJournal {
     pub fn new(local: Arc<dyn LocalDelivery>, limits: Option<RecoverySettings>) -> Self {
         Self {
             log: Mutex::new(Log::default()),
@@ -109,9 +138,11 @@ impl Journal {
             limits,
         }
     }
+}
 
-    /// Gives `emit` its offset and delivers it to this node's sockets.
-    pub async fn publish(&self, emit: Emit) -> Result<(), SocketsError> {
+#[async_trait]
+impl Journal for MemoryJournal {
+    async fn publish(&self, emit: Emit) -> Result<(), SocketsError> {
         let mut log = self.log.lock().await;
         let Some(limits) = &self.limits else {
             return self.local.deliver(&emit, None).await;
@@ -130,51 +161,47 @@ impl Journal {
         delivered
     }
 
-    /// Whether a session that last saw `offset` can still catch up.
-    pub async fn covers(&self, offset: &str) -> bool {
+    async fn covers(&self, offset: &str) -> bool {
         let Ok(offset) = offset.parse() else {
             return false;
         };
         self.log.lock().await.covers(offset)
     }
 
-    /// Runs `catch_up` with the emits after `offset` that reach a socket in
-    /// `rooms` of `namespace`, while no emit is delivered: what it sends, and
-    /// the rooms it joins, come before anything published meanwhile. `None`
-    /// (no emits) when `offset` is no longer covered.
-    pub async fn catch_up<T>(
+    async fn catch_up(
         &self,
         offset: &str,
         namespace: &str,
         rooms: &[String],
-        catch_up: impl FnOnce(Option<Vec<Missed>>) -> T,
-    ) -> T {
+        catch_up: &mut dyn CatchUp,
+    ) -> bool {
         let log = self.log.lock().await;
-        let missed = offset
+        let Some(offset) = offset
             .parse::<u64>()
             .ok()
             .filter(|offset| log.covers(*offset))
-            .map(|offset| {
-                log.kept
-                    .iter()
-                    .filter(|kept| kept.offset > offset && kept.emit.reaches(namespace, rooms))
-                    .map(|kept| Missed {
-                        offset: kept.offset.to_string(),
-                        emit: kept.emit.clone(),
-                    })
-                    .collect()
-            });
-        catch_up(missed)
-    }
-
-    /// How long a session is kept for its client to come back.
-    pub fn window(&self) -> Option<Duration> {
-        self.limits.map(|limits| limits.max_disconnection)
+        else {
+            return false;
+        };
+        let missed: Vec<Missed> = log
+            .kept
+            .iter()
+            .filter(|kept| kept.offset > offset && kept.emit.reaches(namespace, rooms))
+            .map(|kept| Missed {
+                offset: kept.offset.to_string(),
+                emit: kept.emit.clone(),
+            })
+            .collect();
+        catch_up.missed(&missed);
+        catch_up.caught_up();
+        true
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn limits(max_events: u64, max_bytes: usize) -> RecoverySettings {

@@ -12,7 +12,9 @@
 //! in time), and a recovery calls `on-recovered` instead of `on-connect`.
 
 pub mod journal;
+pub mod redis_sessions;
 pub mod sessions;
+pub mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,33 +23,41 @@ use socketioxide::recovery::ResumeRequest;
 use socketioxide::socket::{DisconnectReason, Sid};
 use tokio::time::Instant;
 
-pub use journal::{Emit, Journal, LocalDelivery, Missed};
+pub use journal::{CatchUp, Emit, Journal, LocalDelivery, MemoryJournal, Missed};
+pub use redis_sessions::RedisSessions;
 pub use sessions::{Expired, Lease, MemorySessions, Session, SessionStore};
+pub use stream::StreamJournal;
 
 /// How often sessions past their deadline are looked for.
 const EXPIRY_SWEEP: Duration = Duration::from_millis(500);
 
 pub struct Recovery {
-    pub journal: Arc<Journal>,
+    pub journal: Arc<dyn Journal>,
     pub sessions: Arc<dyn SessionStore>,
     /// How long a suspended session waits for its client.
     pub window: Duration,
     /// How long a claimed session waits for its client's CONNECT to complete.
     connect_timeout: Duration,
+    /// Whether sessions outlive this node (kept in Redis): a node shutting
+    /// down then leaves its sockets' sessions for their clients to recover
+    /// elsewhere.
+    pub durable: bool,
 }
 
 impl Recovery {
     pub fn new(
-        journal: Arc<Journal>,
+        journal: Arc<dyn Journal>,
         sessions: Arc<dyn SessionStore>,
         window: Duration,
         connect_timeout: Duration,
+        durable: bool,
     ) -> Arc<Self> {
         Arc::new(Self {
             journal,
             sessions,
             window,
             connect_timeout,
+            durable,
         })
     }
 
@@ -64,6 +74,15 @@ impl Recovery {
             .claim(&request.ns, &request.pid, deadline)
             .await?;
         socket_id.parse().ok()
+    }
+
+    /// Keeps the session of a socket of `node`, which died, for its client
+    /// to recover elsewhere. False when it has none.
+    pub async fn suspend_lost(&self, node: &str, conn: &crate::bindings::Conn) -> bool {
+        let deadline = Instant::now() + self.window;
+        self.sessions
+            .suspend_lost(node, conn, "server node lost", deadline)
+            .await
     }
 
     /// Hands every session past its deadline to `gone`, for as long as the

@@ -38,8 +38,8 @@ pub struct Expired {
 
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    /// A new socket's session, live.
-    async fn open(&self, pid: &str, conn: &Conn) -> Lease;
+    /// A new socket's session, live, in `rooms`.
+    async fn open(&self, pid: &str, conn: &Conn, rooms: Vec<String>) -> Lease;
     /// Its connection was lost: kept until `deadline` with its `rooms`. False
     /// when the session is no longer `lease`'s (it was resumed elsewhere).
     async fn suspend(
@@ -61,6 +61,22 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Removes the sessions past their deadline, for their plugins to see
     /// them go.
     async fn expired(&self, now: Instant) -> Vec<Expired>;
+    /// A plugin joined a socket to `room` (`joined`) or made it leave, so the
+    /// session knows its rooms even if its node dies. A no-op where sessions
+    /// die with their node.
+    async fn room_changed(&self, _namespace: &str, _socket_id: &str, _room: &str, _joined: bool) {}
+    /// The session of a socket of `node`, which died: kept until `deadline`
+    /// for its client, as if its connection was lost. False when it has none
+    /// (its plugins then see it go at once).
+    async fn suspend_lost(
+        &self,
+        _node: &str,
+        _conn: &Conn,
+        _reason: &str,
+        _deadline: Instant,
+    ) -> bool {
+        false
+    }
 }
 
 enum State {
@@ -102,7 +118,7 @@ impl MemorySessions {
 
 #[async_trait]
 impl SessionStore for MemorySessions {
-    async fn open(&self, pid: &str, conn: &Conn) -> Lease {
+    async fn open(&self, pid: &str, conn: &Conn, _rooms: Vec<String>) -> Lease {
         let lease = self.lease();
         let entry = Entry {
             conn: conn.clone(),
@@ -227,7 +243,7 @@ mod tests {
     #[tokio::test]
     async fn a_suspended_session_is_claimed_once_and_resumed_with_its_rooms() {
         let sessions = MemorySessions::default();
-        let lease = sessions.open("p", &conn()).await;
+        let lease = sessions.open("p", &conn(), Vec::new()).await;
         let rooms = vec!["lobby".to_owned()];
         assert!(
             sessions
@@ -263,7 +279,7 @@ mod tests {
     #[tokio::test]
     async fn a_session_not_resumed_in_time_expires_with_its_reason() {
         let sessions = MemorySessions::default();
-        let lease = sessions.open("p", &conn()).await;
+        let lease = sessions.open("p", &conn(), Vec::new()).await;
         assert!(
             sessions
                 .suspend("p", lease, Vec::new(), "ping timeout", later(10))
@@ -279,7 +295,7 @@ mod tests {
     #[tokio::test]
     async fn a_closed_session_cannot_be_claimed() {
         let sessions = MemorySessions::default();
-        let lease = sessions.open("p", &conn()).await;
+        let lease = sessions.open("p", &conn(), Vec::new()).await;
         sessions.close("p", lease).await;
         assert!(
             !sessions

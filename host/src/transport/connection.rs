@@ -28,7 +28,7 @@ use crate::escaped::Escaped;
 use crate::identity::{Identity, IdentityError};
 use crate::metrics;
 use crate::payload::{self, Outgoing};
-use crate::recovery::{Missed, recoverable};
+use crate::recovery::{CatchUp, Missed, recoverable};
 
 /// The `on-disconnect` reason plugins see for the sockets of a node shutting down.
 const SHUTDOWN_REASON: &str = "server shutting down";
@@ -340,8 +340,9 @@ impl<A: Adapter> Connection<A> {
                                 "disconnected a client that did not keep up with the events sent to it (server.max_outbound_bytes, server.write_timeout_ms)"
                             );
                         }
-                        if !self.suspend(&reason).await {
-                            self.disconnected(&reason.to_string()).await;
+                        let reason_text = reason.to_string();
+                        if !(recoverable(&reason) && self.suspend(&reason_text).await) {
+                            self.disconnected(&reason_text).await;
                         }
                         let _ = done.send(());
                         break disconnect_label(&reason);
@@ -349,7 +350,11 @@ impl<A: Adapter> Connection<A> {
                     None => break "gone",
                 },
                 () = &mut closing => {
-                    self.disconnected(SHUTDOWN_REASON).await;
+                    // Sessions kept in Redis are recovered on another node.
+                    let durable = self.namespace.recovery.as_ref().is_some_and(|recovery| recovery.durable);
+                    if !(durable && self.suspend(SHUTDOWN_REASON).await) {
+                        self.disconnected(SHUTDOWN_REASON).await;
+                    }
                     break "shutdown";
                 }
             }
@@ -464,27 +469,22 @@ impl<A: Adapter> Connection<A> {
             return;
         };
         let Resumed { session, offset } = resumed;
-        let socket = &self.socket;
+        let mut catching_up = CatchingUp {
+            socket: &self.socket,
+            rooms: &session.rooms,
+            sent: 0,
+        };
         let caught_up = recovery
             .journal
             .catch_up(
                 &offset,
                 &self.conn.namespace,
                 &session.rooms,
-                |missed: Option<Vec<Missed>>| {
-                    let missed = missed?;
-                    for Missed { offset, emit } in &missed {
-                        if let Err(error) = socket.emit(&emit.event, &(&emit.payload, offset)) {
-                            tracing::debug!(socket = %socket.id, "missed event not sent: {error}");
-                        }
-                    }
-                    socket.join(session.rooms.clone());
-                    socket.join(EVERY_SOCKET);
-                    Some(missed.len())
-                },
+                &mut catching_up,
             )
             .await;
-        let Some(missed) = caught_up else {
+        let socket = &self.socket;
+        let Some(missed) = caught_up.then_some(catching_up.sent) else {
             tracing::warn!(
                 socket = %self.conn.socket_id,
                 namespace = %self.conn.namespace,
@@ -505,15 +505,12 @@ impl<A: Adapter> Connection<A> {
     /// Keeps the session of a socket whose connection was lost, for its
     /// client to come back to: its plugins then see no disconnect until the
     /// session is over. False when the socket goes for good.
-    async fn suspend(&self, reason: &DisconnectReason) -> bool {
+    async fn suspend(&self, reason: &str) -> bool {
         let (Some(recovery), Some(Held(lease)), Some(pid)) =
             (&self.namespace.recovery, self.held, self.socket.pid())
         else {
             return false;
         };
-        if !recoverable(reason) {
-            return false;
-        }
         let rooms = self
             .socket
             .rooms()
@@ -521,10 +518,15 @@ impl<A: Adapter> Connection<A> {
             .map(|room| room.into_owned())
             .collect();
         let deadline = Instant::now() + recovery.window;
-        recovery
+        let kept = recovery
             .sessions
-            .suspend(pid, lease, rooms, &reason.to_string(), deadline)
-            .await
+            .suspend(pid, lease, rooms, reason, deadline)
+            .await;
+        if kept && let Some(liveness) = &self.namespace.liveness {
+            // Not this node's any more: if it dies, the session is not its.
+            liveness.disconnected(&self.conn).await;
+        }
+        kept
     }
 
     async fn disconnected(&self, reason: &str) {
@@ -537,6 +539,29 @@ impl<A: Adapter> Connection<A> {
         if let Some(liveness) = &self.namespace.liveness {
             liveness.disconnected(&self.conn).await;
         }
+    }
+}
+
+/// A recovering socket: sent what it missed, then put back in its rooms.
+struct CatchingUp<'a, A: Adapter> {
+    socket: &'a SocketRef<A>,
+    rooms: &'a [String],
+    sent: usize,
+}
+
+impl<A: Adapter> CatchUp for CatchingUp<'_, A> {
+    fn missed(&mut self, missed: &[Missed]) {
+        for Missed { offset, emit } in missed {
+            if let Err(error) = self.socket.emit(&emit.event, &(&emit.payload, offset)) {
+                tracing::debug!(socket = %self.socket.id, "missed event not sent: {error}");
+            }
+        }
+        self.sent += missed.len();
+    }
+
+    fn caught_up(&mut self) {
+        self.socket.join(self.rooms.to_vec());
+        self.socket.join(EVERY_SOCKET);
     }
 }
 

@@ -367,9 +367,14 @@ impl Namespace {
             return Err(denied);
         }
         if let (Some(recovery), Some(pid)) = (&self.recovery, socket.pid()) {
-            socket
-                .extensions
-                .insert(Held(recovery.sessions.open(pid, &conn).await));
+            // Rooms plugins joined it to in `on-connect` included.
+            let rooms = socket
+                .rooms()
+                .into_iter()
+                .map(|room| room.into_owned())
+                .collect();
+            let lease = recovery.sessions.open(pid, &conn, rooms).await;
+            socket.extensions.insert(Held(lease));
         }
         socket.extensions.insert(conn);
         if let Some(identity) = identity {

@@ -12,9 +12,8 @@ use socketioxide::socket::Sid;
 use socketioxide::{BroadcastError, SocketError, SocketIo};
 
 use super::{EVERY_SOCKET, socket_room};
-use crate::escaped::Escaped;
 use crate::payload::Outgoing;
-use crate::recovery::{Emit, Journal, LocalDelivery};
+use crate::recovery::{Emit, Journal, LocalDelivery, SessionStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SocketsError {
@@ -22,6 +21,10 @@ pub enum SocketsError {
     UnknownNamespace(String),
     #[error("{0}")]
     Transport(String),
+    /// The cluster cannot take the emit now (its Redis is away and the
+    /// outbox is full).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Who an emit reaches within a namespace.
@@ -68,17 +71,27 @@ pub trait Sockets: Send + Sync + 'static {
     async fn close(&self);
 }
 
-/// A cluster node's sockets. While the cluster's Redis is unreachable, emits
-/// still reach this node's own sockets (the adapter would fail them whole);
-/// sockets on other nodes miss them.
+/// A cluster node's sockets: emits go through the cluster's journal, which
+/// every node reads; rooms are changed and read through the adapter.
 pub struct ClusterSockets<A: Adapter> {
     io: SocketIo<A>,
-    cluster_up: Arc<dyn Fn() -> bool + Send + Sync>,
+    journal: Arc<dyn Journal>,
+    /// With recovery on: told of room changes, so a session knows its rooms
+    /// even if its node dies.
+    sessions: Option<Arc<dyn SessionStore>>,
 }
 
 impl<A: Adapter> ClusterSockets<A> {
-    pub fn new(io: SocketIo<A>, cluster_up: Arc<dyn Fn() -> bool + Send + Sync>) -> Self {
-        Self { io, cluster_up }
+    pub fn new(
+        io: SocketIo<A>,
+        journal: Arc<dyn Journal>,
+        sessions: Option<Arc<dyn SessionStore>>,
+    ) -> Self {
+        Self {
+            io,
+            journal,
+            sessions,
+        }
     }
 }
 
@@ -162,11 +175,11 @@ impl<A: Adapter> LocalDelivery for SocketIo<A> {
 /// [`Journal`].
 pub struct NodeSockets<A: Adapter> {
     io: SocketIo<A>,
-    journal: Arc<Journal>,
+    journal: Arc<dyn Journal>,
 }
 
 impl<A: Adapter> NodeSockets<A> {
-    pub fn new(io: SocketIo<A>, journal: Arc<Journal>) -> Self {
+    pub fn new(io: SocketIo<A>, journal: Arc<dyn Journal>) -> Self {
         Self { io, journal }
     }
 }
@@ -180,15 +193,15 @@ impl<A: Adapter> Sockets for NodeSockets<A> {
         event: &str,
         payload: Outgoing,
     ) -> Result<(), SocketsError> {
-        operators(&self.io, namespace)?;
-        let emit = Emit {
-            namespace: namespace.to_owned(),
-            room: audience.room,
-            except: audience.except,
-            event: event.to_owned(),
+        publish(
+            &self.io,
+            &*self.journal,
+            namespace,
+            audience,
+            event,
             payload,
-        };
-        self.journal.publish(emit).await
+        )
+        .await
     }
 
     async fn change_rooms(
@@ -216,6 +229,26 @@ impl<A: Adapter> Sockets for NodeSockets<A> {
     async fn close(&self) {
         Sockets::close(&self.io).await;
     }
+}
+
+/// Publishes an emit to a namespace this node serves.
+async fn publish<A: Adapter>(
+    io: &SocketIo<A>,
+    journal: &dyn Journal,
+    namespace: &str,
+    audience: Audience,
+    event: &str,
+    payload: Outgoing,
+) -> Result<(), SocketsError> {
+    operators(io, namespace)?;
+    let emit = Emit {
+        namespace: namespace.to_owned(),
+        room: audience.room,
+        except: audience.except,
+        event: event.to_owned(),
+        payload,
+    };
+    journal.publish(emit).await
 }
 
 /// Room operations on any adapter, shared by [`NodeSockets`] and [`ClusterSockets`].
@@ -298,27 +331,15 @@ impl<A: Adapter> Sockets for ClusterSockets<A> {
         event: &str,
         payload: Outgoing,
     ) -> Result<(), SocketsError> {
-        let payload = &payload;
-        if (self.cluster_up)() {
-            // The adapter publishes first and delivers locally after, so a
-            // failed emit reached no one and can be retried locally.
-            let sent = reaching(&self.io, namespace, &audience)?
-                .emit(event, payload)
-                .await;
-            match delivered(sent, event) {
-                Ok(()) => return Ok(()),
-                Err(error) => tracing::warn!(
-                    namespace,
-                    event = %Escaped(event),
-                    "cluster emit failed ({error}); delivering to this node's sockets only"
-                ),
-            }
-        }
-        let sent = reaching(&self.io, namespace, &audience)?
-            .local()
-            .emit(event, payload)
-            .await;
-        delivered(sent, event).map_err(transport)
+        publish(
+            &self.io,
+            &*self.journal,
+            namespace,
+            audience,
+            event,
+            payload,
+        )
+        .await
     }
 
     async fn change_rooms(
@@ -328,7 +349,14 @@ impl<A: Adapter> Sockets for ClusterSockets<A> {
         room: String,
         change: Membership,
     ) -> Result<(), SocketsError> {
-        Sockets::change_rooms(&self.io, namespace, socket_id, room, change).await
+        Sockets::change_rooms(&self.io, namespace, socket_id.clone(), room.clone(), change).await?;
+        if let Some(sessions) = &self.sessions {
+            let joined = matches!(change, Membership::Join);
+            sessions
+                .room_changed(namespace, &socket_id, &room, joined)
+                .await;
+        }
+        Ok(())
     }
 
     async fn members(&self, namespace: &str, room: String) -> Result<Vec<String>, SocketsError> {

@@ -1,0 +1,394 @@
+//! The journal of a cluster: one Redis stream all nodes append their emits
+//! to and every node reads, delivering each entry to its own sockets in
+//! stream order. The entry's id is its offset. The stream keeps the last
+//! `max_events` entries, and none older than the recovery window.
+//!
+//! Reading is pulled, at the reader's pace: an entry is never skipped because
+//! a node fell behind (it catches up from its last id). While Redis is away,
+//! a node's emits wait in a bounded outbox and are appended in order once it
+//! is back; an emit that would overfill the outbox fails with
+//! `cluster_unavailable`, and is counted.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fred::prelude::{Client, ClientLike, StreamsInterface};
+use fred::types::streams::{XCap, XCapKind, XCapTrim};
+
+use super::journal::{CatchUp, Emit, Journal, LocalDelivery, Missed};
+use crate::bindings::Payload;
+use crate::cluster::Backoff;
+use crate::manifest::RecoverySettings;
+use crate::metrics;
+use crate::payload::Outgoing;
+use crate::transport::SocketsError;
+
+/// Entries one read or catch-up takes at most.
+const BATCH: u64 = 512;
+/// How long a read waits for new entries (below the commands' timeout).
+const BLOCK_MS: u64 = 250;
+/// How often the stream is trimmed to the recovery window.
+const TRIM_EVERY: Duration = Duration::from_secs(5);
+/// Emits kept while Redis is away, at most, in bytes.
+pub const OUTBOX_BYTES: usize = 64 << 20;
+/// The length the stream is kept to when recovery is off: enough for every
+/// node to read what it has not read yet.
+const UNRECOVERED_LENGTH: u64 = 10_000;
+
+/// Field names of an entry.
+const NAMESPACE: &str = "n";
+const ROOM: &str = "r";
+const EXCEPT: &str = "x";
+const EVENT: &str = "e";
+const JSON: &str = "j";
+/// Attachment `i` is the field `a{i}`.
+const ATTACHMENT: &str = "a";
+
+pub struct StreamJournal {
+    commands: Client,
+    key: String,
+    local: Arc<dyn LocalDelivery>,
+    /// `None`: recovery is off; entries carry no offset to clients.
+    limits: Option<RecoverySettings>,
+    /// The id of the last entry this node delivered, held while delivering.
+    delivered: tokio::sync::Mutex<String>,
+    outbox: Mutex<Outbox>,
+}
+
+/// Emits not appended yet because Redis was unreachable, in order.
+#[derive(Default)]
+struct Outbox {
+    entries: VecDeque<Vec<(String, Bytes)>>,
+    bytes: usize,
+}
+
+impl StreamJournal {
+    /// Starts reading the stream (with its own connection `reader`, as reads
+    /// block) and draining the outbox; runs until the process ends.
+    pub async fn start(
+        commands: Client,
+        reader: Client,
+        prefix: &str,
+        local: Arc<dyn LocalDelivery>,
+        limits: Option<RecoverySettings>,
+    ) -> Arc<Self> {
+        let key = format!("{prefix}:journal");
+        // Entries appended from now on are this node's to deliver.
+        let last = last_id(&commands, &key).await;
+        let journal = Arc::new(Self {
+            commands,
+            key,
+            local,
+            limits,
+            delivered: tokio::sync::Mutex::new(last),
+            outbox: Mutex::new(Outbox::default()),
+        });
+        tokio::spawn(journal.clone().read(reader));
+        tokio::spawn(journal.clone().maintain());
+        journal
+    }
+
+    fn max_length(&self) -> u64 {
+        self.limits
+            .map_or(UNRECOVERED_LENGTH, |limits| limits.max_events)
+    }
+
+    async fn append(&self, fields: Vec<(String, Bytes)>) -> Result<(), fred::error::Error> {
+        let cap = XCap::try_from((
+            XCapKind::MaxLen,
+            XCapTrim::AlmostExact,
+            i64::try_from(self.max_length()).unwrap_or(i64::MAX),
+        ))?;
+        let _: String = self
+            .commands
+            .xadd(&self.key, false, cap, "*", fields)
+            .await?;
+        Ok(())
+    }
+
+    /// Delivers every entry appended, in order, for as long as the process
+    /// runs; after a Redis outage it resumes where it stopped.
+    async fn read(self: Arc<Self>, reader: Client) {
+        let mut backoff = Backoff::new();
+        loop {
+            let last = self.delivered.lock().await.clone();
+            let read = reader
+                .xread_map::<String, String, String, Bytes, _, _>(
+                    Some(BATCH),
+                    Some(BLOCK_MS),
+                    self.key.as_str(),
+                    last.as_str(),
+                )
+                .await;
+            match read {
+                Ok(mut streams) => {
+                    backoff = Backoff::new();
+                    let entries = streams.remove(&self.key).unwrap_or_default();
+                    self.deliver(entries).await;
+                }
+                Err(error) => {
+                    let delay = backoff.delay();
+                    tracing::debug!(
+                        "cannot read the cluster's journal ({error}); retrying in {delay:?}"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    async fn deliver(&self, entries: Vec<(String, HashMap<String, Bytes>)>) {
+        let mut delivered = self.delivered.lock().await;
+        for (id, fields) in entries {
+            match decode(&fields) {
+                Some(emit) => {
+                    let offset = self.limits.is_some().then_some(id.as_str());
+                    if let Err(error) = self.local.deliver(&emit, offset).await {
+                        tracing::debug!(entry = %id, "journal entry not delivered here: {error}");
+                    }
+                }
+                None => tracing::warn!(entry = %id, "skipped a malformed journal entry"),
+            }
+            *delivered = id;
+        }
+    }
+
+    /// Appends what waits in the outbox once Redis is back, and keeps the
+    /// stream within the recovery window.
+    async fn maintain(self: Arc<Self>) {
+        let mut trimmed = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.drain_outbox().await;
+            if let Some(limits) = self.limits
+                && trimmed.elapsed() >= TRIM_EVERY
+            {
+                trimmed = tokio::time::Instant::now();
+                self.trim(limits.max_disconnection).await;
+            }
+        }
+    }
+
+    async fn drain_outbox(&self) {
+        loop {
+            let next = {
+                let outbox = self
+                    .outbox
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                outbox.entries.front().cloned()
+            };
+            let Some(fields) = next else { return };
+            if !self.commands.is_connected() || self.append(fields).await.is_err() {
+                return;
+            }
+            let mut outbox = self
+                .outbox
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(sent) = outbox.entries.pop_front() {
+                outbox.bytes -= size(&sent);
+            }
+            metrics::outbox(outbox.bytes);
+            if outbox.entries.is_empty() {
+                tracing::info!("Redis is back: the emits kept meanwhile are published");
+            }
+        }
+    }
+
+    async fn trim(&self, window: Duration) {
+        let oldest = std::time::SystemTime::now()
+            .checked_sub(window)
+            .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |since| since.as_millis());
+        let Ok(cap) = XCap::try_from((
+            XCapKind::MinID,
+            XCapTrim::AlmostExact,
+            format!("{oldest}-0"),
+        )) else {
+            return;
+        };
+        let trimmed: Result<i64, _> = self.commands.xtrim(&self.key, cap).await;
+        if let Err(error) = trimmed {
+            tracing::debug!("cannot trim the cluster's journal: {error}");
+        }
+    }
+
+    /// Keeps `fields` for later; fails when the outbox is full.
+    fn keep(&self, fields: Vec<(String, Bytes)>) -> Result<(), SocketsError> {
+        let mut outbox = self
+            .outbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let bytes = size(&fields);
+        if outbox.bytes + bytes > OUTBOX_BYTES {
+            metrics::emit_refused("outbox_full");
+            return Err(SocketsError::Unavailable(format!(
+                "the cluster's Redis is unreachable and {} bytes of emits already wait for it; try again later",
+                outbox.bytes
+            )));
+        }
+        if outbox.entries.is_empty() {
+            tracing::warn!(
+                "Redis is unreachable: emits wait in this node's outbox until it is back"
+            );
+        }
+        outbox.bytes += bytes;
+        outbox.entries.push_back(fields);
+        metrics::outbox(outbox.bytes);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Journal for StreamJournal {
+    async fn publish(&self, emit: Emit) -> Result<(), SocketsError> {
+        let fields = encode(emit);
+        let waiting = !self
+            .outbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entries
+            .is_empty();
+        // Behind what already waits, so a node's emits stay in order.
+        if waiting || !self.commands.is_connected() {
+            return self.keep(fields);
+        }
+        match self.append(fields.clone()).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                tracing::debug!("emit not appended to the cluster's journal ({error}); kept");
+                self.keep(fields)
+            }
+        }
+    }
+
+    async fn covers(&self, offset: &str) -> bool {
+        if !is_stream_id(offset) {
+            return false;
+        }
+        let kept: Result<Vec<(String, HashMap<String, Bytes>)>, _> = self
+            .commands
+            .xrange_values(&self.key, offset, offset, Some(1))
+            .await;
+        kept.is_ok_and(|entries| !entries.is_empty())
+    }
+
+    async fn catch_up(
+        &self,
+        offset: &str,
+        namespace: &str,
+        rooms: &[String],
+        catch_up: &mut dyn CatchUp,
+    ) -> bool {
+        let delivered = self.delivered.lock().await;
+        if !self.covers(offset).await {
+            return false;
+        }
+        // Up to what this node delivered: the rest reaches the socket live.
+        let mut after = offset.to_owned();
+        loop {
+            let page: Result<Vec<(String, HashMap<String, Bytes>)>, _> = self
+                .commands
+                .xrange_values(
+                    &self.key,
+                    format!("({after}"),
+                    delivered.as_str(),
+                    Some(BATCH),
+                )
+                .await;
+            let Ok(page) = page else {
+                return false;
+            };
+            let Some((last, _)) = page.last() else { break };
+            after = last.clone();
+            let full = page.len() as u64 == BATCH;
+            let missed: Vec<Missed> = page
+                .into_iter()
+                .filter_map(|(id, fields)| Some((id, decode(&fields)?)))
+                .filter(|(_, emit)| emit.reaches(namespace, rooms))
+                .map(|(offset, emit)| Missed {
+                    offset,
+                    emit: Arc::new(emit),
+                })
+                .collect();
+            catch_up.missed(&missed);
+            if !full {
+                break;
+            }
+        }
+        catch_up.caught_up();
+        true
+    }
+}
+
+/// The id of the stream's last entry, `0-0` when it has none.
+async fn last_id(commands: &Client, key: &str) -> String {
+    let last: Result<Vec<(String, HashMap<String, Bytes>)>, _> =
+        commands.xrevrange_values(key, "+", "-", Some(1)).await;
+    last.ok()
+        .and_then(|entries| entries.into_iter().next())
+        .map_or_else(|| "0-0".to_owned(), |(id, _)| id)
+}
+
+fn is_stream_id(offset: &str) -> bool {
+    offset
+        .split_once('-')
+        .is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok())
+}
+
+fn size(fields: &[(String, Bytes)]) -> usize {
+    fields
+        .iter()
+        .map(|(name, value)| name.len() + value.len())
+        .sum()
+}
+
+fn encode(emit: Emit) -> Vec<(String, Bytes)> {
+    let mut fields = vec![
+        (NAMESPACE.to_owned(), Bytes::from(emit.namespace)),
+        (EVENT.to_owned(), Bytes::from(emit.event)),
+    ];
+    if let Some(room) = emit.room {
+        fields.push((ROOM.to_owned(), Bytes::from(room)));
+    }
+    if let Some(except) = emit.except {
+        fields.push((EXCEPT.to_owned(), Bytes::from(except)));
+    }
+    match emit.payload {
+        Outgoing::Json(raw) => fields.push((JSON.to_owned(), Bytes::from(raw.get().to_owned()))),
+        Outgoing::WithAttachments(value, attachments) => {
+            fields.push((JSON.to_owned(), Bytes::from(value.to_string())));
+            for (index, attachment) in attachments.into_iter().enumerate() {
+                fields.push((format!("{ATTACHMENT}{index}"), Bytes::from(attachment)));
+            }
+        }
+    }
+    fields
+}
+
+fn decode(fields: &HashMap<String, Bytes>) -> Option<Emit> {
+    let text = |name: &str| {
+        fields
+            .get(name)
+            .and_then(|value| String::from_utf8(value.to_vec()).ok())
+    };
+    let attachments = (0..)
+        .map_while(|index| fields.get(&format!("{ATTACHMENT}{index}")))
+        .map(|bytes| bytes.to_vec())
+        .collect();
+    let payload = Payload {
+        json: text(JSON)?,
+        attachments,
+    };
+    Some(Emit {
+        namespace: text(NAMESPACE)?,
+        room: text(ROOM),
+        except: text(EXCEPT),
+        event: text(EVENT)?,
+        payload: Outgoing::new(payload).ok()?,
+    })
+}

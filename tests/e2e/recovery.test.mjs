@@ -20,6 +20,7 @@ import {
   unique,
   waitFor,
 } from "./harness.mjs";
+import { startRedis } from "./redis.mjs";
 import { HS256_AUTH, tokenFor } from "./tokens.mjs";
 
 const FAULTY_EVENTS = ["recoveries", "disconnect_reason"];
@@ -179,5 +180,72 @@ describe("connection-state recovery", () => {
     reader.io.engine.close();
     await waitFor(() => reader.connected && reader.id !== id, 5000, "a new socket");
     assert.ok(!reader.recovered);
+  });
+});
+
+describe("connection-state recovery across nodes", () => {
+  /**
+   * Two nodes on one Redis; a reader on node A that reconnects to node B
+   * (as a client behind a balancer does when its node is gone), a sender on
+   * node B. `stopA` ends node A after the tenth message.
+   */
+  async function recoverOnTheOtherNode(stopA) {
+    const redis = await startRedis();
+    const manifest =
+      manifestToml({ plugins: [chatPlugin(), faultyPlugin({ namespaces: ["/"], events: FAULTY_EVENTS })] }) +
+      `\n[cluster]\nredis_url = "${redis.url}"\nprefix = "${unique("recovery")}"\n`;
+    const [nodeA, nodeB] = await Promise.all([startHost({ manifest }), startHost({ manifest })]);
+    hosts.push(nodeA, nodeB);
+    try {
+      const room = unique("across");
+      const reader = await connect(nodeA.url, { auth: { user: unique("reader") }, ...RECONNECTING });
+      reader.on("disconnect", () => {
+        reader.io.uri = nodeB.url;
+      });
+      const sender = await connect(nodeB.url, { auth: { user: unique("sender") } });
+      await emitAckOk(reader, "join", { room });
+      await emitAckOk(sender, "join", { room });
+      const received = collect(reader, "message");
+      const offline = collect(sender, "user_offline");
+      const id = reader.id;
+      const COUNT = 60;
+      let sentWhileAway = 0;
+      for (let n = 0; n < COUNT; n += 1) {
+        await emitAckOk(sender, "send_message", { room, text: `m${n}` });
+        if (!reader.connected) sentWhileAway += 1;
+        if (n === 10) {
+          await waitFor(() => received.length >= 5, undefined, "the reader to receive the first messages");
+          await stopA(nodeA);
+        }
+        await sleep(10);
+      }
+      await waitFor(() => received.length >= COUNT, 10000, () => `all ${COUNT} messages (got ${received.length})`);
+      await quiet();
+      assert.ok(sentWhileAway > 0, "some messages were sent while the reader was away");
+      assert.deepEqual(received.map((message) => message.text), texts(COUNT), "every message once, in order");
+      assert.equal(reader.recovered, true);
+      assert.equal(reader.id, id);
+      assert.equal(reader.io.uri, nodeB.url, "the reader is on node B now");
+      await emitAckOk(sender, "send_message", { room, text: "after" });
+      await waitFor(() => received.at(-1)?.text === "after", undefined, "a message sent after the recovery");
+      assert.equal(await emitAckOk(sender, "disconnect_reason", { socket_id: id }), null);
+      assert.equal(await emitAckOk(sender, "recoveries", { socket_id: id }), 1);
+      assert.deepEqual(offline, [], "the reader's user never went offline");
+    } finally {
+      closeAllSockets();
+      await Promise.all([nodeA.stop(), nodeB.stop()]);
+      await redis.stop();
+    }
+  }
+
+  test("a client whose node is SIGKILLed mid-stream recovers on another node with nothing missing", async () => {
+    await recoverOnTheOtherNode((nodeA) => nodeA.stop("SIGKILL"));
+  });
+
+  test("a client whose node is drained (SIGTERM) mid-stream recovers on another node with nothing missing", async () => {
+    await recoverOnTheOtherNode(async (nodeA) => {
+      const { code } = await nodeA.stop();
+      assert.equal(code, 0, nodeA.stderr());
+    });
   });
 });

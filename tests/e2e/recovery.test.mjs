@@ -29,13 +29,17 @@ const RECONNECTING = { reconnection: true, reconnectionDelay: 100, reconnectionD
 
 const hosts = [];
 
+const API_TOKEN = "recovery-test-token";
+
 async function host({ server = {}, auth = "" } = {}) {
   const started = await startHost({
     manifest:
       manifestToml({
         server,
         plugins: [chatPlugin(), faultyPlugin({ namespaces: ["/"], events: FAULTY_EVENTS })],
-      }) + auth,
+      }) +
+      auth +
+      `\n[api]\ntoken = "${API_TOKEN}"\n`,
   });
   hosts.push(started);
   return started;
@@ -102,6 +106,38 @@ describe("connection-state recovery", () => {
     assert.equal(await emitAckOk(sender, "disconnect_reason", { socket_id: id }), null);
     assert.equal(await emitAckOk(sender, "recoveries", { socket_id: id }), 1);
     assert.deepEqual(offline, []);
+  });
+
+  test("a backlog many times max_outbound_bytes is sent at the client's pace: recovered, nothing missing", async () => {
+    const started = await host({ server: { max_payload_bytes: 100000, max_outbound_bytes: 262144 } });
+    const room = unique("backlog");
+    const reader = await connect(started.url, {
+      auth: { user: unique("reader") },
+      transports: ["websocket"],
+      reconnection: true,
+      reconnectionDelay: 1500,
+      reconnectionDelayMax: 1500,
+    });
+    await emitAckOk(reader, "join", { room });
+    const received = collect(reader, "bulk");
+    const bulk = (n) =>
+      fetch(`${started.url}/api/v1/emit`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${API_TOKEN}`, "content-type": "application/json" },
+        body: JSON.stringify({ namespace: "/", to: { room }, event: "bulk", data: { n, filler: "x".repeat(20000) } }),
+      }).then((response) => response.status);
+    assert.equal(await bulk(0), 202);
+    await waitFor(() => received.length === 1, undefined, "the first event, for an offset");
+    const id = reader.id;
+    reader.io.engine.close();
+    // 2 MB while it is away: eight times what may wait for it.
+    const COUNT = 100;
+    for (let n = 1; n < COUNT; n += 1) assert.equal(await bulk(n), 202);
+    await waitFor(() => received.length === COUNT, 15000, () => `all ${COUNT} events (got ${received.length})`);
+    await quiet();
+    assert.deepEqual(received.map((event) => event.n), [...Array(COUNT).keys()]);
+    assert.equal(reader.recovered, true);
+    assert.equal(reader.id, id);
   });
 
   test("past max_disconnection_ms the client gets a new socket, and plugins see the old one go", async () => {

@@ -103,12 +103,32 @@ pub trait CatchUp: Send {
     fn caught_up(&mut self);
 }
 
+/// Emits kept after an offset, read while emits go on being delivered.
+pub struct Page {
+    /// Those that reach the socket.
+    pub missed: Vec<Missed>,
+    /// The offset of the last emit read (reaching the socket or not); `None`
+    /// when there was none after the offset.
+    pub last: Option<String>,
+    /// How many emits were read: fewer than [`PAGE`] when the page ends at
+    /// the last emit delivered.
+    pub scanned: usize,
+}
+
+/// Emits one [`Journal::page`] reads at most.
+pub const PAGE: usize = 512;
+
 #[async_trait]
 pub trait Journal: Send + Sync + 'static {
     /// Gives `emit` its offset and has every node deliver it to its sockets.
     async fn publish(&self, emit: Emit) -> Result<(), SocketsError>;
     /// Whether a session that last saw `offset` can still catch up.
     async fn covers(&self, offset: &str) -> bool;
+    /// Up to [`PAGE`] emits after `offset` (among those this node delivered)
+    /// and which of them reach a socket in `rooms` of `namespace`, without
+    /// holding up delivery: for a large backlog, sent at the client's pace
+    /// before [`Journal::catch_up`]. `None` when `offset` is no longer covered.
+    async fn page(&self, offset: &str, namespace: &str, rooms: &[String]) -> Option<Page>;
     /// Runs `catch_up` with the emits after `offset` that reach a socket in
     /// `rooms` of `namespace`, while no emit is delivered on this node: what
     /// it sends, and the rooms it joins, come before anything published
@@ -166,6 +186,32 @@ impl Journal for MemoryJournal {
             return false;
         };
         self.log.lock().await.covers(offset)
+    }
+
+    async fn page(&self, offset: &str, namespace: &str, rooms: &[String]) -> Option<Page> {
+        let log = self.log.lock().await;
+        let offset = offset
+            .parse::<u64>()
+            .ok()
+            .filter(|offset| log.covers(*offset))?;
+        let read: Vec<&Kept> = log
+            .kept
+            .iter()
+            .skip_while(|kept| kept.offset <= offset)
+            .take(PAGE)
+            .collect();
+        Some(Page {
+            last: read.last().map(|kept| kept.offset.to_string()),
+            scanned: read.len(),
+            missed: read
+                .into_iter()
+                .filter(|kept| kept.emit.reaches(namespace, rooms))
+                .map(|kept| Missed {
+                    offset: kept.offset.to_string(),
+                    emit: kept.emit.clone(),
+                })
+                .collect(),
+        })
     }
 
     async fn catch_up(

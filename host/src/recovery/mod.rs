@@ -23,7 +23,7 @@ use socketioxide::recovery::ResumeRequest;
 use socketioxide::socket::{DisconnectReason, Sid};
 use tokio::time::Instant;
 
-pub use journal::{CatchUp, Emit, Journal, LocalDelivery, MemoryJournal, Missed};
+pub use journal::{CatchUp, Emit, Journal, LocalDelivery, MemoryJournal, Missed, PAGE, Page};
 pub use redis_sessions::RedisSessions;
 pub use sessions::{Expired, Lease, MemorySessions, Session, SessionStore};
 pub use stream::StreamJournal;

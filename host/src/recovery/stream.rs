@@ -18,7 +18,7 @@ use bytes::Bytes;
 use fred::prelude::{Client, ClientLike, StreamsInterface};
 use fred::types::streams::{XCap, XCapKind, XCapTrim};
 
-use super::journal::{CatchUp, Emit, Journal, LocalDelivery, Missed};
+use super::journal::{CatchUp, Emit, Journal, LocalDelivery, Missed, PAGE, Page};
 use crate::bindings::Payload;
 use crate::cluster::Backoff;
 use crate::manifest::RecoverySettings;
@@ -27,11 +27,14 @@ use crate::payload::Outgoing;
 use crate::transport::SocketsError;
 
 /// Entries one read or catch-up takes at most.
-const BATCH: u64 = 512;
+const BATCH: u64 = PAGE as u64;
 /// How long a read waits for new entries (below the commands' timeout).
 const BLOCK_MS: u64 = 250;
 /// How often the stream is trimmed to the recovery window.
 const TRIM_EVERY: Duration = Duration::from_secs(5);
+/// How long a recovering client waits for this node to have delivered what
+/// it had already received on another node.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
 /// Emits kept while Redis is away, at most, in bytes.
 pub const OUTBOX_BYTES: usize = 64 << 20;
 /// The length the stream is kept to when recovery is off: enough for every
@@ -277,6 +280,14 @@ impl Journal for StreamJournal {
         kept.is_ok_and(|entries| !entries.is_empty())
     }
 
+    async fn page(&self, offset: &str, namespace: &str, rooms: &[String]) -> Option<Page> {
+        let delivered = self.delivered.lock().await.clone();
+        if !self.covers(offset).await {
+            return None;
+        }
+        self.read_page(offset, &delivered, namespace, rooms).await
+    }
+
     async fn catch_up(
         &self,
         offset: &str,
@@ -284,29 +295,66 @@ impl Journal for StreamJournal {
         rooms: &[String],
         catch_up: &mut dyn CatchUp,
     ) -> bool {
-        let delivered = self.delivered.lock().await;
+        let Some(delivered) = self.delivered_past(offset).await else {
+            return false;
+        };
         if !self.covers(offset).await {
             return false;
         }
         // Up to what this node delivered: the rest reaches the socket live.
         let mut after = offset.to_owned();
         loop {
-            let page: Result<Vec<(String, HashMap<String, Bytes>)>, _> = self
-                .commands
-                .xrange_values(
-                    &self.key,
-                    format!("({after}"),
-                    delivered.as_str(),
-                    Some(BATCH),
-                )
-                .await;
-            let Ok(page) = page else {
+            let Some(page) = self.read_page(&after, &delivered, namespace, rooms).await else {
                 return false;
             };
-            let Some((last, _)) = page.last() else { break };
-            after = last.clone();
-            let full = page.len() as u64 == BATCH;
-            let missed: Vec<Missed> = page
+            catch_up.missed(&page.missed);
+            match page.last {
+                Some(last) => after = last,
+                None => break,
+            }
+        }
+        catch_up.caught_up();
+        true
+    }
+}
+
+impl StreamJournal {
+    /// Holds delivery once this node has delivered `offset`: a client coming
+    /// from a node that read further must not get again what it had. `None`
+    /// if this node does not get there within [`CATCH_UP_WAIT`].
+    async fn delivered_past(&self, offset: &str) -> Option<tokio::sync::MutexGuard<'_, String>> {
+        let wanted = stream_id(offset)?;
+        let waiting = tokio::time::Instant::now();
+        loop {
+            let delivered = self.delivered.lock().await;
+            if stream_id(&delivered).is_some_and(|delivered| delivered >= wanted) {
+                return Some(delivered);
+            }
+            drop(delivered);
+            if waiting.elapsed() >= CATCH_UP_WAIT {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Entries after `offset` up to `delivered`, at most [`PAGE`].
+    async fn read_page(
+        &self,
+        offset: &str,
+        delivered: &str,
+        namespace: &str,
+        rooms: &[String],
+    ) -> Option<Page> {
+        let read: Vec<(String, HashMap<String, Bytes>)> = self
+            .commands
+            .xrange_values(&self.key, format!("({offset}"), delivered, Some(BATCH))
+            .await
+            .ok()?;
+        Some(Page {
+            last: read.last().map(|(id, _)| id.clone()),
+            scanned: read.len(),
+            missed: read
                 .into_iter()
                 .filter_map(|(id, fields)| Some((id, decode(&fields)?)))
                 .filter(|(_, emit)| emit.reaches(namespace, rooms))
@@ -314,14 +362,8 @@ impl Journal for StreamJournal {
                     offset,
                     emit: Arc::new(emit),
                 })
-                .collect();
-            catch_up.missed(&missed);
-            if !full {
-                break;
-            }
-        }
-        catch_up.caught_up();
-        true
+                .collect(),
+        })
     }
 }
 
@@ -334,10 +376,14 @@ async fn last_id(commands: &Client, key: &str) -> String {
         .map_or_else(|| "0-0".to_owned(), |(id, _)| id)
 }
 
+/// A stream entry id as its two numbers, which order entries.
+fn stream_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
 fn is_stream_id(offset: &str) -> bool {
-    offset
-        .split_once('-')
-        .is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok())
+    stream_id(offset).is_some()
 }
 
 fn size(fields: &[(String, Bytes)]) -> usize {

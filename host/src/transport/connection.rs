@@ -28,7 +28,7 @@ use crate::escaped::Escaped;
 use crate::identity::{Identity, IdentityError};
 use crate::metrics;
 use crate::payload::{self, Outgoing};
-use crate::recovery::{CatchUp, Missed, recoverable};
+use crate::recovery::{CatchUp, Missed, PAGE, Page, Recovery, recoverable};
 
 /// The `on-disconnect` reason plugins see for the sockets of a node shutting down.
 const SHUTDOWN_REASON: &str = "server shutting down";
@@ -469,6 +469,12 @@ impl<A: Adapter> Connection<A> {
             return;
         };
         let Resumed { session, offset } = resumed;
+        // A large backlog goes out at the client's pace while emits go on;
+        // only what came meanwhile is sent with delivery held.
+        let Some((offset, paced)) = self.send_backlog(recovery, offset, &session.rooms).await
+        else {
+            return self.recovery_failed();
+        };
         let mut catching_up = CatchingUp {
             socket: &self.socket,
             rooms: &session.rooms,
@@ -483,23 +489,68 @@ impl<A: Adapter> Connection<A> {
                 &mut catching_up,
             )
             .await;
-        let socket = &self.socket;
-        let Some(missed) = caught_up.then_some(catching_up.sent) else {
-            tracing::warn!(
-                socket = %self.conn.socket_id,
-                namespace = %self.conn.namespace,
-                "a recovering session's events left the journal before it caught up (server.recovery.max_events); disconnecting it"
-            );
-            metrics::recovery(&self.conn.namespace, "too_late");
-            let _ = socket.clone().disconnect();
-            return;
-        };
+        if !caught_up {
+            return self.recovery_failed();
+        }
         metrics::recovery(&self.conn.namespace, "recovered");
+        let missed = paced + catching_up.sent;
         tracing::debug!(socket = %self.conn.socket_id, missed, "session recovered");
         for plugin in self.namespace.routes.load().plugins() {
             // A failing plugin is logged by the runtime; the others still run.
             let _ = plugin.current().on_recovered(&self.conn).await;
         }
+    }
+
+    /// Sends the emits after `offset` a recovering socket missed, page by
+    /// page, never more than `backlog_bytes` waiting for it: the offset it
+    /// got to, and how many it was sent. `None` when they are no longer all
+    /// kept, or the socket went meanwhile.
+    async fn send_backlog(
+        &self,
+        recovery: &Recovery,
+        mut offset: String,
+        rooms: &[String],
+    ) -> Option<(String, usize)> {
+        let mut sent = 0;
+        loop {
+            let page = recovery
+                .journal
+                .page(&offset, &self.conn.namespace, rooms)
+                .await?;
+            for Missed { offset, emit } in &page.missed {
+                while self.socket.buffered_bytes() > self.namespace.limits.backlog_bytes {
+                    if !self.socket.connected() {
+                        return None;
+                    }
+                    tokio::time::sleep(BACKLOG_PACE).await;
+                }
+                if self
+                    .socket
+                    .emit(&emit.event, &(&emit.payload, offset))
+                    .is_err()
+                {
+                    return None;
+                }
+            }
+            sent += page.missed.len();
+            match page.last {
+                Some(last) if page_was_full(&page) => offset = last,
+                Some(last) => return Some((last, sent)),
+                None => return Some((offset, sent)),
+            }
+        }
+    }
+
+    /// A session that cannot catch up is ended rather than resumed with a
+    /// gap: its client is disconnected and knows to start over.
+    fn recovery_failed(&self) {
+        tracing::warn!(
+            socket = %self.conn.socket_id,
+            namespace = %self.conn.namespace,
+            "a recovering session could not catch up (its events left the journal, server.recovery.max_events, or it went); disconnecting it"
+        );
+        metrics::recovery(&self.conn.namespace, "too_late");
+        let _ = self.socket.clone().disconnect();
     }
 
     /// Keeps the session of a socket whose connection was lost, for its
@@ -540,6 +591,14 @@ impl<A: Adapter> Connection<A> {
             liveness.disconnected(&self.conn).await;
         }
     }
+}
+
+/// How often a recovering socket's backlog checks whether its client read
+/// what it was sent.
+const BACKLOG_PACE: Duration = Duration::from_millis(10);
+
+fn page_was_full(page: &Page) -> bool {
+    page.scanned == PAGE
 }
 
 /// A recovering socket: sent what it missed, then put back in its rooms.

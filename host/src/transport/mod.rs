@@ -268,6 +268,9 @@ fn register<A: Adapter + DefinedAdapter>(
 #[derive(Debug, Clone, Copy)]
 pub struct SocketLimits {
     pub max_payload_bytes: usize,
+    /// Bytes a recovering socket's backlog may have waiting for it at once:
+    /// half of `max_outbound_bytes`, so live events still fit beside it.
+    pub backlog_bytes: usize,
     pub max_queued_bytes: usize,
     pub max_auth_bytes: usize,
 }
@@ -276,6 +279,7 @@ impl SocketLimits {
     pub fn new(settings: &ServerSettings) -> Self {
         Self {
             max_payload_bytes: usize::try_from(settings.max_payload_bytes).unwrap_or(usize::MAX),
+            backlog_bytes: settings.max_outbound_bytes / 2,
             max_queued_bytes: settings.max_queued_bytes_per_socket,
             max_auth_bytes: settings.max_auth_bytes,
         }

@@ -386,6 +386,25 @@ describe("chat", () => {
     }
   });
 
+  test("200 clients connecting at once, each joining as soon as it can, all get the room's next message", async () => {
+    // Each `join` leaves the client right after the CONNECT reply, racing
+    // the server's connect handler: none may be lost.
+    const room = unique("crowd");
+    const sockets = Array.from({ length: 200 }, (_, n) =>
+      openSocket(host.url, { auth: { user: unique(`crowd${n}`) }, transports: ["websocket"] }),
+    );
+    try {
+      const joins = await Promise.all(sockets.map((socket) => emitAck(socket, "join", { room }, { timeout: 20000 })));
+      assert.ok(joins.every((joined) => joined.room === room), "every join acked");
+      const received = sockets.map((socket) => collect(socket, "message"));
+      await emitAckOk(sockets[0], "send_message", { room, text: "all here?" });
+      await waitFor(() => received.every((messages) => messages.length === 1), 10000,
+        () => `the message at all 200 (${received.filter((messages) => messages.length === 1).length})`);
+    } finally {
+      for (const socket of sockets) socket.close();
+    }
+  });
+
   test("events emitted synchronously right after io(), before connect, are handled in order", async () => {
     const room = unique("early");
     const name = unique("early");

@@ -58,14 +58,29 @@ enum Job<A: Adapter> {
     },
 }
 
-/// Registers the socket's handlers (before the connect handler returns, so an
-/// event sent right after `connect` is not missed) and starts its task.
-pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>) {
-    let Some(conn) = socket.extensions.get::<Conn>() else {
-        tracing::error!(socket = %socket.id, "connected without being admitted; disconnecting");
-        let _ = socket.disconnect();
-        return;
-    };
+/// What [`register`] prepared for [`start`]: the socket's queue and the
+/// state its handlers share with its task.
+struct Registered<A: Adapter> {
+    queue: mpsc::Receiver<Job<A>>,
+    queued_bytes: Arc<AtomicUsize>,
+    rate_limited: CancellationToken,
+}
+
+/// Carries [`Registered`] in the socket's extensions, which must be `Clone`.
+struct Pending<A: Adapter>(Arc<Mutex<Option<Registered<A>>>>);
+
+impl<A: Adapter> Clone for Pending<A> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+/// Registers the handlers of an admitted socket, from its connect
+/// middleware: socketioxide sends the CONNECT reply right after it, and a
+/// client may send events as soon as it has it, before the connect handler
+/// has run (under load, a `join` sent at once was lost that way). Events
+/// wait in the queue until [`start`].
+pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, namespace: &Namespace) {
     let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
     let queued_bytes = Arc::new(AtomicUsize::new(0));
     let rate_limited = CancellationToken::new();
@@ -94,6 +109,37 @@ pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>)
             }
         }
     });
+    let registered = Registered {
+        queue,
+        queued_bytes,
+        rate_limited,
+    };
+    socket
+        .extensions
+        .insert(Pending(Arc::new(Mutex::new(Some(registered)))));
+}
+
+/// Starts the task of a socket that is connected, which handles its events.
+pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>) {
+    let (Some(conn), Some(Pending(pending))) = (
+        socket.extensions.get::<Conn>(),
+        socket.extensions.remove::<Pending<A>>(),
+    ) else {
+        tracing::error!(socket = %socket.id, "connected without being admitted; disconnecting");
+        let _ = socket.disconnect();
+        return;
+    };
+    let Some(Registered {
+        queue,
+        queued_bytes,
+        rate_limited,
+    }) = pending
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take()
+    else {
+        return;
+    };
     let expires = socket
         .extensions
         .get::<Identity>()

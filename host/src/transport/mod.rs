@@ -385,6 +385,7 @@ impl Namespace {
             // Read by the socket's task, which disconnects it when the token expires.
             socket.extensions.insert(identity);
         }
+        connection::register(&socket, self);
         Ok(())
     }
 
@@ -422,6 +423,7 @@ impl Namespace {
             socket.extensions.insert(identity);
         }
         socket.extensions.insert(Resumed { session, offset });
+        connection::register(socket, self);
         Ok(())
     }
 

@@ -140,6 +140,29 @@ describe("connection-state recovery", () => {
     assert.equal(reader.id, id);
   });
 
+  test("a client that had received no event when it dropped recovers what was sent since it connected", async () => {
+    const started = await host();
+    const room = unique("quiet");
+    const reader = await connect(started.url, {
+      auth: { user: unique("reader") },
+      reconnection: true,
+      reconnectionDelay: 500,
+      reconnectionDelayMax: 500,
+    });
+    const sender = await connect(started.url, { auth: { user: unique("sender") } });
+    await emitAckOk(reader, "join", { room });
+    await emitAckOk(sender, "join", { room });
+    const received = collect(reader, "message");
+    const id = reader.id;
+    reader.io.engine.close();
+    for (const text of ["one", "two", "three"]) await emitAckOk(sender, "send_message", { room, text });
+    await waitFor(() => reader.connected, 5000, "the reader to reconnect");
+    await waitFor(() => received.length === 3, undefined, "the three messages");
+    assert.equal(reader.recovered, true);
+    assert.equal(reader.id, id);
+    assert.deepEqual(received.map((message) => message.text), ["one", "two", "three"]);
+  });
+
   test("past max_disconnection_ms the client gets a new socket, and plugins see the old one go", async () => {
     const started = await host({ server: { "recovery.max_disconnection_ms": 300 } });
     let id;

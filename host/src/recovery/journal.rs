@@ -124,6 +124,9 @@ pub trait Journal: Send + Sync + 'static {
     async fn publish(&self, emit: Emit) -> Result<(), SocketsError>;
     /// Whether a session that last saw `offset` can still catch up.
     async fn covers(&self, offset: &str) -> bool;
+    /// The offset of the last emit delivered on this node: a session opened
+    /// now missed nothing up to it.
+    async fn head(&self) -> String;
     /// Up to [`PAGE`] emits after `offset` (among those this node delivered)
     /// and which of them reach a socket in `rooms` of `namespace`, without
     /// holding up delivery: for a large backlog, sent at the client's pace
@@ -186,6 +189,10 @@ impl Journal for MemoryJournal {
             return false;
         };
         self.log.lock().await.covers(offset)
+    }
+
+    async fn head(&self) -> String {
+        self.log.lock().await.last.to_string()
     }
 
     async fn page(&self, offset: &str, namespace: &str, rooms: &[String]) -> Option<Page> {

@@ -65,7 +65,13 @@ impl Recovery {
     /// resume `request.pid` get back? None when the session is unknown, over,
     /// or missed emits the journal no longer keeps.
     pub async fn claim(&self, request: ResumeRequest) -> Option<Sid> {
-        if !self.journal.covers(&request.offset).await {
+        // A client that received nothing since its session began missed
+        // whatever came after the session's start.
+        let offset = match request.offset {
+            Some(offset) => offset,
+            None => self.sessions.opened_at(&request.pid).await?,
+        };
+        if !self.journal.covers(&offset).await {
             return None;
         }
         let deadline = Instant::now() + self.connect_timeout;

@@ -30,12 +30,12 @@ const SWEEP_BATCH: i64 = 100;
 const GRACE_MS: u64 = 60_000;
 
 /// KEYS: session, rooms, socket index; ARGV: socket id, namespace, conn,
-/// lease, rooms...
+/// lease, opened at, rooms...
 const OPEN: &str = r"
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('HSET', KEYS[1], 'sid', ARGV[1], 'ns', ARGV[2], 'conn', ARGV[3], 'state', 'live', 'lease', ARGV[4])
+redis.call('HSET', KEYS[1], 'sid', ARGV[1], 'ns', ARGV[2], 'conn', ARGV[3], 'state', 'live', 'lease', ARGV[4], 'opened', ARGV[5])
 redis.call('SET', KEYS[3], KEYS[1])
-for i = 5, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
+for i = 6, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
 return 1
 ";
 
@@ -81,16 +81,16 @@ return sid
 ";
 
 /// KEYS: session, rooms, waiting, socket index; ARGV: lease, pid.
-/// Returns {conn, rooms...}, or nil.
+/// Returns {conn, opened at, rooms...}, or nil.
 const RESUME: &str = r"
-local state, conn = unpack(redis.call('HMGET', KEYS[1], 'state', 'conn'))
+local state, conn, opened = unpack(redis.call('HMGET', KEYS[1], 'state', 'conn', 'opened'))
 if state ~= 'claimed' then return nil end
 redis.call('HSET', KEYS[1], 'state', 'live', 'lease', ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('PERSIST', KEYS[1])
 redis.call('PERSIST', KEYS[2])
 redis.call('SET', KEYS[4], KEYS[1])
-local reply = {conn}
+local reply = {conn, opened}
 for _, room in ipairs(redis.call('SMEMBERS', KEYS[2])) do table.insert(reply, room) end
 return reply
 ";
@@ -220,7 +220,7 @@ fn parse_conn(json: &str) -> Option<Conn> {
 
 #[async_trait]
 impl SessionStore for RedisSessions {
-    async fn open(&self, pid: &str, conn: &Conn, rooms: Vec<String>) -> Lease {
+    async fn open(&self, pid: &str, conn: &Conn, rooms: Vec<String>, opened_at: &str) -> Lease {
         let lease = self.lease();
         let keys = vec![
             self.session_key(pid),
@@ -232,6 +232,7 @@ impl SessionStore for RedisSessions {
             conn.namespace.clone(),
             conn_json(conn),
             self.lease_text(lease),
+            opened_at.to_owned(),
         ];
         arguments.extend(rooms);
         let _: Option<i64> = self.eval(OPEN, keys, arguments).await;
@@ -300,12 +301,23 @@ impl SessionStore for RedisSessions {
         let reply: Vec<String> = self
             .eval::<Option<Vec<String>>>(RESUME, keys, arguments)
             .await??;
-        let (conn, rooms) = reply.split_first()?;
+        let [conn, opened_at, rooms @ ..] = reply.as_slice() else {
+            return None;
+        };
         Some(Session {
             conn: parse_conn(conn)?,
             rooms: rooms.to_vec(),
             lease,
+            opened_at: opened_at.clone(),
         })
+    }
+
+    async fn opened_at(&self, pid: &str) -> Option<String> {
+        self.client
+            .hget(self.session_key(pid), "opened")
+            .await
+            .ok()
+            .flatten()
     }
 
     async fn room_changed(&self, namespace: &str, socket_id: &str, room: &str, joined: bool) {

@@ -27,6 +27,9 @@ pub struct Session {
     /// Every room it was in, the host's included.
     pub rooms: Vec<String>,
     pub lease: Lease,
+    /// The journal's offset when it was opened: a client that received no
+    /// event since (and so has no offset) missed what came after it.
+    pub opened_at: String,
 }
 
 /// A session whose client did not come back: its plugins see `reason`.
@@ -38,8 +41,11 @@ pub struct Expired {
 
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    /// A new socket's session, live, in `rooms`.
-    async fn open(&self, pid: &str, conn: &Conn, rooms: Vec<String>) -> Lease;
+    /// A new socket's session, live, in `rooms`, opened at the journal's
+    /// offset `opened_at`.
+    async fn open(&self, pid: &str, conn: &Conn, rooms: Vec<String>, opened_at: &str) -> Lease;
+    /// The offset session `pid` was opened at.
+    async fn opened_at(&self, pid: &str) -> Option<String>;
     /// Its connection was lost: kept until `deadline` with its `rooms`. False
     /// when the session is no longer `lease`'s (it was resumed elsewhere).
     async fn suspend(
@@ -92,6 +98,7 @@ enum State {
 
 struct Entry {
     conn: Conn,
+    opened_at: String,
     state: State,
 }
 
@@ -118,14 +125,21 @@ impl MemorySessions {
 
 #[async_trait]
 impl SessionStore for MemorySessions {
-    async fn open(&self, pid: &str, conn: &Conn, _rooms: Vec<String>) -> Lease {
+    async fn open(&self, pid: &str, conn: &Conn, _rooms: Vec<String>, opened_at: &str) -> Lease {
         let lease = self.lease();
         let entry = Entry {
             conn: conn.clone(),
+            opened_at: opened_at.to_owned(),
             state: State::Live(lease),
         };
         self.sessions().insert(pid.to_owned(), entry);
         lease
+    }
+
+    async fn opened_at(&self, pid: &str) -> Option<String> {
+        self.sessions()
+            .get(pid)
+            .map(|entry| entry.opened_at.clone())
     }
 
     async fn suspend(
@@ -200,6 +214,7 @@ impl SessionStore for MemorySessions {
             conn: entry.conn.clone(),
             rooms,
             lease,
+            opened_at: entry.opened_at.clone(),
         })
     }
 
@@ -243,7 +258,7 @@ mod tests {
     #[tokio::test]
     async fn a_suspended_session_is_claimed_once_and_resumed_with_its_rooms() {
         let sessions = MemorySessions::default();
-        let lease = sessions.open("p", &conn(), Vec::new()).await;
+        let lease = sessions.open("p", &conn(), Vec::new(), "0").await;
         let rooms = vec!["lobby".to_owned()];
         assert!(
             sessions
@@ -279,7 +294,7 @@ mod tests {
     #[tokio::test]
     async fn a_session_not_resumed_in_time_expires_with_its_reason() {
         let sessions = MemorySessions::default();
-        let lease = sessions.open("p", &conn(), Vec::new()).await;
+        let lease = sessions.open("p", &conn(), Vec::new(), "0").await;
         assert!(
             sessions
                 .suspend("p", lease, Vec::new(), "ping timeout", later(10))
@@ -295,7 +310,7 @@ mod tests {
     #[tokio::test]
     async fn a_closed_session_cannot_be_claimed() {
         let sessions = MemorySessions::default();
-        let lease = sessions.open("p", &conn(), Vec::new()).await;
+        let lease = sessions.open("p", &conn(), Vec::new(), "0").await;
         sessions.close("p", lease).await;
         assert!(
             !sessions

@@ -280,6 +280,10 @@ impl Journal for StreamJournal {
         kept.is_ok_and(|entries| !entries.is_empty())
     }
 
+    async fn head(&self) -> String {
+        self.delivered.lock().await.clone()
+    }
+
     async fn page(&self, offset: &str, namespace: &str, rooms: &[String]) -> Option<Page> {
         let delivered = self.delivered.lock().await.clone();
         if !self.covers(offset).await {

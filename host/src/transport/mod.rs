@@ -377,7 +377,8 @@ impl Namespace {
                 .into_iter()
                 .map(|room| room.into_owned())
                 .collect();
-            let lease = recovery.sessions.open(pid, &conn, rooms).await;
+            let opened_at = recovery.journal.head().await;
+            let lease = recovery.sessions.open(pid, &conn, rooms, &opened_at).await;
             socket.extensions.insert(Held(lease));
         }
         socket.extensions.insert(conn);
@@ -398,9 +399,7 @@ impl Namespace {
         auth: &HandshakeAuth,
         identity: Option<Identity>,
     ) -> Result<(), Denied> {
-        let (Some(recovery), Some(pid), Some(offset)) =
-            (&self.recovery, socket.pid(), auth.offset())
-        else {
+        let (Some(recovery), Some(pid)) = (&self.recovery, socket.pid()) else {
             return Err(Denied("session_expired: reconnect".to_owned()));
         };
         let Some(session) = recovery.sessions.resume(pid).await else {
@@ -422,6 +421,7 @@ impl Namespace {
         if let Some(identity) = identity {
             socket.extensions.insert(identity);
         }
+        let offset = auth.offset().unwrap_or_else(|| session.opened_at.clone());
         socket.extensions.insert(Resumed { session, offset });
         connection::register(socket, self);
         Ok(())

@@ -84,7 +84,7 @@ async fn host(manifest: &str) -> SocketIo {
         .expect("bench manifest");
     let (_layer, io) = transport::socket_io(SocketIo::builder(), &manifest.server);
     let services = HostServices::new(
-        Arc::new(io.clone()),
+        server::in_memory(io.clone(), None).1,
         Arc::new(MemoryStore::new()),
         Arc::new(MemoryTimers::new()),
         &manifest.server,

@@ -34,7 +34,7 @@ use crate::runtime::{
     CallError, CompiledPlugin, LoadError, Plugin, PluginSlot, PluginStatus, Runtime,
 };
 use crate::transport::{
-    self, ClusterSockets, NamespaceReady, Namespaces, NodeSockets, Routes, SocketLimits, Sockets,
+    self, NamespaceReady, Namespaces, NodeSockets, Routes, SocketLimits, Sockets,
 };
 
 /// How long open connections get to close after a shutdown signal.
@@ -122,6 +122,17 @@ type Delivery<A> = Box<
         + Send,
 >;
 
+/// The journal and sockets of a node alone: emits are kept (with recovery's
+/// `limits`) and delivered in memory.
+pub fn in_memory<A: Adapter>(
+    io: SocketIo<A>,
+    limits: Option<RecoverySettings>,
+) -> (Arc<dyn Journal>, Arc<dyn Sockets>) {
+    let journal: Arc<dyn Journal> = Arc::new(MemoryJournal::new(Arc::new(io.clone()), limits));
+    let sockets = Arc::new(NodeSockets::new(io, journal.clone(), None));
+    (journal, sockets)
+}
+
 /// What differs between a single node in memory and a node of a cluster.
 struct Backend<A: Adapter> {
     builder: SocketIoBuilder<A>,
@@ -141,12 +152,7 @@ impl Backend<LocalAdapter> {
             state: Arc::new(MemoryStore::new()),
             timers: Arc::new(MemoryTimers::new()),
             readiness: None,
-            delivery: Box::new(|io, limits| {
-                let journal: Arc<dyn Journal> =
-                    Arc::new(MemoryJournal::new(Arc::new(io.clone()), limits));
-                let sockets = Arc::new(NodeSockets::new(io, journal.clone()));
-                Box::pin(std::future::ready((journal, sockets as Arc<dyn Sockets>)))
-            }),
+            delivery: Box::new(|io, limits| Box::pin(std::future::ready(in_memory(io, limits)))),
             liveness: None,
             sessions: Arc::new(MemorySessions::default()),
         }
@@ -220,7 +226,7 @@ impl Server {
                     )
                     .await;
                     let tracked = limits.map(|_| sessions);
-                    let sockets = Arc::new(ClusterSockets::new(io, journal.clone(), tracked));
+                    let sockets = Arc::new(NodeSockets::new(io, journal.clone(), tracked));
                     (journal, sockets as Arc<dyn Sockets>)
                 })
             }),
@@ -443,7 +449,7 @@ pub struct LoadedPlugins {
 pub async fn check_plugins(manifest: &Manifest) -> Result<Vec<PluginStatus>, ServeError> {
     let (_layer, io) = transport::socket_io(SocketIo::builder(), &manifest.server);
     let services = HostServices::new(
-        Arc::new(io),
+        in_memory(io, None).1,
         Arc::new(MemoryStore::new()),
         Arc::new(MemoryTimers::new()),
         &manifest.server,

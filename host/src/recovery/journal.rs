@@ -82,6 +82,22 @@ impl Log {
         }
     }
 
+    /// At most `limit` emits after `offset`, if it is covered.
+    fn after(&self, offset: &str, limit: usize) -> Option<Vec<(String, Arc<Emit>)>> {
+        let offset = offset
+            .parse::<u64>()
+            .ok()
+            .filter(|offset| self.covers(*offset))?;
+        Some(
+            self.kept
+                .iter()
+                .skip_while(|kept| kept.offset <= offset)
+                .take(limit)
+                .map(|kept| (kept.offset.to_string(), kept.emit.clone()))
+                .collect(),
+        )
+    }
+
     /// Whether every emit after `offset` is still kept.
     fn covers(&self, offset: u64) -> bool {
         let first = self.kept.front().map_or(self.last + 1, |kept| kept.offset);
@@ -113,6 +129,22 @@ pub struct Page {
     /// How many emits were read: fewer than [`PAGE`] when the page ends at
     /// the last emit delivered.
     pub scanned: usize,
+}
+
+impl Page {
+    /// The page of the emits `read` (in order), for a socket in `rooms` of
+    /// `namespace`.
+    pub fn of(read: Vec<(String, Arc<Emit>)>, namespace: &str, rooms: &[String]) -> Self {
+        Self {
+            last: read.last().map(|(offset, _)| offset.clone()),
+            scanned: read.len(),
+            missed: read
+                .into_iter()
+                .filter(|(_, emit)| emit.reaches(namespace, rooms))
+                .map(|(offset, emit)| Missed { offset, emit })
+                .collect(),
+        }
+    }
 }
 
 /// Emits one [`Journal::page`] reads at most.
@@ -196,29 +228,8 @@ impl Journal for MemoryJournal {
     }
 
     async fn page(&self, offset: &str, namespace: &str, rooms: &[String]) -> Option<Page> {
-        let log = self.log.lock().await;
-        let offset = offset
-            .parse::<u64>()
-            .ok()
-            .filter(|offset| log.covers(*offset))?;
-        let read: Vec<&Kept> = log
-            .kept
-            .iter()
-            .skip_while(|kept| kept.offset <= offset)
-            .take(PAGE)
-            .collect();
-        Some(Page {
-            last: read.last().map(|kept| kept.offset.to_string()),
-            scanned: read.len(),
-            missed: read
-                .into_iter()
-                .filter(|kept| kept.emit.reaches(namespace, rooms))
-                .map(|kept| Missed {
-                    offset: kept.offset.to_string(),
-                    emit: kept.emit.clone(),
-                })
-                .collect(),
-        })
+        let read = self.log.lock().await.after(offset, PAGE)?;
+        Some(Page::of(read, namespace, rooms))
     }
 
     async fn catch_up(
@@ -229,23 +240,10 @@ impl Journal for MemoryJournal {
         catch_up: &mut dyn CatchUp,
     ) -> bool {
         let log = self.log.lock().await;
-        let Some(offset) = offset
-            .parse::<u64>()
-            .ok()
-            .filter(|offset| log.covers(*offset))
-        else {
+        let Some(read) = log.after(offset, usize::MAX) else {
             return false;
         };
-        let missed: Vec<Missed> = log
-            .kept
-            .iter()
-            .filter(|kept| kept.offset > offset && kept.emit.reaches(namespace, rooms))
-            .map(|kept| Missed {
-                offset: kept.offset.to_string(),
-                emit: kept.emit.clone(),
-            })
-            .collect();
-        catch_up.missed(&missed);
+        catch_up.missed(&Page::of(read, namespace, rooms).missed);
         catch_up.caught_up();
         true
     }

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use fred::prelude::{Client, ClientLike, StreamsInterface};
 use fred::types::streams::{XCap, XCapKind, XCapTrim};
 
-use super::journal::{CatchUp, Emit, Journal, LocalDelivery, Missed, PAGE, Page};
+use super::journal::{CatchUp, Emit, Journal, LocalDelivery, PAGE, Page};
 use crate::bindings::Payload;
 use crate::cluster::Backoff;
 use crate::manifest::RecoverySettings;
@@ -355,19 +355,11 @@ impl StreamJournal {
             .xrange_values(&self.key, format!("({offset}"), delivered, Some(BATCH))
             .await
             .ok()?;
-        Some(Page {
-            last: read.last().map(|(id, _)| id.clone()),
-            scanned: read.len(),
-            missed: read
-                .into_iter()
-                .filter_map(|(id, fields)| Some((id, decode(&fields)?)))
-                .filter(|(_, emit)| emit.reaches(namespace, rooms))
-                .map(|(offset, emit)| Missed {
-                    offset,
-                    emit: Arc::new(emit),
-                })
-                .collect(),
-        })
+        let read = read
+            .into_iter()
+            .filter_map(|(id, fields)| Some((id, Arc::new(decode(&fields)?))))
+            .collect();
+        Some(Page::of(read, namespace, rooms))
     }
 }
 

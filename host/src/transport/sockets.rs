@@ -71,30 +71,6 @@ pub trait Sockets: Send + Sync + 'static {
     async fn close(&self);
 }
 
-/// A cluster node's sockets: emits go through the cluster's journal, which
-/// every node reads; rooms are changed and read through the adapter.
-pub struct ClusterSockets<A: Adapter> {
-    io: SocketIo<A>,
-    journal: Arc<dyn Journal>,
-    /// With recovery on: told of room changes, so a session knows its rooms
-    /// even if its node dies.
-    sessions: Option<Arc<dyn SessionStore>>,
-}
-
-impl<A: Adapter> ClusterSockets<A> {
-    pub fn new(
-        io: SocketIo<A>,
-        journal: Arc<dyn Journal>,
-        sessions: Option<Arc<dyn SessionStore>>,
-    ) -> Self {
-        Self {
-            io,
-            journal,
-            sessions,
-        }
-    }
-}
-
 fn operators<A: Adapter>(
     io: &SocketIo<A>,
     namespace: &str,
@@ -171,16 +147,28 @@ impl<A: Adapter> LocalDelivery for SocketIo<A> {
     }
 }
 
-/// The sockets of a node that runs alone: every emit goes through its
-/// [`Journal`].
+/// This node's sockets: every emit goes through the [`Journal`] (in memory,
+/// or the cluster's Redis stream); rooms are changed and read through the
+/// adapter, on this node or across the cluster.
 pub struct NodeSockets<A: Adapter> {
     io: SocketIo<A>,
     journal: Arc<dyn Journal>,
+    /// With recovery on: told of room changes, so a session knows its rooms
+    /// even if its node dies.
+    sessions: Option<Arc<dyn SessionStore>>,
 }
 
 impl<A: Adapter> NodeSockets<A> {
-    pub fn new(io: SocketIo<A>, journal: Arc<dyn Journal>) -> Self {
-        Self { io, journal }
+    pub fn new(
+        io: SocketIo<A>,
+        journal: Arc<dyn Journal>,
+        sessions: Option<Arc<dyn SessionStore>>,
+    ) -> Self {
+        Self {
+            io,
+            journal,
+            sessions,
+        }
     }
 }
 
@@ -193,15 +181,15 @@ impl<A: Adapter> Sockets for NodeSockets<A> {
         event: &str,
         payload: Outgoing,
     ) -> Result<(), SocketsError> {
-        publish(
-            &self.io,
-            &*self.journal,
-            namespace,
-            audience,
-            event,
+        operators(&self.io, namespace)?;
+        let emit = Emit {
+            namespace: namespace.to_owned(),
+            room: audience.room,
+            except: audience.except,
+            event: event.to_owned(),
             payload,
-        )
-        .await
+        };
+        self.journal.publish(emit).await
     }
 
     async fn change_rooms(
@@ -211,86 +199,32 @@ impl<A: Adapter> Sockets for NodeSockets<A> {
         room: String,
         change: Membership,
     ) -> Result<(), SocketsError> {
-        Sockets::change_rooms(&self.io, namespace, socket_id, room, change).await
-    }
-
-    async fn members(&self, namespace: &str, room: String) -> Result<Vec<String>, SocketsError> {
-        Sockets::members(&self.io, namespace, room).await
-    }
-
-    async fn rooms_of(
-        &self,
-        namespace: &str,
-        socket_id: String,
-    ) -> Result<Vec<String>, SocketsError> {
-        Sockets::rooms_of(&self.io, namespace, socket_id).await
-    }
-
-    async fn close(&self) {
-        Sockets::close(&self.io).await;
-    }
-}
-
-/// Publishes an emit to a namespace this node serves.
-async fn publish<A: Adapter>(
-    io: &SocketIo<A>,
-    journal: &dyn Journal,
-    namespace: &str,
-    audience: Audience,
-    event: &str,
-    payload: Outgoing,
-) -> Result<(), SocketsError> {
-    operators(io, namespace)?;
-    let emit = Emit {
-        namespace: namespace.to_owned(),
-        room: audience.room,
-        except: audience.except,
-        event: event.to_owned(),
-        payload,
-    };
-    journal.publish(emit).await
-}
-
-/// Room operations on any adapter, shared by [`NodeSockets`] and [`ClusterSockets`].
-#[async_trait]
-impl<A: Adapter> Sockets for SocketIo<A> {
-    async fn emit(
-        &self,
-        namespace: &str,
-        audience: Audience,
-        event: &str,
-        payload: Outgoing,
-    ) -> Result<(), SocketsError> {
-        let sent = reaching(self, namespace, &audience)?
-            .emit(event, &payload)
-            .await;
-        delivered(sent, event).map_err(transport)
-    }
-
-    async fn change_rooms(
-        &self,
-        namespace: &str,
-        socket_id: String,
-        room: String,
-        change: Membership,
-    ) -> Result<(), SocketsError> {
-        if let Some(socket) = local_socket(self, namespace, &socket_id) {
-            match change {
-                Membership::Join => socket.join(room),
-                Membership::Leave => socket.leave(room),
+        let io = &self.io;
+        match local_socket(io, namespace, &socket_id) {
+            Some(socket) => match change {
+                Membership::Join => socket.join(room.clone()),
+                Membership::Leave => socket.leave(room.clone()),
+            },
+            None => {
+                let socket = operators(io, namespace)?.within(socket_room(&socket_id));
+                match change {
+                    Membership::Join => socket.join(room.clone()).await,
+                    Membership::Leave => socket.leave(room.clone()).await,
+                }
+                .map_err(transport)?;
             }
-            return Ok(());
         }
-        let socket = operators(self, namespace)?.within(socket_room(&socket_id));
-        match change {
-            Membership::Join => socket.join(room).await,
-            Membership::Leave => socket.leave(room).await,
+        if let Some(sessions) = &self.sessions {
+            let joined = matches!(change, Membership::Join);
+            sessions
+                .room_changed(namespace, &socket_id, &room, joined)
+                .await;
         }
-        .map_err(transport)
+        Ok(())
     }
 
     async fn members(&self, namespace: &str, room: String) -> Result<Vec<String>, SocketsError> {
-        let sockets = operators(self, namespace)?
+        let sockets = operators(&self.io, namespace)?
             .within(room)
             .fetch_sockets()
             .await
@@ -306,9 +240,9 @@ impl<A: Adapter> Sockets for SocketIo<A> {
         namespace: &str,
         socket_id: String,
     ) -> Result<Vec<String>, SocketsError> {
-        let rooms = match local_socket(self, namespace, &socket_id) {
+        let rooms = match local_socket(&self.io, namespace, &socket_id) {
             Some(socket) => socket.rooms(),
-            None => operators(self, namespace)?
+            None => operators(&self.io, namespace)?
                 .within(socket_room(&socket_id))
                 .rooms()
                 .await
@@ -318,60 +252,6 @@ impl<A: Adapter> Sockets for SocketIo<A> {
     }
 
     async fn close(&self) {
-        SocketIo::close(self).await;
-    }
-}
-
-#[async_trait]
-impl<A: Adapter> Sockets for ClusterSockets<A> {
-    async fn emit(
-        &self,
-        namespace: &str,
-        audience: Audience,
-        event: &str,
-        payload: Outgoing,
-    ) -> Result<(), SocketsError> {
-        publish(
-            &self.io,
-            &*self.journal,
-            namespace,
-            audience,
-            event,
-            payload,
-        )
-        .await
-    }
-
-    async fn change_rooms(
-        &self,
-        namespace: &str,
-        socket_id: String,
-        room: String,
-        change: Membership,
-    ) -> Result<(), SocketsError> {
-        Sockets::change_rooms(&self.io, namespace, socket_id.clone(), room.clone(), change).await?;
-        if let Some(sessions) = &self.sessions {
-            let joined = matches!(change, Membership::Join);
-            sessions
-                .room_changed(namespace, &socket_id, &room, joined)
-                .await;
-        }
-        Ok(())
-    }
-
-    async fn members(&self, namespace: &str, room: String) -> Result<Vec<String>, SocketsError> {
-        Sockets::members(&self.io, namespace, room).await
-    }
-
-    async fn rooms_of(
-        &self,
-        namespace: &str,
-        socket_id: String,
-    ) -> Result<Vec<String>, SocketsError> {
-        Sockets::rooms_of(&self.io, namespace, socket_id).await
-    }
-
-    async fn close(&self) {
-        Sockets::close(&self.io).await;
+        self.io.clone().close().await;
     }
 }

@@ -150,6 +150,14 @@ impl Reloader {
         }
     }
 
+    /// The running version of each plugin, by name.
+    pub fn versions(&self) -> std::collections::BTreeMap<String, String> {
+        self.statuses()
+            .into_iter()
+            .map(|status| (status.name, status.version))
+            .collect()
+    }
+
     pub fn statuses(&self) -> Vec<PluginStatus> {
         self.slots().iter().map(|slot| slot.status()).collect()
     }

@@ -16,11 +16,13 @@ use tokio::net::TcpListener;
 use tower_http::services::ServeDir;
 
 use crate::cluster::timers::{self, MemoryTimers, RedisTimers, TimerStore};
-use crate::cluster::{self, MemoryStore, NodeLiveness, RedisStore, StateStore};
+use crate::cluster::{
+    self, MemoryStore, NodeLiveness, NodeReport, RedisStore, Reporter, StateStore,
+};
 use crate::host_api::HostServices;
 use crate::http_api::origin::{self, OriginGuard};
 use crate::http_api::plugin_routes::{PluginHttp, PluginRoutes};
-use crate::http_api::{self, ApiToken, Readiness};
+use crate::http_api::{self, ApiToken, Nodes, Readiness};
 use crate::identity::{KeyError, Verifier};
 use crate::listener::{self, Admission, Timeouts};
 use crate::manifest::RecoverySettings;
@@ -31,7 +33,7 @@ use crate::recovery::{
 };
 use crate::reload::Reloader;
 use crate::runtime::{
-    CallError, CompiledPlugin, LoadError, Plugin, PluginSlot, PluginStatus, Runtime,
+    CallError, CompiledPlugin, LoadError, Plugin, PluginSlot, PluginStatus, Runtime, now_ms,
 };
 use crate::transport::{
     self, NamespaceReady, Namespaces, NodeSockets, Routes, SocketLimits, Sockets,
@@ -340,25 +342,47 @@ impl Server {
                 async move { reloader.deliver_timer(timer).await }
             }
         });
-        if let Some(liveness) = backend.liveness {
-            let namespaces = namespaces.clone();
-            liveness.run(move |node, lost| {
-                let (namespaces, recovery) = (namespaces.clone(), recovery.clone());
-                async move {
-                    for conn in lost {
-                        let kept = match &recovery {
-                            Some(recovery) => recovery.suspend_lost(&node, &conn).await,
-                            None => false,
-                        };
-                        if !kept {
-                            namespaces.disconnect_gone(&conn, LOST_REASON).await;
+        let nodes = match backend.liveness {
+            Some(liveness) => {
+                let report: Reporter = {
+                    let (liveness, namespaces, reloader) =
+                        (liveness.clone(), namespaces.clone(), reloader.clone());
+                    Arc::new(move || liveness.report(namespaces.sockets(), reloader.versions()))
+                };
+                liveness.clone().run(report, {
+                    let namespaces = namespaces.clone();
+                    move |node, lost| {
+                        let (namespaces, recovery) = (namespaces.clone(), recovery.clone());
+                        async move {
+                            for conn in lost {
+                                let kept = match &recovery {
+                                    Some(recovery) => recovery.suspend_lost(&node, &conn).await,
+                                    None => false,
+                                };
+                                if !kept {
+                                    namespaces.disconnect_gone(&conn, LOST_REASON).await;
+                                }
+                            }
                         }
                     }
-                }
-            });
-        }
+                });
+                Nodes::Cluster(liveness)
+            }
+            None => {
+                let started_at_ms = now_ms();
+                let (namespaces, reloader) = (namespaces.clone(), reloader.clone());
+                Nodes::Alone(Arc::new(move || NodeReport {
+                    id: "local".to_owned(),
+                    started_at_ms,
+                    sockets: namespaces.sockets(),
+                    plugins: reloader.versions(),
+                    beat_at_ms: now_ms(),
+                }))
+            }
+        };
         let api = http_api::ApiState {
             sockets: sockets.clone(),
+            nodes,
             token: api_token,
             metrics: manifest.metrics,
             namespaces: namespaces.clone(),

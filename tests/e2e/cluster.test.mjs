@@ -108,6 +108,30 @@ describe("two nodes sharing Redis", () => {
     await redis?.stop();
   });
 
+  test("GET /api/v1/nodes on either node lists both, with their sockets and plugin versions", async () => {
+    const plugins = (await api(nodeA, "GET", "/api/v1/plugins")).body.plugins;
+    const versions = Object.fromEntries(plugins.map((plugin) => [plugin.name, plugin.version]));
+    const socket = await connect(nodeB.url, { auth: { user: unique("counted") } });
+    try {
+      // Reports go out with each heartbeat (every second).
+      const listed = await waitFor(async () => {
+        const { status, body } = await api(nodeA, "GET", "/api/v1/nodes");
+        assert.equal(status, 200);
+        return body.nodes.length === 2 && body.nodes.some((node) => node.sockets >= 1) && body.nodes;
+      }, 5000, "both nodes, one with a socket, in /api/v1/nodes");
+      for (const node of listed) {
+        assert.deepEqual(node.plugins, versions, "every node runs the same plugin versions");
+        assert.equal(typeof node.id, "string");
+        assert.ok(node.beat_at_ms >= node.started_at_ms);
+      }
+      assert.deepEqual((await api(nodeB, "GET", "/api/v1/nodes")).body.nodes.map((node) => node.id).sort(),
+        listed.map((node) => node.id).sort());
+      assert.equal((await api(nodeA, "GET", "/api/v1/nodes", undefined, null)).status, 401);
+    } finally {
+      socket.close();
+    }
+  });
+
   test("a room broadcast reaches members on both nodes exactly once, in order", async () => {
     const ada = await connect(nodeA.url, { auth: { user: "ada" } });
     const bob = await connect(nodeB.url, { auth: { user: "bob" } });

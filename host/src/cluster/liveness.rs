@@ -17,6 +17,24 @@ use serde::{Deserialize, Serialize};
 use tokio::task::AbortHandle;
 
 use crate::bindings::Conn;
+use crate::runtime::now_ms;
+
+/// What a node tells the others about itself with each heartbeat, for
+/// `GET /api/v1/nodes`: enough to see a half-finished rollout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub id: String,
+    pub started_at_ms: u64,
+    /// Sockets connected to it.
+    pub sockets: usize,
+    /// The running version (SHA-256) of each of its plugins.
+    pub plugins: std::collections::BTreeMap<String, String>,
+    /// When it last beat, in ms since the Unix epoch.
+    pub beat_at_ms: u64,
+}
+
+/// Builds this node's [`NodeReport`] at each heartbeat.
+pub type Reporter = Arc<dyn Fn() -> NodeReport + Send + Sync>;
 
 /// How often a node refreshes its heartbeat and looks for dead nodes.
 const BEAT: Duration = Duration::from_secs(1);
@@ -60,6 +78,7 @@ pub struct NodeLiveness {
     client: Client,
     prefix: String,
     node_id: String,
+    started_at_ms: u64,
     /// The heartbeat task, stopped when the node leaves.
     beating: Mutex<Option<AbortHandle>>,
 }
@@ -68,12 +87,12 @@ impl NodeLiveness {
     pub fn new(client: Client, prefix: &str) -> Arc<Self> {
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
+            .unwrap_or_default();
         Arc::new(Self {
             client,
             prefix: prefix.to_owned(),
-            node_id: format!("{started:x}-{:x}", std::process::id()),
+            node_id: format!("{:x}-{:x}", started.as_nanos(), std::process::id()),
+            started_at_ms: u64::try_from(started.as_millis()).unwrap_or(u64::MAX),
             beating: Mutex::new(None),
         })
     }
@@ -89,6 +108,40 @@ impl NodeLiveness {
 
     fn heartbeat_key(&self, node: &str) -> String {
         format!("{}:node:{node}:alive", self.prefix)
+    }
+
+    /// Where a node's [`NodeReport`] is, for as long as its heartbeat.
+    fn report_key(&self, node: &str) -> String {
+        format!("{}:node:{node}:report", self.prefix)
+    }
+
+    /// A report of this node as it is now, its id and start filled in.
+    pub fn report(
+        &self,
+        sockets: usize,
+        plugins: std::collections::BTreeMap<String, String>,
+    ) -> NodeReport {
+        NodeReport {
+            id: self.node_id.clone(),
+            started_at_ms: self.started_at_ms,
+            sockets,
+            plugins,
+            beat_at_ms: now_ms(),
+        }
+    }
+
+    /// The reports of the live nodes, this one included, oldest first.
+    pub async fn nodes(&self) -> Result<Vec<NodeReport>, fred::error::Error> {
+        let nodes: Vec<String> = self.client.smembers(self.nodes_key()).await?;
+        let mut reports = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            let report: Option<String> = self.client.get(self.report_key(&node)).await?;
+            if let Some(report) = report.and_then(|json| serde_json::from_str(&json).ok()) {
+                reports.push(report);
+            }
+        }
+        reports.sort_by_key(|report: &NodeReport| (report.started_at_ms, report.id.clone()));
+        Ok(reports)
     }
 
     fn sockets_key(&self, node: &str) -> String {
@@ -123,9 +176,10 @@ impl NodeLiveness {
         }
     }
 
-    /// Beats and watches until the process ends; `lost` handles the sockets
-    /// of a dead node this node claimed (the node's id, its sockets).
-    pub fn run<F, Fut>(self: Arc<Self>, lost: F)
+    /// Beats (with `report`) and watches until the process ends; `lost`
+    /// handles the sockets of a dead node this node claimed (the node's id,
+    /// its sockets).
+    pub fn run<F, Fut>(self: Arc<Self>, report: Reporter, lost: F)
     where
         F: Fn(String, Vec<Conn>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send,
@@ -135,7 +189,7 @@ impl NodeLiveness {
             let mut ticker = tokio::time::interval(BEAT);
             loop {
                 ticker.tick().await;
-                if let Err(error) = self.beat().await {
+                if let Err(error) = self.beat(&report()).await {
                     tracing::warn!("cannot refresh this node's heartbeat: {error}");
                     continue;
                 }
@@ -161,7 +215,13 @@ impl NodeLiveness {
         if let Some(beating) = beating {
             beating.abort();
         }
-        let left: Result<(), _> = self.client.del(self.heartbeat_key(&self.node_id)).await;
+        let left: Result<(), _> = self
+            .client
+            .del(vec![
+                self.heartbeat_key(&self.node_id),
+                self.report_key(&self.node_id),
+            ])
+            .await;
         if let Err(error) = left {
             tracing::warn!(
                 "cannot drop this node's heartbeat: {error}; the others will notice it gone"
@@ -169,8 +229,20 @@ impl NodeLiveness {
         }
     }
 
-    async fn beat(&self) -> Result<(), fred::error::Error> {
+    async fn beat(&self, report: &NodeReport) -> Result<(), fred::error::Error> {
         let timeout = i64::try_from(HEARTBEAT_TIMEOUT.as_millis()).unwrap_or(i64::MAX);
+        if let Ok(report) = serde_json::to_string(report) {
+            let () = self
+                .client
+                .set(
+                    self.report_key(&self.node_id),
+                    report,
+                    Some(Expiration::PX(timeout)),
+                    None,
+                    false,
+                )
+                .await?;
+        }
         let () = self
             .client
             .set(

@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 pub use backoff::Backoff;
 pub use connect::{ConnectError, RedisConnection, connect};
-pub use liveness::{NodeLiveness, RecordedConn};
+pub use liveness::{NodeLiveness, NodeReport, RecordedConn, Reporter};
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
 

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 
+use crate::cluster::{NodeLiveness, NodeReport, Reporter};
 use crate::listener::{self, Admission, Timeouts};
 use crate::manifest::{MetricsAccess, is_reserved_event};
 use crate::metrics::Metrics;
@@ -42,6 +43,8 @@ pub type Readiness = Option<Arc<dyn Fn() -> Result<(), String> + Send + Sync>>;
 /// What the HTTP API reaches.
 pub struct ApiState {
     pub sockets: Arc<dyn Sockets>,
+    /// The cluster's nodes, or this one alone.
+    pub nodes: Nodes,
     /// `None`: `/api/v1` is off.
     pub token: Option<Arc<ApiToken>>,
     pub metrics: MetricsAccess,
@@ -60,6 +63,7 @@ pub fn router(state: ApiState, plugin_http: Arc<PluginHttp>) -> Router {
         .route("/api/v1/namespaces/{namespace}/rooms/{room}", get(room))
         .route("/metrics", get(metrics))
         .route("/api/v1/plugins", get(plugins))
+        .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/plugins/{name}/reload", post(reload))
         .fallback(move |request| plugin_routes::serve(plugin_http.clone(), request))
         .with_state(Arc::new(state))
@@ -312,6 +316,38 @@ async fn plugins(
         plugins: state.reloader.statuses(),
         counts: state.reloader.counts(),
     }))
+}
+
+/// Where `GET /api/v1/nodes` finds the nodes.
+pub enum Nodes {
+    /// A node without a cluster reports itself.
+    Alone(Reporter),
+    /// Each node of a cluster reports itself in Redis with its heartbeat.
+    Cluster(Arc<NodeLiveness>),
+}
+
+#[derive(Serialize)]
+struct NodesResponse {
+    nodes: Vec<NodeReport>,
+}
+
+/// The live nodes with their sockets and plugin versions: a rollout that
+/// stopped halfway shows as nodes running different versions.
+async fn nodes(
+    State(state): State<Arc<ApiState>>,
+    _: ApiCaller,
+) -> Result<Json<NodesResponse>, ApiError> {
+    let nodes = match &state.nodes {
+        Nodes::Alone(report) => vec![report()],
+        Nodes::Cluster(liveness) => liveness.nodes().await.map_err(|error| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_unavailable",
+                format!("cannot read the cluster's nodes from Redis: {error}"),
+            )
+        })?,
+    };
+    Ok(Json(NodesResponse { nodes }))
 }
 
 #[derive(Serialize)]

@@ -27,7 +27,7 @@ use crate::manifest::PluginSpec;
 pub use exports::Export;
 pub use instance::{InstanceState, PluginContext};
 pub use plugin::{CallError, Plugin};
-pub use slot::{PluginSlot, PluginStatus};
+pub use slot::{PluginSlot, PluginStatus, now_ms};
 
 /// The WIT world every plugin must implement.
 pub const WORLD: &str = "switchboard:plugin/plugin@0.1.2";

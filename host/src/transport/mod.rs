@@ -215,6 +215,11 @@ impl Namespaces {
         }
     }
 
+    /// Sockets connected to this node.
+    pub fn sockets(&self) -> usize {
+        self.connections.len()
+    }
+
     pub fn paths(&self) -> Vec<String> {
         self.served
             .lock()

@@ -274,6 +274,14 @@ impl Server {
                 settings.max_disconnection,
                 manifest.server.connections.connect_timeout,
                 durable,
+                Box::new({
+                    let io = io.clone();
+                    move |namespace: &str, socket_id: &str| {
+                        let sid = socket_id.parse().ok();
+                        sid.and_then(|sid| io.of(namespace)?.get_socket(sid))
+                            .is_some()
+                    }
+                }),
             )
         });
         if let Some(recovery) = &recovery {

@@ -31,6 +31,9 @@ pub use stream::StreamJournal;
 /// How often sessions past their deadline are looked for.
 const EXPIRY_SWEEP: Duration = Duration::from_millis(500);
 
+/// Whether a socket (namespace, socket id) is connected to this node.
+pub type ConnectedHere = Box<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
 pub struct Recovery {
     pub journal: Arc<dyn Journal>,
     pub sessions: Arc<dyn SessionStore>,
@@ -42,6 +45,7 @@ pub struct Recovery {
     /// down then leaves its sockets' sessions for their clients to recover
     /// elsewhere.
     pub durable: bool,
+    connected_here: ConnectedHere,
 }
 
 impl Recovery {
@@ -51,6 +55,7 @@ impl Recovery {
         window: Duration,
         connect_timeout: Duration,
         durable: bool,
+        connected_here: ConnectedHere,
     ) -> Arc<Self> {
         Arc::new(Self {
             journal,
@@ -58,6 +63,7 @@ impl Recovery {
             window,
             connect_timeout,
             durable,
+            connected_here,
         })
     }
 
@@ -65,12 +71,16 @@ impl Recovery {
     /// resume `request.pid` get back? None when the session is unknown, over,
     /// or missed emits the journal no longer keeps.
     pub async fn claim(&self, request: ResumeRequest) -> Option<Sid> {
+        let (opened_at, socket_id) = self.sessions.opened_at(&request.pid).await?;
+        // Its old connection is still here (this node has not noticed it is
+        // gone): socketioxide cannot give its id to a second socket. The
+        // client starts over; the old one's session ends when it times out.
+        if (self.connected_here)(&request.ns, &socket_id) {
+            return None;
+        }
         // A client that received nothing since its session began missed
         // whatever came after the session's start.
-        let offset = match request.offset {
-            Some(offset) => offset,
-            None => self.sessions.opened_at(&request.pid).await?,
-        };
+        let offset = request.offset.unwrap_or(opened_at);
         if !self.journal.covers(&offset).await {
             return None;
         }

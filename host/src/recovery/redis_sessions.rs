@@ -312,12 +312,16 @@ impl SessionStore for RedisSessions {
         })
     }
 
-    async fn opened_at(&self, pid: &str) -> Option<String> {
-        self.client
-            .hget(self.session_key(pid), "opened")
+    async fn opened_at(&self, pid: &str) -> Option<(String, String)> {
+        let fields: Vec<Option<String>> = self
+            .client
+            .hmget(self.session_key(pid), vec!["opened", "sid"])
             .await
-            .ok()
-            .flatten()
+            .ok()?;
+        match fields.as_slice() {
+            [Some(opened_at), Some(socket_id)] => Some((opened_at.clone(), socket_id.clone())),
+            _ => None,
+        }
     }
 
     async fn room_changed(&self, namespace: &str, socket_id: &str, room: &str, joined: bool) {

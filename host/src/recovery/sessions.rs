@@ -44,8 +44,8 @@ pub trait SessionStore: Send + Sync + 'static {
     /// A new socket's session, live, in `rooms`, opened at the journal's
     /// offset `opened_at`.
     async fn open(&self, pid: &str, conn: &Conn, rooms: Vec<String>, opened_at: &str) -> Lease;
-    /// The offset session `pid` was opened at.
-    async fn opened_at(&self, pid: &str) -> Option<String>;
+    /// The offset session `pid` was opened at, and its socket id.
+    async fn opened_at(&self, pid: &str) -> Option<(String, String)>;
     /// Its connection was lost: kept until `deadline` with its `rooms`. False
     /// when the session is no longer `lease`'s (it was resumed elsewhere).
     async fn suspend(
@@ -136,10 +136,10 @@ impl SessionStore for MemorySessions {
         lease
     }
 
-    async fn opened_at(&self, pid: &str) -> Option<String> {
+    async fn opened_at(&self, pid: &str) -> Option<(String, String)> {
         self.sessions()
             .get(pid)
-            .map(|entry| entry.opened_at.clone())
+            .map(|entry| (entry.opened_at.clone(), entry.conn.socket_id.clone()))
     }
 
     async fn suspend(

@@ -444,6 +444,47 @@ describe("Redis restarting mid-traffic", () => {
   });
 });
 
+describe("a journal reset under the nodes", () => {
+  test("entries appended after Redis came back empty with ids below what the nodes read are still delivered", async () => {
+    const redis = await startRedis();
+    const prefix = unique("reset");
+    const manifest = clusterManifest(redis.url, { prefix });
+    const [nodeA, nodeB] = await Promise.all([startHost({ manifest }), startHost({ manifest })]);
+    let restarted;
+    try {
+      const atA = await connect(nodeA.url, { auth: { user: "reset-a" } });
+      const atB = await connect(nodeB.url, { auth: { user: "reset-b" } });
+      await emitAckOk(atA, "join", { room: "reset" });
+      await emitAckOk(atB, "join", { room: "reset" });
+      const receivedA = collect(atA, "notice");
+      const receivedB = collect(atB, "notice");
+      // An entry far in the future: both nodes read (and skip) it, so their
+      // position is ahead of any id a restarted Redis gives next, as after a
+      // restart on a clock behind the old one.
+      const future = spawnSync("redis-cli", ["-p", String(redis.port), "XADD", `${prefix}:journal`, "99999999999999-0", "x", "y"], { encoding: "utf8" });
+      assert.equal(future.status, 0, future.stderr);
+      await quiet(500);
+      await redis.stop();
+      restarted = await startRedis({ port: redis.port });
+      await waitFor(
+        async () => (await fetch(`${nodeA.url}/readyz`)).status === 200 && (await fetch(`${nodeB.url}/readyz`)).status === 200,
+        20000,
+        "both nodes to reconnect to Redis",
+      );
+      const notice = await api(nodeA, "POST", "/api/v1/emit", { namespace: "/", to: { room: "reset" }, event: "notice", data: { n: 1 } });
+      assert.equal(notice.status, 202);
+      await waitFor(() => receivedA.length === 1 && receivedB.length === 1, 10000, "the notice on both nodes");
+      await quiet();
+      assert.deepEqual([receivedA, receivedB], [[{ n: 1 }], [{ n: 1 }]]);
+      assert.match(nodeA.stderr(), /journal was reset/);
+    } finally {
+      closeAllSockets();
+      await Promise.all([nodeA.stop(), nodeB.stop()]);
+      await restarted?.stop();
+    }
+  });
+});
+
 describe("other Redis deployments", () => {
   test("rediss:// to a TLS redis-server with the CA from ca_file", async () => {
     const dir = tempDir();

@@ -30,6 +30,8 @@ use crate::transport::SocketsError;
 const BATCH: u64 = PAGE as u64;
 /// How long a read waits for new entries (below the commands' timeout).
 const BLOCK_MS: u64 = 250;
+/// How often a node checks the stream was not reset under it.
+const RESET_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often the stream is trimmed to the recovery window.
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 /// How long a recovering client waits for this node to have delivered what
@@ -143,6 +145,27 @@ impl StreamJournal {
         }
     }
 
+    /// After Redis was away: if the stream now ends before what this node
+    /// delivered, it was reset (Redis restarted without persistence, on a
+    /// clock behind the old one), and entries appended since would have ids
+    /// below it and never be read; reading starts over from the stream's
+    /// start.
+    async fn restart_if_reset(&self) {
+        // Held first, so the reader cannot deliver past what is asked for.
+        let mut delivered = self.delivered.lock().await;
+        let Ok(last) = last_entry(&self.commands, &self.key).await else {
+            return;
+        };
+        if stream_id(&last) < stream_id(&delivered) {
+            tracing::warn!(
+                delivered = %*delivered,
+                last = %last,
+                "the cluster's journal was reset (Redis restarted without its data?); reading it from its start"
+            );
+            *delivered = "0-0".to_owned();
+        }
+    }
+
     async fn deliver(&self, entries: Vec<(String, HashMap<String, Bytes>)>) {
         let mut delivered = self.delivered.lock().await;
         for (id, fields) in entries {
@@ -159,12 +182,19 @@ impl StreamJournal {
         }
     }
 
-    /// Appends what waits in the outbox once Redis is back, and keeps the
-    /// stream within the recovery window.
+    /// Appends what waits in the outbox once Redis is back, keeps the stream
+    /// within the recovery window,
+    /// and checks it was not reset under this node's reader (which may not
+    /// have seen an error: its command can be retried on the new Redis).
     async fn maintain(self: Arc<Self>) {
         let mut trimmed = tokio::time::Instant::now();
+        let mut checked = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
+            if checked.elapsed() >= RESET_CHECK_EVERY {
+                checked = tokio::time::Instant::now();
+                self.restart_if_reset().await;
+            }
             self.drain_outbox().await;
             if let Some(limits) = self.limits
                 && trimmed.elapsed() >= TRIM_EVERY
@@ -363,13 +393,21 @@ impl StreamJournal {
     }
 }
 
-/// The id of the stream's last entry, `0-0` when it has none.
+/// The id of the stream's last entry, `0-0` when it has none (or Redis
+/// cannot be asked).
 async fn last_id(commands: &Client, key: &str) -> String {
-    let last: Result<Vec<(String, HashMap<String, Bytes>)>, _> =
-        commands.xrevrange_values(key, "+", "-", Some(1)).await;
-    last.ok()
-        .and_then(|entries| entries.into_iter().next())
-        .map_or_else(|| "0-0".to_owned(), |(id, _)| id)
+    last_entry(commands, key)
+        .await
+        .unwrap_or_else(|_| "0-0".to_owned())
+}
+
+async fn last_entry(commands: &Client, key: &str) -> Result<String, fred::error::Error> {
+    let last: Vec<(String, HashMap<String, Bytes>)> =
+        commands.xrevrange_values(key, "+", "-", Some(1)).await?;
+    Ok(last
+        .into_iter()
+        .next()
+        .map_or_else(|| "0-0".to_owned(), |(id, _)| id))
 }
 
 /// A stream entry id as its two numbers, which order entries.

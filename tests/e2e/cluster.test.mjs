@@ -386,6 +386,25 @@ describe("presence across nodes", () => {
   });
 });
 
+test("the last node stopped with SIGTERM ends its sockets' sessions itself: no node is left to recover them", async () => {
+  const redis = await startRedis();
+  const manifest = clusterManifest(redis.url, { prefix: unique("last") });
+  const only = await startHost({ manifest });
+  let next;
+  try {
+    const socket = await connect(only.url, { namespace: "/faulty" });
+    const id = socket.id;
+    assert.equal((await only.stop()).code, 0, only.stderr());
+    next = await startHost({ manifest });
+    const asker = await connect(next.url, { namespace: "/faulty" });
+    assert.equal(await emitAckOk(asker, "disconnect_reason", { socket_id: id }), "server shutting down");
+  } finally {
+    closeAllSockets();
+    await Promise.all([only.stop(), next?.stop()]);
+    await redis.stop();
+  }
+});
+
 describe("Redis restarting mid-traffic", () => {
   test("emits during the outage wait in the outbox and reach every node once, in order, when Redis is back", async () => {
     const redis = await startRedis();

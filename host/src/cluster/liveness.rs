@@ -204,6 +204,21 @@ impl NodeLiveness {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(beating.abort_handle());
     }
 
+    /// Whether another node is alive (its heartbeat fresh). False when Redis
+    /// cannot tell.
+    pub async fn others_alive(&self) -> bool {
+        let nodes: Vec<String> = match self.client.smembers(self.nodes_key()).await {
+            Ok(nodes) => nodes,
+            Err(_) => return false,
+        };
+        for node in nodes.iter().filter(|node| **node != self.node_id) {
+            if let Ok(true) = self.client.exists(self.heartbeat_key(node)).await {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Stops beating and drops the heartbeat, for a node shutting down that
     /// has handled its sockets: the others take it as gone at once.
     pub async fn leave(&self) {

@@ -396,9 +396,9 @@ impl<A: Adapter> Connection<A> {
                     None => break "gone",
                 },
                 () = &mut closing => {
-                    // Sessions kept in Redis are recovered on another node.
-                    let durable = self.namespace.recovery.as_ref().is_some_and(|recovery| recovery.durable);
-                    if !(durable && self.suspend(SHUTDOWN_REASON).await) {
+                    // Left to its client to recover on another node, if any.
+                    let hand_over = self.namespace.hand_over.load(Ordering::Acquire);
+                    if !(hand_over && self.suspend(SHUTDOWN_REASON).await) {
                         self.disconnected(SHUTDOWN_REASON).await;
                     }
                     break "shutdown";

@@ -9,6 +9,7 @@ mod sockets;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -99,6 +100,9 @@ pub struct Namespaces {
     connections: TaskTracker,
     /// Cancelled at shutdown: each socket then has its disconnect handled.
     closing: CancellationToken,
+    /// Set at shutdown when other nodes are alive to recover this node's
+    /// sessions: its sockets' sessions are then left to their clients.
+    hand_over: Arc<AtomicBool>,
 }
 
 impl Namespaces {
@@ -133,6 +137,7 @@ impl Namespaces {
             recovery,
             connections: TaskTracker::new(),
             closing: CancellationToken::new(),
+            hand_over: Arc::new(AtomicBool::new(false)),
         };
         for (path, routes) in routes.namespaces() {
             let namespace = namespaces.namespace(routes.clone());
@@ -155,6 +160,7 @@ impl Namespaces {
             recovery: self.recovery.clone(),
             connections: self.connections.clone(),
             closing: self.closing.clone(),
+            hand_over: self.hand_over.clone(),
         })
     }
 
@@ -167,6 +173,16 @@ impl Namespaces {
     /// the others clean up after it only once it has stopped. The sockets stay
     /// connected, to be closed by the transport.
     pub async fn disconnect_all(&self, grace: Duration) {
+        // Sessions kept in Redis are left for their clients to recover on
+        // another node, if there is one: the last node ends them itself.
+        let durable = self
+            .recovery
+            .as_ref()
+            .is_some_and(|recovery| recovery.durable);
+        if let (true, Some(liveness)) = (durable, &self.liveness) {
+            self.hand_over
+                .store(liveness.others_alive().await, Ordering::Release);
+        }
         self.closing.cancel();
         self.connections.close();
         if tokio::time::timeout(grace, self.connections.wait())
@@ -301,6 +317,7 @@ pub struct Namespace {
     recovery: Option<Arc<Recovery>>,
     connections: TaskTracker,
     closing: CancellationToken,
+    hand_over: Arc<AtomicBool>,
 }
 
 /// A socket's hold on its session (connection-state recovery).

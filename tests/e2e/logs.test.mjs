@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { afterEach, test } from "node:test";
 
-import { closeAllSockets, connect, emitAckOk, faultyPlugin, startHost } from "./harness.mjs";
+import { closeAllSockets, connect, emitAck, emitAckOk, faultyPlugin, startHost, waitFor } from "./harness.mjs";
 
 let host;
 
@@ -54,4 +54,22 @@ test("SWITCHBOARD_LOG_FORMAT=json writes one JSON object per line", async () => 
   assert.ok(fromPlugin, `no record of the plugin's line in:\n${lines.join("\n")}`);
   assert.equal(fromPlugin.fields.plugin, "faulty");
   assert.equal(fromPlugin.level, "INFO");
+});
+
+test("a trapping plugin's log lines name the socket, namespace, event and plugin, and its panic message", async () => {
+  host = await startHost({ plugins: [faultyPlugin({ events: ["trap"] })], env: { SWITCHBOARD_LOG_FORMAT: "json" } });
+  const socket = await connect(host.url, { namespace: "/faulty" });
+  const reply = await emitAck(socket, "trap", null);
+  assert.equal(reply.error.code, "plugin_trapped");
+  const records = () => host.stderr().split("\n").filter((line) => line.startsWith("{")).map((line) => JSON.parse(line));
+  const context = { namespace: "/faulty", socket: socket.id, event: "trap", plugin: "faulty" };
+  const inContext = (record) =>
+    Object.entries(context).every(([field, value]) => record.spans?.some((span) => span[field] === value));
+  const panic = await waitFor(() => records().find((record) => /asked to trap/.test(record.fields?.message ?? "")), undefined,
+    "the panic's message in the log");
+  assert.match(panic.fields.message, /panicked at .*lib\.rs:\d+:\d+/, "with its location");
+  assert.equal(panic.level, "ERROR");
+  assert.ok(inContext(panic), JSON.stringify(panic));
+  const trap = records().find((record) => /crashed/.test(record.fields?.message ?? ""));
+  assert.ok(trap && inContext(trap), `the trap's line with its context: ${JSON.stringify(trap)}`);
 });

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::budget::{Account, BudgetExhausted, IdleInstances};
@@ -334,10 +335,12 @@ impl Plugin {
     {
         let place = self.admit().await?;
         let work = work(self.clone());
+        // On a plugin thread, still in the caller's span (its socket, event).
         let work = async move {
             let _place = place;
             work.await
-        };
+        }
+        .instrument(tracing::Span::current());
         match self.placement.run(self.executor.handle(), work).await {
             Ok(result) => result,
             Err(failed) => match failed.try_into_panic() {

@@ -21,6 +21,7 @@ use socketioxide::socket::{DisconnectReason, Socket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{EVERY_SOCKET, Held, Namespace, Resumed};
 use crate::bindings::{Conn, PluginError};
@@ -157,7 +158,12 @@ pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>)
         rate_limited,
     };
     let connections = connection.namespace.connections.clone();
-    connections.spawn(connection.run(queue));
+    let span = tracing::info_span!(
+        "socket",
+        namespace = %connection.conn.namespace,
+        socket = %connection.conn.socket_id
+    );
+    connections.spawn(connection.run(queue).instrument(span));
 }
 
 struct EventQueue<A: Adapter> {
@@ -458,7 +464,13 @@ impl<A: Adapter> Connection<A> {
                 outcome,
             );
         };
-        let error = match slot.current().on_event(&self.conn, &event, &payload).await {
+        // What the plugin logs, and what is logged of its call (a trap, a
+        // timeout), names the event and the plugin (the socket's own span
+        // names it and its namespace).
+        let span = tracing::info_span!("event", event = %Escaped(&event), plugin = %slot.spec.name.as_str());
+        let plugin = slot.current();
+        let call = plugin.on_event(&self.conn, &event, &payload);
+        let error = match call.instrument(span).await {
             Ok(Ok(reply)) => match reply.as_ref().map(payload::size) {
                 // Handled, but its reply is bigger than any event may be: the
                 // client gets why, not a packet it would be cut off for.

@@ -22,6 +22,7 @@ use socketioxide::{SocketIo, SocketIoBuilder};
 use socketioxide_core::adapter::DefinedAdapter;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::bindings::Conn;
 use crate::cluster::{Backoff, NodeLiveness};
@@ -275,7 +276,9 @@ fn register<A: Adapter + DefinedAdapter>(
         let namespace = namespace.clone();
         move |socket: SocketRef<A>, auth: HandshakeAuth| {
             let namespace = namespace.clone();
-            async move { namespace.admit(socket, auth).await }
+            let span =
+                tracing::info_span!("connect", namespace = %socket.ns(), socket = %socket.id);
+            async move { namespace.admit(socket, auth).await }.instrument(span)
         }
     };
     let connected = move |socket: SocketRef<A>| {

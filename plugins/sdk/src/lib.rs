@@ -77,6 +77,16 @@ pub trait Plugin {
     }
 }
 
+/// Has a panic's message and location logged (at `error`) before the
+/// instance traps, so the host's log says why, not only that the guest
+/// executed `unreachable`. Installed by [`export_plugin!`] on `init`.
+pub fn log_panics() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        std::panic::set_hook(Box::new(|panic| log::error(&panic.to_string())));
+    });
+}
+
 /// Exports a [`Plugin`] implementation as the component's `handler`.
 #[macro_export]
 macro_rules! export_plugin {
@@ -85,6 +95,7 @@ macro_rules! export_plugin {
 
         impl $crate::bindings::exports::switchboard::plugin::handler::Guest for __SwitchboardExports {
             fn init(config: String) -> Result<(), $crate::Error> {
+                $crate::log_panics();
                 <$plugin as $crate::Plugin>::init(&$crate::Config::from_json(&config)?)
             }
 

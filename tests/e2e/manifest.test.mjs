@@ -12,6 +12,7 @@ import {
   collect,
   connect,
   disconnected,
+  emitAckError,
   emitAckOk,
   faultyPlugin,
   lineOf,
@@ -192,6 +193,24 @@ describe("switchboard serve", () => {
     assert.deepEqual(await emitAckOk(socket, "schedule", null), { code: "timers_unavailable" });
   });
 
+
+  test("a plugin naming its namespaces and no events only sees connections there; without namespaces it is an error", async () => {
+    const host = await startHost({
+      plugins: [{ name: "gate", path: wasm("faulty"), namespaces: ["/push"] }],
+    });
+    try {
+      await assert.rejects(connect(host.url, { namespace: "/push", auth: { deny: true } }), /denied by faulty plugin/,
+        "its on-connect refuses a socket");
+      const socket = await connect(host.url, { namespace: "/push" });
+      assert.equal((await emitAckError(socket, "echo", 1)).code, "unknown_event");
+    } finally {
+      closeAllSockets();
+      await host.stop();
+    }
+    const forgotten = manifestToml({ plugins: [{ name: "idle", path: wasm("faulty") }] });
+    const error = await expectCheckError(forgotten, lineOf(forgotten, 'name = "idle"'));
+    assert.match(error.message, /handles no events and no routes.*`namespaces` for a plugin that only sees connections/);
+  });
 
   test("a bad manifest fails with the same error as check, without listening", async () => {
     const text = GOOD.replace("[server]\n", '[server]\ncolour = "red"\n');

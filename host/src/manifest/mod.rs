@@ -396,10 +396,17 @@ impl Validator<'_> {
                 );
             }
             let http_routes = std::mem::take(&mut section.routes);
-            if section.events.is_empty() && http_routes.is_empty() {
+            // Naming its namespaces with no events makes a plugin that only
+            // sees connections (one that pushes, or tracks presence); left
+            // to the default, it is an `events` list forgotten.
+            let names_namespaces = section
+                .namespaces
+                .iter()
+                .any(|namespace| !namespace.span().is_empty());
+            if section.events.is_empty() && http_routes.is_empty() && !names_namespaces {
                 return self.invalid(
                     section.name.span(),
-                    format!("plugin `{name}` handles no events and no routes: list them in `events` or `routes`"),
+                    format!("plugin `{name}` handles no events and no routes: list them in `events` or `routes`, or its `namespaces` for a plugin that only sees connections"),
                 );
             }
             let name_span = section.name.span();

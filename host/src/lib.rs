@@ -2,7 +2,8 @@
 //! WebAssembly components.
 //!
 //! Module map:
-//! - [`manifest`]: the TOML manifest, its strict schema and located errors.
+//! - [`manifest`]: the TOML manifest, its strict schema, located errors and
+//!   the settings the environment gives instead.
 //! - [`metrics`]: the Prometheus series the host records, and their recorder.
 //! - [`runtime`]: the wasmtime engine, compiled plugins, warm instance pools,
 //!   the plugin threads and the memory all instances share.

@@ -85,6 +85,24 @@ describe("switchboard check", () => {
     assert.match(served.stdout, /^switchboard listening on /m, `stderr:\n${served.stderr}`);
   });
 
+  test("a setting from the environment wins over the file, and a bad one is reported by its variable", async () => {
+    const manifestPath = writeManifest(GOOD);
+    const bad = await runSwitchboard(["check", manifestPath], { env: { SWITCHBOARD_SERVER_MAX_CONNECTIONS: "0" } });
+    assert.equal(bad.code, 1, bad.stderr);
+    assert.match(bad.stderr, /^error: SWITCHBOARD_SERVER_MAX_CONNECTIONS \(for .*\): `max_connections` must be at least 1$/m);
+    const unreadable = await runSwitchboard(["check", manifestPath], { env: { SWITCHBOARD_SERVER_PING_INTERVAL_MS: "soon" } });
+    assert.equal(unreadable.code, 1, unreadable.stderr);
+    assert.match(unreadable.stderr, /^error: SWITCHBOARD_SERVER_PING_INTERVAL_MS: /m);
+    const host = await startHost({ env: { SWITCHBOARD_SERVER_PATH: "/realtime" } });
+    try {
+      const socket = await connect(host.url, { path: "/realtime", auth: { user: unique("env") } });
+      assert.ok(socket.connected);
+    } finally {
+      closeAllSockets();
+      await host.stop();
+    }
+  });
+
   test("a relative plugin path is resolved against the manifest's directory", async () => {
     const dir = tempDir();
     const text = manifestToml({

@@ -1,6 +1,8 @@
 //! The TOML plugin manifest: strict schema ([`schema`]), validation into a
-//! [`Manifest`], and errors that point at a line and column ([`error`]).
+//! [`Manifest`], errors that point at a line and column ([`error`]), and the
+//! settings the environment gives instead ([`environment`]).
 
+pub mod environment;
 mod error;
 mod origins;
 mod redis_url;
@@ -14,6 +16,7 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use environment::Environment;
 pub use error::{Location, ManifestError};
 pub use origins::{AllowedOrigins, OriginPattern};
 pub use redis_url::RedisUrl;
@@ -269,7 +272,7 @@ impl Manifest {
             source,
         })?;
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-        let variable = |name| {
+        let variable = |name: &str| {
             std::env::var(name)
                 .ok()
                 .filter(|value: &String| !value.is_empty())
@@ -283,24 +286,38 @@ impl Manifest {
                 jwt_secret: variable(JWT_SECRET_VARIABLE).map(Secret::new),
                 jwt_public_key: variable(JWT_PUBLIC_KEY_VARIABLE),
             },
+            Environment::new(variable),
         )
     }
 
     /// Validates manifest text; `path` names it in errors and anchors relative paths.
     pub fn parse(path: &Path, source: &str) -> Result<Self, ManifestError> {
-        Self::parse_with(path, source, &Overrides::default())
+        Self::parse_with(path, source, &Overrides::default(), Environment::empty())
     }
 
-    fn parse_with(path: &Path, source: &str, overrides: &Overrides) -> Result<Self, ManifestError> {
-        let file: ManifestFile = toml::from_str(source).map_err(|error| ManifestError::Syntax {
-            location: Location::at(path, source, error.span().map_or(0, |span| span.start)),
-            message: error.message().trim_end().to_owned(),
-        })?;
+    fn parse_with(
+        path: &Path,
+        source: &str,
+        overrides: &Overrides,
+        mut environment: Environment,
+    ) -> Result<Self, ManifestError> {
+        let mut file: ManifestFile =
+            toml::from_str(source).map_err(|error| ManifestError::Syntax {
+                location: Location::at(path, source, error.span().map_or(0, |span| span.start)),
+                message: error.message().trim_end().to_owned(),
+            })?;
+        // The URL in the environment is enough to join a cluster, as the
+        // `REDIS_URL` convention of most deployments has it.
+        if file.cluster.is_none() && overrides.redis_url.is_some() {
+            file.cluster = Some(schema::ClusterSection::default());
+        }
+        environment.apply(&mut file)?;
         Validator {
             path,
             source,
             base: path.parent().unwrap_or(Path::new(".")),
             overrides,
+            environment: &environment,
         }
         .validate(file)
     }
@@ -321,6 +338,7 @@ struct Validator<'a> {
     source: &'a str,
     base: &'a Path,
     overrides: &'a Overrides,
+    environment: &'a Environment,
 }
 
 impl Validator<'_> {
@@ -336,7 +354,10 @@ impl Validator<'_> {
     }
 
     fn location(&self, span: std::ops::Range<usize>) -> Location {
-        Location::at(self.path, self.source, span.start)
+        match self.environment.variable_at(span.start) {
+            Some(variable) => Location::variable(self.path, variable),
+            None => Location::at(self.path, self.source, span.start),
+        }
     }
 
     fn validate(&self, file: ManifestFile) -> Result<Manifest, ManifestError> {
@@ -459,15 +480,10 @@ impl Validator<'_> {
             }
         }
 
-        // The URL in the environment is enough to join a cluster, as the
-        // `REDIS_URL` convention of most deployments has it.
-        let cluster = match file.cluster {
-            Some(cluster) => Some(self.cluster(cluster)?),
-            None if self.overrides.redis_url.is_some() => {
-                Some(self.cluster(schema::ClusterSection::default())?)
-            }
-            None => None,
-        };
+        let cluster = file
+            .cluster
+            .map(|cluster| self.cluster(cluster))
+            .transpose()?;
         let recovery = self.recovery(&server.recovery)?;
         Ok(Manifest {
             path: self.path.to_owned(),
@@ -920,6 +936,77 @@ mod tests {
         Manifest::parse(Path::new("/srv/switchboard.toml"), source)
     }
 
+    /// `source` with `variables` as the process environment.
+    fn parse_in(source: &str, variables: &[(&str, &str)]) -> Result<Manifest, ManifestError> {
+        let lookup = |name: &str| {
+            variables
+                .iter()
+                .find(|(variable, _)| *variable == name)
+                .map(|(_, value)| (*value).to_owned())
+        };
+        Manifest::parse_with(
+            Path::new("/srv/switchboard.toml"),
+            source,
+            &Overrides::default(),
+            Environment::new(lookup),
+        )
+    }
+
+    #[test]
+    fn the_environment_gives_settings_over_the_file() {
+        let source = format!(
+            "{CHAT}\n[server]\nmax_connections = 50\n[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n"
+        );
+        let manifest = parse_in(
+            &source,
+            &[
+                ("SWITCHBOARD_SERVER_MAX_CONNECTIONS", "7"),
+                ("SWITCHBOARD_SERVER_LISTEN", "0.0.0.0:4000"),
+                (
+                    "SWITCHBOARD_SERVER_ALLOWED_ORIGINS",
+                    r#"["https://app.example.com"]"#,
+                ),
+                ("SWITCHBOARD_SERVER_RECOVERY_ENABLED", "false"),
+                ("SWITCHBOARD_CLUSTER_FALLBACK", "local"),
+                ("SWITCHBOARD_CLUSTER_PREFIX", "staging"),
+            ],
+        )
+        .expect("valid settings");
+        assert_eq!(manifest.server.connections.max_connections, 7);
+        assert_eq!(
+            manifest.server.listen,
+            "0.0.0.0:4000".parse().expect("address")
+        );
+        assert!(
+            manifest
+                .server
+                .allowed_origins
+                .allows("https://app.example.com", None)
+        );
+        assert_eq!(manifest.server.recovery, None);
+        let cluster = manifest.cluster.expect("a cluster");
+        assert_eq!(cluster.fallback, Fallback::Local);
+        assert_eq!(cluster.prefix, "staging");
+    }
+
+    #[test]
+    fn a_bad_value_in_the_environment_names_its_variable() {
+        let unreadable = parse_in(CHAT, &[("SWITCHBOARD_SERVER_MAX_CONNECTIONS", "lots")])
+            .expect_err("not a number");
+        assert!(
+            unreadable
+                .to_string()
+                .starts_with("SWITCHBOARD_SERVER_MAX_CONNECTIONS: "),
+            "{unreadable}"
+        );
+        let invalid = parse_in(CHAT, &[("SWITCHBOARD_SERVER_MAX_CONNECTIONS", "0")])
+            .expect_err("zero connections");
+        assert_eq!(
+            invalid.to_string(),
+            "SWITCHBOARD_SERVER_MAX_CONNECTIONS (for /srv/switchboard.toml): `max_connections` must be at least 1"
+        );
+    }
+
     const CHAT: &str = r#"
 version = 1
 
@@ -1087,14 +1174,25 @@ event_burst = 9
             api_token: Some(Secret::new("t".to_owned())),
             ..Overrides::default()
         };
-        let manifest = Manifest::parse_with(Path::new("/m.toml"), source, &overrides).unwrap();
+        let manifest = Manifest::parse_with(
+            Path::new("/m.toml"),
+            source,
+            &overrides,
+            Environment::empty(),
+        )
+        .unwrap();
         assert_eq!(
             manifest.cluster.unwrap().redis_url.expose(),
             "redis://env:2"
         );
         assert_eq!(manifest.api_token.as_ref().map(Secret::expose), Some("t"));
-        let without_table =
-            Manifest::parse_with(Path::new("/m.toml"), "version = 1\n", &overrides).unwrap();
+        let without_table = Manifest::parse_with(
+            Path::new("/m.toml"),
+            "version = 1\n",
+            &overrides,
+            Environment::empty(),
+        )
+        .unwrap();
         let cluster = without_table
             .cluster
             .expect("the environment's URL alone joins a cluster");
@@ -1139,7 +1237,13 @@ event_burst = 9
             ..Overrides::default()
         };
         let source = format!("{CHAT}[auth]\nalgorithm = \"RS256\"\n");
-        let error = Manifest::parse_with(Path::new("/m.toml"), &source, &overrides).unwrap_err();
+        let error = Manifest::parse_with(
+            Path::new("/m.toml"),
+            &source,
+            &overrides,
+            Environment::empty(),
+        )
+        .unwrap_err();
         assert!(
             error
                 .to_string()
@@ -1195,9 +1299,14 @@ event_burst = 9
             ..Overrides::default()
         };
         let long_in_file = format!("{CHAT}[auth]\nsecret = \"{}\"\n", "s".repeat(32));
-        let error = Manifest::parse_with(Path::new("/m.toml"), &long_in_file, &overrides)
-            .unwrap_err()
-            .to_string();
+        let error = Manifest::parse_with(
+            Path::new("/m.toml"),
+            &long_in_file,
+            &overrides,
+            Environment::empty(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             error.contains("SWITCHBOARD_JWT_SECRET: the HS256 secret is 5 bytes long"),
             "{error}"

@@ -22,6 +22,23 @@ cargo build
 step "cargo test"
 cargo test
 
+step "deployment files"
+# The systemd unit, as systemd would load it, with this build as its binary.
+if command -v systemd-analyze >/dev/null 2>&1; then
+    unit_dir="$(mktemp -d)"
+    sed "s|/usr/local/bin/switchboard|$PWD/target/debug/switchboard|" \
+        examples/deploy/switchboard.service >"$unit_dir/switchboard.service"
+    # It only warns of an unknown or misspelt setting: any output fails.
+    complaints="$(systemd-analyze verify "$unit_dir/switchboard.service" 2>&1)" || true
+    rm -rf "$unit_dir"
+    if [ -n "$complaints" ]; then
+        echo "$complaints" >&2
+        exit 1
+    fi
+else
+    echo "systemd-analyze is not installed: the systemd unit is not checked" >&2
+fi
+
 step "end-to-end tests"
 # A hung test fails after two minutes instead of holding up the run.
 node --test --test-concurrency=2 --test-timeout=120000 tests/e2e/

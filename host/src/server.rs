@@ -14,6 +14,7 @@ use socketioxide_core::adapter::DefinedAdapter;
 use socketioxide_redis::{FredAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tokio::net::TcpListener;
 use tower_http::services::ServeDir;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::cluster::timers::{self, MemoryTimers, RedisTimers, TimerStore};
 use crate::cluster::{
@@ -409,7 +410,12 @@ impl Server {
         ));
         let app = http_api::router(api, plugin_http)
             .layer(layer)
-            .layer(axum::middleware::from_fn_with_state(guard, origin::guard));
+            .layer(axum::middleware::from_fn_with_state(guard, origin::guard))
+            // A body that stops arriving holds its connection no longer than
+            // headers may take (long-polling POSTs included).
+            .layer(RequestBodyTimeoutLayer::new(
+                manifest.server.connections.header_read_timeout,
+            ));
         Ok(Self {
             listener,
             app,

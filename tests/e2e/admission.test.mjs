@@ -220,6 +220,22 @@ describe("connection admission", () => {
     await emitAckOk(polling, "join", { room: unique("polling") });
   });
 
+  test("a request body that stops arriving is given up after header_read_timeout_ms", async () => {
+    const token = "admission-token";
+    const started = await host({
+      manifest: manifestToml({ server: { header_read_timeout_ms: 1000, idle_timeout_ms: 500 }, plugins: [chatPlugin()] }) +
+        `\n[api]\ntoken = "${token}"\n`,
+    });
+    const stalled = silent(started.port);
+    await stalled.opened;
+    stalled.socket.write(
+      `POST /api/v1/emit HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer ${token}\r\n` +
+        "content-type: application/json\r\ncontent-length: 100\r\n\r\n{\"namespace\":",
+    );
+    await waitFor(() => stalled.isClosed() || stalled.received().length > 0, 5000, "the stalled body to be given up");
+    assert.doesNotMatch(stalled.received(), /^HTTP\/1\.1 2/, "no success for half a body");
+  });
+
   test("an Engine.IO session that never sends the Socket.IO CONNECT is closed after connect_timeout_ms", async () => {
     const started = await host({ server: { connect_timeout_ms: 500 } });
     const client = await chatter(started.url);

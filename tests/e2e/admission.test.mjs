@@ -220,6 +220,21 @@ describe("connection admission", () => {
     await emitAckOk(polling, "join", { room: unique("polling") });
   });
 
+  test("an address holding max_connections_per_ip gets 429 too_many_connections_from_address; others do not", async () => {
+    const started = await host({ server: { max_connections_per_ip: 2, ...PATIENT } });
+    const held = [silent(started.port, "127.0.0.2"), silent(started.port, "127.0.0.2")];
+    await Promise.all(held.map((connection) => connection.opened));
+    const refused = await rawGet(started.port, "/healthz", { localAddress: "127.0.0.2" });
+    assert.equal(refused.status, 429, JSON.stringify(refused));
+    assert.equal(JSON.parse(refused.body).error.code, "too_many_connections_from_address");
+    assert.equal((await rawGet(started.port, "/healthz", { localAddress: "127.0.0.3" })).status, 200);
+    assert.ok((await metric(started, 'switchboard_connections_refused_total{reason="too_many_connections_from_address"}')) >= 1);
+    // Closed, they count no more.
+    for (const connection of held) connection.socket.destroy();
+    await waitFor(async () => (await rawGet(started.port, "/healthz", { localAddress: "127.0.0.2" })).status === 200, TIMEOUT_MS,
+      "the address to be admitted again");
+  });
+
   test("a request body that stops arriving is given up after header_read_timeout_ms", async () => {
     const token = "admission-token";
     const started = await host({

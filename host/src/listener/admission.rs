@@ -1,11 +1,13 @@
 //! Which connections are served: at most `max_connections` at once, and new
-//! ones from one client address at a limited rate. A connection over a limit
+//! ones from one client address at a limited rate and up to a number open. A connection over a limit
 //! is still read briefly, from a small reserve, so it can be told why (and,
 //! over `max_connections`, so probes keep answering, see [`super::reserve`]);
 //! a connection over the rate once its reserve is taken is closed at once.
 
 use std::fmt::Write;
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -35,6 +37,8 @@ pub enum Refusal {
     TooManyConnections,
     /// Its address opened connections faster than `connections_per_second_per_ip`.
     RateLimited,
+    /// Its address holds `max_connections_per_ip` open already.
+    TooManyFromAddress,
 }
 
 impl Refusal {
@@ -50,6 +54,11 @@ impl Refusal {
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
                 "too many new connections from your address; retry later",
+            ),
+            Self::TooManyFromAddress => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections_from_address",
+                "your address holds as many connections as one address may; close some first",
             ),
         };
         let mut response = ApiError::new(status, code, message).into_response();
@@ -74,8 +83,49 @@ pub struct Ticket {
 }
 
 enum Place {
-    Permit { _permit: OwnedSemaphorePermit },
+    Permit {
+        _permit: OwnedSemaphorePermit,
+        _address: Option<AddressSlot>,
+    },
     Seat(Arc<Seat>),
+}
+
+/// How many connections each address holds open.
+#[derive(Default)]
+struct OpenByAddress(Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection's count against its address, given back when it closes.
+struct AddressSlot {
+    counts: Arc<OpenByAddress>,
+    address: IpAddr,
+}
+
+impl OpenByAddress {
+    /// A slot for a connection from `address`, unless it holds `limit` already.
+    fn take(self: &Arc<Self>, address: IpAddr, limit: NonZeroUsize) -> Option<AddressSlot> {
+        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = counts.entry(address).or_default();
+        if *open >= limit.get() {
+            return None;
+        }
+        *open += 1;
+        Some(AddressSlot {
+            counts: self.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = counts.get_mut(&self.address) {
+            *open -= 1;
+            if *open == 0 {
+                counts.remove(&self.address);
+            }
+        }
+    }
 }
 
 impl Ticket {
@@ -95,8 +145,11 @@ pub struct Admission {
     probe_reserve: Arc<Reserve>,
     rate_reserve: Arc<Semaphore>,
     per_address: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// With `max_connections_per_ip`: its limit, and what each address holds.
+    open_per_address: Option<(NonZeroUsize, Arc<OpenByAddress>)>,
     over_max: AtomicU64,
     over_rate: AtomicU64,
+    over_address: AtomicU64,
     header_timeouts: AtomicU64,
     failed_accepts: AtomicU64,
     last_accept_error: Mutex<Option<String>>,
@@ -108,10 +161,14 @@ impl Admission {
     /// Admission as `limits` say, `max_connections` lowered to what the
     /// file descriptors allow.
     pub fn new(limits: &ConnectionLimits) -> Self {
-        Self::with_capacity(
+        let mut admission = Self::with_capacity(
             connection_capacity(limits.max_connections),
             limits.per_address,
-        )
+        );
+        admission.open_per_address = limits
+            .open_per_address
+            .map(|limit| (limit, Arc::new(OpenByAddress::default())));
+        admission
     }
 
     fn with_capacity(max_connections: usize, per_address: Option<AddressRate>) -> Self {
@@ -125,8 +182,10 @@ impl Admission {
                     Quota::per_second(rate.per_second).allow_burst(rate.burst),
                 )
             }),
+            open_per_address: None,
             over_max: AtomicU64::new(0),
             over_rate: AtomicU64::new(0),
+            over_address: AtomicU64::new(0),
             header_timeouts: AtomicU64::new(0),
             failed_accepts: AtomicU64::new(0),
             last_accept_error: Mutex::new(None),
@@ -140,17 +199,22 @@ impl Admission {
             .per_address
             .as_ref()
             .is_some_and(|limiter| limiter.check_key(&address_key(address)).is_err());
+        let address_slot = match &self.open_per_address {
+            Some((limit, counts)) => match counts.take(address_key(address), *limit) {
+                Some(slot) => Some(slot),
+                None => return self.refuse_for_address(Refusal::TooManyFromAddress),
+            },
+            None => None,
+        };
         if over_rate {
-            self.over_rate.fetch_add(1, Ordering::Relaxed);
-            let permit = self.rate_reserve.clone().try_acquire_owned().ok()?;
-            return Some(Ticket {
-                place: Place::Permit { _permit: permit },
-                refusal: Some(Refusal::RateLimited),
-            });
+            return self.refuse_for_address(Refusal::RateLimited);
         }
         match self.open.clone().try_acquire_owned() {
             Ok(permit) => Some(Ticket {
-                place: Place::Permit { _permit: permit },
+                place: Place::Permit {
+                    _permit: permit,
+                    _address: address_slot,
+                },
                 refusal: None,
             }),
             Err(_) => {
@@ -161,6 +225,24 @@ impl Admission {
                 })
             }
         }
+    }
+
+    /// A connection over its address's limits: it gets a 429 from the rate
+    /// reserve, or is closed at once when that is full too.
+    fn refuse_for_address(&self, refusal: Refusal) -> Option<Ticket> {
+        let counter = match refusal {
+            Refusal::TooManyFromAddress => &self.over_address,
+            _ => &self.over_rate,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let permit = self.rate_reserve.clone().try_acquire_owned().ok()?;
+        Some(Ticket {
+            place: Place::Permit {
+                _permit: permit,
+                _address: None,
+            },
+            refusal: Some(refusal),
+        })
     }
 
     /// Connections admitted and still open, those over a limit not counted.
@@ -199,14 +281,15 @@ impl Admission {
                 *reported = now;
                 since
             };
-            if since.over_max + since.over_rate > 0 {
+            let refused = since.over_max + since.over_rate + since.over_address;
+            if refused > 0 {
                 tracing::warn!(
-                    "refused {} connections in the last {period:?}: {} over `max_connections` ({} open), \
-                     {} over `connections_per_second_per_ip`",
-                    since.over_max + since.over_rate,
+                    "refused {refused} connections in the last {period:?}: {} over `max_connections` ({} open), \
+                     {} over `connections_per_second_per_ip`, {} over `max_connections_per_ip`",
                     since.over_max,
                     self.open(),
                     since.over_rate,
+                    since.over_address,
                 );
             }
             if since.failed_accepts > 0 {
@@ -232,6 +315,7 @@ impl Admission {
         Counts {
             over_max: self.over_max.load(Ordering::Relaxed),
             over_rate: self.over_rate.load(Ordering::Relaxed),
+            over_address: self.over_address.load(Ordering::Relaxed),
             failed_accepts: self.failed_accepts.load(Ordering::Relaxed),
         }
     }
@@ -251,6 +335,7 @@ impl Admission {
              # TYPE switchboard_connections_refused_total counter\n\
              switchboard_connections_refused_total{{reason=\"too_many_connections\"}} {}\n\
              switchboard_connections_refused_total{{reason=\"rate_limited\"}} {}\n\
+             switchboard_connections_refused_total{{reason=\"too_many_connections_from_address\"}} {}\n\
              # HELP switchboard_http_header_timeouts_total Connections closed for not sending a request's headers in time.\n\
              # TYPE switchboard_http_header_timeouts_total counter\n\
              switchboard_http_header_timeouts_total {}",
@@ -258,6 +343,7 @@ impl Admission {
             self.max_connections,
             counts.over_max,
             counts.over_rate,
+            counts.over_address,
             self.header_timeouts.load(Ordering::Relaxed),
         );
     }
@@ -267,6 +353,7 @@ impl Admission {
 struct Counts {
     over_max: u64,
     over_rate: u64,
+    over_address: u64,
     failed_accepts: u64,
 }
 
@@ -275,6 +362,7 @@ impl Counts {
         Self {
             over_max: self.over_max - earlier.over_max,
             over_rate: self.over_rate - earlier.over_rate,
+            over_address: self.over_address - earlier.over_address,
             failed_accepts: self.failed_accepts - earlier.failed_accepts,
         }
     }
@@ -337,6 +425,29 @@ mod tests {
         assert_eq!(admission.open(), 2);
         drop(admitted);
         assert_eq!(admission.open(), 0);
+        assert!(
+            admission
+                .admit(LOOPBACK)
+                .is_some_and(|ticket| ticket.refusal.is_none())
+        );
+    }
+
+    #[test]
+    fn an_address_holds_at_most_max_connections_per_ip_and_gets_them_back_as_they_close() {
+        let mut admission = Admission::with_capacity(100, None);
+        admission.open_per_address = Some((
+            NonZeroUsize::new(2).expect("nonzero"),
+            Arc::new(OpenByAddress::default()),
+        ));
+        let held: Vec<_> = (0..2)
+            .map(|_| admission.admit(LOOPBACK).expect("admitted"))
+            .collect();
+        assert!(held.iter().all(|ticket| ticket.refusal.is_none()));
+        let third = admission.admit(LOOPBACK).expect("told why");
+        assert_eq!(third.refusal, Some(Refusal::TooManyFromAddress));
+        let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+        assert!(admission.admit(other).is_some_and(|ticket| ticket.refusal.is_none()));
+        drop(held);
         assert!(
             admission
                 .admit(LOOPBACK)

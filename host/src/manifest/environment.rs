@@ -60,6 +60,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "server.connection_burst_per_ip",
     ),
     (
+        "SWITCHBOARD_SERVER_MAX_CONNECTIONS_PER_IP",
+        "server.max_connections_per_ip",
+    ),
+    (
         "SWITCHBOARD_SERVER_HEADER_READ_TIMEOUT_MS",
         "server.header_read_timeout_ms",
     ),
@@ -193,6 +197,10 @@ impl Environment {
         self.spanned(
             "SWITCHBOARD_SERVER_CONNECTION_BURST_PER_IP",
             &mut server.connection_burst_per_ip,
+        )?;
+        self.plain(
+            "SWITCHBOARD_SERVER_MAX_CONNECTIONS_PER_IP",
+            &mut server.max_connections_per_ip,
         )?;
         self.spanned(
             "SWITCHBOARD_SERVER_HEADER_READ_TIMEOUT_MS",

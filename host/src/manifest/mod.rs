@@ -12,7 +12,7 @@ mod secret;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -173,6 +173,8 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// `None`: any address may open connections as fast as it likes.
     pub per_address: Option<AddressRate>,
+    /// Connections one address may hold open; `None`: as many as it likes.
+    pub open_per_address: Option<NonZeroUsize>,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
@@ -589,6 +591,9 @@ impl Validator<'_> {
         Ok(ConnectionLimits {
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
             per_address,
+            open_per_address: NonZeroUsize::new(
+                usize::try_from(server.max_connections_per_ip).unwrap_or(usize::MAX),
+            ),
             header_read_timeout: Duration::from_millis(header_read_timeout_ms),
             idle_timeout: Duration::from_millis(idle_timeout_ms),
             connect_timeout: Duration::from_millis(connect_timeout_ms),

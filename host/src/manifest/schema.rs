@@ -90,6 +90,9 @@ pub struct ServerSection {
     /// New connections one address may open at once before the per-second
     /// rate applies: `500`.
     pub connection_burst_per_ip: Spanned<u32>,
+    /// Connections one client address (one IPv6 /64) may hold open at once:
+    /// `1000` (room for a NAT of many users); `0` turns it off.
+    pub max_connections_per_ip: u32,
     /// How long a client has to send a request's headers, counted from when
     /// it connects or got its previous response, in milliseconds: `10000`.
     pub header_read_timeout_ms: Spanned<u64>,
@@ -166,6 +169,7 @@ impl Default for ServerSection {
             max_connections: Spanned::new(0..0, 10_000),
             connections_per_second_per_ip: 100,
             connection_burst_per_ip: Spanned::new(0..0, 500),
+            max_connections_per_ip: 1_000,
             header_read_timeout_ms: Spanned::new(0..0, 10_000),
             idle_timeout_ms: None,
             connect_timeout_ms: Spanned::new(0..0, 10_000),

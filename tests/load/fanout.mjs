@@ -100,8 +100,8 @@ async function run(name, servers, pids) {
 }
 
 const chat = chatPlugin({ config: { history_size: 10 } });
-// Every simulated user connects from 127.0.0.1: no per-address connection rate.
-const crowd = { connections_per_second_per_ip: 0 };
+// Every simulated user connects from 127.0.0.1: no per-address connection rate or cap.
+const crowd = { connections_per_second_per_ip: 0, max_connections_per_ip: 0 };
 // A sender may send above the default event rate (`--rate` over `--senders`): not what this measures.
 const namespaces = { "/": { events_per_second: 100_000, event_burst: 100_000 } };
 const single = writeManifest(manifestToml({ server: crowd, plugins: [chat], namespaces }));

@@ -30,9 +30,9 @@ pub use plugin::{CallError, Plugin};
 pub use slot::{PluginSlot, PluginStatus};
 
 /// The WIT world every plugin must implement.
-pub const WORLD: &str = "switchboard:plugin/plugin@0.1.1";
+pub const WORLD: &str = "switchboard:plugin/plugin@0.1.2";
 /// The version of `wit/plugin.wit`, as in [`WORLD`].
-const WIT_VERSION: &str = "0.1.1";
+const WIT_VERSION: &str = "0.1.2";
 
 /// Why a component could not be loaded.
 #[derive(Debug, thiserror::Error)]

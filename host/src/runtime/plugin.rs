@@ -32,6 +32,7 @@ use super::refusals::Refusals;
 use super::{CompiledPlugin, Runtime};
 use crate::bindings::exports::switchboard::plugin::http_handler::{Request, Response};
 use crate::bindings::{Conn, Payload, PluginError};
+use crate::cluster::Committed;
 use crate::escaped::Escaped;
 use crate::host_api::HostServices;
 use crate::manifest::{InstanceModel, Limits, PluginName, PluginSpec};
@@ -43,6 +44,42 @@ const LONG_CALL_TICKS: u32 = 2;
 
 /// Idle instances kept per plugin; bursts above this make short-lived ones.
 const MAX_IDLE_INSTANCES: usize = 16;
+
+/// Times a handler call runs when its commit keeps finding what it read
+/// changed, before it fails with `conflict`.
+pub const MAX_ATTEMPTS: u32 = 10;
+
+/// One run of a call: its result, or a conflict that applied nothing.
+enum Attempt<R> {
+    Done(R),
+    Conflict,
+}
+
+/// Whether a call's result commits what it did (its state writes and its
+/// emits) or drops it.
+pub trait Outcome {
+    fn commits(&self) -> bool;
+}
+
+impl<T> Outcome for Result<T, PluginError> {
+    fn commits(&self) -> bool {
+        self.is_ok()
+    }
+}
+
+/// `on-disconnect` and `on-connected` have no way to fail but trapping.
+impl Outcome for () {
+    fn commits(&self) -> bool {
+        true
+    }
+}
+
+/// An HTTP handler has no error channel: a server error is its failure.
+impl Outcome for Response {
+    fn commits(&self) -> bool {
+        self.status < 500
+    }
+}
 
 /// A call that did not complete. The plugin's own errors are not here: they
 /// are the `Ok(Err(PluginError))` of each call.
@@ -76,6 +113,17 @@ pub enum CallError {
         waited: Duration,
     },
     #[error(
+        "plugin `{plugin}`: what this call read kept being changed by concurrent calls; it ran {attempts} times and committed nothing; try again"
+    )]
+    Conflict { plugin: PluginName, attempts: u32 },
+    #[error(
+        "plugin `{plugin}`: the call's state could not be stored, so it had no effect: {error}"
+    )]
+    State {
+        plugin: PluginName,
+        error: crate::cluster::StateError,
+    },
+    #[error(
         "plugin `{plugin}` is overloaded: the node's plugin memory ({} MiB, server.plugin_memory_mib) stayed in use; the call was aborted, try again later",
         limit_bytes >> 20
     )]
@@ -94,6 +142,8 @@ impl CallError {
             Self::MemoryLimit { .. } => "plugin_memory_limit",
             Self::TooManyCalls { .. } | Self::NoMemoryLeft { .. } => "overloaded",
             Self::Init { .. } | Self::MissingExport { .. } => "plugin_unavailable",
+            Self::Conflict { .. } => "conflict",
+            Self::State { error, .. } => error.code(),
         }
     }
 }
@@ -135,6 +185,9 @@ pub struct Plugin {
     instances: InstanceModel,
     /// One permit per call that may run at once.
     running: Arc<Semaphore>,
+    /// Held by a call run again after a conflict: on this node the calls
+    /// that conflicted run one at a time, so contention cannot starve them.
+    retrying: tokio::sync::Mutex<()>,
     memory: Arc<Account>,
     idle: Arc<IdlePool>,
     refusals: Refusals,
@@ -170,14 +223,15 @@ impl Plugin {
             limits: spec.limits,
             instances: spec.instances,
             running: Arc::new(Semaphore::new(spec.limits.concurrency)),
+            retrying: tokio::sync::Mutex::new(()),
             memory: runtime.budget.account(spec.limits.memory_bytes),
             idle,
             refusals: Refusals::default(),
         });
         plugin
-            .isolated(async |plugin| {
+            .isolated(|plugin| async move {
                 let first = plugin.instantiate().await?;
-                plugin.check_in(first, Ok(()))
+                plugin.check_in(first, Ok(Attempt::Done(())))
             })
             .await?;
         Ok(plugin)
@@ -196,11 +250,16 @@ impl Plugin {
         self: &Arc<Self>,
         conn: &Conn,
     ) -> Result<Result<(), PluginError>, CallError> {
-        let conn = conn.clone();
-        self.isolated(async move |plugin| {
-            plugin
-                .call(async |store, exports| exports.handler.call_on_connect(store, &conn).await)
-                .await
+        let conn = Arc::new(conn.clone());
+        self.isolated(move |plugin| {
+            let conn = conn.clone();
+            async move {
+                plugin
+                    .call(async |store, exports| {
+                        exports.handler.call_on_connect(store, &conn).await
+                    })
+                    .await
+            }
         })
         .await
     }
@@ -211,16 +270,20 @@ impl Plugin {
         event: &str,
         payload: &Payload,
     ) -> Result<Result<Option<Payload>, PluginError>, CallError> {
-        let (conn, event, payload) = (conn.clone(), event.to_owned(), payload.clone());
-        self.isolated(async move |plugin| {
-            plugin
-                .call(async |store, exports| {
-                    exports
-                        .handler
-                        .call_on_event(store, &conn, &event, &payload)
-                        .await
-                })
-                .await
+        let arguments = Arc::new((conn.clone(), event.to_owned(), payload.clone()));
+        self.isolated(move |plugin| {
+            let arguments = arguments.clone();
+            async move {
+                let (conn, event, payload) = &*arguments;
+                plugin
+                    .call(async |store, exports| {
+                        exports
+                            .handler
+                            .call_on_event(store, conn, event, payload)
+                            .await
+                    })
+                    .await
+            }
         })
         .await
     }
@@ -230,16 +293,20 @@ impl Plugin {
         conn: &Conn,
         reason: &str,
     ) -> Result<(), CallError> {
-        let (conn, reason) = (conn.clone(), reason.to_owned());
-        self.isolated(async move |plugin| {
-            plugin
-                .call(async |store, exports| {
-                    exports
-                        .handler
-                        .call_on_disconnect(store, &conn, &reason)
-                        .await
-                })
-                .await
+        let arguments = Arc::new((conn.clone(), reason.to_owned()));
+        self.isolated(move |plugin| {
+            let arguments = arguments.clone();
+            async move {
+                let (conn, reason) = &*arguments;
+                plugin
+                    .call(async |store, exports| {
+                        exports
+                            .handler
+                            .call_on_disconnect(store, conn, reason)
+                            .await
+                    })
+                    .await
+            }
         })
         .await
     }
@@ -249,14 +316,17 @@ impl Plugin {
         if !self.exports(Export::ConnectionHandler) {
             return Ok(());
         }
-        let conn = conn.clone();
-        self.isolated(async move |plugin| {
-            plugin
-                .call(async |store, exports| match &exports.connection {
-                    Some(connection) => connection.call_on_connected(store, &conn).await,
-                    None => Ok(()),
-                })
-                .await
+        let conn = Arc::new(conn.clone());
+        self.isolated(move |plugin| {
+            let conn = conn.clone();
+            async move {
+                plugin
+                    .call(async |store, exports| match &exports.connection {
+                        Some(connection) => connection.call_on_connected(store, &conn).await,
+                        None => Ok(()),
+                    })
+                    .await
+            }
         })
         .await
     }
@@ -267,28 +337,35 @@ impl Plugin {
         payload: &str,
     ) -> Result<Result<(), PluginError>, CallError> {
         self.require(Export::TimerHandler)?;
-        let (key, payload) = (key.to_owned(), payload.to_owned());
-        self.isolated(async move |plugin| {
-            plugin
-                .call(async |store, exports| match &exports.timer {
-                    Some(timer) => timer.call_on_timer(store, &key, &payload).await,
-                    None => unreachable!("checked by `require`"),
-                })
-                .await
+        let arguments = Arc::new((key.to_owned(), payload.to_owned()));
+        self.isolated(move |plugin| {
+            let arguments = arguments.clone();
+            async move {
+                let (key, payload) = &*arguments;
+                plugin
+                    .call(async |store, exports| match &exports.timer {
+                        Some(timer) => timer.call_on_timer(store, key, payload).await,
+                        None => unreachable!("checked by `require`"),
+                    })
+                    .await
+            }
         })
         .await
     }
 
     pub async fn on_http(self: &Arc<Self>, request: &Request) -> Result<Response, CallError> {
         self.require(Export::HttpHandler)?;
-        let request = request.clone();
-        self.isolated(async move |plugin| {
-            plugin
-                .call(async |store, exports| match &exports.http {
-                    Some(http) => http.call_handle(store, &request).await,
-                    None => unreachable!("checked by `require`"),
-                })
-                .await
+        let request = Arc::new(request.clone());
+        self.isolated(move |plugin| {
+            let request = request.clone();
+            async move {
+                plugin
+                    .call(async |store, exports| match &exports.http {
+                        Some(http) => http.call_handle(store, &request).await,
+                        None => unreachable!("checked by `require`"),
+                    })
+                    .await
+            }
         })
         .await
     }
@@ -304,22 +381,23 @@ impl Plugin {
     }
 
     /// Runs `work` once fewer than `limits.concurrency` calls run, and waits
-    /// for its result. A caller that goes away leaves a call already handed
-    /// to the plugin threads to finish under its time limit, holding its
-    /// place meanwhile.
+    /// for its result; again, up to [`MAX_ATTEMPTS`] times, while its commit
+    /// conflicts. A caller that goes away leaves a call already handed to
+    /// the plugin threads to finish under its time limit, holding its place
+    /// meanwhile.
     async fn isolated<R, Work>(
         self: &Arc<Self>,
-        work: impl FnOnce(Arc<Self>) -> Work,
+        work: impl Fn(Arc<Self>) -> Work + Send + 'static,
     ) -> Result<R, CallError>
     where
         R: Send + 'static,
-        Work: Future<Output = Result<R, CallError>> + Send + 'static,
+        Work: Future<Output = Result<Attempt<R>, CallError>> + Send + 'static,
     {
         let place = self.admit().await?;
-        let work = work(self.clone());
+        let plugin = self.clone();
         let work = async move {
             let _place = place;
-            work.await
+            plugin.attempts(work).await
         };
         match self.placement.run(self.executor.handle(), work).await {
             Ok(result) => result,
@@ -330,6 +408,34 @@ impl Plugin {
                 }
             },
         }
+    }
+
+    /// Runs `work` until it commits. From its first conflict on, the call
+    /// holds the plugin's retry lock: on this node the calls that conflicted
+    /// run again one at a time, so a hot key cannot starve them.
+    async fn attempts<R, Work>(
+        self: Arc<Self>,
+        work: impl Fn(Arc<Self>) -> Work,
+    ) -> Result<R, CallError>
+    where
+        Work: Future<Output = Result<Attempt<R>, CallError>>,
+    {
+        let mut retrying = None;
+        for _ in 0..MAX_ATTEMPTS {
+            match work(self.clone()).await? {
+                Attempt::Done(result) => return Ok(result),
+                Attempt::Conflict if retrying.is_none() => {
+                    retrying = Some(self.retrying.lock().await);
+                }
+                Attempt::Conflict => {}
+            }
+        }
+        let conflict = CallError::Conflict {
+            plugin: self.context.name.clone(),
+            attempts: MAX_ATTEMPTS,
+        };
+        tracing::warn!(plugin = %self.context.name, "{}", Escaped(&conflict));
+        Err(conflict)
     }
 
     /// A place among the calls that may run at once, waiting up to `limits.queue`.
@@ -351,15 +457,35 @@ impl Plugin {
         Err(refusal)
     }
 
-    /// Runs one export call on an instance of its own, under the limits.
-    async fn call<R>(
+    /// Runs one export call on an instance of its own, under the limits, as
+    /// a transaction: what it did is committed if its result says so.
+    async fn call<R: Outcome>(
         &self,
         call: impl AsyncFnOnce(&mut Store<InstanceState>, &Exports) -> wasmtime::Result<R>,
-    ) -> Result<R, CallError> {
+    ) -> Result<Attempt<R>, CallError> {
         let mut instance = self.check_out().await?;
         let WarmInstance { store, exports } = &mut instance;
         let result = self.limited(call(store, exports)).await;
-        self.check_in(instance, result)
+        let committed = match &result {
+            Ok(outcome) if outcome.commits() => store.data_mut().commit().await,
+            _ => {
+                store.data_mut().discard();
+                Ok(Committed::Applied)
+            }
+        };
+        let result = self.check_in(instance, result)?;
+        match committed {
+            Ok(Committed::Applied) => Ok(Attempt::Done(result)),
+            Ok(Committed::Conflict) => Ok(Attempt::Conflict),
+            Err(error) => {
+                let error = CallError::State {
+                    plugin: self.context.name.clone(),
+                    error,
+                };
+                tracing::warn!(plugin = %self.context.name, "{}", Escaped(&error));
+                Err(error)
+            }
+        }
     }
 
     /// An idle instance, or a new one when all are busy, with a fresh deadline.
@@ -432,6 +558,8 @@ impl Plugin {
                 Ok((exports, init))
             })
             .await?;
+        // `init` runs outside any transaction: nothing it did is kept.
+        store.data_mut().discard();
         init.map_err(|error| CallError::Init {
             plugin: self.context.name.clone(),
             error,

@@ -9,7 +9,7 @@ import { collect, connect, emitAck, emitAckOk, quiet, waitFor } from "./harness.
 import { auctionPlugin, call, startApps } from "./apps.mjs";
 import { tokenFor } from "./tokens.mjs";
 
-const BID_ERRORS = ["bid_too_low", "auction_closed", "busy"];
+const BID_ERRORS = ["bid_too_low", "auction_closed", "conflict"];
 
 function bidder(node, user) {
   return connect(node.url, { namespace: "/auction", auth: { token: tokenFor(user) } });

@@ -185,9 +185,9 @@ pub struct Plugin {
     instances: InstanceModel,
     /// One permit per call that may run at once.
     running: Arc<Semaphore>,
-    /// Held by a call run again after a conflict: on this node the calls
-    /// that conflicted run one at a time, so contention cannot starve them.
-    retrying: tokio::sync::Mutex<()>,
+    /// Shared by first attempts, exclusive to a call run again after a
+    /// conflict (see [`Self::attempts`]).
+    retrying: tokio::sync::RwLock<()>,
     memory: Arc<Account>,
     idle: Arc<IdlePool>,
     refusals: Refusals,
@@ -223,7 +223,7 @@ impl Plugin {
             limits: spec.limits,
             instances: spec.instances,
             running: Arc::new(Semaphore::new(spec.limits.concurrency)),
-            retrying: tokio::sync::Mutex::new(()),
+            retrying: tokio::sync::RwLock::new(()),
             memory: runtime.budget.account(spec.limits.memory_bytes),
             idle,
             refusals: Refusals::default(),
@@ -410,9 +410,10 @@ impl Plugin {
         }
     }
 
-    /// Runs `work` until it commits. From its first conflict on, the call
-    /// holds the plugin's retry lock: on this node the calls that conflicted
-    /// run again one at a time, so a hot key cannot starve them.
+    /// Runs `work` until it commits. A call run again after a conflict runs
+    /// alone among this plugin's calls on this node (calls arriving meanwhile
+    /// wait for it), so it competes only with other nodes and a hot key
+    /// cannot starve it; calls that do not conflict run side by side.
     async fn attempts<R, Work>(
         self: Arc<Self>,
         work: impl Fn(Arc<Self>) -> Work,
@@ -420,14 +421,16 @@ impl Plugin {
     where
         Work: Future<Output = Result<Attempt<R>, CallError>>,
     {
-        let mut retrying = None;
-        for _ in 0..MAX_ATTEMPTS {
-            match work(self.clone()).await? {
-                Attempt::Done(result) => return Ok(result),
-                Attempt::Conflict if retrying.is_none() => {
-                    retrying = Some(self.retrying.lock().await);
-                }
-                Attempt::Conflict => {}
+        for attempt in 0..MAX_ATTEMPTS {
+            let outcome = if attempt == 0 {
+                let _side_by_side = self.retrying.read().await;
+                work(self.clone()).await?
+            } else {
+                let _alone = self.retrying.write().await;
+                work(self.clone()).await?
+            };
+            if let Attempt::Done(result) = outcome {
+                return Ok(result);
             }
         }
         let conflict = CallError::Conflict {

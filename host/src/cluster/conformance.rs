@@ -15,6 +15,49 @@ pub async fn check_all(store: Arc<dyn StateStore>) {
     hashes_sets_and_sorted_sets(&store).await;
     keys_are_counted_per_scope(&store).await;
     collections_are_capped(&store).await;
+    a_lease_holder_cannot_be_overtaken(&store).await;
+}
+
+async fn a_lease_holder_cannot_be_overtaken(store: &Arc<dyn StateStore>) {
+    let scope = &new_scope("plugin:lease:", 100, 100);
+    let ttl = Duration::from_secs(10);
+    assert!(store.acquire_lease(scope, "holder", ttl).await.unwrap());
+    assert!(!store.acquire_lease(scope, "other", ttl).await.unwrap());
+    let mut holder = open(store, scope);
+    holder.run_under(Some("holder".to_owned()));
+    assert_eq!(holder.incr("hot", 1).await.unwrap(), 1);
+    let mut other = open(store, scope);
+    other.set("cold", "x".into(), None);
+    assert_eq!(
+        other.commit().await.unwrap(),
+        Committed::Conflict,
+        "writes wait for the lease"
+    );
+    let mut reader = open(store, scope);
+    reader.get("hot").await.unwrap();
+    assert_eq!(
+        reader.commit().await.unwrap(),
+        Committed::Applied,
+        "reads do not"
+    );
+    assert_eq!(holder.commit().await.unwrap(), Committed::Applied);
+    store.release_lease(scope, "other").await.unwrap();
+    assert!(
+        !store.acquire_lease(scope, "other", ttl).await.unwrap(),
+        "only the holder releases"
+    );
+    store.release_lease(scope, "holder").await.unwrap();
+    store_value(store, scope, "cold", "x").await;
+    // A lease whose holder died lapses.
+    assert!(
+        store
+            .acquire_lease(scope, "dead", Duration::from_millis(30))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    store_value(store, scope, "cold", "y").await;
+    assert!(store.acquire_lease(scope, "next", ttl).await.unwrap());
 }
 
 fn new_scope(prefix: &str, max_keys: u64, max_list_items: u64) -> Scope {

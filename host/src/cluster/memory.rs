@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
@@ -23,6 +23,8 @@ pub struct MemoryStore {
 struct Inner {
     /// Per scope prefix, its keys.
     scopes: HashMap<String, HashMap<String, Entry>>,
+    /// Per scope prefix, the lease's token and when it lapses.
+    leases: HashMap<String, (String, Instant)>,
     /// The last version given to a write, unique across scopes.
     last_version: i64,
     writes_since_sweep: u32,
@@ -88,6 +90,14 @@ impl Inner {
         self.writes_since_sweep = 0;
     }
 
+    fn leased_to_another(&self, scope: &Scope, token: Option<&str>) -> bool {
+        self.leases
+            .get(&scope.prefix)
+            .is_some_and(|(holder, until)| {
+                *until > Instant::now() && Some(holder.as_str()) != token
+            })
+    }
+
     fn next_version(&mut self) -> Version {
         self.last_version += 1;
         Version(self.last_version)
@@ -149,6 +159,9 @@ impl StateStore for MemoryStore {
         let now = now_ms();
         let mut inner = self.lock();
         inner.sweep_now_and_then(now);
+        if !commit.writes.is_empty() && inner.leased_to_another(scope, commit.lease.as_deref()) {
+            return Ok(Committed::Conflict);
+        }
         let version = inner.next_version();
         let entries = inner.scopes.entry(scope.prefix.clone()).or_default();
         for (key, seen) in &commit.reads {
@@ -220,6 +233,35 @@ impl StateStore for MemoryStore {
             },
         );
         Ok(next)
+    }
+
+    async fn acquire_lease(
+        &self,
+        scope: &Scope,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, StateError> {
+        let mut inner = self.lock();
+        if inner.leased_to_another(scope, Some(token)) {
+            return Ok(false);
+        }
+        let until = Instant::now() + ttl;
+        inner
+            .leases
+            .insert(scope.prefix.clone(), (token.to_owned(), until));
+        Ok(true)
+    }
+
+    async fn release_lease(&self, scope: &Scope, token: &str) -> Result<(), StateError> {
+        let mut inner = self.lock();
+        if inner
+            .leases
+            .get(&scope.prefix)
+            .is_some_and(|(holder, _)| holder == token)
+        {
+            inner.leases.remove(&scope.prefix);
+        }
+        Ok(())
     }
 }
 

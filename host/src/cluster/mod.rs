@@ -17,6 +17,8 @@ mod test_redis;
 pub mod timers;
 mod transaction;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 pub use backoff::Backoff;
 pub use connect::{ConnectError, RedisConnection, connect};
@@ -99,4 +101,17 @@ pub trait StateStore: Send + Sync + 'static {
     /// Adds `delta` to an integer at once, outside any transaction (a
     /// missing key counts as 0; an existing one keeps its expiry).
     async fn incr_now(&self, scope: &Scope, key: &str, delta: i64) -> Result<i64, StateError>;
+    /// Takes the scope's lease for `token` unless another holds it. While
+    /// held, commits that write and carry another [`Commit::lease`] (or none)
+    /// conflict, so the holder's call cannot: a call that conflicted runs
+    /// again under it and is not starved. It lapses after `ttl`, should its
+    /// holder die.
+    async fn acquire_lease(
+        &self,
+        scope: &Scope,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, StateError>;
+    /// Gives the lease back if `token` still holds it.
+    async fn release_lease(&self, scope: &Scope, token: &str) -> Result<(), StateError>;
 }

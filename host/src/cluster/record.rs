@@ -83,6 +83,8 @@ pub struct Commit {
     pub reads: Vec<(String, Version)>,
     /// The new record of each key written; `None` deletes it.
     pub writes: Vec<(String, Option<Record>)>,
+    /// The scope's lease the call runs under, if it took it.
+    pub lease: Option<String>,
 }
 
 /// How a commit ended when the backend could be reached.

@@ -18,6 +18,8 @@
 //! script can touch them all: a plugin's state lives on one shard, and any
 //! set of its keys can be in one transaction.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use fred::prelude::{Client, LuaInterface};
 
@@ -91,15 +93,16 @@ end
 return out
 ";
 
-/// KEYS = [index, versions, keys...]. ARGV = [max keys, reads, then per
-/// read: key position, version; then per write: key position, type ('none'
-/// deletes), expiry ('never', 'at' or 'after'), its ms, item count, items].
-/// 1 when applied, 0 on a conflict. Everything is checked before anything
-/// is written: a script that fails half way keeps its writes.
+/// KEYS = [index, versions, lease, keys...]. ARGV = [max keys, lease token
+/// or '', reads, then per read: key position, version; then per write: key
+/// position, type ('none' deletes), expiry ('never', 'at' or 'after'), its
+/// ms, item count, items]. 1 when applied, 0 on a conflict. Everything is
+/// checked before anything is written: a script that fails half way keeps
+/// its writes.
 const COMMIT: &str = r"
 local index, versions = KEYS[1], KEYS[2]
-local at = 3
-for _ = 1, tonumber(ARGV[2]) do
+local at = 4
+for _ = 1, tonumber(ARGV[3]) do
   if version_of(versions, KEYS[tonumber(ARGV[at])]) ~= ARGV[at + 1] then return 0 end
   at = at + 2
 end
@@ -115,6 +118,10 @@ while at <= #ARGV do
   elseif not exists then
     creates = creates + 1
   end
+end
+if #writes > 0 then
+  local holder = redis.call('GET', KEYS[3])
+  if holder and holder ~= ARGV[2] then return 0 end
 end
 admit(index, versions, creates - deletes, tonumber(ARGV[1]))
 local version = redis.call('HINCRBY', versions, '#', 1)
@@ -165,6 +172,18 @@ track(KEYS[2], KEYS[3], KEYS[1], redis.call('HINCRBY', KEYS[3], '#', 1))
 return value
 ";
 
+/// KEYS = [lease]; ARGV = [token, ttl ms]: 1 when taken.
+const ACQUIRE_LEASE: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+";
+
+/// KEYS = [lease]; ARGV = [token].
+const RELEASE_LEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+";
+
 pub struct RedisStore {
     client: Client,
     /// `"{cluster prefix}:"`, so clusters sharing one Redis keep apart.
@@ -192,6 +211,11 @@ impl RedisStore {
     /// The versions of the scope's keys, in the same slot.
     fn versions(&self, scope: &Scope) -> String {
         format!("{}state-versions:{{{}}}", self.prefix, scope.prefix)
+    }
+
+    /// Held by the call a conflict made run under it, in the same slot.
+    fn lease(&self, scope: &Scope) -> String {
+        format!("{}state-lease:{{{}}}", self.prefix, scope.prefix)
     }
 
     async fn script<R: fred::types::FromValue>(
@@ -316,7 +340,7 @@ impl StateStore for RedisStore {
     }
 
     async fn commit(&self, scope: &Scope, commit: &Commit) -> Result<Committed, StateError> {
-        let mut names = vec![self.index(scope), self.versions(scope)];
+        let mut names = vec![self.index(scope), self.versions(scope), self.lease(scope)];
         let mut positions = std::collections::HashMap::new();
         let mut position = |key: &str, names: &mut Vec<String>| {
             *positions.entry(key.to_owned()).or_insert_with(|| {
@@ -324,7 +348,11 @@ impl StateStore for RedisStore {
                 names.len()
             })
         };
-        let mut arguments = vec![scope.max_keys.to_string(), commit.reads.len().to_string()];
+        let mut arguments = vec![
+            scope.max_keys.to_string(),
+            commit.lease.clone().unwrap_or_default(),
+            commit.reads.len().to_string(),
+        ];
         for (key, version) in &commit.reads {
             arguments.push(position(key, &mut names).to_string());
             arguments.push(version.0.to_string());
@@ -370,6 +398,27 @@ impl StateStore for RedisStore {
                 }
                 other => other,
             })
+    }
+
+    async fn acquire_lease(
+        &self,
+        scope: &Scope,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, StateError> {
+        let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+        let arguments = vec![token.to_owned(), ttl.to_string()];
+        let taken: i64 = self
+            .script(ACQUIRE_LEASE, scope, vec![self.lease(scope)], arguments)
+            .await?;
+        Ok(taken == 1)
+    }
+
+    async fn release_lease(&self, scope: &Scope, token: &str) -> Result<(), StateError> {
+        let arguments = vec![token.to_owned()];
+        self.script::<i64>(RELEASE_LEASE, scope, vec![self.lease(scope)], arguments)
+            .await
+            .map(drop)
     }
 }
 

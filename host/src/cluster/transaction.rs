@@ -18,6 +18,7 @@ pub struct Transaction {
     store: Arc<dyn StateStore>,
     scope: Scope,
     keys: HashMap<String, Key>,
+    lease: Option<String>,
 }
 
 /// One key as the call sees it.
@@ -145,7 +146,14 @@ impl Transaction {
             store,
             scope,
             keys: HashMap::new(),
+            lease: None,
         }
+    }
+
+    /// The scope's lease (see [`StateStore::acquire_lease`]) the call runs
+    /// under, if any.
+    pub fn run_under(&mut self, lease: Option<String>) {
+        self.lease = lease;
     }
 
     /// Forgets everything read and written, for the next call.
@@ -214,7 +222,10 @@ impl Transaction {
     /// What to commit: `None` when there is nothing to write and at most one
     /// key was read (a single read is already a consistent snapshot).
     pub fn changes(&self) -> Option<Commit> {
-        let mut commit = Commit::default();
+        let mut commit = Commit {
+            lease: self.lease.clone(),
+            ..Commit::default()
+        };
         for (key, slot) in &self.keys {
             if let Some(version) = slot.read {
                 commit.reads.push((key.clone(), version));

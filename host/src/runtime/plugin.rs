@@ -16,6 +16,7 @@
 //! attack slows only its own calls.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,12 @@ const MAX_IDLE_INSTANCES: usize = 16;
 /// Times a handler call runs when its commit keeps finding what it read
 /// changed, before it fails with `conflict`.
 pub const MAX_ATTEMPTS: u32 = 10;
+
+/// How long the state lease outlives the time limit of the call holding it.
+const LEASE_GRACE: Duration = Duration::from_secs(1);
+
+/// How often a call waiting for the state lease asks for it again.
+const LEASE_POLL: Duration = Duration::from_millis(2);
 
 /// One run of a call: its result, or a conflict that applied nothing.
 enum Attempt<R> {
@@ -229,7 +236,7 @@ impl Plugin {
             refusals: Refusals::default(),
         });
         plugin
-            .isolated(|plugin| async move {
+            .isolated(|plugin, _lease| async move {
                 let first = plugin.instantiate().await?;
                 plugin.check_in(first, Ok(Attempt::Done(())))
             })
@@ -251,11 +258,11 @@ impl Plugin {
         conn: &Conn,
     ) -> Result<Result<(), PluginError>, CallError> {
         let conn = Arc::new(conn.clone());
-        self.isolated(move |plugin| {
+        self.isolated(move |plugin, lease| {
             let conn = conn.clone();
             async move {
                 plugin
-                    .call(async |store, exports| {
+                    .call(lease, async |store, exports| {
                         exports.handler.call_on_connect(store, &conn).await
                     })
                     .await
@@ -271,12 +278,12 @@ impl Plugin {
         payload: &Payload,
     ) -> Result<Result<Option<Payload>, PluginError>, CallError> {
         let arguments = Arc::new((conn.clone(), event.to_owned(), payload.clone()));
-        self.isolated(move |plugin| {
+        self.isolated(move |plugin, lease| {
             let arguments = arguments.clone();
             async move {
                 let (conn, event, payload) = &*arguments;
                 plugin
-                    .call(async |store, exports| {
+                    .call(lease, async |store, exports| {
                         exports
                             .handler
                             .call_on_event(store, conn, event, payload)
@@ -294,12 +301,12 @@ impl Plugin {
         reason: &str,
     ) -> Result<(), CallError> {
         let arguments = Arc::new((conn.clone(), reason.to_owned()));
-        self.isolated(move |plugin| {
+        self.isolated(move |plugin, lease| {
             let arguments = arguments.clone();
             async move {
                 let (conn, reason) = &*arguments;
                 plugin
-                    .call(async |store, exports| {
+                    .call(lease, async |store, exports| {
                         exports
                             .handler
                             .call_on_disconnect(store, conn, reason)
@@ -317,11 +324,11 @@ impl Plugin {
             return Ok(());
         }
         let conn = Arc::new(conn.clone());
-        self.isolated(move |plugin| {
+        self.isolated(move |plugin, lease| {
             let conn = conn.clone();
             async move {
                 plugin
-                    .call(async |store, exports| match &exports.connection {
+                    .call(lease, async |store, exports| match &exports.connection {
                         Some(connection) => connection.call_on_connected(store, &conn).await,
                         None => Ok(()),
                     })
@@ -338,12 +345,12 @@ impl Plugin {
     ) -> Result<Result<(), PluginError>, CallError> {
         self.require(Export::TimerHandler)?;
         let arguments = Arc::new((key.to_owned(), payload.to_owned()));
-        self.isolated(move |plugin| {
+        self.isolated(move |plugin, lease| {
             let arguments = arguments.clone();
             async move {
                 let (key, payload) = &*arguments;
                 plugin
-                    .call(async |store, exports| match &exports.timer {
+                    .call(lease, async |store, exports| match &exports.timer {
                         Some(timer) => timer.call_on_timer(store, key, payload).await,
                         None => unreachable!("checked by `require`"),
                     })
@@ -356,11 +363,11 @@ impl Plugin {
     pub async fn on_http(self: &Arc<Self>, request: &Request) -> Result<Response, CallError> {
         self.require(Export::HttpHandler)?;
         let request = Arc::new(request.clone());
-        self.isolated(move |plugin| {
+        self.isolated(move |plugin, lease| {
             let request = request.clone();
             async move {
                 plugin
-                    .call(async |store, exports| match &exports.http {
+                    .call(lease, async |store, exports| match &exports.http {
                         Some(http) => http.call_handle(store, &request).await,
                         None => unreachable!("checked by `require`"),
                     })
@@ -387,7 +394,7 @@ impl Plugin {
     /// meanwhile.
     async fn isolated<R, Work>(
         self: &Arc<Self>,
-        work: impl Fn(Arc<Self>) -> Work + Send + 'static,
+        work: impl Fn(Arc<Self>, Option<String>) -> Work + Send + 'static,
     ) -> Result<R, CallError>
     where
         R: Send + 'static,
@@ -412,11 +419,12 @@ impl Plugin {
 
     /// Runs `work` until it commits. A call run again after a conflict runs
     /// alone among this plugin's calls on this node (calls arriving meanwhile
-    /// wait for it), so it competes only with other nodes and a hot key
-    /// cannot starve it; calls that do not conflict run side by side.
+    /// wait for it) and under the plugin's state lease, which makes other
+    /// nodes' writing commits conflict instead: so a hot key cannot starve
+    /// it, while calls that do not conflict run side by side.
     async fn attempts<R, Work>(
         self: Arc<Self>,
-        work: impl Fn(Arc<Self>) -> Work,
+        work: impl Fn(Arc<Self>, Option<String>) -> Work,
     ) -> Result<R, CallError>
     where
         Work: Future<Output = Result<Attempt<R>, CallError>>,
@@ -424,10 +432,17 @@ impl Plugin {
         for attempt in 0..MAX_ATTEMPTS {
             let outcome = if attempt == 0 {
                 let _side_by_side = self.retrying.read().await;
-                work(self.clone()).await?
+                work(self.clone(), None).await?
             } else {
                 let _alone = self.retrying.write().await;
-                work(self.clone()).await?
+                let lease = self.lease().await?;
+                let outcome = work(self.clone(), Some(lease.clone())).await;
+                let state = &self.services.state;
+                if let Err(error) = state.release_lease(&self.context.state, &lease).await {
+                    // It lapses by itself.
+                    tracing::warn!(plugin = %self.context.name, "state lease not released: {error}");
+                }
+                outcome?
             };
             if let Attempt::Done(result) = outcome {
                 return Ok(result);
@@ -439,6 +454,44 @@ impl Plugin {
         };
         tracing::warn!(plugin = %self.context.name, "{}", Escaped(&conflict));
         Err(conflict)
+    }
+
+    /// Waits for the plugin's state lease, as long as [`MAX_ATTEMPTS`] calls
+    /// may take; it lapses a second after the time limit of the call that
+    /// holds it.
+    async fn lease(&self) -> Result<String, CallError> {
+        static TAKEN: AtomicU64 = AtomicU64::new(0);
+        let token = format!(
+            "{:x}-{:x}-{:x}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+            TAKEN.fetch_add(1, Ordering::Relaxed)
+        );
+        let ttl = self.limits.time + LEASE_GRACE;
+        let deadline = Instant::now() + self.limits.time * MAX_ATTEMPTS;
+        let state = &self.services.state;
+        loop {
+            let taken = state.acquire_lease(&self.context.state, &token, ttl).await;
+            match taken {
+                Ok(true) => return Ok(token),
+                Ok(false) if Instant::now() < deadline => tokio::time::sleep(LEASE_POLL).await,
+                Ok(false) => {
+                    return Err(CallError::Conflict {
+                        plugin: self.context.name.clone(),
+                        attempts: 1,
+                    });
+                }
+                Err(error) => {
+                    return Err(CallError::State {
+                        plugin: self.context.name.clone(),
+                        error,
+                    });
+                }
+            }
+        }
     }
 
     /// A place among the calls that may run at once, waiting up to `limits.queue`.
@@ -464,10 +517,12 @@ impl Plugin {
     /// a transaction: what it did is committed if its result says so.
     async fn call<R: Outcome>(
         &self,
+        lease: Option<String>,
         call: impl AsyncFnOnce(&mut Store<InstanceState>, &Exports) -> wasmtime::Result<R>,
     ) -> Result<Attempt<R>, CallError> {
         let mut instance = self.check_out().await?;
         let WarmInstance { store, exports } = &mut instance;
+        store.data_mut().transaction.run_under(lease);
         let result = self.limited(call(store, exports)).await;
         let committed = match &result {
             Ok(outcome) if outcome.commits() => store.data_mut().commit().await,

@@ -16,6 +16,46 @@ pub async fn check_all(store: Arc<dyn StateStore>) {
     keys_are_counted_per_scope(&store).await;
     collections_are_capped(&store).await;
     a_lease_holder_cannot_be_overtaken(&store).await;
+    held_keys_wait_for_their_release(&store).await;
+}
+
+async fn held_keys_wait_for_their_release(store: &Arc<dyn StateStore>) {
+    let scope = &new_scope("plugin:holds:", 100, 100);
+    let mut writer = open(store, scope);
+    writer.set("held", "1".into(), None);
+    let (committed, written) = writer.commit(Some("token")).await.unwrap();
+    assert_eq!(committed, Committed::Applied);
+    assert_eq!(written, ["held"]);
+    let keys = ["held".to_owned()];
+    assert_eq!(
+        store.read(scope, &keys).await.unwrap(),
+        None,
+        "held until released"
+    );
+    assert!(
+        store
+            .read(scope, &["free".to_owned()])
+            .await
+            .unwrap()
+            .is_some()
+    );
+    store.release_holds(scope, "other", &keys).await.unwrap();
+    assert_eq!(
+        store.read(scope, &keys).await.unwrap(),
+        None,
+        "only its token releases it"
+    );
+    let reader = tokio::spawn({
+        let store = store.clone();
+        let scope = scope.clone();
+        async move { open(&store, &scope).get("held").await.unwrap() }
+    });
+    writer.release("token", &written).await.unwrap();
+    assert_eq!(
+        reader.await.unwrap().as_deref(),
+        Some("1"),
+        "a waiting read goes on"
+    );
 }
 
 async fn a_lease_holder_cannot_be_overtaken(store: &Arc<dyn StateStore>) {
@@ -29,18 +69,18 @@ async fn a_lease_holder_cannot_be_overtaken(store: &Arc<dyn StateStore>) {
     let mut other = open(store, scope);
     other.set("cold", "x".into(), None);
     assert_eq!(
-        other.commit().await.unwrap(),
+        other.commit(None).await.unwrap().0,
         Committed::Conflict,
         "writes wait for the lease"
     );
     let mut reader = open(store, scope);
     reader.get("hot").await.unwrap();
     assert_eq!(
-        reader.commit().await.unwrap(),
+        reader.commit(None).await.unwrap().0,
         Committed::Applied,
         "reads do not"
     );
-    assert_eq!(holder.commit().await.unwrap(), Committed::Applied);
+    assert_eq!(holder.commit(None).await.unwrap().0, Committed::Applied);
     store.release_lease(scope, "other").await.unwrap();
     assert!(
         !store.acquire_lease(scope, "other", ttl).await.unwrap(),
@@ -80,14 +120,17 @@ async fn committed<R>(
 ) -> Result<R, StateError> {
     let mut transaction = open(store, scope);
     let result = work(&mut transaction).await?;
-    assert_eq!(transaction.commit().await?, Committed::Applied);
+    assert_eq!(transaction.commit(None).await?.0, Committed::Applied);
     Ok(result)
 }
 
 async fn store_value(store: &Arc<dyn StateStore>, scope: &Scope, key: &str, value: &str) {
     let mut transaction = open(store, scope);
     transaction.set(key, value.to_owned(), None);
-    assert_eq!(transaction.commit().await.unwrap(), Committed::Applied);
+    assert_eq!(
+        transaction.commit(None).await.unwrap().0,
+        Committed::Applied
+    );
 }
 
 async fn strings_counters_and_compare_and_swap(store: &Arc<dyn StateStore>) {
@@ -126,7 +169,7 @@ async fn strings_counters_and_compare_and_swap(store: &Arc<dyn StateStore>) {
             .await
             .unwrap()
     );
-    assert_eq!(t.commit().await.unwrap(), Committed::Applied);
+    assert_eq!(t.commit(None).await.unwrap().0, Committed::Applied);
 
     let mut t = open(store, scope);
     let keys = ["a", "fresh", "new", "none"].map(String::from);
@@ -136,7 +179,7 @@ async fn strings_counters_and_compare_and_swap(store: &Arc<dyn StateStore>) {
     );
     assert!(t.delete("a").await.unwrap());
     assert!(!t.delete("a").await.unwrap());
-    assert_eq!(t.commit().await.unwrap(), Committed::Applied);
+    assert_eq!(t.commit(None).await.unwrap().0, Committed::Applied);
     assert_eq!(open(store, scope).get("a").await.unwrap(), None);
     // The escape hatch applies at once and keeps the semantics.
     assert_eq!(store.incr_now(scope, "fresh", 5).await.unwrap(), 3);
@@ -170,8 +213,8 @@ async fn changed_reads_conflict_and_blind_writes_do_not(store: &Arc<dyn StateSto
     assert_eq!(second.incr("count", 1).await.unwrap(), 1);
     first.set("blind", "first".into(), None);
     second.set("blind", "second".into(), None);
-    assert_eq!(first.commit().await.unwrap(), Committed::Applied);
-    assert_eq!(second.commit().await.unwrap(), Committed::Conflict);
+    assert_eq!(first.commit(None).await.unwrap().0, Committed::Applied);
+    assert_eq!(second.commit(None).await.unwrap().0, Committed::Conflict);
     let mut check = open(store, scope);
     assert_eq!(check.get("count").await.unwrap().as_deref(), Some("1"));
     assert_eq!(check.get("blind").await.unwrap().as_deref(), Some("first"));
@@ -181,8 +224,8 @@ async fn changed_reads_conflict_and_blind_writes_do_not(store: &Arc<dyn StateSto
     let mut second = open(store, scope);
     first.set("blind", "1".into(), None);
     second.set("blind", "2".into(), None);
-    assert_eq!(first.commit().await.unwrap(), Committed::Applied);
-    assert_eq!(second.commit().await.unwrap(), Committed::Applied);
+    assert_eq!(first.commit(None).await.unwrap().0, Committed::Applied);
+    assert_eq!(second.commit(None).await.unwrap().0, Committed::Applied);
 
     // A key read absent and created meanwhile conflicts; so does an
     // immediate increment of a key read, and a deletion.
@@ -190,24 +233,24 @@ async fn changed_reads_conflict_and_blind_writes_do_not(store: &Arc<dyn StateSto
     assert_eq!(reader.get("later").await.unwrap(), None);
     reader.set("other", "x".into(), None);
     store_value(store, scope, "later", "v").await;
-    assert_eq!(reader.commit().await.unwrap(), Committed::Conflict);
+    assert_eq!(reader.commit(None).await.unwrap().0, Committed::Conflict);
     let mut reader = open(store, scope);
     assert_eq!(reader.incr("count", 1).await.unwrap(), 2);
     store.incr_now(scope, "count", 10).await.unwrap();
-    assert_eq!(reader.commit().await.unwrap(), Committed::Conflict);
+    assert_eq!(reader.commit(None).await.unwrap().0, Committed::Conflict);
     let mut reader = open(store, scope);
     assert_eq!(reader.incr("count", 1).await.unwrap(), 12);
     committed(store, scope, async |t| t.delete("count").await)
         .await
         .unwrap();
-    assert_eq!(reader.commit().await.unwrap(), Committed::Conflict);
+    assert_eq!(reader.commit(None).await.unwrap().0, Committed::Conflict);
 
     // Reads of several keys are validated even without writes.
     let mut reader = open(store, scope);
     reader.get("later").await.unwrap();
     reader.get("blind").await.unwrap();
     store_value(store, scope, "blind", "3").await;
-    assert_eq!(reader.commit().await.unwrap(), Committed::Conflict);
+    assert_eq!(reader.commit(None).await.unwrap().0, Committed::Conflict);
 }
 
 async fn values_expire(store: &Arc<dyn StateStore>) {
@@ -234,6 +277,7 @@ async fn values_expire(store: &Arc<dyn StateStore>) {
     assert_eq!(t.get("kept").await.unwrap().as_deref(), Some("v"));
     assert!(!t.expire("k", None).await.unwrap());
     let snapshot = store.read(scope, &["counter".to_owned()]).await.unwrap();
+    let snapshot = snapshot.unwrap();
     let record = snapshot[0].record.as_ref().unwrap();
     assert!(matches!(record.expiry, super::Expiry::At(_)), "{record:?}");
 }
@@ -263,12 +307,12 @@ async fn lists_follow_redis_indexing(store: &Arc<dyn StateStore>) {
         t.list_push("text", vec!["x".into()]).await,
         Err(StateError::WrongType { .. })
     ));
-    assert_eq!(t.commit().await.unwrap(), Committed::Applied);
+    assert_eq!(t.commit(None).await.unwrap().0, Committed::Applied);
     let mut t = open(store, scope);
     assert_eq!(t.list_range("l", 0, -1).await.unwrap(), ["b", "c", "d"]);
     // Trimmed empty, the list is gone.
     t.list_trim("l", 5, 6).await.unwrap();
-    assert_eq!(t.commit().await.unwrap(), Committed::Applied);
+    assert_eq!(t.commit(None).await.unwrap().0, Committed::Applied);
     assert!(!open(store, scope).delete("l").await.unwrap());
 }
 
@@ -319,7 +363,7 @@ async fn hashes_sets_and_sorted_sets(store: &Arc<dyn StateStore>) {
     assert!(t.set_remove("s", "x").await.unwrap());
     assert!(t.set_remove("s", "y").await.unwrap());
     assert!(t.sorted_remove("z", "mid").await.unwrap());
-    assert_eq!(t.commit().await.unwrap(), Committed::Applied);
+    assert_eq!(t.commit(None).await.unwrap().0, Committed::Applied);
     let mut t = open(store, scope);
     assert_eq!(
         t.hash_get_all("h").await.unwrap(),
@@ -344,12 +388,12 @@ async fn keys_are_counted_per_scope(store: &Arc<dyn StateStore>) {
     };
     let mut t = open(store, scope);
     t.set("d", "1".into(), None);
-    assert!(full(t.commit().await));
+    assert!(full(t.commit(None).await.map(|(committed, _)| committed)));
     let mut t = open(store, scope);
     assert!(t.set_add("d", "x".into()).await.unwrap());
     t.set("a", "changed".into(), None);
     assert!(
-        full(t.commit().await),
+        full(t.commit(None).await.map(|(committed, _)| committed)),
         "one key too many fails the whole call"
     );
     let mut t = open(store, scope);
@@ -406,6 +450,6 @@ async fn collections_are_capped(store: &Arc<dyn StateStore>) {
     assert!(too_long(t.set_add("s", "d".into()).await));
     assert!(too_long(t.hash_set("h", "d".into(), "v".into()).await));
     assert!(too_long(t.sorted_add("z", "d".into(), 1.0).await));
-    assert_eq!(t.commit().await.unwrap(), Committed::Applied);
+    assert_eq!(t.commit(None).await.unwrap().0, Committed::Applied);
     assert_eq!(open(store, scope).len("empty").await.unwrap(), 0);
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
+use super::record::HOLD_TTL;
 use super::{
     Commit, Committed, Expiry, Record, Scope, Snapshot, StateError, StateStore, Value, Version,
 };
@@ -25,6 +26,8 @@ struct Inner {
     scopes: HashMap<String, HashMap<String, Entry>>,
     /// Per scope prefix, the lease's token and when it lapses.
     leases: HashMap<String, (String, Instant)>,
+    /// Per scope prefix, keys held by a commit's token, and until when.
+    holds: HashMap<String, HashMap<String, (String, Instant)>>,
     /// The last version given to a write, unique across scopes.
     last_version: i64,
     writes_since_sweep: u32,
@@ -137,22 +140,34 @@ fn admit(
 
 #[async_trait]
 impl StateStore for MemoryStore {
-    async fn read(&self, scope: &Scope, keys: &[String]) -> Result<Vec<Snapshot>, StateError> {
+    async fn read(
+        &self,
+        scope: &Scope,
+        keys: &[String],
+    ) -> Result<Option<Vec<Snapshot>>, StateError> {
         let now = now_ms();
         let mut inner = self.lock();
+        if let Some(holds) = inner.holds.get_mut(&scope.prefix) {
+            let at = Instant::now();
+            holds.retain(|_, (_, until)| *until > at);
+            if keys.iter().any(|key| holds.contains_key(key)) {
+                return Ok(None);
+            }
+        }
         let Some(entries) = inner.scopes.get_mut(&scope.prefix) else {
-            return Ok(keys.iter().map(|_| absent()).collect());
+            return Ok(Some(keys.iter().map(|_| absent()).collect()));
         };
-        Ok(keys
-            .iter()
-            .map(|key| match live(entries, key, now) {
-                Some(entry) => Snapshot {
-                    record: Some(entry.record()),
-                    version: entry.version,
-                },
-                None => absent(),
-            })
-            .collect())
+        Ok(Some(
+            keys.iter()
+                .map(|key| match live(entries, key, now) {
+                    Some(entry) => Snapshot {
+                        record: Some(entry.record()),
+                        version: entry.version,
+                    },
+                    None => absent(),
+                })
+                .collect(),
+        ))
     }
 
     async fn commit(&self, scope: &Scope, commit: &Commit) -> Result<Committed, StateError> {
@@ -199,6 +214,13 @@ impl StateStore for MemoryStore {
                     version,
                 },
             );
+        }
+        if let Some(token) = &commit.hold {
+            let until = Instant::now() + HOLD_TTL;
+            let holds = inner.holds.entry(scope.prefix.clone()).or_default();
+            for (key, _) in &commit.writes {
+                holds.insert(key.clone(), (token.clone(), until));
+            }
         }
         Ok(Committed::Applied)
     }
@@ -250,6 +272,23 @@ impl StateStore for MemoryStore {
             .leases
             .insert(scope.prefix.clone(), (token.to_owned(), until));
         Ok(true)
+    }
+
+    async fn release_holds(
+        &self,
+        scope: &Scope,
+        token: &str,
+        keys: &[String],
+    ) -> Result<(), StateError> {
+        let mut inner = self.lock();
+        if let Some(holds) = inner.holds.get_mut(&scope.prefix) {
+            for key in keys {
+                if holds.get(key).is_some_and(|(holder, _)| holder == token) {
+                    holds.remove(key);
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn release_lease(&self, scope: &Scope, token: &str) -> Result<(), StateError> {

@@ -26,7 +26,7 @@ pub use liveness::NodeLiveness;
 pub use memory::MemoryStore;
 pub use record::{Commit, Committed, Expiry, Record, Snapshot, Value, Version};
 pub use redis::RedisStore;
-pub use transaction::Transaction;
+pub use transaction::{Transaction, token};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -93,8 +93,13 @@ pub struct Scope {
 /// end, optimistically (see [`Commit`]). Keys are within a [`Scope`].
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {
-    /// The keys as one consistent snapshot, in the order asked.
-    async fn read(&self, scope: &Scope, keys: &[String]) -> Result<Vec<Snapshot>, StateError>;
+    /// The keys as one consistent snapshot, in the order asked; `None`
+    /// while one of them is held (see [`Commit::hold`]).
+    async fn read(
+        &self,
+        scope: &Scope,
+        keys: &[String],
+    ) -> Result<Option<Vec<Snapshot>>, StateError>;
     /// Applies every write, or none when a key read has changed since
     /// ([`Committed::Conflict`]) or a new key would pass the quota.
     async fn commit(&self, scope: &Scope, commit: &Commit) -> Result<Committed, StateError>;
@@ -114,4 +119,11 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> Result<bool, StateError>;
     /// Gives the lease back if `token` still holds it.
     async fn release_lease(&self, scope: &Scope, token: &str) -> Result<(), StateError>;
+    /// Lets other calls read the keys a commit held with `token`.
+    async fn release_holds(
+        &self,
+        scope: &Scope,
+        token: &str,
+        keys: &[String],
+    ) -> Result<(), StateError>;
 }

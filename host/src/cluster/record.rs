@@ -85,7 +85,17 @@ pub struct Commit {
     pub writes: Vec<(String, Option<Record>)>,
     /// The scope's lease the call runs under, if it took it.
     pub lease: Option<String>,
+    /// A token that holds the keys written, so that no call reads them
+    /// until [`StateStore::release_holds`] (or [`HOLD_TTL`]): the call's
+    /// emits go out before any call that depends on its writes runs on.
+    ///
+    /// [`StateStore::release_holds`]: super::StateStore::release_holds
+    pub hold: Option<String>,
 }
+
+/// How long written keys stay held should the node sending their call's
+/// emits die before releasing them.
+pub const HOLD_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How a commit ended when the backend could be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,6 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fred::prelude::{Client, LuaInterface};
 
+use super::record::HOLD_TTL;
 use super::{
     Commit, Committed, Expiry, Record, Scope, Snapshot, StateError, StateStore, Value, Version,
 };
@@ -65,11 +66,19 @@ local function track(index, versions, key, version)
 end
 ";
 
-/// KEYS = [versions, keys...]: per key `{type, expires at ms or '', version, items...}`.
+/// KEYS = [versions, holds, keys...]: per key `{type, expires at ms or '',
+/// version, items...}`, or `{{'held'}}` while a key is held.
 const READ: &str = r"
 local now = now_ms()
+for position = 3, #KEYS do
+  local hold = redis.call('HGET', KEYS[2], KEYS[position])
+  if hold then
+    if tonumber(string.match(hold, ' (%d+)$')) > now then return {{'held'}} end
+    redis.call('HDEL', KEYS[2], KEYS[position])
+  end
+end
 local out = {}
-for position = 2, #KEYS do
+for position = 3, #KEYS do
   local key = KEYS[position]
   local kind = redis.call('TYPE', key)['ok']
   if kind == 'none' then
@@ -93,16 +102,16 @@ end
 return out
 ";
 
-/// KEYS = [index, versions, lease, keys...]. ARGV = [max keys, lease token
-/// or '', reads, then per read: key position, version; then per write: key
-/// position, type ('none' deletes), expiry ('never', 'at' or 'after'), its
-/// ms, item count, items]. 1 when applied, 0 on a conflict. Everything is
-/// checked before anything is written: a script that fails half way keeps
-/// its writes.
+/// KEYS = [index, versions, lease, holds, keys...]. ARGV = [max keys, lease
+/// token or '', hold token or '', hold ms, reads, then per read: key
+/// position, version; then per write: key position, type ('none' deletes),
+/// expiry ('never', 'at' or 'after'), its ms, item count, items]. 1 when
+/// applied, 0 on a conflict. Everything is checked before anything is
+/// written: a script that fails half way keeps its writes.
 const COMMIT: &str = r"
 local index, versions = KEYS[1], KEYS[2]
-local at = 4
-for _ = 1, tonumber(ARGV[3]) do
+local at = 6
+for _ = 1, tonumber(ARGV[5]) do
   if version_of(versions, KEYS[tonumber(ARGV[at])]) ~= ARGV[at + 1] then return 0 end
   at = at + 2
 end
@@ -154,6 +163,20 @@ for _, write in ipairs(writes) do
       redis.call('ZREM', index, key)
       redis.call('HDEL', versions, key)
     end
+  end
+  if ARGV[3] ~= '' then
+    redis.call('HSET', KEYS[4], key, ARGV[3] .. ' ' .. string.format('%.0f', now_ms() + tonumber(ARGV[4])))
+  end
+end
+return 1
+";
+
+/// KEYS = [holds]; ARGV = [token, keys...]: releases the keys `token` holds.
+const RELEASE_HOLDS: &str = r"
+for position = 2, #ARGV do
+  local hold = redis.call('HGET', KEYS[1], ARGV[position])
+  if hold and string.sub(hold, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then
+    redis.call('HDEL', KEYS[1], ARGV[position])
   end
 end
 return 1
@@ -211,6 +234,11 @@ impl RedisStore {
     /// The versions of the scope's keys, in the same slot.
     fn versions(&self, scope: &Scope) -> String {
         format!("{}state-versions:{{{}}}", self.prefix, scope.prefix)
+    }
+
+    /// Keys held until their call's emits are sent, in the same slot.
+    fn holds(&self, scope: &Scope) -> String {
+        format!("{}state-holds:{{{}}}", self.prefix, scope.prefix)
     }
 
     /// Held by the call a conflict made run under it, in the same slot.
@@ -324,10 +352,20 @@ fn write_arguments(record: Option<&Record>, arguments: &mut Vec<String>) {
 
 #[async_trait]
 impl StateStore for RedisStore {
-    async fn read(&self, scope: &Scope, keys: &[String]) -> Result<Vec<Snapshot>, StateError> {
-        let mut names = vec![self.versions(scope)];
+    async fn read(
+        &self,
+        scope: &Scope,
+        keys: &[String],
+    ) -> Result<Option<Vec<Snapshot>>, StateError> {
+        let mut names = vec![self.versions(scope), self.holds(scope)];
         names.extend(keys.iter().map(|key| self.key(scope, key)));
         let entries: Vec<Vec<String>> = self.script(READ, scope, names, Vec::new()).await?;
+        if entries
+            .first()
+            .is_some_and(|entry| entry.len() == 1 && entry[0] == "held")
+        {
+            return Ok(None);
+        }
         if entries.len() != keys.len() {
             return Err(StateError::Backend(
                 "Redis answered for other keys than asked".to_owned(),
@@ -336,11 +374,17 @@ impl StateStore for RedisStore {
         keys.iter()
             .zip(entries)
             .map(|(key, entry)| snapshot(key, entry))
-            .collect()
+            .collect::<Result<_, _>>()
+            .map(Some)
     }
 
     async fn commit(&self, scope: &Scope, commit: &Commit) -> Result<Committed, StateError> {
-        let mut names = vec![self.index(scope), self.versions(scope), self.lease(scope)];
+        let mut names = vec![
+            self.index(scope),
+            self.versions(scope),
+            self.lease(scope),
+            self.holds(scope),
+        ];
         let mut positions = std::collections::HashMap::new();
         let mut position = |key: &str, names: &mut Vec<String>| {
             *positions.entry(key.to_owned()).or_insert_with(|| {
@@ -351,6 +395,8 @@ impl StateStore for RedisStore {
         let mut arguments = vec![
             scope.max_keys.to_string(),
             commit.lease.clone().unwrap_or_default(),
+            commit.hold.clone().unwrap_or_default(),
+            HOLD_TTL.as_millis().to_string(),
             commit.reads.len().to_string(),
         ];
         for (key, version) in &commit.reads {
@@ -412,6 +458,19 @@ impl StateStore for RedisStore {
             .script(ACQUIRE_LEASE, scope, vec![self.lease(scope)], arguments)
             .await?;
         Ok(taken == 1)
+    }
+
+    async fn release_holds(
+        &self,
+        scope: &Scope,
+        token: &str,
+        keys: &[String],
+    ) -> Result<(), StateError> {
+        let mut arguments = vec![token.to_owned()];
+        arguments.extend(keys.iter().map(|key| self.key(scope, key)));
+        self.script::<i64>(RELEASE_HOLDS, scope, vec![self.holds(scope)], arguments)
+            .await
+            .map(drop)
     }
 
     async fn release_lease(&self, scope: &Scope, token: &str) -> Result<(), StateError> {

@@ -21,6 +21,23 @@ pub struct Transaction {
     lease: Option<String>,
 }
 
+/// How long a read waits before asking again for keys another call holds.
+const HELD_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// A token unique to this call, for leases and holds.
+pub fn token() -> String {
+    static TAKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{:x}-{:x}-{:x}",
+        std::process::id(),
+        now.as_nanos(),
+        TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
 /// One key as the call sees it.
 struct Key {
     record: Option<Record>,
@@ -169,7 +186,13 @@ impl Transaction {
             .map(|key| (*key).to_owned())
             .collect();
         if !missing.is_empty() {
-            let snapshots = self.store.read(&self.scope, &missing).await?;
+            let snapshots = loop {
+                // A hold lapses by itself, so this ends.
+                match self.store.read(&self.scope, &missing).await? {
+                    Some(snapshots) => break snapshots,
+                    None => tokio::time::sleep(HELD_POLL).await,
+                }
+            };
             for (key, snapshot) in missing.into_iter().zip(snapshots) {
                 self.keys.insert(
                     key,
@@ -237,14 +260,31 @@ impl Transaction {
         (!commit.writes.is_empty() || commit.reads.len() > 1).then_some(commit)
     }
 
-    /// Applies what the call wrote if nothing it read has changed.
-    pub async fn commit(&mut self) -> Result<Committed, StateError> {
-        let outcome = match self.changes() {
-            Some(commit) => self.store.commit(&self.scope, &commit).await?,
-            None => Committed::Applied,
-        };
+    /// Applies what the call wrote if nothing it read has changed. With
+    /// `hold`, the keys written stay unreadable to other calls until
+    /// [`Self::release`]; returns them.
+    pub async fn commit(
+        &mut self,
+        hold: Option<&str>,
+    ) -> Result<(Committed, Vec<String>), StateError> {
+        let changes = self.changes();
+        // Whatever the outcome, the next call starts afresh.
         self.reset();
-        Ok(outcome)
+        let Some(mut commit) = changes else {
+            return Ok((Committed::Applied, Vec::new()));
+        };
+        commit.hold = hold.map(str::to_owned);
+        let committed = self.store.commit(&self.scope, &commit).await?;
+        let written = commit.writes.into_iter().map(|(key, _)| key).collect();
+        Ok((committed, written))
+    }
+
+    /// Lets other calls read keys [`Self::commit`] held.
+    pub async fn release(&self, hold: &str, keys: &[String]) -> Result<(), StateError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.store.release_holds(&self.scope, hold, keys).await
     }
 
     pub async fn get(&mut self, key: &str) -> Result<Option<String>, StateError> {

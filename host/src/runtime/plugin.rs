@@ -16,7 +16,6 @@
 //! attack slows only its own calls.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -33,7 +32,7 @@ use super::refusals::Refusals;
 use super::{CompiledPlugin, Runtime};
 use crate::bindings::exports::switchboard::plugin::http_handler::{Request, Response};
 use crate::bindings::{Conn, Payload, PluginError};
-use crate::cluster::Committed;
+use crate::cluster::{Committed, token};
 use crate::escaped::Escaped;
 use crate::host_api::HostServices;
 use crate::manifest::{InstanceModel, Limits, PluginName, PluginSpec};
@@ -460,16 +459,7 @@ impl Plugin {
     /// may take; it lapses a second after the time limit of the call that
     /// holds it.
     async fn lease(&self) -> Result<String, CallError> {
-        static TAKEN: AtomicU64 = AtomicU64::new(0);
-        let token = format!(
-            "{:x}-{:x}-{:x}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos(),
-            TAKEN.fetch_add(1, Ordering::Relaxed)
-        );
+        let token = token();
         let ttl = self.limits.time + LEASE_GRACE;
         let deadline = Instant::now() + self.limits.time * MAX_ATTEMPTS;
         let state = &self.services.state;

@@ -9,7 +9,7 @@ import { after, before, describe, test } from "node:test";
 import { closeAllSockets, collect, connect, emitAck, emitAckError, emitAckOk, manifestToml, startHost, unique, waitFor, wasm } from "./harness.mjs";
 import { startRedis } from "./redis.mjs";
 
-const LEDGER_EVENTS = ["vote", "tally", "write", "write_then_trap", "write_then_fail", "wait_then_bump", "bump", "open", "hatch_then_trap", "read"];
+const LEDGER_EVENTS = ["vote", "tally", "count", "write", "write_then_trap", "write_then_fail", "wait_then_bump", "bump", "open", "hatch_then_trap", "read"];
 
 function ledgerPlugin() {
   return {

@@ -14,6 +14,9 @@
 //!   `{value, attempts}`, its runs counted with the immediate counter
 //!   `attempts:{key}`.
 //! - `bump {key}`: `key + 1`; `open {gate}`: the immediate counter `gate + 1`.
+//! - `count {key}`: `key + 1`, its runs counted with the immediate counter
+//!   `runs:{key}` (for tests/load/transactions.mjs: runs over commits is the
+//!   retry rate).
 //! - `hatch_then_trap {key}`: emits `hatched` and bumps `key` immediately,
 //!   emits `buffered` in the transaction, then panics. Both go to the room
 //!   `watchers`, which sockets connecting with `auth {user: "watcher"}` join.
@@ -113,6 +116,11 @@ impl Ledger {
                 while immediate::incr(&gate, 0)? == 0 {}
                 state::set(&key, &(value + 1).to_string(), None)?;
                 json!({ "value": value + 1, "attempts": attempts })
+            }
+            "count" => {
+                let Key { key } = payload.parse_object()?;
+                immediate::incr(&format!("runs:{key}"), 1)?;
+                json!({ "value": state::incr(&key, 1)? })
             }
             "bump" => {
                 let Key { key } = payload.parse_object()?;

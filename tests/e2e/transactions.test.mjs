@@ -150,6 +150,9 @@ for (const [backend, start] of Object.entries(BACKENDS)) {
       await emitAckOk(other, "open", { gate });
       assert.deepEqual(await slow, { value: 2, attempts: 2 }, "run again after the conflict, on the bumped value");
       assert.deepEqual(await emitAckOk(other, "read", { key }), { value: "2" });
+      const metrics = await (await fetch(`${nodeA.url}/metrics`)).text();
+      const conflicts = metrics.match(/^switchboard_plugin_conflicts_total\{plugin="ledger"\} (\d+)$/m);
+      assert.ok(conflicts && Number(conflicts[1]) >= 1, `the conflict is counted:\n${metrics}`);
     });
 
     test("the escape hatch goes out even when the call fails; what the call buffered does not", async () => {

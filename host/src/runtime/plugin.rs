@@ -36,6 +36,7 @@ use crate::cluster::{Committed, token};
 use crate::escaped::Escaped;
 use crate::host_api::HostServices;
 use crate::manifest::{InstanceModel, Limits, PluginName, PluginSpec};
+use crate::metrics;
 
 /// Epoch ticks a call's guest code sees before its plugin counts as one
 /// whose calls run long ([`Placement::long_call`]): one tick can fall in
@@ -446,6 +447,7 @@ impl Plugin {
             if let Attempt::Done(result) = outcome {
                 return Ok(result);
             }
+            metrics::plugin_conflicted(self.context.name.as_str());
         }
         let conflict = CallError::Conflict {
             plugin: self.context.name.clone(),

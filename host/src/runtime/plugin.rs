@@ -48,7 +48,7 @@ const MAX_IDLE_INSTANCES: usize = 16;
 
 /// Times a handler call runs when its commit keeps finding what it read
 /// changed, before it fails with `conflict`.
-pub const MAX_ATTEMPTS: u32 = 10;
+const MAX_ATTEMPTS: u32 = 10;
 
 /// How long the state lease outlives the time limit of the call holding it.
 const LEASE_GRACE: Duration = Duration::from_secs(1);
@@ -64,7 +64,7 @@ enum Attempt<R> {
 
 /// Whether a call's result commits what it did (its state writes and its
 /// emits) or drops it.
-pub trait Outcome {
+trait Outcome {
     fn commits(&self) -> bool;
 }
 

@@ -435,7 +435,7 @@ impl Plugin {
                 work(self.clone(), None).await?
             } else {
                 let _alone = self.retrying.write().await;
-                let lease = self.lease().await?;
+                let lease = self.lease(attempt).await?;
                 let outcome = work(self.clone(), Some(lease.clone())).await;
                 let state = &self.services.state;
                 if let Err(error) = state.release_lease(&self.context.state, &lease).await {
@@ -458,9 +458,9 @@ impl Plugin {
     }
 
     /// Waits for the plugin's state lease, as long as [`MAX_ATTEMPTS`] calls
-    /// may take; it lapses a second after the time limit of the call that
-    /// holds it.
-    async fn lease(&self) -> Result<String, CallError> {
+    /// may take, for a call that has run `runs` times; the lease lapses a
+    /// second after the time limit of the call that holds it.
+    async fn lease(&self, runs: u32) -> Result<String, CallError> {
         let token = token();
         let ttl = self.limits.time + LEASE_GRACE;
         let deadline = Instant::now() + self.limits.time * MAX_ATTEMPTS;
@@ -473,7 +473,7 @@ impl Plugin {
                 Ok(false) => {
                     return Err(CallError::Conflict {
                         plugin: self.context.name.clone(),
-                        attempts: 1,
+                        attempts: runs,
                     });
                 }
                 Err(error) => {

@@ -12,7 +12,8 @@
 //! - [`identity`]: JWT verification: who a socket or HTTP caller is, and until when.
 //! - [`transport`]: Socket.IO namespaces, connect checks, per-socket event queues.
 //! - [`payload`]: event payloads between Socket.IO packets and plugins.
-//! - [`cluster`]: state shared by nodes (memory or Redis) and the Redis connection.
+//! - [`cluster`]: state shared by nodes (memory or Redis), the per-call
+//!   state transaction, and the Redis connection.
 //! - [`recovery`]: connection-state recovery: the journal of emits and the
 //!   sessions clients come back to.
 //! - [`http_api`]: health, readiness, the `/api/v1` emit and room endpoints,

@@ -20,6 +20,9 @@ pub const EVENTS: &str = "switchboard_events_total";
 /// Events refused before any plugin saw them, per namespace and error code
 /// (`unknown_event`, `payload_too_large`, `overloaded`, `invalid_packet`...).
 pub const EVENTS_REFUSED: &str = "switchboard_events_refused_total";
+/// Plugin calls whose commit found state they read changed by another call,
+/// per plugin: each is run again, or fails with `conflict` after the last.
+pub const PLUGIN_CONFLICTS: &str = "switchboard_plugin_conflicts_total";
 /// Whether this node's Redis connections are up (1) or not (0).
 pub const REDIS_CONNECTED: &str = "switchboard_redis_connected";
 /// Times this node's Redis connections came back after a loss.
@@ -76,6 +79,11 @@ fn describe() {
         EVENTS_REFUSED,
         Unit::Count,
         "Client events refused before reaching a plugin, by error code."
+    );
+    describe_counter!(
+        PLUGIN_CONFLICTS,
+        Unit::Count,
+        "Plugin calls whose commit conflicted with another call's, by plugin."
     );
     describe_gauge!(
         REDIS_CONNECTED,
@@ -142,6 +150,10 @@ pub fn emit_refused(reason: &'static str) {
 
 pub fn redis_connected(up: bool) {
     gauge!(REDIS_CONNECTED).set(if up { 1.0 } else { 0.0 });
+}
+
+pub fn plugin_conflicted(plugin: &str) {
+    counter!(PLUGIN_CONFLICTS, "plugin" => plugin.to_owned()).increment(1);
 }
 
 pub fn redis_reconnected() {

@@ -5,11 +5,11 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
-import { collect, connect, emitAck, emitAckOk, quiet, waitFor } from "./harness.mjs";
+import { collect, connect, emitAck, emitAckOk, manifestToml, quiet, startHost, waitFor } from "./harness.mjs";
 import { SHORT_RECOVERY, auctionPlugin, call, startApps } from "./apps.mjs";
-import { tokenFor } from "./tokens.mjs";
+import { HS256_AUTH, tokenFor } from "./tokens.mjs";
 
-const BID_ERRORS = ["bid_too_low", "auction_closed", "busy"];
+const BID_ERRORS = ["bid_too_low", "auction_closed", "conflict"];
 
 function bidder(node, user) {
   return connect(node.url, { namespace: "/auction", auth: { token: tokenFor(user) } });
@@ -37,6 +37,67 @@ function assertCompleteAndRising(events, accepted, who) {
     if (index > 0) assert.ok(event.amount > bySeq[index - 1].amount, `${who}: amounts strictly increase`);
   }
 }
+
+/**
+ * Two bidders, one per node, each bidding 500 times (over 10 sockets each,
+ * to stay under the namespace's event rate) as fast as acks come: the
+ * auction ends at the highest accepted bid, and each bidder is told
+ * `outbid` exactly once per accepted bid of theirs the other overtook.
+ */
+async function raceTwoBidders(nodeA, nodeB) {
+  const auction = await createAuction(nodeA, "seller");
+  const names = ["racer-a", "racer-b"];
+  const SOCKETS = 10;
+  const sockets = await Promise.all(
+    names.flatMap((name, index) => Array.from({ length: SOCKETS }, () => bidder(index ? nodeB : nodeA, name))),
+  );
+  // Every socket of a user gets the user's `outbid`: count them on its first.
+  const outbid = names.map((_, index) => collect(sockets[index * SOCKETS], "outbid"));
+  const accepted = [];
+  await Promise.all(
+    sockets.map(async (socket, position) => {
+      const index = Math.floor(position / SOCKETS);
+      for (let k = 0; k < 500 / SOCKETS; k += 1) {
+        // Unique amounts, interleaved: racer-a bids even amounts, racer-b odd.
+        const amount = 100 + 2 * (k * SOCKETS + (position % SOCKETS)) + index;
+        const ack = await emitAck(socket, "place_bid", { id: auction.id, amount }, { timeout: 30_000 });
+        if (ack.error) {
+          assert.ok(BID_ERRORS.includes(ack.error.code), `unexpected rejection ${JSON.stringify(ack.error)}`);
+        } else {
+          accepted.push({ seq: ack.seq, amount, bidder: names[index] });
+        }
+      }
+    }),
+  );
+  accepted.sort((a, b) => a.seq - b.seq);
+  assert.deepEqual(
+    accepted.map((bid) => bid.seq),
+    accepted.map((_, index) => index + 1),
+    "accepted bids are numbered 1..n without gaps",
+  );
+  const overtaken = new Map(names.map((name) => [name, 0]));
+  for (let index = 1; index < accepted.length; index += 1) {
+    assert.ok(accepted[index].amount > accepted[index - 1].amount, "accepted amounts strictly rise");
+    if (accepted[index].bidder !== accepted[index - 1].bidder) {
+      overtaken.set(accepted[index - 1].bidder, overtaken.get(accepted[index - 1].bidder) + 1);
+    }
+  }
+  const expected = names.map((name) => overtaken.get(name));
+  await waitFor(() => outbid.every((events, index) => events.length >= expected[index]), 10_000, "every outbid notice");
+  await quiet(300);
+  assert.deepEqual(outbid.map((events) => events.length), expected, "one outbid per overtaken bid");
+  const state = await call(nodeB, "GET", `/apps/auction/auctions/${auction.id}`, { token: tokenFor("viewer") });
+  assert.equal(state.body.highest_bid, accepted.at(-1).amount);
+  assert.equal(state.body.highest_bidder, accepted.at(-1).bidder);
+  assert.equal(state.body.bids, accepted.length);
+  for (const socket of sockets) socket.close();
+}
+
+test("on one node in memory, two bidders racing 1,000 times end consistent, one outbid per overtaken bid", async (t) => {
+  const host = await startHost({ manifest: manifestToml({ plugins: [auctionPlugin()] }) + HS256_AUTH });
+  t.after(() => host.stop());
+  await raceTwoBidders(host, host);
+});
 
 describe("auction on two nodes", () => {
   let apps;
@@ -115,6 +176,10 @@ describe("auction on two nodes", () => {
       assert.equal(state.body.bids, accepted.length);
       assert.equal(state.body.watchers, 40);
     }
+  });
+
+  test("two bidders, one per node, racing 1,000 times end consistent, one outbid per overtaken bid", async () => {
+    await raceTwoBidders(nodeA, nodeB);
   });
 
   test("an HTTP bid on node B reaches watchers on node A; watcher counts span both nodes", async () => {

@@ -1,12 +1,16 @@
-//! State for a single node, in process memory.
+//! State for a single node, in process memory. A commit validates and
+//! applies under one lock, so calls are serializable as in Redis.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use super::{Scope, StateError, StateStore};
+use super::record::HOLD_TTL;
+use super::{
+    Commit, Committed, Expiry, Record, Scope, Snapshot, StateError, StateStore, Value, Version,
+};
 
 /// Writes between sweeps of expired keys that nobody reads any more.
 const SWEEP_EVERY_WRITES: u32 = 4096;
@@ -20,22 +24,47 @@ pub struct MemoryStore {
 struct Inner {
     /// Per scope prefix, its keys.
     scopes: HashMap<String, HashMap<String, Entry>>,
+    /// Per scope prefix, the lease's token and when it lapses.
+    leases: HashMap<String, (String, Instant)>,
+    /// Per scope prefix, keys held by a commit's token, and until when.
+    holds: HashMap<String, HashMap<String, (String, Instant)>>,
+    /// The last version given to a write, unique across scopes.
+    last_version: i64,
     writes_since_sweep: u32,
 }
 
 struct Entry {
     value: Value,
-    expires_at: Option<Instant>,
-}
-
-enum Value {
-    Text(String),
-    List(VecDeque<String>),
+    /// Milliseconds since the Unix epoch.
+    expires_at: Option<u64>,
+    version: Version,
 }
 
 impl Entry {
-    fn live(&self, now: Instant) -> bool {
+    fn live(&self, now: u64) -> bool {
         self.expires_at.is_none_or(|at| at > now)
+    }
+
+    fn record(&self) -> Record {
+        Record {
+            value: self.value.clone(),
+            expiry: self.expires_at.map_or(Expiry::Never, Expiry::At),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn deadline(expiry: Expiry, now: u64) -> Option<u64> {
+    match expiry {
+        Expiry::Never => None,
+        Expiry::At(at) => Some(at),
+        Expiry::After(ms) => Some(now.saturating_add(ms)),
     }
 }
 
@@ -44,43 +73,64 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn with<R>(
-        &self,
-        scope: &Scope,
-        write: bool,
-        f: impl FnOnce(&mut HashMap<String, Entry>) -> R,
-    ) -> R {
-        let mut inner = self
-            .inner
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if write {
-            inner.writes_since_sweep += 1;
-            if inner.writes_since_sweep >= SWEEP_EVERY_WRITES {
-                let now = Instant::now();
-                for entries in inner.scopes.values_mut() {
-                    entries.retain(|_, entry| entry.live(now));
-                }
-                inner.scopes.retain(|_, entries| !entries.is_empty());
-                inner.writes_since_sweep = 0;
-            }
-        }
-        f(inner.scopes.entry(scope.prefix.clone()).or_default())
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
-/// Succeeds if `key` exists or the scope has room for one more live key.
-/// Only at the limit are expired keys swept, so the count stays exact.
-fn admit(entries: &mut HashMap<String, Entry>, scope: &Scope, key: &str) -> Result<(), StateError> {
-    let full = |entries: &HashMap<String, Entry>| {
-        u64::try_from(entries.len()).unwrap_or(u64::MAX) >= scope.max_keys
+impl Inner {
+    fn sweep_now_and_then(&mut self, now: u64) {
+        self.writes_since_sweep += 1;
+        if self.writes_since_sweep < SWEEP_EVERY_WRITES {
+            return;
+        }
+        for entries in self.scopes.values_mut() {
+            entries.retain(|_, entry| entry.live(now));
+        }
+        self.scopes.retain(|_, entries| !entries.is_empty());
+        self.writes_since_sweep = 0;
+    }
+
+    fn leased_to_another(&self, scope: &Scope, token: Option<&str>) -> bool {
+        self.leases
+            .get(&scope.prefix)
+            .is_some_and(|(holder, until)| {
+                *until > Instant::now() && Some(holder.as_str()) != token
+            })
+    }
+
+    fn next_version(&mut self) -> Version {
+        self.last_version += 1;
+        Version(self.last_version)
+    }
+}
+
+/// The live entry under `key`, dropping it first if it has expired.
+fn live<'a>(entries: &'a mut HashMap<String, Entry>, key: &str, now: u64) -> Option<&'a mut Entry> {
+    if entries.get(key).is_some_and(|entry| !entry.live(now)) {
+        entries.remove(key);
+    }
+    entries.get_mut(key)
+}
+
+/// Fails when `creates` new keys would take the scope past its quota.
+/// Only then are expired keys swept, so the count stays exact.
+fn admit(
+    entries: &mut HashMap<String, Entry>,
+    scope: &Scope,
+    creates: usize,
+    now: u64,
+) -> Result<(), StateError> {
+    let over = |entries: &HashMap<String, Entry>| {
+        u64::try_from(entries.len() + creates).unwrap_or(u64::MAX) > scope.max_keys
     };
-    if live(entries, key).is_some() || !full(entries) {
+    if creates == 0 || !over(entries) {
         return Ok(());
     }
-    let now = Instant::now();
     entries.retain(|_, entry| entry.live(now));
-    if full(entries) {
+    if over(entries) {
         return Err(StateError::TooManyKeys {
             max: scope.max_keys,
         });
@@ -88,241 +138,176 @@ fn admit(entries: &mut HashMap<String, Entry>, scope: &Scope, key: &str) -> Resu
     Ok(())
 }
 
-/// The live entry under `key`, dropping it first if it has expired.
-fn live<'a>(entries: &'a mut HashMap<String, Entry>, key: &str) -> Option<&'a mut Entry> {
-    let now = Instant::now();
-    if entries.get(key).is_some_and(|entry| !entry.live(now)) {
-        entries.remove(key);
-    }
-    entries.get_mut(key)
-}
-
-fn text<'a>(entry: &'a Entry, key: &str) -> Result<&'a str, StateError> {
-    match &entry.value {
-        Value::Text(text) => Ok(text),
-        Value::List(_) => Err(StateError::NotAString {
-            key: key.to_owned(),
-        }),
-    }
-}
-
-fn deadline(ttl: Option<Duration>) -> Option<Instant> {
-    ttl.map(|ttl| Instant::now() + ttl)
-}
-
-/// Redis's inclusive, negative-from-the-end range, clamped to `len`.
-fn bounds(len: usize, start: i64, stop: i64) -> Option<(usize, usize)> {
-    let len = i64::try_from(len).unwrap_or(i64::MAX);
-    let resolve = |index: i64| if index < 0 { len + index } else { index };
-    let start = resolve(start).max(0);
-    let stop = resolve(stop).min(len - 1);
-    if len == 0 || start > stop {
-        return None;
-    }
-    Some((usize::try_from(start).ok()?, usize::try_from(stop).ok()?))
-}
-
 #[async_trait]
 impl StateStore for MemoryStore {
-    async fn get(&self, scope: &Scope, key: &str) -> Result<Option<String>, StateError> {
-        self.with(scope, false, |entries| {
-            live(entries, key)
-                .map(|entry| text(entry, key).map(str::to_owned))
-                .transpose()
-        })
-    }
-
-    async fn set(
+    async fn read(
         &self,
         scope: &Scope,
-        key: &str,
-        value: String,
-        ttl: Option<Duration>,
-    ) -> Result<(), StateError> {
-        self.with(scope, true, |entries| {
-            admit(entries, scope, key)?;
-            entries.insert(
-                key.to_owned(),
-                Entry {
-                    value: Value::Text(value),
-                    expires_at: deadline(ttl),
-                },
-            );
-            Ok(())
-        })
+        keys: &[String],
+    ) -> Result<Option<Vec<Snapshot>>, StateError> {
+        let now = now_ms();
+        let mut inner = self.lock();
+        if let Some(holds) = inner.holds.get_mut(&scope.prefix) {
+            let at = Instant::now();
+            holds.retain(|_, (_, until)| *until > at);
+            if keys.iter().any(|key| holds.contains_key(key)) {
+                return Ok(None);
+            }
+        }
+        let Some(entries) = inner.scopes.get_mut(&scope.prefix) else {
+            return Ok(Some(keys.iter().map(|_| absent()).collect()));
+        };
+        Ok(Some(
+            keys.iter()
+                .map(|key| match live(entries, key, now) {
+                    Some(entry) => Snapshot {
+                        record: Some(entry.record()),
+                        version: entry.version,
+                    },
+                    None => absent(),
+                })
+                .collect(),
+        ))
     }
 
-    async fn delete(&self, scope: &Scope, key: &str) -> Result<bool, StateError> {
-        self.with(scope, true, |entries| {
-            let existed = live(entries, key).is_some();
-            entries.remove(key);
-            Ok(existed)
-        })
-    }
-
-    async fn incr(&self, scope: &Scope, key: &str, delta: i64) -> Result<i64, StateError> {
-        self.with(scope, true, |entries| {
-            let current = match live(entries, key) {
-                Some(entry) => Some(text(entry, key)?.parse::<i64>().map_err(|_| {
-                    StateError::NotAnInteger {
-                        key: key.to_owned(),
-                    }
-                })?),
-                None => None,
-            };
-            let next =
-                current
-                    .unwrap_or(0)
-                    .checked_add(delta)
-                    .ok_or_else(|| StateError::Overflow {
-                        key: key.to_owned(),
-                    })?;
-            match entries.get_mut(key) {
-                Some(entry) => entry.value = Value::Text(next.to_string()),
-                None => {
-                    admit(entries, scope, key)?;
-                    entries.insert(
-                        key.to_owned(),
-                        Entry {
-                            value: Value::Text(next.to_string()),
-                            expires_at: None,
-                        },
-                    );
+    async fn commit(&self, scope: &Scope, commit: &Commit) -> Result<Committed, StateError> {
+        let now = now_ms();
+        let mut inner = self.lock();
+        inner.sweep_now_and_then(now);
+        if !commit.writes.is_empty() && inner.leased_to_another(scope, commit.lease.as_deref()) {
+            return Ok(Committed::Conflict);
+        }
+        let version = inner.next_version();
+        let entries = inner.scopes.entry(scope.prefix.clone()).or_default();
+        for (key, seen) in &commit.reads {
+            let current = live(entries, key, now).map_or(Version::ABSENT, |entry| entry.version);
+            if current != *seen {
+                return Ok(Committed::Conflict);
+            }
+        }
+        // Deletes first, so a call that replaces keys fits in the quota.
+        let mut creates = 0;
+        for (key, record) in &commit.writes {
+            let exists = live(entries, key, now).is_some();
+            match record {
+                Some(record) if !record.value.is_empty_collection() => {
+                    creates += usize::from(!exists)
                 }
-            }
-            Ok(next)
-        })
-    }
-
-    async fn compare_and_swap(
-        &self,
-        scope: &Scope,
-        key: &str,
-        expected: Option<&str>,
-        new: String,
-        ttl: Option<Duration>,
-    ) -> Result<bool, StateError> {
-        self.with(scope, true, |entries| {
-            let current = live(entries, key)
-                .map(|entry| text(entry, key))
-                .transpose()?;
-            if current != expected {
-                return Ok(false);
-            }
-            admit(entries, scope, key)?;
-            entries.insert(
-                key.to_owned(),
-                Entry {
-                    value: Value::Text(new),
-                    expires_at: deadline(ttl),
-                },
-            );
-            Ok(true)
-        })
-    }
-
-    async fn expire(
-        &self,
-        scope: &Scope,
-        key: &str,
-        ttl: Option<Duration>,
-    ) -> Result<bool, StateError> {
-        self.with(scope, true, |entries| {
-            Ok(live(entries, key)
-                .map(|entry| entry.expires_at = deadline(ttl))
-                .is_some())
-        })
-    }
-
-    async fn list_push(
-        &self,
-        scope: &Scope,
-        key: &str,
-        values: Vec<String>,
-    ) -> Result<u64, StateError> {
-        self.with(scope, true, |entries| {
-            let held = match live(entries, key).map(|entry| &entry.value) {
-                None => None,
-                Some(Value::List(list)) => Some(list.len()),
-                Some(Value::Text(_)) => {
-                    return Err(StateError::NotAList {
-                        key: key.to_owned(),
-                    });
-                }
-            };
-            if values.is_empty() {
-                return Ok(u64::try_from(held.unwrap_or(0)).unwrap_or(u64::MAX));
-            }
-            let len = held.unwrap_or(0).saturating_add(values.len());
-            let len = u64::try_from(len).unwrap_or(u64::MAX);
-            if len > scope.max_list_items {
-                return Err(StateError::ListTooLong {
-                    key: key.to_owned(),
-                    max: scope.max_list_items,
-                });
-            }
-            if held.is_none() {
-                admit(entries, scope, key)?;
-            }
-            let entry = entries.entry(key.to_owned()).or_insert_with(|| Entry {
-                value: Value::List(VecDeque::new()),
-                expires_at: None,
-            });
-            if let Value::List(list) = &mut entry.value {
-                list.extend(values);
-            }
-            Ok(len)
-        })
-    }
-
-    async fn list_range(
-        &self,
-        scope: &Scope,
-        key: &str,
-        start: i64,
-        stop: i64,
-    ) -> Result<Vec<String>, StateError> {
-        self.with(scope, false, |entries| {
-            match live(entries, key).map(|entry| &entry.value) {
-                None => Ok(Vec::new()),
-                Some(Value::Text(_)) => Err(StateError::NotAList {
-                    key: key.to_owned(),
-                }),
-                Some(Value::List(list)) => Ok(bounds(list.len(), start, stop)
-                    .map(|(start, stop)| list.range(start..=stop).cloned().collect())
-                    .unwrap_or_default()),
-            }
-        })
-    }
-
-    async fn list_trim(
-        &self,
-        scope: &Scope,
-        key: &str,
-        start: i64,
-        stop: i64,
-    ) -> Result<(), StateError> {
-        self.with(scope, true, |entries| {
-            let list = match live(entries, key).map(|entry| &mut entry.value) {
-                None => return Ok(()),
-                Some(Value::Text(_)) => {
-                    return Err(StateError::NotAList {
-                        key: key.to_owned(),
-                    });
-                }
-                Some(Value::List(list)) => list,
-            };
-            match bounds(list.len(), start, stop) {
-                Some((start, stop)) => {
-                    list.truncate(stop + 1);
-                    list.drain(..start);
-                }
-                None => {
+                _ => {
                     entries.remove(key);
                 }
             }
-            Ok(())
-        })
+        }
+        admit(entries, scope, creates, now)?;
+        for (key, record) in &commit.writes {
+            let Some(record) = record
+                .as_ref()
+                .filter(|record| !record.value.is_empty_collection())
+            else {
+                continue;
+            };
+            entries.insert(
+                key.clone(),
+                Entry {
+                    value: record.value.clone(),
+                    expires_at: deadline(record.expiry, now),
+                    version,
+                },
+            );
+        }
+        if let Some(token) = &commit.hold {
+            let until = Instant::now() + HOLD_TTL;
+            let holds = inner.holds.entry(scope.prefix.clone()).or_default();
+            for (key, _) in &commit.writes {
+                holds.insert(key.clone(), (token.clone(), until));
+            }
+        }
+        Ok(Committed::Applied)
+    }
+
+    async fn incr_now(&self, scope: &Scope, key: &str, delta: i64) -> Result<i64, StateError> {
+        let now = now_ms();
+        let mut inner = self.lock();
+        inner.sweep_now_and_then(now);
+        let version = inner.next_version();
+        let entries = inner.scopes.entry(scope.prefix.clone()).or_default();
+        let (current, expires_at) = match live(entries, key, now) {
+            Some(entry) => (
+                super::transaction::integer(key, Some(&entry.value))?,
+                entry.expires_at,
+            ),
+            None => {
+                admit(entries, scope, 1, now)?;
+                (0, None)
+            }
+        };
+        let next = current
+            .checked_add(delta)
+            .ok_or_else(|| StateError::Overflow {
+                key: key.to_owned(),
+            })?;
+        entries.insert(
+            key.to_owned(),
+            Entry {
+                value: Value::Text(next.to_string()),
+                expires_at,
+                version,
+            },
+        );
+        Ok(next)
+    }
+
+    async fn acquire_lease(
+        &self,
+        scope: &Scope,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, StateError> {
+        let mut inner = self.lock();
+        if inner.leased_to_another(scope, Some(token)) {
+            return Ok(false);
+        }
+        let until = Instant::now() + ttl;
+        inner
+            .leases
+            .insert(scope.prefix.clone(), (token.to_owned(), until));
+        Ok(true)
+    }
+
+    async fn release_holds(
+        &self,
+        scope: &Scope,
+        token: &str,
+        keys: &[String],
+    ) -> Result<(), StateError> {
+        let mut inner = self.lock();
+        if let Some(holds) = inner.holds.get_mut(&scope.prefix) {
+            for key in keys {
+                if holds.get(key).is_some_and(|(holder, _)| holder == token) {
+                    holds.remove(key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn release_lease(&self, scope: &Scope, token: &str) -> Result<(), StateError> {
+        let mut inner = self.lock();
+        if inner
+            .leases
+            .get(&scope.prefix)
+            .is_some_and(|(holder, _)| holder == token)
+        {
+            inner.leases.remove(&scope.prefix);
+        }
+        Ok(())
+    }
+}
+
+fn absent() -> Snapshot {
+    Snapshot {
+        record: None,
+        version: Version::ABSENT,
     }
 }
 
@@ -333,6 +318,6 @@ mod tests {
 
     #[tokio::test]
     async fn follows_the_state_semantics() {
-        conformance::check_all(&MemoryStore::new()).await;
+        conformance::check_all(std::sync::Arc::new(MemoryStore::new())).await;
     }
 }

@@ -1,7 +1,8 @@
 //! What nodes share: plugin state behind the [`StateStore`] trait and plugin
 //! [`timers`]. One node keeps them in memory ([`memory`]); a cluster keeps
 //! them in Redis with the same semantics, which are Redis's own, and the same
-//! quotas per plugin ([`Scope`]).
+//! quotas per plugin ([`Scope`]). Plugins see state through a per-call
+//! [`Transaction`]: optimistic, serializable, applied whole or not at all.
 
 mod backoff;
 #[cfg(test)]
@@ -9,10 +10,12 @@ mod conformance;
 mod connect;
 mod liveness;
 mod memory;
+mod record;
 mod redis;
 #[cfg(test)]
 mod test_redis;
 pub mod timers;
+mod transaction;
 
 use std::time::Duration;
 
@@ -21,24 +24,30 @@ pub use backoff::Backoff;
 pub use connect::{ConnectError, RedisConnection, connect};
 pub use liveness::{NodeLiveness, NodeReport, RecordedConn, Reporter};
 pub use memory::MemoryStore;
+pub use record::{Commit, Committed, Expiry, Record, Snapshot, Value, Version};
 pub use redis::RedisStore;
+pub use transaction::{Transaction, token};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("key `{key}` holds a list; use the list operations on it")]
-    NotAString { key: String },
-    #[error("key `{key}` holds a string; list operations need a list")]
-    NotAList { key: String },
+    #[error("key `{key}` holds a {holds}; this operation needs a {wanted}")]
+    WrongType {
+        key: String,
+        holds: &'static str,
+        wanted: &'static str,
+    },
     #[error("key `{key}` does not hold an integer")]
     NotAnInteger { key: String },
     #[error("incrementing key `{key}` would overflow a 64-bit integer")]
     Overflow { key: String },
+    #[error("the score for `{key}` would not be a finite number")]
+    NotAFiniteScore { key: String },
     #[error(
         "this plugin holds {max} state keys, its limit (plugins.limits.max_state_keys); delete keys or give them a TTL"
     )]
     TooManyKeys { max: u64 },
     #[error(
-        "list `{key}` would hold more than {max} items (plugins.limits.max_state_list_items); trim it first"
+        "`{key}` would hold more than {max} items (plugins.limits.max_state_list_items); trim it first"
     )]
     ListTooLong { key: String, max: u64 },
     #[error("{what} is {size} bytes; the limit is {max} (plugins.limits.max_state_value_bytes)")]
@@ -54,9 +63,9 @@ pub enum StateError {
 impl StateError {
     pub fn code(&self) -> &'static str {
         match self {
-            Self::NotAString { .. } | Self::NotAList { .. } => "wrong_type",
+            Self::WrongType { .. } => "wrong_type",
             Self::NotAnInteger { .. } => "not_an_integer",
-            Self::Overflow { .. } => "overflow",
+            Self::Overflow { .. } | Self::NotAFiniteScore { .. } => "overflow",
             Self::TooManyKeys { .. } | Self::ListTooLong { .. } | Self::TooLarge { .. } => {
                 "quota_exceeded"
             }
@@ -67,10 +76,11 @@ impl StateError {
 
 /// One plugin's state: the prefix that keeps its keys apart and its quotas.
 ///
-/// A write that would create a key while the scope holds `max_keys` live keys
-/// fails with [`StateError::TooManyKeys`]; writes to existing keys, and
-/// deletes, always work. Expired keys do not count. A push that would make a
-/// list longer than `max_list_items` fails with [`StateError::ListTooLong`].
+/// A commit that would create a key while the scope holds `max_keys` live
+/// keys fails with [`StateError::TooManyKeys`]; writes to existing keys, and
+/// deletes, always work. Expired keys do not count. A collection (list, hash,
+/// set, sorted set) holds at most `max_list_items` items
+/// ([`StateError::ListTooLong`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
     pub prefix: String,
@@ -78,57 +88,42 @@ pub struct Scope {
     pub max_list_items: u64,
 }
 
-/// Key-value and list state with Redis semantics. `ttl: None` means no expiry.
-/// List indices are inclusive and negative ones count from the end. Keys are
-/// within a [`Scope`].
+/// Where plugin state lives. Plugins never call it directly: a call's
+/// [`Transaction`] reads keys whole through it and commits its writes at the
+/// end, optimistically (see [`Commit`]). Keys are within a [`Scope`].
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {
-    async fn get(&self, scope: &Scope, key: &str) -> Result<Option<String>, StateError>;
-    async fn set(
+    /// The keys as one consistent snapshot, in the order asked; `None`
+    /// while one of them is held (see [`Commit::hold`]).
+    async fn read(
         &self,
         scope: &Scope,
-        key: &str,
-        value: String,
-        ttl: Option<Duration>,
-    ) -> Result<(), StateError>;
-    /// True when the key existed.
-    async fn delete(&self, scope: &Scope, key: &str) -> Result<bool, StateError>;
-    async fn incr(&self, scope: &Scope, key: &str, delta: i64) -> Result<i64, StateError>;
-    /// Sets `new` if the value equals `expected` (`None`: absent). True when set.
-    async fn compare_and_swap(
+        keys: &[String],
+    ) -> Result<Option<Vec<Snapshot>>, StateError>;
+    /// Applies every write, or none when a key read has changed since
+    /// ([`Committed::Conflict`]) or a new key would pass the quota.
+    async fn commit(&self, scope: &Scope, commit: &Commit) -> Result<Committed, StateError>;
+    /// Adds `delta` to an integer at once, outside any transaction (a
+    /// missing key counts as 0; an existing one keeps its expiry).
+    async fn incr_now(&self, scope: &Scope, key: &str, delta: i64) -> Result<i64, StateError>;
+    /// Takes the scope's lease for `token` unless another holds it. While
+    /// held, commits that write and carry another [`Commit::lease`] (or none)
+    /// conflict, so the holder's call cannot: a call that conflicted runs
+    /// again under it and is not starved. It lapses after `ttl`, should its
+    /// holder die.
+    async fn acquire_lease(
         &self,
         scope: &Scope,
-        key: &str,
-        expected: Option<&str>,
-        new: String,
-        ttl: Option<Duration>,
+        token: &str,
+        ttl: Duration,
     ) -> Result<bool, StateError>;
-    /// True when the key exists.
-    async fn expire(
+    /// Gives the lease back if `token` still holds it.
+    async fn release_lease(&self, scope: &Scope, token: &str) -> Result<(), StateError>;
+    /// Lets other calls read the keys a commit held with `token`.
+    async fn release_holds(
         &self,
         scope: &Scope,
-        key: &str,
-        ttl: Option<Duration>,
-    ) -> Result<bool, StateError>;
-    /// Appends and returns the new length.
-    async fn list_push(
-        &self,
-        scope: &Scope,
-        key: &str,
-        values: Vec<String>,
-    ) -> Result<u64, StateError>;
-    async fn list_range(
-        &self,
-        scope: &Scope,
-        key: &str,
-        start: i64,
-        stop: i64,
-    ) -> Result<Vec<String>, StateError>;
-    async fn list_trim(
-        &self,
-        scope: &Scope,
-        key: &str,
-        start: i64,
-        stop: i64,
+        token: &str,
+        keys: &[String],
     ) -> Result<(), StateError>;
 }

@@ -1,3 +1,4 @@
+use super::pending::PendingEmit;
 use crate::bindings::switchboard::plugin::emit::Host;
 use crate::bindings::{Payload, PluginError};
 use crate::escaped::Escaped;
@@ -64,6 +65,7 @@ impl Host for InstanceState {
 }
 
 impl InstanceState {
+    /// Queues the emit for when the call commits.
     async fn emit(
         &mut self,
         namespace: &str,
@@ -72,6 +74,20 @@ impl InstanceState {
         event: &str,
         payload: Payload,
     ) -> Result<(), PluginError> {
+        let emit = self.checked_emit(namespace, room, except, event, payload)?;
+        self.pending.push(emit);
+        Ok(())
+    }
+
+    /// An emit the plugin may make, or why not.
+    pub(super) fn checked_emit(
+        &self,
+        namespace: &str,
+        room: Option<String>,
+        except: Option<String>,
+        event: &str,
+        payload: Payload,
+    ) -> Result<PendingEmit, PluginError> {
         self.check_namespace(namespace)?;
         if is_reserved_event(event) {
             return Err(PluginError::new(
@@ -99,12 +115,11 @@ impl InstanceState {
                 ),
             ));
         }
-        let payload = Outgoing::new(payload)?;
-        let audience = Audience { room, except };
-        Ok(self
-            .services
-            .sockets
-            .emit(namespace, audience, event, payload)
-            .await?)
+        Ok(PendingEmit {
+            namespace: namespace.to_owned(),
+            audience: Audience { room, except },
+            event: event.to_owned(),
+            payload: Outgoing::new(payload)?,
+        })
     }
 }

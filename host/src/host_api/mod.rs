@@ -1,16 +1,21 @@
 //! The host side of the WIT imports, one file per interface. Each implements
 //! the `Host` trait `bindgen!` generated for that interface on
-//! [`InstanceState`], the data of every plugin `Store`.
+//! [`InstanceState`], the data of every plugin `Store`. What a handler call
+//! does to state and sockets waits in [`pending`] until it commits.
 
 mod clock;
 mod config;
 mod emit;
+mod immediate;
 mod log;
+mod pending;
 mod rooms;
 mod state;
 mod timers;
 
 use std::sync::Arc;
+
+pub use pending::PendingEmit;
 
 use crate::bindings::PluginError;
 use crate::bindings::switchboard::plugin::types;

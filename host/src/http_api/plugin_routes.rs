@@ -16,6 +16,7 @@ use tower_http::services::ServeDir;
 use super::ApiError;
 use super::token::{ApiToken, check_api_token};
 use crate::bindings::exports::switchboard::plugin::http_handler;
+use crate::cluster::StateError;
 use crate::identity::{IdentityError, Verifier, bearer_token};
 use crate::manifest::RouteAuth;
 use crate::runtime::{CallError, PluginSlot};
@@ -157,6 +158,13 @@ impl PluginHttp {
                 CallError::Trapped { .. } | CallError::MemoryLimit { .. } => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
+                CallError::Conflict { .. } => StatusCode::CONFLICT,
+                CallError::State {
+                    error: StateError::Backend(_),
+                    ..
+                } => StatusCode::SERVICE_UNAVAILABLE,
+                // A commit past the key quota: the only other failure of a commit.
+                CallError::State { .. } => StatusCode::INSUFFICIENT_STORAGE,
             };
             ApiError::new(status, failure.code(), failure.to_string())
         })?;

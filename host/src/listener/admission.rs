@@ -4,8 +4,8 @@
 //! over `max_connections`, so probes keep answering, see [`super::reserve`]);
 //! a connection over the rate once its reserve is taken is closed at once.
 
-use std::fmt::Write;
 use std::collections::HashMap;
+use std::fmt::Write;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -446,7 +446,11 @@ mod tests {
         let third = admission.admit(LOOPBACK).expect("told why");
         assert_eq!(third.refusal, Some(Refusal::TooManyFromAddress));
         let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-        assert!(admission.admit(other).is_some_and(|ticket| ticket.refusal.is_none()));
+        assert!(
+            admission
+                .admit(other)
+                .is_some_and(|ticket| ticket.refusal.is_none())
+        );
         drop(held);
         assert!(
             admission

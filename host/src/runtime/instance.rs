@@ -1,5 +1,6 @@
 //! What a plugin instance's `Store` holds: its WASI context (which grants
-//! nothing), its memory limiter, and the host services its imports use.
+//! nothing), its memory limiter, the host services its imports use and what
+//! the running call has done but not committed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,8 +10,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::budget::Account;
-use crate::cluster::Scope;
-use crate::host_api::HostServices;
+use crate::cluster::{Scope, Transaction};
+use crate::host_api::{HostServices, PendingEmit};
 use crate::manifest::{Limits, PluginName};
 
 /// Per-plugin facts every instance of it shares.
@@ -66,6 +67,10 @@ pub struct InstanceState {
     pub(crate) deadline: Instant,
     /// Epoch ticks the running call's guest code has seen.
     pub(crate) ticks: u32,
+    /// The running call's state reads and writes, committed when it returns.
+    pub(crate) transaction: Transaction,
+    /// The running call's emits, sent when it commits.
+    pub(crate) pending: Vec<PendingEmit>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -77,6 +82,8 @@ impl InstanceState {
         memory: MemoryLimiter,
     ) -> Self {
         Self {
+            transaction: Transaction::new(services.state.clone(), plugin.state.clone()),
+            pending: Vec::new(),
             plugin,
             services,
             memory,

@@ -33,9 +33,11 @@ use super::refusals::Refusals;
 use super::{CompiledPlugin, Runtime};
 use crate::bindings::exports::switchboard::plugin::http_handler::{Request, Response};
 use crate::bindings::{Conn, Payload, PluginError};
+use crate::cluster::{Committed, token};
 use crate::escaped::Escaped;
 use crate::host_api::HostServices;
 use crate::manifest::{InstanceModel, Limits, PluginName, PluginSpec};
+use crate::metrics;
 
 /// Epoch ticks a call's guest code sees before its plugin counts as one
 /// whose calls run long ([`Placement::long_call`]): one tick can fall in
@@ -44,6 +46,48 @@ const LONG_CALL_TICKS: u32 = 2;
 
 /// Idle instances kept per plugin; bursts above this make short-lived ones.
 const MAX_IDLE_INSTANCES: usize = 16;
+
+/// Times a handler call runs when its commit keeps finding what it read
+/// changed, before it fails with `conflict`.
+const MAX_ATTEMPTS: u32 = 10;
+
+/// How long the state lease outlives the time limit of the call holding it.
+const LEASE_GRACE: Duration = Duration::from_secs(1);
+
+/// How often a call waiting for the state lease asks for it again.
+const LEASE_POLL: Duration = Duration::from_millis(2);
+
+/// One run of a call: its result, or a conflict that applied nothing.
+enum Attempt<R> {
+    Done(R),
+    Conflict,
+}
+
+/// Whether a call's result commits what it did (its state writes and its
+/// emits) or drops it.
+trait Outcome {
+    fn commits(&self) -> bool;
+}
+
+impl<T> Outcome for Result<T, PluginError> {
+    fn commits(&self) -> bool {
+        self.is_ok()
+    }
+}
+
+/// `on-disconnect` and `on-connected` have no way to fail but trapping.
+impl Outcome for () {
+    fn commits(&self) -> bool {
+        true
+    }
+}
+
+/// An HTTP handler has no error channel: a server error is its failure.
+impl Outcome for Response {
+    fn commits(&self) -> bool {
+        self.status < 500
+    }
+}
 
 /// A call that did not complete. The plugin's own errors are not here: they
 /// are the `Ok(Err(PluginError))` of each call.
@@ -77,6 +121,17 @@ pub enum CallError {
         waited: Duration,
     },
     #[error(
+        "plugin `{plugin}`: what this call read kept being changed by concurrent calls; it ran {attempts} times and committed nothing; try again"
+    )]
+    Conflict { plugin: PluginName, attempts: u32 },
+    #[error(
+        "plugin `{plugin}`: the call's state could not be stored, so it had no effect: {error}"
+    )]
+    State {
+        plugin: PluginName,
+        error: crate::cluster::StateError,
+    },
+    #[error(
         "plugin `{plugin}` is overloaded: the node's plugin memory ({} MiB, server.plugin_memory_mib) stayed in use; the call was aborted, try again later",
         limit_bytes >> 20
     )]
@@ -95,6 +150,8 @@ impl CallError {
             Self::MemoryLimit { .. } => "plugin_memory_limit",
             Self::TooManyCalls { .. } | Self::NoMemoryLeft { .. } => "overloaded",
             Self::Init { .. } | Self::MissingExport { .. } => "plugin_unavailable",
+            Self::Conflict { .. } => "conflict",
+            Self::State { error, .. } => error.code(),
         }
     }
 }
@@ -136,6 +193,9 @@ pub struct Plugin {
     instances: InstanceModel,
     /// One permit per call that may run at once.
     running: Arc<Semaphore>,
+    /// Shared by first attempts, exclusive to a call run again after a
+    /// conflict (see [`Self::attempts`]).
+    retrying: tokio::sync::RwLock<()>,
     memory: Arc<Account>,
     idle: Arc<IdlePool>,
     refusals: Refusals,
@@ -171,14 +231,15 @@ impl Plugin {
             limits: spec.limits,
             instances: spec.instances,
             running: Arc::new(Semaphore::new(spec.limits.concurrency)),
+            retrying: tokio::sync::RwLock::new(()),
             memory: runtime.budget.account(spec.limits.memory_bytes),
             idle,
             refusals: Refusals::default(),
         });
         plugin
-            .isolated(async |plugin| {
+            .isolated(|plugin, _lease| async move {
                 let first = plugin.instantiate().await?;
-                plugin.check_in(first, Ok(()))
+                plugin.check_in(first, Ok(Attempt::Done(())))
             })
             .await?;
         Ok(plugin)
@@ -197,11 +258,16 @@ impl Plugin {
         self: &Arc<Self>,
         conn: &Conn,
     ) -> Result<Result<(), PluginError>, CallError> {
-        let conn = conn.clone();
-        self.isolated(async move |plugin| {
-            plugin
-                .call(async |store, exports| exports.handler.call_on_connect(store, &conn).await)
-                .await
+        let conn = Arc::new(conn.clone());
+        self.isolated(move |plugin, lease| {
+            let conn = conn.clone();
+            async move {
+                plugin
+                    .call(lease, async |store, exports| {
+                        exports.handler.call_on_connect(store, &conn).await
+                    })
+                    .await
+            }
         })
         .await
     }
@@ -212,16 +278,20 @@ impl Plugin {
         event: &str,
         payload: &Payload,
     ) -> Result<Result<Option<Payload>, PluginError>, CallError> {
-        let (conn, event, payload) = (conn.clone(), event.to_owned(), payload.clone());
-        self.isolated(async move |plugin| {
-            plugin
-                .call(async |store, exports| {
-                    exports
-                        .handler
-                        .call_on_event(store, &conn, &event, &payload)
-                        .await
-                })
-                .await
+        let arguments = Arc::new((conn.clone(), event.to_owned(), payload.clone()));
+        self.isolated(move |plugin, lease| {
+            let arguments = arguments.clone();
+            async move {
+                let (conn, event, payload) = &*arguments;
+                plugin
+                    .call(lease, async |store, exports| {
+                        exports
+                            .handler
+                            .call_on_event(store, conn, event, payload)
+                            .await
+                    })
+                    .await
+            }
         })
         .await
     }
@@ -231,16 +301,20 @@ impl Plugin {
         conn: &Conn,
         reason: &str,
     ) -> Result<(), CallError> {
-        let (conn, reason) = (conn.clone(), reason.to_owned());
-        self.isolated(async move |plugin| {
-            plugin
-                .call(async |store, exports| {
-                    exports
-                        .handler
-                        .call_on_disconnect(store, &conn, &reason)
-                        .await
-                })
-                .await
+        let arguments = Arc::new((conn.clone(), reason.to_owned()));
+        self.isolated(move |plugin, lease| {
+            let arguments = arguments.clone();
+            async move {
+                let (conn, reason) = &*arguments;
+                plugin
+                    .call(lease, async |store, exports| {
+                        exports
+                            .handler
+                            .call_on_disconnect(store, conn, reason)
+                            .await
+                    })
+                    .await
+            }
         })
         .await
     }
@@ -250,14 +324,17 @@ impl Plugin {
         if !self.exports(Export::ConnectionHandler) {
             return Ok(());
         }
-        let conn = conn.clone();
-        self.isolated(async move |plugin| {
-            plugin
-                .call(async |store, exports| match &exports.connection {
-                    Some(connection) => connection.call_on_connected(store, &conn).await,
-                    None => Ok(()),
-                })
-                .await
+        let conn = Arc::new(conn.clone());
+        self.isolated(move |plugin, lease| {
+            let conn = conn.clone();
+            async move {
+                plugin
+                    .call(lease, async |store, exports| match &exports.connection {
+                        Some(connection) => connection.call_on_connected(store, &conn).await,
+                        None => Ok(()),
+                    })
+                    .await
+            }
         })
         .await
     }
@@ -267,14 +344,17 @@ impl Plugin {
         if !self.exports(Export::RecoveryHandler) {
             return Ok(());
         }
-        let conn = conn.clone();
-        self.isolated(async move |plugin| {
-            plugin
-                .call(async |store, exports| match &exports.recovery {
-                    Some(recovery) => recovery.call_on_recovered(store, &conn).await,
-                    None => Ok(()),
-                })
-                .await
+        let conn = Arc::new(conn.clone());
+        self.isolated(move |plugin, lease| {
+            let conn = conn.clone();
+            async move {
+                plugin
+                    .call(lease, async |store, exports| match &exports.recovery {
+                        Some(recovery) => recovery.call_on_recovered(store, &conn).await,
+                        None => Ok(()),
+                    })
+                    .await
+            }
         })
         .await
     }
@@ -285,28 +365,35 @@ impl Plugin {
         payload: &str,
     ) -> Result<Result<(), PluginError>, CallError> {
         self.require(Export::TimerHandler)?;
-        let (key, payload) = (key.to_owned(), payload.to_owned());
-        self.isolated(async move |plugin| {
-            plugin
-                .call(async |store, exports| match &exports.timer {
-                    Some(timer) => timer.call_on_timer(store, &key, &payload).await,
-                    None => unreachable!("checked by `require`"),
-                })
-                .await
+        let arguments = Arc::new((key.to_owned(), payload.to_owned()));
+        self.isolated(move |plugin, lease| {
+            let arguments = arguments.clone();
+            async move {
+                let (key, payload) = &*arguments;
+                plugin
+                    .call(lease, async |store, exports| match &exports.timer {
+                        Some(timer) => timer.call_on_timer(store, key, payload).await,
+                        None => unreachable!("checked by `require`"),
+                    })
+                    .await
+            }
         })
         .await
     }
 
     pub async fn on_http(self: &Arc<Self>, request: &Request) -> Result<Response, CallError> {
         self.require(Export::HttpHandler)?;
-        let request = request.clone();
-        self.isolated(async move |plugin| {
-            plugin
-                .call(async |store, exports| match &exports.http {
-                    Some(http) => http.call_handle(store, &request).await,
-                    None => unreachable!("checked by `require`"),
-                })
-                .await
+        let request = Arc::new(request.clone());
+        self.isolated(move |plugin, lease| {
+            let request = request.clone();
+            async move {
+                plugin
+                    .call(lease, async |store, exports| match &exports.http {
+                        Some(http) => http.call_handle(store, &request).await,
+                        None => unreachable!("checked by `require`"),
+                    })
+                    .await
+            }
         })
         .await
     }
@@ -322,23 +409,24 @@ impl Plugin {
     }
 
     /// Runs `work` once fewer than `limits.concurrency` calls run, and waits
-    /// for its result. A caller that goes away leaves a call already handed
-    /// to the plugin threads to finish under its time limit, holding its
-    /// place meanwhile.
+    /// for its result; again, up to [`MAX_ATTEMPTS`] times, while its commit
+    /// conflicts. A caller that goes away leaves a call already handed to
+    /// the plugin threads to finish under its time limit, holding its place
+    /// meanwhile.
     async fn isolated<R, Work>(
         self: &Arc<Self>,
-        work: impl FnOnce(Arc<Self>) -> Work,
+        work: impl Fn(Arc<Self>, Option<String>) -> Work + Send + 'static,
     ) -> Result<R, CallError>
     where
         R: Send + 'static,
-        Work: Future<Output = Result<R, CallError>> + Send + 'static,
+        Work: Future<Output = Result<Attempt<R>, CallError>> + Send + 'static,
     {
         let place = self.admit().await?;
-        let work = work(self.clone());
+        let plugin = self.clone();
         // On a plugin thread, still in the caller's span (its socket, event).
         let work = async move {
             let _place = place;
-            work.await
+            plugin.attempts(work).await
         }
         .instrument(tracing::Span::current());
         match self.placement.run(self.executor.handle(), work).await {
@@ -349,6 +437,75 @@ impl Plugin {
                     unreachable!("the plugin threads outlive every plugin, and no call is aborted")
                 }
             },
+        }
+    }
+
+    /// Runs `work` until it commits. A call run again after a conflict runs
+    /// alone among this plugin's calls on this node (calls arriving meanwhile
+    /// wait for it) and under the plugin's state lease, which makes other
+    /// nodes' writing commits conflict instead: so a hot key cannot starve
+    /// it, while calls that do not conflict run side by side.
+    async fn attempts<R, Work>(
+        self: Arc<Self>,
+        work: impl Fn(Arc<Self>, Option<String>) -> Work,
+    ) -> Result<R, CallError>
+    where
+        Work: Future<Output = Result<Attempt<R>, CallError>>,
+    {
+        for attempt in 0..MAX_ATTEMPTS {
+            let outcome = if attempt == 0 {
+                let _side_by_side = self.retrying.read().await;
+                work(self.clone(), None).await?
+            } else {
+                let _alone = self.retrying.write().await;
+                let lease = self.lease(attempt).await?;
+                let outcome = work(self.clone(), Some(lease.clone())).await;
+                let state = &self.services.state;
+                if let Err(error) = state.release_lease(&self.context.state, &lease).await {
+                    // It lapses by itself.
+                    tracing::warn!(plugin = %self.context.name, "state lease not released: {error}");
+                }
+                outcome?
+            };
+            if let Attempt::Done(result) = outcome {
+                return Ok(result);
+            }
+            metrics::plugin_conflicted(self.context.name.as_str());
+        }
+        let conflict = CallError::Conflict {
+            plugin: self.context.name.clone(),
+            attempts: MAX_ATTEMPTS,
+        };
+        tracing::warn!(plugin = %self.context.name, "{}", Escaped(&conflict));
+        Err(conflict)
+    }
+
+    /// Waits for the plugin's state lease, as long as [`MAX_ATTEMPTS`] calls
+    /// may take, for a call that has run `runs` times; the lease lapses a
+    /// second after the time limit of the call that holds it.
+    async fn lease(&self, runs: u32) -> Result<String, CallError> {
+        let token = token();
+        let ttl = self.limits.time + LEASE_GRACE;
+        let deadline = Instant::now() + self.limits.time * MAX_ATTEMPTS;
+        let state = &self.services.state;
+        loop {
+            let taken = state.acquire_lease(&self.context.state, &token, ttl).await;
+            match taken {
+                Ok(true) => return Ok(token),
+                Ok(false) if Instant::now() < deadline => tokio::time::sleep(LEASE_POLL).await,
+                Ok(false) => {
+                    return Err(CallError::Conflict {
+                        plugin: self.context.name.clone(),
+                        attempts: runs,
+                    });
+                }
+                Err(error) => {
+                    return Err(CallError::State {
+                        plugin: self.context.name.clone(),
+                        error,
+                    });
+                }
+            }
         }
     }
 
@@ -371,15 +528,37 @@ impl Plugin {
         Err(refusal)
     }
 
-    /// Runs one export call on an instance of its own, under the limits.
-    async fn call<R>(
+    /// Runs one export call on an instance of its own, under the limits, as
+    /// a transaction: what it did is committed if its result says so.
+    async fn call<R: Outcome>(
         &self,
+        lease: Option<String>,
         call: impl AsyncFnOnce(&mut Store<InstanceState>, &Exports) -> wasmtime::Result<R>,
-    ) -> Result<R, CallError> {
+    ) -> Result<Attempt<R>, CallError> {
         let mut instance = self.check_out().await?;
         let WarmInstance { store, exports } = &mut instance;
+        store.data_mut().transaction.run_under(lease);
         let result = self.limited(call(store, exports)).await;
-        self.check_in(instance, result)
+        let committed = match &result {
+            Ok(outcome) if outcome.commits() => store.data_mut().commit().await,
+            _ => {
+                store.data_mut().discard();
+                Ok(Committed::Applied)
+            }
+        };
+        let result = self.check_in(instance, result)?;
+        match committed {
+            Ok(Committed::Applied) => Ok(Attempt::Done(result)),
+            Ok(Committed::Conflict) => Ok(Attempt::Conflict),
+            Err(error) => {
+                let error = CallError::State {
+                    plugin: self.context.name.clone(),
+                    error,
+                };
+                tracing::warn!(plugin = %self.context.name, "{}", Escaped(&error));
+                Err(error)
+            }
+        }
     }
 
     /// An idle instance, or a new one when all are busy, with a fresh deadline.
@@ -452,6 +631,8 @@ impl Plugin {
                 Ok((exports, init))
             })
             .await?;
+        // `init` runs outside any transaction: nothing it did is kept.
+        store.data_mut().discard();
         init.map_err(|error| CallError::Init {
             plugin: self.context.name.clone(),
             error,

@@ -6,9 +6,12 @@
 //! Emits `bid_placed` and `watchers` to the room `auction:{id}`, `outbid` to
 //! the previous leader, and `auction_closed` once, from a timer at the end.
 //!
-//! Bids are a compare-and-swap on the auction's JSON, so concurrent bids on
-//! any node are serialized: none is lost and accepted amounts strictly rise.
-//! `seq` numbers them, because emits from two nodes may arrive out of order.
+//! A bid reads the auction, checks it and writes it back in one call, which
+//! the host runs as a serializable transaction: concurrent bids on any node
+//! are serialized, none is lost, accepted amounts strictly rise, and the
+//! `outbid` of an overtaken bid is sent once, only if the bid that overtook
+//! it is stored. `seq` numbers bids, because emits from two nodes may arrive
+//! out of order.
 //!
 //! Nothing is kept forever: an auction may run for at most `max_duration_ms`
 //! (config, default 30 days) and is deleted `retention_ms` (default 30 days)
@@ -24,8 +27,6 @@ use switchboard_sdk::{
 };
 
 const DEFAULT_NAMESPACE: &str = "/auction";
-/// Compare-and-swap attempts before a bid gives up as `busy`.
-const MAX_ATTEMPTS: usize = 100;
 const CLOSE_TIMER: &str = "close:";
 /// How long a socket's list of watched auctions outlives a lost disconnect.
 const WATCHING_TTL_MS: u64 = 24 * 60 * 60 * 1000;
@@ -153,17 +154,23 @@ fn key(id: &str) -> String {
     format!("auction:{id}")
 }
 
-/// The auction and the exact JSON text it was read from, for compare-and-swap.
-fn load(id: &str) -> Result<(Auction, String), Refusal> {
+fn load(id: &str) -> Result<Auction, Refusal> {
     let json = state::get(&key(id))?.ok_or_else(|| Refusal::not_found(id))?;
-    let auction = serde_json::from_str(&json).map_err(|error| {
+    serde_json::from_str(&json).map_err(|error| {
         Refusal::new(
             500,
             "corrupt_state",
             format!("auction `{id}` cannot be read: {error}"),
         )
-    })?;
-    Ok((auction, json))
+    })
+}
+
+fn store(auction: &Auction) -> Result<(), Refusal> {
+    Ok(state::set(
+        &key(&auction.id),
+        &to_json(auction)?,
+        kept_for(auction),
+    )?)
 }
 
 fn to_json<T: Serialize>(value: &T) -> Result<String, Refusal> {
@@ -207,29 +214,21 @@ fn check_bid(auction: &Auction, bidder: &str, amount: u64) -> Result<(), Refusal
     Ok(())
 }
 
-/// Places a bid atomically, then tells the room and the previous leader.
+/// Places a bid and tells the room and the previous leader, all in the
+/// call's transaction.
 fn place_bid(id: &str, bidder: &str, amount: u64) -> Result<Auction, Refusal> {
-    for _ in 0..MAX_ATTEMPTS {
-        let (auction, current) = load(id)?;
-        check_bid(&auction, bidder, amount)?;
-        let previous_leader = auction.highest_bidder.clone();
-        let placed = Auction {
-            highest_bid: Some(amount),
-            highest_bidder: Some(bidder.to_owned()),
-            bids: auction.bids + 1,
-            ..auction
-        };
-        let json = to_json(&placed)?;
-        if state::compare_and_swap(&key(id), Some(&current), &json, kept_for(&placed))? {
-            announce(&placed, previous_leader.as_deref())?;
-            return Ok(placed);
-        }
-    }
-    Err(Refusal::new(
-        503,
-        "busy",
-        format!("auction `{id}` is too contended right now; retry"),
-    ))
+    let auction = load(id)?;
+    check_bid(&auction, bidder, amount)?;
+    let previous_leader = auction.highest_bidder.clone();
+    let placed = Auction {
+        highest_bid: Some(amount),
+        highest_bidder: Some(bidder.to_owned()),
+        bids: auction.bids + 1,
+        ..auction
+    };
+    store(&placed)?;
+    announce(&placed, previous_leader.as_deref())?;
+    Ok(placed)
 }
 
 fn announce(placed: &Auction, previous_leader: Option<&str>) -> Result<(), Error> {
@@ -351,7 +350,7 @@ fn route(request: &Request) -> Result<Response, Refusal> {
     let id = request.param("id");
     match (request.method.as_str(), id) {
         ("POST", None) => create(user, request),
-        ("GET", Some(id)) => Ok(Response::json(200, &view(load(id)?.0)?)),
+        ("GET", Some(id)) => Ok(Response::json(200, &view(load(id)?)?)),
         ("POST", Some(id)) => {
             let bid: HttpBid = request.json().map_err(Refusal::bad_request)?;
             let placed = place_bid(id, user, bid.amount)?;
@@ -365,35 +364,24 @@ fn route(request: &Request) -> Result<Response, Refusal> {
     }
 }
 
-/// Closes the auction once: only the call whose swap closes it announces.
+/// Closes the auction once: a timer delivered again finds it closed.
 fn close(id: &str) -> Result<(), Error> {
-    for _ in 0..MAX_ATTEMPTS {
-        let (auction, current) = match load(id) {
-            Ok(loaded) => loaded,
-            Err(refusal) => return Err(refusal.error),
-        };
-        if auction.status == Status::Closed {
-            return Ok(());
-        }
-        let closed = Auction {
-            status: Status::Closed,
-            ..auction
-        };
-        let json = to_json(&closed).map_err(|refusal| refusal.error)?;
-        if state::compare_and_swap(&key(id), Some(&current), &json, kept_for(&closed))? {
-            log::info(&format!("auction {id} closed"));
-            return emit::to_room(
-                &namespace(),
-                &room(id),
-                "auction_closed",
-                &json!({ "id": id, "winner": closed.highest_bidder, "amount": closed.highest_bid }),
-            );
-        }
+    let auction = load(id).map_err(|refusal| refusal.error)?;
+    if auction.status == Status::Closed {
+        return Ok(());
     }
-    Err(Error::new(
-        "busy",
-        format!("auction `{id}` could not be closed"),
-    ))
+    let closed = Auction {
+        status: Status::Closed,
+        ..auction
+    };
+    store(&closed).map_err(|refusal| refusal.error)?;
+    log::info(&format!("auction {id} closed"));
+    emit::to_room(
+        &namespace(),
+        &room(id),
+        "auction_closed",
+        &json!({ "id": id, "winner": closed.highest_bidder, "amount": closed.highest_bid }),
+    )
 }
 
 struct Auctions;
@@ -410,7 +398,7 @@ impl Plugin for Auctions {
         match event {
             "join_auction" => {
                 let AuctionRef { id } = payload.parse_object()?;
-                let (auction, _) = load(&id).map_err(|refusal| refusal.error)?;
+                let auction = load(&id).map_err(|refusal| refusal.error)?;
                 rooms::join(&conn.namespace, &conn.socket_id, &room(&id))?;
                 remember_watching(&conn.socket_id, &id)?;
                 let watchers = emit_watchers(&id)?;

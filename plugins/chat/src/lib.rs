@@ -139,14 +139,11 @@ impl Plugin for Chat {
         if remaining > 0 {
             return;
         }
-        // Unless a socket of the user connected meanwhile (the swap then fails).
-        let count = remaining.to_string();
-        let _ = state::compare_and_swap(
-            &online_key(&user),
-            Some(&count),
-            &count,
-            Some(OFFLINE_COUNTER_TTL_MS),
-        );
+        // The call is a transaction: a socket of the user connecting
+        // meanwhile makes it run again and see the count above zero.
+        if state::expire(&online_key(&user), Some(OFFLINE_COUNTER_TTL_MS)).is_err() {
+            return;
+        }
         // Nothing can be reported to a socket that is gone; a failed notice is logged.
         let notify = || -> Result<(), Error> {
             for room in saved_rooms(&user)? {
@@ -289,9 +286,10 @@ fn saved_rooms(user: &str) -> Result<Vec<String>, Error> {
     Ok(state::get_json(&rooms_key(user))?.unwrap_or_default())
 }
 
-/// Changes the user's remembered rooms atomically: the user's sockets may
-/// join and leave concurrently, on different nodes.
-fn update_saved_rooms(user: &str, mut change: impl FnMut(&mut Vec<String>)) -> Result<(), Error> {
+/// Changes the user's remembered rooms. The user's sockets may join and
+/// leave concurrently, on different nodes: the call's transaction keeps
+/// every change.
+fn update_saved_rooms(user: &str, change: impl FnOnce(&mut Vec<String>)) -> Result<(), Error> {
     let ttl = Some(saved_rooms_ttl());
     state::update_json(&rooms_key(user), ttl, |saved: Option<Vec<String>>| {
         let mut saved = saved.unwrap_or_default();

@@ -8,9 +8,9 @@
 //! `user_online` / `user_offline {user_id}` to the user's contacts.
 //!
 //! Every notification is stored (bounded per user, with a TTL) and numbered
-//! per user. A delivery cursor per user (the last one sent), moved by one
-//! sender at a time, makes each go out exactly once and in the order they
-//! were stored: at once when the user is online anywhere, else on the user's
+//! per user. A delivery cursor per user (the last one sent), moved in the
+//! same transaction as the sends, makes each go out exactly once and in the
+//! order they were stored: at once when the user is online anywhere, else on the user's
 //! next connect. Unread ones stay until `mark_read` or their TTL.
 //!
 //! Nothing is kept forever: a user's counter and delivery cursor expire with
@@ -31,10 +31,6 @@ const DEFAULT_MAX_PER_USER: i64 = 100;
 const DEFAULT_TTL_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 /// How long a socket's presence marker outlives a crashed node's cleanup.
 const COUNTED_TTL_MS: u64 = 24 * 60 * 60 * 1000;
-/// Delivery rounds one call makes before leaving the rest to the next delivery.
-const MAX_ATTEMPTS: usize = 100;
-/// How long a sender holds a user's delivery lock at most, should it die.
-const DELIVERY_LOCK_TTL_MS: u64 = 10_000;
 const DEFAULT_MAX_CONTACTS: usize = 1_000;
 const DEFAULT_CONTACTS_TTL_MS: u64 = 30 * 24 * 60 * 60 * 1000;
 /// How long an online counter back at zero is kept: long enough for a
@@ -134,32 +130,38 @@ fn notify(request: Notify) -> Result<(u64, bool), Error> {
     Ok((id, online))
 }
 
-/// Sends the user every stored notification not sent yet, in order. One
-/// sender at a time per user (a lock in state), so two nodes never send
-/// interleaved batches; one that finds the lock taken leaves its
-/// notification to the holder, which looks again after letting go.
+/// Sends the user every stored notification not sent yet, in order, and
+/// moves the cursor past them. Two deliveries to one user (on any node)
+/// both read the cursor: the host commits one, whose emits then go out, and
+/// runs the other again, which finds nothing pending. So each notification
+/// is sent exactly once.
 fn deliver(user: &str) -> Result<(), Error> {
-    let lock = format!("delivering:{user}");
-    for _ in 0..MAX_ATTEMPTS {
-        if !state::compare_and_swap(&lock, None, "1", Some(DELIVERY_LOCK_TTL_MS))? {
-            return Ok(());
-        }
-        let sent = send_pending(user);
-        state::delete(&lock)?;
-        sent?;
-        if pending(user)?.1.is_empty() {
-            return Ok(());
-        }
+    let ids = pending(user)?;
+    let Some(last) = ids.last() else {
+        return Ok(());
+    };
+    state::set(&cursor_key(user), &last.to_string(), Some(ttl_ms()))?;
+    let keys: Vec<String> = ids.iter().map(|id| item_key(user, *id)).collect();
+    for json in state::get_many(&keys)?.into_iter().flatten() {
+        let payload = Payload {
+            json,
+            attachments: Vec::new(),
+        };
+        emit::raw::to_room(
+            &namespace(),
+            &emit::user_room(user),
+            "notification",
+            &payload,
+        )?;
     }
     Ok(())
 }
 
-/// The delivery cursor as stored, and the ids stored after it. The cursor is
-/// the last id sent; ids are sent in the order they entered the index (two
-/// notifications racing may enter it out of id order), so what is pending is
-/// what follows the cursor there, or all of the index once the cursor has
-/// been trimmed out of it.
-fn pending(user: &str) -> Result<(Option<String>, Vec<u64>), Error> {
+/// The ids stored after the delivery cursor. The cursor is the last id
+/// sent; ids are sent in the order they entered the index, so what is
+/// pending is what follows the cursor there, or all of the index once the
+/// cursor has been trimmed out of it.
+fn pending(user: &str) -> Result<Vec<u64>, Error> {
     let cursor = state::get(&cursor_key(user))?;
     let mut ids = stored_ids(user)?;
     let sent = cursor
@@ -167,39 +169,7 @@ fn pending(user: &str) -> Result<(Option<String>, Vec<u64>), Error> {
         .and_then(|last| last.parse::<u64>().ok())
         .and_then(|last| ids.iter().position(|id| *id == last))
         .map_or(0, |position| position + 1);
-    Ok((cursor, ids.split_off(sent)))
-}
-
-fn send_pending(user: &str) -> Result<(), Error> {
-    let (cursor, ids) = pending(user)?;
-    let Some(last) = ids.last() else {
-        return Ok(());
-    };
-    // The lock keeps other senders out; the swap still refuses to send twice
-    // should the lock have expired under a very slow sender.
-    if !state::compare_and_swap(
-        &cursor_key(user),
-        cursor.as_deref(),
-        &last.to_string(),
-        Some(ttl_ms()),
-    )? {
-        return Ok(());
-    }
-    for id in ids {
-        if let Some(json) = state::get(&item_key(user, id))? {
-            let payload = Payload {
-                json,
-                attachments: Vec::new(),
-            };
-            emit::raw::to_room(
-                &namespace(),
-                &emit::user_room(user),
-                "notification",
-                &payload,
-            )?;
-        }
-    }
-    Ok(())
+    Ok(ids.split_off(sent))
 }
 
 fn cursor_key(user: &str) -> String {
@@ -386,13 +356,9 @@ impl Plugin for Notifications {
             }
             match state::incr(&online_key(user), -1)? {
                 0 => {
-                    // Unless a socket of the user connected meanwhile (the swap then fails).
-                    state::compare_and_swap(
-                        &online_key(user),
-                        Some("0"),
-                        "0",
-                        Some(OFFLINE_COUNTER_TTL_MS),
-                    )?;
+                    // A socket of the user connecting meanwhile makes this
+                    // call run again and see the count above zero.
+                    state::expire(&online_key(user), Some(OFFLINE_COUNTER_TTL_MS))?;
                     announce(user, "user_offline")
                 }
                 _ => Ok(()),

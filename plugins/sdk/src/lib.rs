@@ -3,7 +3,8 @@
 //! A plugin is a type implementing [`Plugin`], exported with
 //! [`export_plugin!`]. Payloads are JSON: [`Payload::parse`] reads one into a
 //! serde type, [`Payload::new`] makes one. Host functions live in the
-//! [`emit`], [`rooms`], [`state`], [`log`], [`clock`] and [`config`] modules.
+//! [`emit`], [`rooms`], [`state`], [`immediate`], [`log`], [`clock`] and
+//! [`config`] modules. Each handler call is a transaction: see [`state`].
 //!
 //! ```ignore
 //! struct Hello;
@@ -250,7 +251,8 @@ impl Config {
     }
 }
 
-/// Sending events. `namespace` must be one the plugin is bound to.
+/// Sending events. `namespace` must be one the plugin is bound to. They are
+/// sent when the call commits (see [`state`]); [`immediate`] sends at once.
 pub mod emit {
     use serde::Serialize;
 
@@ -324,16 +326,26 @@ pub mod rooms {
     pub use crate::bindings::switchboard::plugin::rooms::*;
 }
 
-/// Key-value and list state with Redis semantics, private to the plugin.
+/// Key-value state with Redis semantics (strings, lists, hashes, sets,
+/// sorted sets), private to the plugin.
+///
+/// Every handler call is a transaction: its writes and emits take effect
+/// together when it returns `Ok`, not at all when it fails, and a call whose
+/// reads were changed by another before it commits runs again on fresh state
+/// (then fails with `conflict`). So read, decide and write plainly: no
+/// compare-and-swap loops.
+///
+/// ```ignore
+/// if state::set_add(&format!("poll:{id}:voters"), user)? {
+///     state::hash_incr(&format!("poll:{id}:counts"), &option, 1)?;
+/// }
+/// ```
 pub mod state {
     use serde::Serialize;
     use serde::de::DeserializeOwned;
 
     // The glob brings `Error` too: the interface uses the shared `error` record.
     pub use crate::bindings::switchboard::plugin::state::*;
-
-    /// Compare-and-swap attempts [`update_json`] makes before giving up as `busy`.
-    const UPDATE_ATTEMPTS: usize = 100;
 
     /// Reads a JSON value stored with [`set_json`].
     pub fn get_json<T: DeserializeOwned>(key: &str) -> Result<Option<T>, Error> {
@@ -350,29 +362,16 @@ pub mod state {
     }
 
     /// Replaces the JSON value at `key` (`None` when absent) by `change` of
-    /// it, atomically: a value written meanwhile by another call, on any
-    /// node, makes `change` run again on the newer value. Returns what was
-    /// stored.
+    /// it and returns what was stored: a read and a write, atomic because
+    /// the call is a transaction.
     pub fn update_json<T: Serialize + DeserializeOwned>(
         key: &str,
         ttl_ms: Option<u64>,
-        mut change: impl FnMut(Option<T>) -> T,
+        change: impl FnOnce(Option<T>) -> T,
     ) -> Result<T, Error> {
-        for _ in 0..UPDATE_ATTEMPTS {
-            let current = get(key)?;
-            let value = current
-                .as_deref()
-                .map(|json| parse(key, json))
-                .transpose()?;
-            let updated = change(value);
-            if compare_and_swap(key, current.as_deref(), &serialize(key, &updated)?, ttl_ms)? {
-                return Ok(updated);
-            }
-        }
-        Err(Error::new(
-            "busy",
-            format!("state `{key}` is too contended right now; retry"),
-        ))
+        let updated = change(get_json(key)?);
+        set_json(key, &updated, ttl_ms)?;
+        Ok(updated)
     }
 
     fn parse<T: DeserializeOwned>(key: &str, json: &str) -> Result<T, Error> {
@@ -391,6 +390,36 @@ pub mod state {
                 format!("cannot serialize state `{key}`: {error}"),
             )
         })
+    }
+}
+
+/// The escape hatch: an emit or a counter that takes effect at once, even if
+/// the call fails or is run again after a conflict (then it happens again).
+pub mod immediate {
+    use serde::Serialize;
+
+    use super::{Error, Payload};
+    pub use crate::bindings::switchboard::plugin::immediate as raw;
+    pub use crate::bindings::switchboard::plugin::immediate::incr;
+
+    /// To one socket, now.
+    pub fn to_socket<T: Serialize + ?Sized>(
+        namespace: &str,
+        socket_id: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<(), Error> {
+        raw::emit_to_socket(namespace, socket_id, event, &Payload::new(data)?)
+    }
+
+    /// To every socket in a room, now.
+    pub fn to_room<T: Serialize + ?Sized>(
+        namespace: &str,
+        room: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<(), Error> {
+        raw::emit_to_room(namespace, room, event, &Payload::new(data)?)
     }
 }
 

@@ -1,0 +1,46 @@
+//! The escape hatch: emits and counters that take effect at once, outside
+//! the call's transaction.
+
+use crate::bindings::switchboard::plugin::immediate::Host;
+use crate::bindings::{Payload, PluginError};
+use crate::runtime::InstanceState;
+use crate::transport::socket_room;
+
+impl Host for InstanceState {
+    async fn emit_to_socket(
+        &mut self,
+        namespace: String,
+        socket_id: String,
+        event: String,
+        payload: Payload,
+    ) -> Result<(), PluginError> {
+        let emit = self.checked_emit(
+            &namespace,
+            Some(socket_room(&socket_id)),
+            None,
+            &event,
+            payload,
+        )?;
+        Ok(emit.send(self.services.sockets.as_ref()).await?)
+    }
+
+    async fn emit_to_room(
+        &mut self,
+        namespace: String,
+        room: String,
+        event: String,
+        payload: Payload,
+    ) -> Result<(), PluginError> {
+        let emit = self.checked_emit(&namespace, Some(room), None, &event, payload)?;
+        Ok(emit.send(self.services.sockets.as_ref()).await?)
+    }
+
+    async fn incr(&mut self, key: String, delta: i64) -> Result<i64, PluginError> {
+        self.check_key(&key)?;
+        Ok(self
+            .services
+            .state
+            .incr_now(&self.plugin.state, &key, delta)
+            .await?)
+    }
+}

@@ -1,0 +1,62 @@
+//! What a handler call has done that is not applied yet: its state
+//! transaction and its emits, applied together when it commits.
+
+use crate::cluster::{Committed, StateError, token};
+use crate::escaped::Escaped;
+use crate::payload::Outgoing;
+use crate::runtime::InstanceState;
+use crate::transport::{Audience, Sockets, SocketsError};
+
+/// One emit, checked, waiting for its call to commit.
+pub struct PendingEmit {
+    pub namespace: String,
+    pub audience: Audience,
+    pub event: String,
+    pub payload: Outgoing,
+}
+
+impl PendingEmit {
+    /// Sends it through the path every emit takes.
+    pub async fn send(self, sockets: &dyn Sockets) -> Result<(), SocketsError> {
+        sockets
+            .emit(&self.namespace, self.audience, &self.event, self.payload)
+            .await
+    }
+}
+
+impl InstanceState {
+    /// Stores the call's writes if nothing it read has changed, then sends
+    /// its emits. The keys written stay held (unreadable to other calls, on
+    /// every node) until the emits are handed to the transport, so a call
+    /// that depends on these writes emits after them. On a conflict nothing
+    /// is applied; either way the instance is ready for its next call.
+    pub async fn commit(&mut self) -> Result<Committed, StateError> {
+        let emits = std::mem::take(&mut self.pending);
+        let hold = (!emits.is_empty()).then(token);
+        let (committed, written) = self.transaction.commit(hold.as_deref()).await?;
+        if committed == Committed::Conflict {
+            return Ok(committed);
+        }
+        for emit in emits {
+            let event = emit.event.clone();
+            // Checked when the plugin made it: what fails now (the
+            // transport) cannot fail a call whose state is stored.
+            if let Err(error) = emit.send(self.services.sockets.as_ref()).await {
+                tracing::warn!(plugin = %self.plugin.name, event = %Escaped(&event), "emit after commit failed: {error}");
+            }
+        }
+        if let Some(hold) = hold
+            && let Err(error) = self.transaction.release(&hold, &written).await
+        {
+            // The hold lapses by itself.
+            tracing::warn!(plugin = %self.plugin.name, "state keys not released after emitting: {error}");
+        }
+        Ok(committed)
+    }
+
+    /// Drops what the call did: it failed.
+    pub fn discard(&mut self) {
+        self.pending.clear();
+        self.transaction.reset();
+    }
+}

@@ -429,6 +429,9 @@ describe("Redis restarting mid-traffic", () => {
       await quiet(300);
       assert.deepEqual(receivedA, [], "kept in the outbox, not delivered out of the journal's order");
       assert.ok(atA.connected && atB.connected, "no client was disconnected by the outage");
+      // A plugin call that needs state is answered with why, and leaves nothing.
+      const refused = await emitAck(atA, "send_message", { room: "outage", text: "during" });
+      assert.equal(refused?.error?.code, "state_unavailable", JSON.stringify(refused));
 
       restarted = await startRedis({ port: redis.port });
       await waitFor(

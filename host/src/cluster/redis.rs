@@ -21,7 +21,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fred::prelude::{Client, LuaInterface};
+use fred::prelude::{Client, ClientLike, LuaInterface};
 
 use super::record::HOLD_TTL;
 use super::{
@@ -253,6 +253,14 @@ impl RedisStore {
         keys: Vec<String>,
         arguments: Vec<String>,
     ) -> Result<R, StateError> {
+        // While Redis is away a command would wait out its timeout: a
+        // handler making several calls would answer its client seconds
+        // late. It fails at once instead, with `state_unavailable`.
+        if !self.client.is_connected() {
+            return Err(StateError::Backend(
+                "the cluster's Redis is unreachable; try again shortly".to_owned(),
+            ));
+        }
         self.client
             .eval(format!("{PRELUDE}{body}"), keys, arguments)
             .await

@@ -7,8 +7,10 @@
 
 use std::sync::OnceLock;
 
-use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Sockets connected to this node, per namespace.
 pub const CONNECTIONS: &str = "switchboard_connections";
@@ -38,6 +40,23 @@ pub const OUTBOX_BYTES: &str = "switchboard_outbox_bytes";
 /// Emits that failed before reaching anyone, per reason (`outbox_full`).
 pub const EMITS_REFUSED: &str = "switchboard_emits_refused_total";
 
+/// Plugin calls (any export), per plugin: a histogram of their duration.
+pub const PLUGIN_CALL_SECONDS: &str = "switchboard_plugin_call_seconds";
+/// Plugin calls that failed in the host's terms, per plugin and code
+/// (`plugin_trapped`, `plugin_timeout`, `plugin_memory_limit`, ...).
+pub const PLUGIN_FAILURES: &str = "switchboard_plugin_failures_total";
+/// Emits plugins made that were handed to the transport, per plugin.
+pub const EMITS: &str = "switchboard_emits_total";
+/// Redis round trips the host waits on, per command: `state` (a plugin
+/// state script) and `journal` (appending an emit).
+pub const REDIS_COMMAND_SECONDS: &str = "switchboard_redis_command_seconds";
+
+/// Bucket bounds (seconds) of the latency histograms: sub-millisecond to the
+/// default one-second plugin time limit and past it.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
 /// The process's metrics, rendered for `/metrics`.
 pub struct Metrics {
     handle: PrometheusHandle,
@@ -48,7 +67,13 @@ impl Metrics {
     pub fn global() -> &'static Metrics {
         static METRICS: OnceLock<Metrics> = OnceLock::new();
         METRICS.get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = [PLUGIN_CALL_SECONDS, REDIS_COMMAND_SECONDS]
+                .into_iter()
+                .try_fold(PrometheusBuilder::new(), |builder, name| {
+                    builder.set_buckets_for_metric(Matcher::Full(name.to_owned()), LATENCY_BUCKETS)
+                })
+                .unwrap_or_else(|_| PrometheusBuilder::new())
+                .build_recorder();
             let handle = recorder.handle();
             // Another recorder can only be there if an embedding program set
             // one: its metrics then go there, and ours render empty.
@@ -68,6 +93,26 @@ impl Metrics {
 }
 
 fn describe() {
+    describe_histogram!(
+        PLUGIN_CALL_SECONDS,
+        Unit::Seconds,
+        "How long plugin calls took, by plugin (each run of a call that ran again counts)."
+    );
+    describe_counter!(
+        PLUGIN_FAILURES,
+        Unit::Count,
+        "Plugin calls that failed: trapped, timed out, out of memory, overloaded..., by plugin and code."
+    );
+    describe_counter!(
+        EMITS,
+        Unit::Count,
+        "Emits plugins made that were handed to the transport, by plugin."
+    );
+    describe_histogram!(
+        REDIS_COMMAND_SECONDS,
+        Unit::Seconds,
+        "Redis round trips the host waited on, by command (state, journal)."
+    );
     describe_gauge!(CONNECTIONS, Unit::Count, "Sockets connected to this node.");
     describe_counter!(DISCONNECTS, Unit::Count, "Sockets that left, by reason.");
     describe_counter!(
@@ -146,6 +191,22 @@ pub fn outbox(bytes: usize) {
 
 pub fn emit_refused(reason: &'static str) {
     counter!(EMITS_REFUSED, "reason" => reason).increment(1);
+}
+
+pub fn plugin_called(plugin: &str, took: std::time::Duration) {
+    histogram!(PLUGIN_CALL_SECONDS, "plugin" => plugin.to_owned()).record(took.as_secs_f64());
+}
+
+pub fn plugin_failed(plugin: &str, code: &'static str) {
+    counter!(PLUGIN_FAILURES, "plugin" => plugin.to_owned(), "code" => code).increment(1);
+}
+
+pub fn emitted(plugin: &str) {
+    counter!(EMITS, "plugin" => plugin.to_owned()).increment(1);
+}
+
+pub fn redis_command(command: &'static str, took: std::time::Duration) {
+    histogram!(REDIS_COMMAND_SECONDS, "command" => command).record(took.as_secs_f64());
 }
 
 pub fn redis_connected(up: bool) {

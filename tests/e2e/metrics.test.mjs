@@ -11,6 +11,7 @@ import {
   connect,
   emitAckError,
   emitAckOk,
+  faultyPlugin,
   manifestToml,
   startHost,
   unique,
@@ -25,7 +26,10 @@ let host;
 before(async () => {
   host = await startHost({
     manifest:
-      manifestToml({ server: { max_payload_bytes: MAX_PAYLOAD }, plugins: [chatPlugin()] }) +
+      manifestToml({
+        server: { max_payload_bytes: MAX_PAYLOAD },
+        plugins: [chatPlugin(), faultyPlugin({ events: ["trap"], limits: { time_ms: 500 } })],
+      }) +
       `\n[api]\ntoken = "${API_TOKEN}"\n`,
   });
 });
@@ -84,4 +88,21 @@ test("connections, events, refusals and disconnects are counted", async () => {
   leaving.close();
   await waitFor(async () => (await metric("switchboard_connections", { namespace: "/" })) === 1, undefined, "one connection left");
   assert.equal(await metric("switchboard_disconnects_total", { namespace: "/", reason: "client_disconnect" }), 1);
+});
+
+test("plugin calls are timed, their failures counted by code, their emits counted", async () => {
+  const [ada, bob] = await Promise.all(["ada", "bob"].map((name) => connect(host.url, { auth: { user: unique(name) } })));
+  const room = unique("timed");
+  await emitAckOk(ada, "join", { room });
+  await emitAckOk(bob, "join", { room });
+  const emitsBefore = await metric("switchboard_emits_total", { plugin: "chat" });
+  await emitAckOk(ada, "send_message", { room, text: "counted" });
+  assert.equal(await metric("switchboard_emits_total", { plugin: "chat" }), emitsBefore + 1, "one message, one emit");
+  assert.ok((await metric("switchboard_plugin_call_seconds_count", { plugin: "chat" })) >= 3);
+  assert.ok((await metric("switchboard_plugin_call_seconds_bucket", { plugin: "chat", le: "+Inf" })) >= 3);
+
+  const faulty = await connect(host.url, { namespace: "/faulty" });
+  assert.equal((await emitAckError(faulty, "trap", null)).code, "plugin_trapped");
+  assert.equal(await metric("switchboard_plugin_failures_total", { plugin: "faulty", code: "plugin_trapped" }), 1);
+  assert.equal(await metric("switchboard_plugin_failures_total", { plugin: "chat" }), 0);
 });

@@ -27,6 +27,7 @@ use super::record::HOLD_TTL;
 use super::{
     Commit, Committed, Expiry, Record, Scope, Snapshot, StateError, StateStore, Value, Version,
 };
+use crate::metrics;
 
 /// Shared by the scripts.
 const PRELUDE: &str = r"
@@ -261,10 +262,13 @@ impl RedisStore {
                 "the cluster's Redis is unreachable; try again shortly".to_owned(),
             ));
         }
-        self.client
+        let started = std::time::Instant::now();
+        let result = self
+            .client
             .eval(format!("{PRELUDE}{body}"), keys, arguments)
-            .await
-            .map_err(|error| state_error(scope, &error))
+            .await;
+        metrics::redis_command("state", started.elapsed());
+        result.map_err(|error| state_error(scope, &error))
     }
 }
 

@@ -21,7 +21,9 @@ impl Host for InstanceState {
             &event,
             payload,
         )?;
-        Ok(emit.send(self.services.sockets.as_ref()).await?)
+        Ok(emit
+            .send(self.plugin.name.as_str(), self.services.sockets.as_ref())
+            .await?)
     }
 
     async fn emit_to_room(
@@ -32,7 +34,9 @@ impl Host for InstanceState {
         payload: Payload,
     ) -> Result<(), PluginError> {
         let emit = self.checked_emit(&namespace, Some(room), None, &event, payload)?;
-        Ok(emit.send(self.services.sockets.as_ref()).await?)
+        Ok(emit
+            .send(self.plugin.name.as_str(), self.services.sockets.as_ref())
+            .await?)
     }
 
     async fn incr(&mut self, key: String, delta: i64) -> Result<i64, PluginError> {

@@ -3,6 +3,7 @@
 
 use crate::cluster::{Committed, StateError, token};
 use crate::escaped::Escaped;
+use crate::metrics;
 use crate::payload::Outgoing;
 use crate::runtime::InstanceState;
 use crate::transport::{Audience, Sockets, SocketsError};
@@ -16,11 +17,13 @@ pub struct PendingEmit {
 }
 
 impl PendingEmit {
-    /// Sends it through the path every emit takes.
-    pub async fn send(self, sockets: &dyn Sockets) -> Result<(), SocketsError> {
+    /// Sends it, for `plugin`, through the path every emit takes.
+    pub async fn send(self, plugin: &str, sockets: &dyn Sockets) -> Result<(), SocketsError> {
         sockets
             .emit(&self.namespace, self.audience, &self.event, self.payload)
-            .await
+            .await?;
+        metrics::emitted(plugin);
+        Ok(())
     }
 }
 
@@ -41,7 +44,10 @@ impl InstanceState {
             let event = emit.event.clone();
             // Checked when the plugin made it: what fails now (the
             // transport) cannot fail a call whose state is stored.
-            if let Err(error) = emit.send(self.services.sockets.as_ref()).await {
+            if let Err(error) = emit
+                .send(self.plugin.name.as_str(), self.services.sockets.as_ref())
+                .await
+            {
                 tracing::warn!(plugin = %self.plugin.name, event = %Escaped(&event), "emit after commit failed: {error}");
             }
         }

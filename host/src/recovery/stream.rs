@@ -107,11 +107,11 @@ impl StreamJournal {
             XCapTrim::AlmostExact,
             i64::try_from(self.max_length()).unwrap_or(i64::MAX),
         ))?;
-        let _: String = self
-            .commands
-            .xadd(&self.key, false, cap, "*", fields)
-            .await?;
-        Ok(())
+        let started = std::time::Instant::now();
+        let appended: Result<String, _> =
+            self.commands.xadd(&self.key, false, cap, "*", fields).await;
+        metrics::redis_command("journal", started.elapsed());
+        appended.map(drop)
     }
 
     /// Delivers every entry appended, in order, for as long as the process

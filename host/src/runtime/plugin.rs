@@ -647,7 +647,10 @@ impl Plugin {
     ) -> Result<R, CallError> {
         let plugin = self.context.name.clone();
         let _running = self.ticker.running();
-        let error = match tokio::time::timeout(self.limits.time, call).await {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.limits.time, call).await;
+        metrics::plugin_called(plugin.as_str(), started.elapsed());
+        let error = match outcome {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(error)) => classify(plugin, self.limits, &error),
             Err(_elapsed) => CallError::Timeout {
@@ -655,6 +658,7 @@ impl Plugin {
                 limit: self.limits.time,
             },
         };
+        metrics::plugin_failed(self.context.name.as_str(), error.code());
         if matches!(error, CallError::NoMemoryLeft { .. }) {
             self.refusals.record(&self.context.name, &error);
         } else {

@@ -3,6 +3,8 @@
 // saw them, and disconnects by reason.
 
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import { after, before, test } from "node:test";
 
 import {
@@ -13,6 +15,7 @@ import {
   emitAckOk,
   faultyPlugin,
   manifestToml,
+  REPO,
   startHost,
   unique,
   waitFor,
@@ -105,4 +108,17 @@ test("plugin calls are timed, their failures counted by code, their emits counte
   assert.equal((await emitAckError(faulty, "trap", null)).code, "plugin_trapped");
   assert.equal(await metric("switchboard_plugin_failures_total", { plugin: "faulty", code: "plugin_trapped" }), 1);
   assert.equal(await metric("switchboard_plugin_failures_total", { plugin: "chat" }), 0);
+});
+
+test("every series the Grafana dashboard queries is one the README documents", () => {
+  const dashboard = JSON.parse(readFileSync(path.join(REPO, "examples/grafana/dashboard.json"), "utf8"));
+  const queried = new Set(
+    dashboard.panels
+      .flatMap((panel) => panel.targets.map((target) => target.expr))
+      .flatMap((expr) => [...expr.matchAll(/switchboard_[a-z_]+/g)].map((match) => match[0].replace(/_(bucket|count|sum)$/, ""))),
+  );
+  const readme = readFileSync(path.join(REPO, "README.md"), "utf8");
+  const documented = new Set([...readme.matchAll(/switchboard_[a-z_]+/g)].map((match) => match[0]));
+  assert.ok(queried.size >= 15, `the dashboard queries ${queried.size} series`);
+  assert.deepEqual([...queried].filter((name) => !documented.has(name)), [], "queried but not documented");
 });

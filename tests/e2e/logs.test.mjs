@@ -61,6 +61,7 @@ test("a trapping plugin's log lines name the socket, namespace, event and plugin
   const socket = await connect(host.url, { namespace: "/faulty" });
   const reply = await emitAck(socket, "trap", null);
   assert.equal(reply.error.code, "plugin_trapped");
+  assert.match(reply.error.message, /after logging: panicked at .*asked to trap/, "the client is told the panic's message");
   const records = () => host.stderr().split("\n").filter((line) => line.startsWith("{")).map((line) => JSON.parse(line));
   const context = { namespace: "/faulty", socket: socket.id, event: "trap", plugin: "faulty" };
   const inContext = (record) =>

@@ -17,6 +17,9 @@ impl Host for InstanceState {
             message.push('…');
         }
         let plugin = self.plugin.name.as_str();
+        if matches!(level, Level::Error) {
+            self.last_error = Some(message.clone());
+        }
         let message = Escaped(&message);
         match level {
             Level::Trace => tracing::trace!(target: "plugin", plugin, "{message}"),

@@ -71,6 +71,8 @@ pub struct InstanceState {
     pub(crate) transaction: Transaction,
     /// The running call's emits, sent when it commits.
     pub(crate) pending: Vec<PendingEmit>,
+    /// The last error the running call logged, for a trap to say why.
+    pub(crate) last_error: Option<String>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -84,6 +86,7 @@ impl InstanceState {
         Self {
             transaction: Transaction::new(services.state.clone(), plugin.state.clone()),
             pending: Vec::new(),
+            last_error: None,
             plugin,
             services,
             memory,

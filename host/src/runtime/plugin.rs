@@ -93,8 +93,14 @@ impl Outcome for Response {
 /// are the `Ok(Err(PluginError))` of each call.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
-    #[error("plugin `{plugin}` crashed (trap: {detail}); the call was aborted")]
-    Trapped { plugin: PluginName, detail: String },
+    #[error("plugin `{plugin}` crashed (trap: {detail}){}; the call was aborted", said.as_ref().map(|said| format!(" after logging: {}", Escaped(said))).unwrap_or_default())]
+    Trapped {
+        plugin: PluginName,
+        detail: String,
+        /// The last error the call logged before the trap: with the SDK, the
+        /// panic's message and location.
+        said: Option<String>,
+    },
     #[error("plugin `{plugin}` ran past its time limit of {} ms; the call was aborted", limit.as_millis())]
     Timeout { plugin: PluginName, limit: Duration },
     #[error("plugin `{plugin}` exceeded its memory limit of {} MiB; the call was aborted", limit_bytes >> 20)]
@@ -538,7 +544,18 @@ impl Plugin {
         let mut instance = self.check_out().await?;
         let WarmInstance { store, exports } = &mut instance;
         store.data_mut().transaction.run_under(lease);
-        let result = self.limited(call(store, exports)).await;
+        store.data_mut().last_error = None;
+        let result = self
+            .limited(call(store, exports))
+            .await
+            .map_err(|error| match error {
+                CallError::Trapped { plugin, detail, .. } => CallError::Trapped {
+                    plugin,
+                    detail,
+                    said: store.data_mut().last_error.take(),
+                },
+                other => other,
+            });
         let committed = match &result {
             Ok(outcome) if outcome.commits() => store.data_mut().commit().await,
             _ => {
@@ -690,5 +707,6 @@ fn classify(plugin: PluginName, limits: Limits, error: &wasmtime::Error) -> Call
     CallError::Trapped {
         plugin,
         detail: error.root_cause().to_string(),
+        said: None,
     }
 }

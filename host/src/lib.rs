@@ -22,8 +22,10 @@
 //! - [`listener`]: the accept loop: connection limits, HTTP timeouts.
 //! - [`server`]: loads a manifest and serves it until shutdown.
 //! - [`escaped`]: client and plugin text made safe for log lines.
+//! - [`call`]: events through one plugin without a server (`switchboard call`).
 
 pub mod bindings;
+pub mod call;
 pub mod cluster;
 pub mod escaped;
 pub mod host_api;

@@ -68,6 +68,34 @@ enum Command {
         #[command(flatten)]
         manifest: ManifestArg,
     },
+    /// Send events through one plugin of a manifest, without a server: its
+    /// `init`, `on-connect` and an `on-event` per `--event` run on fresh
+    /// in-memory state, from one socket, and what it does is printed, one
+    /// JSON object per line (`emit`, `join`, `leave`, then `reply` or
+    /// `error` for each event). Exits 1 when a call fails.
+    Call {
+        #[command(flatten)]
+        manifest: ManifestArg,
+        /// The plugin, by its manifest name.
+        #[arg(long)]
+        plugin: String,
+        /// An event's name; repeat for several, sent in order.
+        #[arg(long = "event", required = true)]
+        events: Vec<String>,
+        /// The data of the event at the same position, as JSON (`null` when
+        /// there are fewer than events).
+        #[arg(long = "data")]
+        data: Vec<String>,
+        /// The namespace the socket is in; defaults to the plugin's first.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// The socket's verified user id, as `[auth]` would give it.
+        #[arg(long)]
+        user: Option<String>,
+        /// The socket's handshake `auth`, as JSON.
+        #[arg(long, default_value = "{}")]
+        auth: String,
+    },
 }
 
 /// The TOML manifest, taken the same way by every command: `switchboard
@@ -95,6 +123,25 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { manifest, listen } => serve(manifest.into_path(), listen),
         Command::Check { manifest } => check(manifest.into_path()),
+        Command::Call {
+            manifest,
+            plugin,
+            events,
+            data,
+            namespace,
+            user,
+            auth,
+        } => call(
+            manifest.into_path(),
+            &plugin,
+            &events,
+            &data,
+            switchboard::call::Caller {
+                namespace,
+                user_id: user,
+                auth,
+            },
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -188,6 +235,37 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
                 route.method, route.path, route.auth
             );
         }
+    }
+    Ok(())
+}
+
+fn call(
+    path: PathBuf,
+    plugin: &str,
+    events: &[String],
+    data: &[String],
+    caller: switchboard::call::Caller,
+) -> anyhow::Result<()> {
+    let manifest = Manifest::load(&path)?;
+    let events: Vec<(&str, &str)> = events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            (
+                event.as_str(),
+                data.get(index).map_or("null", String::as_str),
+            )
+        })
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let effects = runtime.block_on(switchboard::call::call(&manifest, plugin, &events, caller))?;
+    let mut failed = false;
+    for effect in &effects {
+        failed |= matches!(effect, switchboard::call::Effect::Error { .. });
+        println!("{}", serde_json::to_string(effect)?);
+    }
+    if failed {
+        anyhow::bail!("the call failed (see the `error` line)");
     }
     Ok(())
 }

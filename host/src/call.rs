@@ -1,0 +1,256 @@
+//! `switchboard call`: events through one plugin of a manifest, with no
+//! server and no sockets, for plugin authors and their tests. The plugin
+//! runs as `serve` would run it (its `init` with its config, `on-connect`,
+//! then `on-event` for each event, from one socket), on fresh in-memory
+//! state; its emits and room changes are recorded instead of delivered.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::value::{RawValue, to_raw_value};
+
+use crate::bindings::{Conn, Payload, PluginError};
+use crate::cluster::MemoryStore;
+use crate::cluster::timers::MemoryTimers;
+use crate::host_api::HostServices;
+use crate::manifest::Manifest;
+use crate::payload::Outgoing;
+use crate::server::{ServeError, load_plugins};
+use crate::transport::{Audience, Membership, Sockets, SocketsError};
+
+/// The socket id the call's client has.
+pub const SOCKET_ID: &str = "call-socket-0001";
+
+/// Who sends the event.
+pub struct Caller {
+    pub namespace: Option<String>,
+    pub user_id: Option<String>,
+    /// The handshake `auth`, as JSON text.
+    pub auth: String,
+}
+
+/// What the plugin did, in order.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    Emit {
+        namespace: String,
+        /// `None`: the whole namespace.
+        room: Option<String>,
+        except: Option<String>,
+        event: String,
+        data: Box<RawValue>,
+    },
+    Join {
+        room: String,
+    },
+    Leave {
+        room: String,
+    },
+    /// The ack the client would get (`null` when the plugin returned none).
+    Reply(Box<RawValue>),
+    /// The error the client would get, the plugin's or the host's.
+    Error {
+        code: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallFailure {
+    #[error(transparent)]
+    Load(#[from] ServeError),
+    #[error("the manifest has no plugin `{0}`")]
+    UnknownPlugin(String),
+    #[error("plugin `{plugin}` serves no namespace `{namespace}`")]
+    UnknownNamespace { plugin: String, namespace: String },
+    #[error("the event's data is not JSON: {0}")]
+    Data(serde_json::Error),
+}
+
+/// Runs `events` (each a name and its data as JSON text), in order, from
+/// one socket of `caller` through `plugin`. Each event's effects end with
+/// its `Reply` or an `Error`; a refused connection ends them all.
+pub async fn call(
+    manifest: &Manifest,
+    plugin: &str,
+    events: &[(&str, &str)],
+    caller: Caller,
+) -> Result<Vec<Effect>, CallFailure> {
+    for (_, data) in events {
+        serde_json::from_str::<&RawValue>(data).map_err(CallFailure::Data)?;
+    }
+    let spec = manifest
+        .plugins
+        .iter()
+        .find(|spec| spec.name.as_str() == plugin)
+        .ok_or_else(|| CallFailure::UnknownPlugin(plugin.to_owned()))?;
+    let namespace = match caller.namespace {
+        Some(namespace) if spec.namespaces.contains(&namespace) => namespace,
+        Some(namespace) => {
+            return Err(CallFailure::UnknownNamespace {
+                plugin: plugin.to_owned(),
+                namespace,
+            });
+        }
+        None => spec
+            .namespaces
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "/".to_owned()),
+    };
+    let recorder = Arc::new(Recorder::default());
+    let services = HostServices::new(
+        recorder.clone(),
+        Arc::new(MemoryStore::new()),
+        Arc::new(MemoryTimers::new()),
+        &manifest.server,
+    );
+    let loaded = load_plugins(manifest, services).await?;
+    let running = loaded
+        .reloader
+        .plugin(plugin)
+        .ok_or_else(|| CallFailure::UnknownPlugin(plugin.to_owned()))?;
+    let conn = Conn {
+        socket_id: SOCKET_ID.to_owned(),
+        namespace,
+        auth: caller.auth,
+        user_id: caller.user_id,
+    };
+    let refusal = match running.on_connect(&conn).await {
+        Ok(Ok(())) => None,
+        Ok(Err(refusal)) => Some(PluginError::new(
+            "connection_refused",
+            format!("on-connect refused the socket: {}", refusal.message),
+        )),
+        Err(failure) => Some(PluginError::new(failure.code(), failure.to_string())),
+    };
+    if let Some(refusal) = refusal {
+        let mut effects = recorder.take();
+        effects.push(refused(refusal));
+        return Ok(effects);
+    }
+    let mut effects = Vec::new();
+    for (event, data) in events {
+        let payload = Payload {
+            json: (*data).to_owned(),
+            attachments: Vec::new(),
+        };
+        let outcome = match running.on_event(&conn, event, &payload).await {
+            Ok(Ok(reply)) => reply_value(reply),
+            Ok(Err(refusal)) => refused(refusal),
+            Err(failure) => refused(PluginError::new(failure.code(), failure.to_string())),
+        };
+        effects.extend(recorder.take());
+        effects.push(outcome);
+    }
+    Ok(effects)
+}
+
+fn reply_value(reply: Option<Payload>) -> Effect {
+    let json = reply.map_or(Ok(None), |reply| Outgoing::new(reply).map(Some));
+    match json.map(|outgoing| to_raw_value(&outgoing)) {
+        Ok(Ok(value)) => Effect::Reply(value),
+        Ok(Err(error)) => refused(PluginError::new("invalid_json", error.to_string())),
+        Err(invalid) => refused(invalid),
+    }
+}
+
+fn refused(error: PluginError) -> Effect {
+    Effect::Error {
+        code: error.code,
+        message: error.message,
+    }
+}
+
+/// Sockets that record what they are asked to do.
+#[derive(Default)]
+struct Recorder {
+    effects: Mutex<Vec<Effect>>,
+    /// (namespace, room) → socket ids, as the plugin's joins and leaves left them.
+    rooms: Mutex<BTreeMap<(String, String), BTreeSet<String>>>,
+}
+
+impl Recorder {
+    fn take(&self) -> Vec<Effect> {
+        std::mem::take(&mut *self.effects.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn record(&self, effect: Effect) {
+        self.effects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(effect);
+    }
+}
+
+#[async_trait]
+impl Sockets for Recorder {
+    async fn emit(
+        &self,
+        namespace: &str,
+        audience: Audience,
+        event: &str,
+        payload: Outgoing,
+    ) -> Result<(), SocketsError> {
+        let data =
+            to_raw_value(&payload).map_err(|error| SocketsError::Transport(error.to_string()))?;
+        self.record(Effect::Emit {
+            namespace: namespace.to_owned(),
+            room: audience.room,
+            except: audience.except,
+            event: event.to_owned(),
+            data,
+        });
+        Ok(())
+    }
+
+    async fn change_rooms(
+        &self,
+        namespace: &str,
+        socket_id: String,
+        room: String,
+        change: Membership,
+    ) -> Result<(), SocketsError> {
+        let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+        let members = rooms
+            .entry((namespace.to_owned(), room.clone()))
+            .or_default();
+        match change {
+            Membership::Join => {
+                members.insert(socket_id);
+                self.record(Effect::Join { room });
+            }
+            Membership::Leave => {
+                members.remove(&socket_id);
+                self.record(Effect::Leave { room });
+            }
+        }
+        Ok(())
+    }
+
+    async fn members(&self, namespace: &str, room: String) -> Result<Vec<String>, SocketsError> {
+        let rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(rooms
+            .get(&(namespace.to_owned(), room))
+            .map(|members| members.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn rooms_of(
+        &self,
+        namespace: &str,
+        socket_id: String,
+    ) -> Result<Vec<String>, SocketsError> {
+        let rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(rooms
+            .iter()
+            .filter(|((space, _), members)| space == namespace && members.contains(&socket_id))
+            .map(|((_, room), _)| room.clone())
+            .collect())
+    }
+
+    async fn close(&self) {}
+}

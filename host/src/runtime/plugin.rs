@@ -89,6 +89,13 @@ impl Outcome for Response {
     }
 }
 
+/// Calls an optional export that takes only a socket's `conn`.
+type TellConn = for<'a> fn(
+    &'a mut Store<InstanceState>,
+    &'a Exports,
+    &'a Conn,
+) -> std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send + 'a>>;
+
 /// A call that did not complete. The plugin's own errors are not here: they
 /// are the `Ok(Err(PluginError))` of each call.
 #[derive(Debug, thiserror::Error)]
@@ -327,27 +334,39 @@ impl Plugin {
 
     /// Does nothing for a plugin without `connection-handler`.
     pub async fn on_connected(self: &Arc<Self>, conn: &Conn) -> Result<(), CallError> {
-        if !self.exports(Export::ConnectionHandler) {
-            return Ok(());
-        }
-        let conn = Arc::new(conn.clone());
-        self.isolated(move |plugin, lease| {
-            let conn = conn.clone();
-            async move {
-                plugin
-                    .call(lease, async |store, exports| match &exports.connection {
-                        Some(connection) => connection.call_on_connected(store, &conn).await,
-                        None => Ok(()),
-                    })
-                    .await
-            }
+        self.tell(Export::ConnectionHandler, conn, |store, exports, conn| {
+            Box::pin(async move {
+                match &exports.connection {
+                    Some(connection) => connection.call_on_connected(store, conn).await,
+                    None => Ok(()),
+                }
+            })
         })
         .await
     }
 
     /// Does nothing for a plugin without `recovery-handler`.
     pub async fn on_recovered(self: &Arc<Self>, conn: &Conn) -> Result<(), CallError> {
-        if !self.exports(Export::RecoveryHandler) {
+        self.tell(Export::RecoveryHandler, conn, |store, exports, conn| {
+            Box::pin(async move {
+                match &exports.recovery {
+                    Some(recovery) => recovery.call_on_recovered(store, conn).await,
+                    None => Ok(()),
+                }
+            })
+        })
+        .await
+    }
+
+    /// Calls `export`, an optional one that only takes the socket's `conn`,
+    /// through `call`; does nothing for a plugin without it.
+    async fn tell(
+        self: &Arc<Self>,
+        export: Export,
+        conn: &Conn,
+        call: TellConn,
+    ) -> Result<(), CallError> {
+        if !self.exports(export) {
             return Ok(());
         }
         let conn = Arc::new(conn.clone());
@@ -355,10 +374,7 @@ impl Plugin {
             let conn = conn.clone();
             async move {
                 plugin
-                    .call(lease, async |store, exports| match &exports.recovery {
-                        Some(recovery) => recovery.call_on_recovered(store, &conn).await,
-                        None => Ok(()),
-                    })
+                    .call(lease, async |store, exports| call(store, exports, &conn).await)
                     .await
             }
         })

@@ -90,11 +90,12 @@ impl Outcome for Response {
 }
 
 /// Calls an optional export that takes only a socket's `conn`.
-type TellConn = for<'a> fn(
-    &'a mut Store<InstanceState>,
-    &'a Exports,
-    &'a Conn,
-) -> std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send + 'a>>;
+type TellConn =
+    for<'a> fn(
+        &'a mut Store<InstanceState>,
+        &'a Exports,
+        &'a Conn,
+    ) -> std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send + 'a>>;
 
 /// A call that did not complete. The plugin's own errors are not here: they
 /// are the `Ok(Err(PluginError))` of each call.
@@ -374,7 +375,9 @@ impl Plugin {
             let conn = conn.clone();
             async move {
                 plugin
-                    .call(lease, async |store, exports| call(store, exports, &conn).await)
+                    .call(lease, async |store, exports| {
+                        call(store, exports, &conn).await
+                    })
                     .await
             }
         })

@@ -1,13 +1,30 @@
 // Loopback load run: many clients in one room, a few senders, every message
-// delivered to every member. Measures deliveries per second, latency from
-// send to delivery (p50 / p99), and server CPU per delivery.
+// delivered to every member. Every delivery is counted per subscriber:
+// lost (expected minus received), duplicates, and out of order (a message
+// before an earlier one of the same sender, or an offset not after the
+// previous one). Measures deliveries per second, latency from send to
+// delivery (p50 / p99), and server CPU per delivery.
 //
-//   node tests/load/fanout.mjs [--subscribers 500] [--senders 5] [--rate 100] [--seconds 10] [--compare node|cluster]
+//   node tests/load/fanout.mjs [--subscribers 500] [--senders 5] [--rate 100] [--seconds 10]
+//                              [--compare node|cluster|recovery] [--drop 0] [--addresses 8]
 //
 // --compare node (default): Switchboard against a plain Node socket.io server.
 // --compare cluster: one Switchboard node in memory against two nodes sharing
 //   a redis-server, with the subscribers split over both nodes and the senders
 //   on the first; CPU is summed over both nodes and Redis.
+// --compare recovery: two nodes over Redis as above, with connection-state
+//   recovery on (the default) against off, each on a fresh redis-server.
+// --drop N: halfway through the sending, N subscribers (spread over the
+//   nodes, no sender) close their connection (`socket.io.engine.close()`) and
+//   reconnect; reports the time from each reconnect attempt to the `connect`
+//   with `socket.recovered`, p50 / p99. Only servers that recover are dropped
+//   from; their latency figures leave the dropped subscribers out.
+// --addresses N: clients connect from 127.0.0.2 .. 127.0.0.(N+1) in turn, so
+//   the per-address connection limits keep their defaults (100/s after a burst
+//   of 500, 1,000 open): keep subscribers / N within them.
+//
+// Every client reconnects (as socket.io-client does by default), so a
+// subscriber the server disconnects comes back, and is counted.
 //
 // Uses target/release/switchboard (build it with `cargo build --release`).
 import { readFileSync } from "node:fs";
@@ -27,21 +44,39 @@ const { values } = parseArgs({
     rate: { type: "string", default: "100" },
     seconds: { type: "string", default: "10" },
     compare: { type: "string", default: "node" },
+    drop: { type: "string", default: "0" },
+    addresses: { type: "string", default: "8" },
   },
 });
 const SUBSCRIBERS = Number(values.subscribers);
 const SENDERS = Number(values.senders);
 const RATE = Number(values.rate); // messages per second, all senders together
 const SECONDS = Number(values.seconds);
+const DROPPED = Number(values.drop);
+const ADDRESSES = Number(values.addresses);
 const CLOCK_TICKS = 100; // Linux USER_HZ
+/** A client's wait before it reconnects (no randomization), as after a network blip. */
+const RECONNECT_DELAY_MS = 100;
+/** Clients connecting and joining at once. */
+const JOINING_AT_ONCE = 20;
+/** Deliveries still missing after this long without one arriving are lost. */
+const SETTLE_MS = 15000;
 
 function cpuSeconds(pid) {
   const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
   return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
 }
 
-function connectClient(url, user) {
-  const socket = io(url, { transports: ["websocket"], auth: { user }, forceNew: true, reconnection: false });
+function connectClient(url, user, index) {
+  const socket = io(url, {
+    transports: ["websocket"],
+    auth: { user },
+    forceNew: true,
+    reconnectionDelay: RECONNECT_DELAY_MS,
+    reconnectionDelayMax: RECONNECT_DELAY_MS,
+    randomizationFactor: 0,
+    localAddress: `127.0.0.${2 + (index % ADDRESSES)}`,
+  });
   return new Promise((resolve, reject) => {
     socket.once("connect", () => resolve(socket));
     socket.once("connect_error", reject);
@@ -52,78 +87,201 @@ function percentile(sorted, p) {
   return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))] : NaN;
 }
 
-/** `servers`: `{ url }` to connect to (round robin; senders on the first), `pids`: processes whose CPU counts. */
-async function run(name, servers, pids) {
+/** Whether recovery offset `a` comes before `b` (`ms-seq` stream ids, or numbers on one node). */
+function offsetBefore(a, b) {
+  const [aHigh, aLow = 0] = a.split("-").map(Number);
+  const [bHigh, bLow = 0] = b.split("-").map(Number);
+  return aHigh < bHigh || (aHigh === bHigh && aLow < bLow);
+}
+
+/** What one subscriber received: message `index` was sent by sender `index % SENDERS`. */
+class Tally {
+  constructor(total) {
+    this.counts = new Uint8Array(total);
+    this.lastOfSender = new Int32Array(SENDERS).fill(-1);
+    this.lastOffset = undefined;
+    this.duplicates = 0;
+    this.outOfOrder = 0;
+    this.disconnects = 0;
+    this.newSockets = 0;
+  }
+
+  receive(index, offset) {
+    if (this.counts[index] > 0) this.duplicates++;
+    this.counts[index] = Math.min(255, this.counts[index] + 1);
+    const sender = index % SENDERS;
+    if (index < this.lastOfSender[sender]) this.outOfOrder++;
+    this.lastOfSender[sender] = Math.max(this.lastOfSender[sender], index);
+    if (typeof offset === "string") {
+      if (this.lastOffset !== undefined && !offsetBefore(this.lastOffset, offset)) this.outOfOrder++;
+      this.lastOffset = offset;
+    }
+  }
+
+  received() {
+    return this.counts.reduce((sum, count) => sum + (count > 0 ? 1 : 0), 0);
+  }
+}
+
+/**
+ * `servers`: `{ url, stop() }` to connect to (round robin; senders on the
+ * first), `pids`: processes whose CPU counts, `recovers`: whether the server
+ * gives sessions back (only then are subscribers dropped).
+ */
+async function run(name, servers, pids, { recovers }) {
+  const total = Math.round(RATE * SECONDS);
   const clients = [];
-  for (let index = 0; index < SUBSCRIBERS; index++) {
+  const join = async (index) => {
     // Senders are clients 0..SENDERS-1 and all sit on the first server.
     const server = index < SENDERS ? servers[0] : servers[index % servers.length];
-    clients.push(await connectClient(server.url, `user${index}`));
+    const socket = await connectClient(server.url, `user${index}`, index);
+    const reply = await socket.timeout(30000).emitWithAck("join", { room: "load" });
+    if (reply?.error) throw new Error(`${name}: user${index} could not join: ${JSON.stringify(reply.error)}`);
+    clients[index] = socket;
+  };
+  // A few at a time, as users arrive: 2,000 joins at once are refused as
+  // `overloaded` by the chat plugin's concurrency limit, which is not what this measures.
+  for (let first = 0; first < SUBSCRIBERS; first += JOINING_AT_ONCE) {
+    const batch = Array.from({ length: Math.min(JOINING_AT_ONCE, SUBSCRIBERS - first) }, (_, offset) => first + offset);
+    await Promise.all(batch.map(join));
   }
-  await Promise.all(clients.map((socket) => socket.timeout(10000).emitWithAck("join", { room: "load" })));
 
-  const latencies = [];
-  let deliveries = 0;
-  for (const socket of clients) {
-    socket.on("message", (message) => {
-      deliveries++;
-      latencies.push(Number(process.hrtime.bigint() - BigInt(message.text)) / 1e6);
-    });
+  // Every tenth subscriber or so (never a sender), alternating nodes.
+  const dropped = new Set();
+  if (recovers) {
+    const stride = Math.max(1, Math.floor((SUBSCRIBERS - SENDERS) / DROPPED));
+    for (let index = SENDERS; index < SUBSCRIBERS && dropped.size < DROPPED; index += stride) dropped.add(index);
   }
-  const expected = Math.round(RATE * SECONDS) * SUBSCRIBERS;
+  const expected = total * SUBSCRIBERS;
+  const latencies = new Float64Array(expected);
+  let measured = 0;
+  let deliveries = 0;
+  let lastDelivery = Date.now();
+  const recoveries = { attemptToConnect: [], disconnectToConnect: [] };
+  const tallies = clients.map((socket, index) => {
+    const tally = new Tally(total);
+    const timed = !dropped.has(index);
+    socket.on("message", (message, offset) => {
+      const now = process.hrtime.bigint();
+      const [sent, at] = message.text.split(" ");
+      tally.receive(Number(sent), offset);
+      deliveries++;
+      lastDelivery = Date.now();
+      if (timed) latencies[measured++] = Number(now - BigInt(at)) / 1e6;
+    });
+    let disconnectedAt;
+    let attemptAt;
+    socket.on("disconnect", () => {
+      tally.disconnects++;
+      disconnectedAt = performance.now();
+    });
+    socket.io.on("reconnect_attempt", () => (attemptAt = performance.now()));
+    socket.on("connect", () => {
+      if (!socket.recovered) {
+        tally.newSockets++;
+        return;
+      }
+      const now = performance.now();
+      recoveries.attemptToConnect.push(now - attemptAt);
+      recoveries.disconnectToConnect.push(now - disconnectedAt);
+    });
+    return tally;
+  });
+
   const totalCpu = () => pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
   const cpuBefore = totalCpu();
   const started = process.hrtime.bigint();
-  const total = Math.round(RATE * SECONDS);
   for (let sent = 0; sent < total; sent++) {
     const due = started + BigInt(Math.round((sent * 1e9) / RATE));
     const wait = Number(due - process.hrtime.bigint()) / 1e6;
     if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
-    clients[sent % SENDERS].emit("send_message", { room: "load", text: String(process.hrtime.bigint()) });
+    if (sent === Math.floor(total / 2)) for (const index of dropped) clients[index].io.engine.close();
+    clients[sent % SENDERS].emit("send_message", { room: "load", text: `${sent} ${process.hrtime.bigint()}` });
   }
-  const deadline = Date.now() + 30000;
-  while (deliveries < expected && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+  lastDelivery = Date.now();
+  while (deliveries < expected && Date.now() - lastDelivery < SETTLE_MS) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
   const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
   const cpu = totalCpu() - cpuBefore;
-  latencies.sort((a, b) => a - b);
-  for (const socket of clients) socket.close();
-  for (const server of servers) server.child?.kill("SIGTERM");
-  return {
+  const timed = latencies.subarray(0, measured).sort();
+  const sum = (field) => tallies.reduce((total, tally) => total + field(tally), 0);
+  for (const times of Object.values(recoveries)) times.sort((a, b) => a - b);
+  const result = {
     name,
     deliveries,
     expected,
+    lost: expected - sum((tally) => tally.received()),
+    duplicates: sum((tally) => tally.duplicates),
+    outOfOrder: sum((tally) => tally.outOfOrder),
+    disconnects: sum((tally) => tally.disconnects),
+    newSockets: sum((tally) => tally.newSockets),
+    dropped: dropped.size,
+    recoveries,
     perSecond: deliveries / elapsed,
     cpuMicrosPerDelivery: (cpu * 1e6) / deliveries,
-    p50: percentile(latencies, 50),
-    p99: percentile(latencies, 99),
+    p50: percentile(timed, 50),
+    p99: percentile(timed, 99),
   };
+  for (const socket of clients) socket.close();
+  await Promise.all(servers.map((server) => server.stop?.()));
+  return result;
 }
 
 const chat = chatPlugin({ config: { history_size: 10 } });
-// Every simulated user connects from 127.0.0.1: no per-address connection rate or cap.
-const crowd = { connections_per_second_per_ip: 0, max_connections_per_ip: 0 };
 // A sender may send above the default event rate (`--rate` over `--senders`): not what this measures.
 const namespaces = { "/": { events_per_second: 100_000, event_burst: 100_000 } };
-const single = writeManifest(manifestToml({ server: crowd, plugins: [chat], namespaces }));
-const results = [];
-const ours = await serveRelease(single);
-results.push(await run("switchboard, one node (chat plugin)", [ours], [ours.child.pid]));
-if (values.compare === "cluster") {
+const manifest = ({ redis, recovery = true } = {}) =>
+  writeManifest(
+    manifestToml({ server: recovery ? {} : { recovery: { enabled: false } }, plugins: [chat], namespaces }) +
+      (redis ? `\n[cluster]\nredis_url = "${redis.url}"\n` : ""),
+  );
+
+async function twoNodes(name, recovery) {
   const redis = await startRedis();
-  const clustered = writeManifest(manifestToml({ server: crowd, plugins: [chat], namespaces }) + `\n[cluster]\nredis_url = "${redis.url}"\n`);
+  const clustered = manifest({ redis, recovery });
   const nodes = [await serveRelease(clustered), await serveRelease(clustered)];
-  results.push(await run("switchboard, two nodes + Redis", nodes, [...nodes.map((node) => node.child.pid), redis.pid]));
+  const result = await run(name, nodes, [...nodes.map((node) => node.child.pid), redis.pid], { recovers: recovery });
   await redis.stop();
-} else {
-  const baseline = await startServer(process.execPath, [path.join(REPO, "tests/load/baseline-server.mjs")]);
-  results.push(await run("node socket.io (baseline)", [baseline], [baseline.child.pid]));
+  return result;
 }
 
-console.log(`${SUBSCRIBERS} subscribers in one room, ${SENDERS} senders, ${RATE} msg/s for ${SECONDS} s, websocket, loopback`);
-console.log("| server | delivered | deliveries/s | server CPU µs/delivery | p50 ms | p99 ms |");
-console.log("|---|---|---|---|---|---|");
+const results = [];
+if (values.compare === "recovery") {
+  results.push(await twoNodes("two nodes + Redis, recovery on", true));
+  results.push(await twoNodes("two nodes + Redis, recovery off", false));
+} else {
+  const ours = await serveRelease(manifest());
+  results.push(await run("switchboard, one node (chat plugin)", [ours], [ours.child.pid], { recovers: true }));
+  if (values.compare === "cluster") {
+    results.push(await twoNodes("switchboard, two nodes + Redis", true));
+  } else {
+    const baseline = await startServer(process.execPath, [path.join(REPO, "tests/load/baseline-server.mjs")]);
+    results.push(await run("node socket.io (baseline)", [baseline], [baseline.child.pid], { recovers: false }));
+  }
+}
+
+console.log(
+  `${SUBSCRIBERS} subscribers in one room, ${SENDERS} senders, ${RATE} msg/s for ${SECONDS} s, websocket, loopback` +
+    (DROPPED ? `, ${DROPPED} subscribers dropped halfway` : ""),
+);
+console.log("| server | delivered | lost | duplicates | out of order | disconnects / new sockets | deliveries/s | server CPU µs/delivery | p50 ms | p99 ms |");
+console.log("|---|---|---|---|---|---|---|---|---|---|");
+const fixed = (value, digits) => (Number.isFinite(value) ? value.toFixed(digits) : "-");
 for (const r of results) {
-  console.log(`| ${r.name} | ${r.deliveries}/${r.expected} | ${r.perSecond.toFixed(0)} | ${r.cpuMicrosPerDelivery.toFixed(2)} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} |`);
+  console.log(
+    `| ${r.name} | ${r.deliveries}/${r.expected} | ${r.lost} | ${r.duplicates} | ${r.outOfOrder} | ${r.disconnects} / ${r.newSockets} | ` +
+      `${r.perSecond.toFixed(0)} | ${r.cpuMicrosPerDelivery.toFixed(2)} | ${fixed(r.p50, 1)} | ${fixed(r.p99, 1)} |`,
+  );
+}
+for (const r of results.filter((result) => result.dropped)) {
+  const { attemptToConnect, disconnectToConnect } = r.recoveries;
+  console.log(
+    `${r.name}: ${attemptToConnect.length}/${r.dropped} dropped subscribers recovered; reconnect attempt to connect ` +
+      `p50 ${fixed(percentile(attemptToConnect, 50), 1)} ms, p99 ${fixed(percentile(attemptToConnect, 99), 1)} ms; ` +
+      `disconnect to connect (with the client's ${RECONNECT_DELAY_MS} ms delay) ` +
+      `p50 ${fixed(percentile(disconnectToConnect, 50), 1)} ms, p99 ${fixed(percentile(disconnectToConnect, 99), 1)} ms`,
+  );
 }
 const [first, second] = results;
 console.log(

@@ -5,18 +5,32 @@ import path from "node:path";
 
 import { REPO } from "../e2e/harness.mjs";
 
-/** Runs `command` and resolves to `{ child, url }` once it prints its ready line. */
+/** How long a server may take to stop on SIGTERM before it is killed. */
+const STOP_GRACE_MS = 10000;
+
+/**
+ * Runs `command` and resolves to `{ child, url, stop() }` once it prints its
+ * ready line; `stop()` sends SIGTERM and resolves once the process is gone.
+ */
 export function startServer(command, args) {
   const child = spawn(command, args, {
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, RUST_LOG: "error" },
   });
+  const exited = new Promise((resolve) => child.on("exit", resolve));
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill("SIGTERM");
+    const kill = setTimeout(() => child.kill("SIGKILL"), STOP_GRACE_MS);
+    await exited;
+    clearTimeout(kill);
+  };
   return new Promise((resolve, reject) => {
     let output = "";
     child.stdout.on("data", (chunk) => {
       output += chunk;
       const match = output.match(/listening on (http:\/\/[\d.:]+)/);
-      if (match) resolve({ child, url: match[1] });
+      if (match) resolve({ child, url: match[1], stop });
     });
     child.on("exit", (code) => reject(new Error(`${command} exited with ${code} before it was ready`)));
   });

@@ -17,6 +17,7 @@ import {
   manifestToml,
   quiet,
   runSwitchboard,
+  sleep,
   spawnServe,
   startHost,
   tempDir,
@@ -270,6 +271,28 @@ describe("two nodes sharing Redis", () => {
       assert.equal(response.status, 200);
     }
   });
+});
+
+test("a journal read that finds nothing new is not a failure, so an idle node does not back off its delivery", async (t) => {
+  const redis = await startRedis();
+  const node = await startHost({
+    manifest: clusterManifest(redis.url),
+    env: { RUST_LOG: "info,switchboard::recovery::stream=debug" },
+  });
+  t.after(async () => {
+    closeAllSockets();
+    await node.stop();
+    await redis.stop();
+  });
+  const ada = await connect(node.url, { auth: { user: "ada" } });
+  await emitAckOk(ada, "join", { room: "idle" });
+  const received = collect(ada, "message");
+  // Several blocking reads of the journal time out with nothing to read.
+  await sleep(1200);
+  await emitAckOk(ada, "send_message", { room: "idle", text: "after a quiet second" });
+  await waitFor(() => received.length === 1, 10000, "the message");
+  assert.equal(received[0].text, "after a quiet second");
+  assert.doesNotMatch(node.stderr(), /cannot read the cluster's journal/);
 });
 
 test("two clusters sharing one Redis stay apart by prefix; SWITCHBOARD_REDIS_URL overrides the manifest", async (t) => {

@@ -16,7 +16,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use fred::prelude::{Client, ClientLike, StreamsInterface};
-use fred::types::streams::{XCap, XCapKind, XCapTrim};
+use fred::types::Value;
+use fred::types::streams::{XCap, XCapKind, XCapTrim, XReadResponse};
 
 use super::journal::{CatchUp, Emit, Journal, LocalDelivery, PAGE, Page};
 use crate::bindings::Payload;
@@ -121,13 +122,14 @@ impl StreamJournal {
         loop {
             let last = self.delivered.lock().await.clone();
             let read = reader
-                .xread_map::<String, String, String, Bytes, _, _>(
+                .xread::<Value, _, _>(
                     Some(BATCH),
                     Some(BLOCK_MS),
                     self.key.as_str(),
                     last.as_str(),
                 )
-                .await;
+                .await
+                .and_then(new_entries);
             match read {
                 Ok(mut streams) => {
                     backoff = Backoff::new();
@@ -391,6 +393,18 @@ impl StreamJournal {
             .collect();
         Some(Page::of(read, namespace, rooms))
     }
+}
+
+/// What a blocking `XREAD` returned. A read that waited `BLOCK_MS` for
+/// nothing answers nil, which is no entries, not an error: taken for one,
+/// an idle journal backed off up to 5 s, and so delayed the next emits.
+fn new_entries(
+    read: Value,
+) -> Result<XReadResponse<String, String, String, Bytes>, fred::error::Error> {
+    if read.is_null() {
+        return Ok(HashMap::new());
+    }
+    read.into_xread_response()
 }
 
 /// The id of the stream's last entry, `0-0` when it has none (or Redis

@@ -57,6 +57,8 @@ const ADDRESSES = Number(values.addresses);
 const CLOCK_TICKS = 100; // Linux USER_HZ
 /** A client's wait before it reconnects (no randomization), as after a network blip. */
 const RECONNECT_DELAY_MS = 100;
+/** How long a sender waits for its ack before counting the send as refused. */
+const ACK_TIMEOUT_MS = 120000;
 /** Clients connecting and joining at once. */
 const JOINING_AT_ONCE = 20;
 /** Deliveries still missing after this long without one arriving are lost. */
@@ -118,8 +120,9 @@ class Tally {
     }
   }
 
-  received() {
-    return this.counts.reduce((sum, count) => sum + (count > 0 ? 1 : 0), 0);
+  /** Messages of `accepted` (1: the sender's ack was a success) received at least once. */
+  received(accepted) {
+    return this.counts.reduce((sum, count, index) => sum + (count > 0 && accepted[index] ? 1 : 0), 0);
   }
 }
 
@@ -152,8 +155,7 @@ async function run(name, servers, pids, { recovers }) {
     const stride = Math.max(1, Math.floor((SUBSCRIBERS - SENDERS) / DROPPED));
     for (let index = SENDERS; index < SUBSCRIBERS && dropped.size < DROPPED; index += stride) dropped.add(index);
   }
-  const expected = total * SUBSCRIBERS;
-  const latencies = new Float64Array(expected);
+  const latencies = new Float64Array(total * SUBSCRIBERS);
   let measured = 0;
   let deliveries = 0;
   let lastDelivery = Date.now();
@@ -190,14 +192,29 @@ async function run(name, servers, pids, { recovers }) {
 
   const totalCpu = () => pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
   const cpuBefore = totalCpu();
+  const accepted = new Uint8Array(total);
+  const refused = [];
+  const acks = [];
   const started = process.hrtime.bigint();
   for (let sent = 0; sent < total; sent++) {
     const due = started + BigInt(Math.round((sent * 1e9) / RATE));
     const wait = Number(due - process.hrtime.bigint()) / 1e6;
     if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
     if (sent === Math.floor(total / 2)) for (const index of dropped) clients[index].io.engine.close();
-    clients[sent % SENDERS].emit("send_message", { room: "load", text: `${sent} ${process.hrtime.bigint()}` });
+    const message = { room: "load", text: `${sent} ${process.hrtime.bigint()}` };
+    acks.push(
+      clients[sent % SENDERS]
+        .timeout(ACK_TIMEOUT_MS)
+        .emitWithAck("send_message", message)
+        .then(
+          (reply) => (reply?.error ? refused.push(reply.error.code) : (accepted[sent] = 1)),
+          () => refused.push("no ack"),
+        ),
+    );
   }
+  // A send the server refused (e.g. `overloaded`) is not expected anywhere.
+  await Promise.all(acks);
+  const expected = accepted.reduce((sum, ok) => sum + ok, 0) * SUBSCRIBERS;
   lastDelivery = Date.now();
   while (deliveries < expected && Date.now() - lastDelivery < SETTLE_MS) {
     await new Promise((resolve) => setTimeout(resolve, 20));
@@ -211,7 +228,8 @@ async function run(name, servers, pids, { recovers }) {
     name,
     deliveries,
     expected,
-    lost: expected - sum((tally) => tally.received()),
+    lost: expected - sum((tally) => tally.received(accepted)),
+    refused: [...new Set(refused)].map((code) => `${refused.filter((other) => other === code).length} ${code}`),
     duplicates: sum((tally) => tally.duplicates),
     outOfOrder: sum((tally) => tally.outOfOrder),
     disconnects: sum((tally) => tally.disconnects),
@@ -265,14 +283,17 @@ console.log(
   `${SUBSCRIBERS} subscribers in one room, ${SENDERS} senders, ${RATE} msg/s for ${SECONDS} s, websocket, loopback` +
     (DROPPED ? `, ${DROPPED} subscribers dropped halfway` : ""),
 );
-console.log("| server | delivered | lost | duplicates | out of order | disconnects / new sockets | deliveries/s | server CPU µs/delivery | p50 ms | p99 ms |");
-console.log("|---|---|---|---|---|---|---|---|---|---|");
+console.log("| server | sends accepted | delivered | lost | duplicates | out of order | disconnects / new sockets | deliveries/s | server CPU µs/delivery | p50 ms | p99 ms |");
+console.log("|---|---|---|---|---|---|---|---|---|---|---|");
 const fixed = (value, digits) => (Number.isFinite(value) ? value.toFixed(digits) : "-");
 for (const r of results) {
   console.log(
-    `| ${r.name} | ${r.deliveries}/${r.expected} | ${r.lost} | ${r.duplicates} | ${r.outOfOrder} | ${r.disconnects} / ${r.newSockets} | ` +
+    `| ${r.name} | ${r.expected / SUBSCRIBERS}/${Math.round(RATE * SECONDS)} | ${r.deliveries}/${r.expected} | ${r.lost} | ${r.duplicates} | ${r.outOfOrder} | ${r.disconnects} / ${r.newSockets} | ` +
       `${r.perSecond.toFixed(0)} | ${r.cpuMicrosPerDelivery.toFixed(2)} | ${fixed(r.p50, 1)} | ${fixed(r.p99, 1)} |`,
   );
+}
+for (const r of results.filter((result) => result.refused.length)) {
+  console.log(`${r.name}: sends refused: ${r.refused.join(", ")}`);
 }
 for (const r of results.filter((result) => result.dropped)) {
   const { attemptToConnect, disconnectToConnect } = r.recoveries;

@@ -8,6 +8,12 @@ import { REPO } from "../e2e/harness.mjs";
 /** How long a server may take to stop on SIGTERM before it is killed. */
 const STOP_GRACE_MS = 10000;
 
+// A tool that fails midway would leave its servers running (and holding its output open).
+const started = new Set();
+process.on("exit", () => {
+  for (const child of started) child.kill("SIGKILL");
+});
+
 /**
  * Runs `command` and resolves to `{ child, url, stop() }` once it prints its
  * ready line; `stop()` sends SIGTERM and resolves once the process is gone.
@@ -17,7 +23,9 @@ export function startServer(command, args) {
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, RUST_LOG: "error" },
   });
+  started.add(child);
   const exited = new Promise((resolve) => child.on("exit", resolve));
+  exited.then(() => started.delete(child));
   const stop = async () => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     child.kill("SIGTERM");

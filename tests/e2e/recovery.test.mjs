@@ -51,11 +51,38 @@ after(async () => {
 });
 
 /**
- * A reader and a sender in one room; the sender sends `count` messages one
- * after another while `drop(reader)` runs after the tenth. Resolves to what
- * the reader received and how many messages were sent while it was away.
+ * Keeps `socket` from reconnecting after its next disconnect until
+ * `comeBack()`, so a test knows that messages were sent while it was away
+ * instead of racing its reconnection.
  */
-async function streamAcrossADrop(started, { count, drop, reader: readerOptions = {} }) {
+function holdAwayOnDisconnect(socket) {
+  const away = new Promise((resolve) =>
+    socket.once("disconnect", () => {
+      socket.io.reconnection(false);
+      resolve();
+    }),
+  );
+  return {
+    away,
+    comeBack: async () => {
+      await away;
+      socket.io.reconnection(true);
+      socket.connect();
+    },
+  };
+}
+
+/** Messages sent while a dropped reader is held away. */
+const HELD_AWAY = 5;
+
+/**
+ * A reader and a sender in one room; the sender sends `count` messages one
+ * after another while `drop(reader)` runs after the tenth. With `holdAway`,
+ * the reader reconnects only after `HELD_AWAY` more messages (otherwise at
+ * its own pace). Resolves to what the reader received and how many messages
+ * were sent while it was away.
+ */
+async function streamAcrossADrop(started, { count, drop, holdAway = true, reader: readerOptions = {} }) {
   const room = unique("stream");
   const reader = await connect(started.url, { auth: { user: unique("reader") }, ...RECONNECTING, ...readerOptions });
   const sender = await connect(started.url, { auth: { user: unique("sender") } });
@@ -64,13 +91,17 @@ async function streamAcrossADrop(started, { count, drop, reader: readerOptions =
   const received = collect(reader, "message");
   const offline = collect(sender, "user_offline");
   let sentWhileAway = 0;
+  let held;
   for (let n = 0; n < count; n += 1) {
     await emitAckOk(sender, "send_message", { room, text: `m${n}` });
     if (!reader.connected) sentWhileAway += 1;
     if (n === 10) {
       await waitFor(() => received.length >= 5, undefined, "the reader to receive the first messages");
+      held = holdAway ? holdAwayOnDisconnect(reader) : undefined;
       drop(reader);
+      await held?.away;
     }
+    if (n === 10 + HELD_AWAY) await held?.comeBack();
     await sleep(5);
   }
   return { reader, sender, room, received, offline, sentWhileAway };
@@ -169,6 +200,7 @@ describe("connection-state recovery", () => {
     const { reader, sender, received, offline } = await streamAcrossADrop(started, {
       count: 20,
       // Comes back only after the window is over.
+      holdAway: false,
       reader: { reconnectionDelay: 1500, reconnectionDelayMax: 1500 },
       drop: (reader) => {
         id = reader.id;
@@ -269,13 +301,17 @@ describe("connection-state recovery across nodes", () => {
       const id = reader.id;
       const COUNT = 60;
       let sentWhileAway = 0;
+      let held;
       for (let n = 0; n < COUNT; n += 1) {
         await emitAckOk(sender, "send_message", { room, text: `m${n}` });
         if (!reader.connected) sentWhileAway += 1;
         if (n === 10) {
           await waitFor(() => received.length >= 5, undefined, "the reader to receive the first messages");
+          held = holdAwayOnDisconnect(reader);
           await stopA(nodeA);
+          await held.away;
         }
+        if (n === 10 + HELD_AWAY) await held.comeBack();
         await sleep(10);
       }
       await waitFor(() => received.length >= COUNT, 10000, () => `all ${COUNT} messages (got ${received.length})`);

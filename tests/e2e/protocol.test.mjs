@@ -48,3 +48,30 @@ test("the first PING comes one pingInterval after the handshake, not at once", a
     ws.close();
   }
 });
+
+test("the handshake offers an upgrade over polling, none over WebSocket, and the frame limit it enforces", async () => {
+  const polling = await fetch(`${host.url}/socket.io/?EIO=4&transport=polling`);
+  assert.equal(polling.status, 200);
+  const overPolling = JSON.parse((await polling.text()).slice(1));
+  assert.deepEqual(overPolling.upgrades, ["websocket"]);
+  assert.equal(overPolling.pingInterval, PING_INTERVAL_MS);
+  assert.equal(overPolling.pingTimeout, 20000);
+  // Twice `max_payload_bytes` (default 1,000,000): larger events get an error, larger frames a close.
+  assert.equal(overPolling.maxPayload, 2_000_000);
+
+  const ws = new WebSocket(`${host.url.replace(/^http/, "ws")}/socket.io/?EIO=4&transport=websocket`);
+  try {
+    const open = await new Promise((resolve, reject) => {
+      ws.once("message", (data) => resolve(data.toString()));
+      ws.once("error", reject);
+    });
+    assert.deepEqual(JSON.parse(open.slice(1)).upgrades, []);
+
+    // A frame over `maxPayload` ends the session: its WebSocket is closed.
+    const closed = new Promise((resolve) => ws.once("close", resolve));
+    ws.send(`42["send_message","${"x".repeat(overPolling.maxPayload)}"]`);
+    await closed;
+  } finally {
+    ws.close();
+  }
+});

@@ -1404,7 +1404,7 @@ event_burst = 9
         let limits = parse(CHAT).unwrap().server.connections;
         assert_eq!(limits.max_connections, 10_000);
         assert_eq!(limits.idle_timeout, Duration::from_secs(5));
-        assert_eq!(limits.connect_timeout, Duration::from_secs(10));
+        assert_eq!(limits.connect_timeout, Duration::from_secs(45));
         let rate = limits.per_address.expect("on by default");
         assert_eq!((rate.per_second.get(), rate.burst.get()), (100, 500));
 

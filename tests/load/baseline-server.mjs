@@ -20,6 +20,7 @@ io.on("connection", (socket) => {
     io.to(room).emit("message", message);
     ack?.({ id: message.id });
   });
+  socket.on("echo", (data, ack) => ack?.({ echo: data }));
 });
 
 http.listen(0, "127.0.0.1", () => {

@@ -6,9 +6,14 @@
 // delivery (p50 / p99), and server CPU per delivery.
 //
 //   node tests/load/fanout.mjs [--subscribers 500] [--senders 5] [--rate 100] [--seconds 10]
-//                              [--compare node|cluster|recovery] [--drop 0] [--addresses 8]
+//                              [--compare node|socketioxide|cluster|socketioxide-cluster|recovery]
+//                              [--drop 0] [--addresses 8]
 //
 // --compare node (default): Switchboard against a plain Node socket.io server.
+// --compare socketioxide: Switchboard against the same contract written
+//   directly on socketioxide (tests/load/socketioxide-baseline, built here).
+// --compare socketioxide-cluster: two Switchboard nodes over Redis against two
+//   socketioxide nodes over socketioxide-redis, each on a fresh redis-server.
 // --compare cluster: one Switchboard node in memory against two nodes sharing
 //   a redis-server, with the subscribers split over both nodes and the senders
 //   on the first; CPU is summed over both nodes and Redis.
@@ -35,7 +40,7 @@ import { io } from "socket.io-client";
 
 import { REPO, chatPlugin, manifestToml, writeManifest } from "../e2e/harness.mjs";
 import { startRedis } from "../e2e/redis.mjs";
-import { serveRelease, startServer } from "./servers.mjs";
+import { serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -272,15 +277,32 @@ async function twoNodes(name, recovery) {
   return result;
 }
 
+async function twoSocketioxideNodes() {
+  const redis = await startRedis();
+  const env = { REDIS_URL: redis.url };
+  const nodes = [await serveSocketioxide({ env }), await serveSocketioxide({ env })];
+  const result = await run("socketioxide, two nodes + Redis", nodes, [...nodes.map((node) => node.child.pid), redis.pid], {
+    recovers: false,
+  });
+  await redis.stop();
+  return result;
+}
+
 const results = [];
 if (values.compare === "recovery") {
   results.push(await twoNodes("two nodes + Redis, recovery on", true));
   results.push(await twoNodes("two nodes + Redis, recovery off", false));
+} else if (values.compare === "socketioxide-cluster") {
+  results.push(await twoNodes("switchboard, two nodes + Redis", true));
+  results.push(await twoSocketioxideNodes());
 } else {
   const ours = await serveRelease(manifest());
   results.push(await run("switchboard, one node (chat plugin)", [ours], [ours.child.pid], { recovers: true }));
   if (values.compare === "cluster") {
     results.push(await twoNodes("switchboard, two nodes + Redis", true));
+  } else if (values.compare === "socketioxide") {
+    const baseline = await serveSocketioxide();
+    results.push(await run("socketioxide (baseline)", [baseline], [baseline.child.pid], { recovers: false }));
   } else {
     const baseline = await startServer(process.execPath, [path.join(REPO, "tests/load/baseline-server.mjs")]);
     results.push(await run("node socket.io (baseline)", [baseline], [baseline.child.pid], { recovers: false }));

@@ -1,6 +1,6 @@
 // Starting servers for the load tools: a command that prints the ready line
 // `... listening on http://ADDR`, or the release switchboard on a manifest.
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import path from "node:path";
 
 import { REPO } from "../e2e/harness.mjs";
@@ -15,13 +15,14 @@ process.on("exit", () => {
 });
 
 /**
- * Runs `command` and resolves to `{ child, url, stop() }` once it prints its
- * ready line; `stop()` sends SIGTERM and resolves once the process is gone.
+ * Runs `command` (with `env` added to the environment) and resolves to
+ * `{ child, url, stop() }` once it prints its ready line; `stop()` sends
+ * SIGTERM and resolves once the process is gone.
  */
-export function startServer(command, args) {
+export function startServer(command, args, { env = {} } = {}) {
   const child = spawn(command, args, {
     stdio: ["ignore", "pipe", "inherit"],
-    env: { ...process.env, RUST_LOG: "error" },
+    env: { ...process.env, RUST_LOG: "error", ...env },
   });
   started.add(child);
   const exited = new Promise((resolve) => child.on("exit", resolve));
@@ -48,4 +49,22 @@ export function startServer(command, args) {
 export function serveRelease(manifestPath) {
   const binary = process.env.SWITCHBOARD_BIN ?? path.join(REPO, "target/release/switchboard");
   return startServer(binary, ["serve", "--manifest", manifestPath, "--listen", "127.0.0.1:0"]);
+}
+
+const BASELINE_DIR = path.join(REPO, "tests/load/socketioxide-baseline");
+const BASELINE_TARGET = path.join(REPO, "target/load-baseline");
+
+/**
+ * The socketioxide baseline (tests/load/socketioxide-baseline), built in
+ * release on first use, on a free port; `env.REDIS_URL` makes it a node of a
+ * cluster over socketioxide-redis.
+ */
+export function serveSocketioxide({ env = {} } = {}) {
+  const built = spawnSync(
+    "cargo",
+    ["build", "--release", "--quiet", "--manifest-path", path.join(BASELINE_DIR, "Cargo.toml"), "--target-dir", BASELINE_TARGET],
+    { stdio: "inherit" },
+  );
+  if (built.status !== 0) throw new Error("building tests/load/socketioxide-baseline failed");
+  return startServer(path.join(BASELINE_TARGET, "release/socketioxide-baseline"), ["--listen", "127.0.0.1:0"], { env });
 }

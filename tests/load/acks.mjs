@@ -1,0 +1,129 @@
+// Loopback load run: acked events, the path packet → queue → handler → ack.
+// Each of `--clients` raw WebSocket clients sends `echo` and waits for its ack
+// before sending the next (one in flight each), for `--seconds`, against every
+// server in turn, one at a time on fresh processes: Switchboard (the `echo`
+// of the faulty test plugin, a wasm call per event), the same contract written
+// directly on socketioxide (tests/load/socketioxide-baseline, built here), and
+// Node's socket.io (tests/load/baseline-server.mjs). Reports acks per second,
+// acks per server CPU-second, round-trip p50 / p99, and each server's figures
+// as a ratio to socketioxide's in the same run.
+//
+//   node tests/load/acks.mjs [--clients 50] [--seconds 10] [--servers switchboard,socketioxide,node]
+//                            [--min-ratio R]
+//
+// --min-ratio R: exits 1 when Switchboard's acks per CPU-second fall below R
+//   times socketioxide's (the CI regression guard: a gross regression only,
+//   never an absolute time).
+//
+// Clients speak Engine.IO / Socket.IO on a raw WebSocket (`ws`), not
+// socket.io-client, so the client process, which shares the machine's cores
+// with the server, costs as little as it can. Uses target/release/switchboard
+// (or $SWITCHBOARD_BIN).
+import path from "node:path";
+import { parseArgs } from "node:util";
+
+import { REPO, faultyPlugin, manifestToml, writeManifest } from "../e2e/harness.mjs";
+import { cpuSeconds } from "./proc.mjs";
+import { openRawSocket } from "./raw_socket.mjs";
+import { serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
+
+const { values } = parseArgs({
+  options: {
+    clients: { type: "string", default: "50" },
+    seconds: { type: "string", default: "10" },
+    servers: { type: "string", default: "switchboard,socketioxide,node" },
+    "min-ratio": { type: "string" },
+  },
+});
+const CLIENTS = Number(values.clients);
+const SECONDS = Number(values.seconds);
+const WARMUP_MS = 1000;
+
+const SERVERS = {
+  switchboard: () =>
+    serveRelease(
+      writeManifest(
+        manifestToml({
+          plugins: [faultyPlugin({ namespaces: ["/"], events: ["echo"] })],
+          // Each client sends as fast as its acks come back: far over the default event rate.
+          namespaces: { "/": { events_per_second: 1_000_000, event_burst: 1_000_000 } },
+        }),
+      ),
+    ),
+  socketioxide: () => serveSocketioxide(),
+  node: () => startServer(process.execPath, [path.join(REPO, "tests/load/baseline-server.mjs")]),
+};
+
+function percentile(sorted, p) {
+  return sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))];
+}
+
+/** One client's closed loop until `until`; pushes each round trip (ms) to `latencies`. */
+async function loop(socket, until, latencies) {
+  let n = 0;
+  let wrong = 0;
+  while (performance.now() < until) {
+    n += 1;
+    const sent = performance.now();
+    const reply = await socket.emitWithAck("echo", { n });
+    latencies.push(performance.now() - sent);
+    if (reply?.echo?.n !== n) wrong += 1;
+  }
+  return wrong;
+}
+
+async function measure(name) {
+  const server = await SERVERS[name]();
+  try {
+    const port = new URL(server.url).port;
+    const sockets = await Promise.all(Array.from({ length: CLIENTS }, () => openRawSocket(port, "/")));
+    await Promise.all(sockets.map((socket) => loop(socket, performance.now() + WARMUP_MS, [])));
+    const latencies = [];
+    const cpuBefore = cpuSeconds(server.child.pid);
+    const started = performance.now();
+    const until = started + SECONDS * 1000;
+    const wrong = (await Promise.all(sockets.map((socket) => loop(socket, until, latencies)))).reduce((a, b) => a + b, 0);
+    const elapsed = (performance.now() - started) / 1000;
+    const cpu = cpuSeconds(server.child.pid) - cpuBefore;
+    for (const socket of sockets) socket.close();
+    latencies.sort((a, b) => a - b);
+    return {
+      name,
+      acks: latencies.length,
+      wrong,
+      acksPerSecond: latencies.length / elapsed,
+      acksPerCpuSecond: latencies.length / cpu,
+      cpuPerSecond: cpu / elapsed,
+      p50: percentile(latencies, 50),
+      p99: percentile(latencies, 99),
+    };
+  } finally {
+    await server.stop();
+  }
+}
+
+const results = [];
+for (const name of values.servers.split(",")) {
+  results.push(await measure(name));
+}
+const baseline = results.find((result) => result.name === "socketioxide");
+console.log(`${CLIENTS} clients, one echo in flight each, ${SECONDS} s per server`);
+for (const result of results) {
+  const ratio = baseline ? ` (${(result.acksPerCpuSecond / baseline.acksPerCpuSecond).toFixed(2)}x socketioxide)` : "";
+  console.log(
+    `${result.name.padEnd(12)} ${Math.round(result.acksPerSecond).toLocaleString("en").padStart(8)} acks/s` +
+      `  ${Math.round(result.acksPerCpuSecond).toLocaleString("en").padStart(8)} per CPU-second${ratio}` +
+      `  server CPU ${result.cpuPerSecond.toFixed(2)} cores` +
+      `  p50 ${result.p50.toFixed(2)} ms  p99 ${result.p99.toFixed(2)} ms` +
+      (result.wrong ? `  WRONG ACKS ${result.wrong}` : ""),
+  );
+}
+if (results.some((result) => result.wrong > 0)) process.exit(1);
+if (values["min-ratio"] !== undefined) {
+  const switchboard = results.find((result) => result.name === "switchboard");
+  const ratio = switchboard.acksPerCpuSecond / baseline.acksPerCpuSecond;
+  if (ratio < Number(values["min-ratio"])) {
+    console.error(`Switchboard's acks per CPU-second are ${ratio.toFixed(2)}x socketioxide's, under ${values["min-ratio"]}x`);
+    process.exit(1);
+  }
+}

@@ -410,6 +410,7 @@ impl Server {
         ));
         let app = http_api::router(api, plugin_http)
             .layer(layer)
+            .layer(axum::middleware::map_request(transport::own_request_head))
             .layer(axum::middleware::from_fn_with_state(guard, origin::guard))
             // A body that stops arriving holds its connection no longer than
             // headers may take (long-polling POSTs included).

@@ -46,17 +46,21 @@ const QUEUE_CAPACITY: usize = 256;
 const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
 
 enum Job<A: Adapter> {
-    Event {
-        packet: Value,
-        ack: Option<AckSender<A>>,
-        /// What the packet counts against `max_queued_bytes_per_socket`.
-        bytes: usize,
-    },
+    /// Boxed: the queue's first block holds 32 jobs from the start, for
+    /// every socket, idle or not.
+    Event(Box<QueuedEvent<A>>),
     /// `done` is answered once the plugins have seen the disconnect.
     Disconnect {
         reason: DisconnectReason,
         done: oneshot::Sender<()>,
     },
+}
+
+struct QueuedEvent<A: Adapter> {
+    packet: Value,
+    ack: Option<AckSender<A>>,
+    /// What the packet counts against `max_queued_bytes_per_socket`.
+    bytes: usize,
 }
 
 /// What [`register`] prepared for [`start`]: the socket's queue and the
@@ -218,13 +222,15 @@ impl<A: Adapter> MessageHandler<A, Queued> for EventQueue<A> {
             );
             return refuse(&socket, &packet, ack, &error);
         }
-        let refused = match self.jobs.try_send(Job::Event { packet, ack, bytes }) {
+        let event = Box::new(QueuedEvent { packet, ack, bytes });
+        let refused = match self.jobs.try_send(Job::Event(event)) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(job)) => Some(job),
             Err(mpsc::error::TrySendError::Closed(_)) => None,
         };
         self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-        if let Some(Job::Event { packet, ack, .. }) = refused {
+        if let Some(Job::Event(event)) = refused {
+            let QueuedEvent { packet, ack, .. } = *event;
             let error = PluginError::new(
                 "overloaded",
                 format!(
@@ -327,18 +333,9 @@ fn deadline(expires_at_s: u64) -> Option<Instant> {
 impl<A: Adapter> Connection<A> {
     async fn run(mut self, mut queue: mpsc::Receiver<Job<A>>) {
         metrics::connected(&self.conn.namespace);
-        if let Some(liveness) = &self.namespace.liveness {
-            liveness.connected(&self.conn).await;
-        }
-        match self.resumed.take() {
-            Some(resumed) => self.recover(resumed).await,
-            None => {
-                for plugin in self.namespace.routes.load().plugins() {
-                    // A failing plugin is logged by the runtime; the others still run.
-                    let _ = plugin.current().on_connected(&self.conn).await;
-                }
-            }
-        }
+        // Boxed, as every call below: the task of an idle socket holds only
+        // the loop's own state, not room for the largest call it may make.
+        Box::pin(self.begin()).await;
         // One wait each for the whole loop, not a new one per event.
         let closing = self.namespace.closing.clone();
         let closing = closing.cancelled();
@@ -363,7 +360,7 @@ impl<A: Adapter> Connection<A> {
                 () = &mut expiry => {
                     let expired = IdentityError::Expired;
                     let error = PluginError::new(expired.code(), expired.to_string());
-                    self.dismiss(&error, TOKEN_EXPIRED_REASON).await;
+                    Box::pin(self.dismiss(&error, TOKEN_EXPIRED_REASON)).await;
                     break "token_expired";
                 }
                 () = &mut rate_limited => {
@@ -376,12 +373,13 @@ impl<A: Adapter> Connection<A> {
                         "rate_limited",
                         "this socket kept sending events over its namespace's rate; disconnected",
                     );
-                    self.dismiss(&error, RATE_LIMITED_REASON).await;
+                    Box::pin(self.dismiss(&error, RATE_LIMITED_REASON)).await;
                     break "rate_limited";
                 }
                 job = queue.recv() => match job {
-                    Some(Job::Event { packet, ack, bytes }) => {
-                        self.handle(packet, ack).await;
+                    Some(Job::Event(event)) => {
+                        let QueuedEvent { packet, ack, bytes } = *event;
+                        Box::pin(self.handle(packet, ack)).await;
                         self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
                     }
                     Some(Job::Disconnect { reason, done }) => {
@@ -393,9 +391,7 @@ impl<A: Adapter> Connection<A> {
                             );
                         }
                         let reason_text = reason.to_string();
-                        if !(recoverable(&reason) && self.suspend(&reason_text).await) {
-                            self.disconnected(&reason_text).await;
-                        }
+                        Box::pin(self.leave(&reason_text, recoverable(&reason))).await;
                         let _ = done.send(());
                         break disconnect_label(&reason);
                     }
@@ -404,14 +400,37 @@ impl<A: Adapter> Connection<A> {
                 () = &mut closing => {
                     // Left to its client to recover on another node, if any.
                     let hand_over = self.namespace.hand_over.load(Ordering::Acquire);
-                    if !(hand_over && self.suspend(SHUTDOWN_REASON).await) {
-                        self.disconnected(SHUTDOWN_REASON).await;
-                    }
+                    Box::pin(self.leave(SHUTDOWN_REASON, hand_over)).await;
                     break "shutdown";
                 }
             }
         };
         metrics::disconnected(&self.conn.namespace, gone);
+    }
+
+    /// Announces the socket: to the cluster, and to its plugins as a new
+    /// connection or a recovered one.
+    async fn begin(&mut self) {
+        if let Some(liveness) = &self.namespace.liveness {
+            liveness.connected(&self.conn).await;
+        }
+        match self.resumed.take() {
+            Some(resumed) => self.recover(resumed).await,
+            None => {
+                for plugin in self.namespace.routes.load().plugins() {
+                    // A failing plugin is logged by the runtime; the others still run.
+                    let _ = plugin.current().on_connected(&self.conn).await;
+                }
+            }
+        }
+    }
+
+    /// The socket is gone: its session is kept for recovery when `recoverable`
+    /// and recovery can keep it, otherwise its plugins see it disconnect.
+    async fn leave(&self, reason: &str, recoverable: bool) {
+        if !(recoverable && self.suspend(reason).await) {
+            self.disconnected(reason).await;
+        }
     }
 
     async fn handle(&self, packet: Value, ack: Option<AckSender<A>>) {

@@ -3,6 +3,7 @@
 //! handled in order ([`connection`]).
 
 mod connection;
+mod request_head;
 mod room_names;
 mod routes;
 mod sockets;
@@ -29,6 +30,7 @@ use crate::cluster::{Backoff, NodeLiveness};
 use crate::identity::{Identity, IdentityError, Verifier, bearer_token};
 use crate::manifest::ServerSettings;
 use crate::recovery::{Lease, Recovery, Session};
+pub use request_head::own_request_head;
 pub use room_names::{
     EVERY_SOCKET, RoomNameError, check_audience, check_membership, is_reserved, socket_room,
     user_room,

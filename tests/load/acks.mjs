@@ -24,7 +24,7 @@ import { parseArgs } from "node:util";
 
 import { REPO, faultyPlugin, manifestToml, writeManifest } from "../e2e/harness.mjs";
 import { cpuSeconds } from "./proc.mjs";
-import { openRawSocket } from "./raw_socket.mjs";
+import { openRawSocket } from "../e2e/raw_socket.mjs";
 import { serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
 
 const { values } = parseArgs({

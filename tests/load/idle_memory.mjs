@@ -19,7 +19,7 @@ import { parseArgs } from "node:util";
 
 import { REPO, chatPlugin, manifestToml, sleep, writeManifest } from "../e2e/harness.mjs";
 import { memoryKib } from "./proc.mjs";
-import { openRawSocket } from "./raw_socket.mjs";
+import { openRawSocket } from "../e2e/raw_socket.mjs";
 import { serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
 
 const { values } = parseArgs({

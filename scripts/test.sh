@@ -12,6 +12,7 @@ step "cargo fmt --check"
 cargo fmt --all --check
 (cd plugins && cargo fmt --all --check)
 (cd tests/load/socketioxide-baseline && cargo fmt --check)
+(cd tests/clients/rust && cargo fmt --check)
 
 step "cargo clippy"
 cargo clippy --all-targets -- -D warnings
@@ -42,6 +43,10 @@ fi
 # The Dockerfile, by hadolint (from PyPI, installed by setup.sh; this machine
 # runs no Docker daemon to build the image).
 target/tools/venv/bin/hadolint examples/deploy/Dockerfile
+
+step "Socket.IO clients beyond JavaScript"
+# rust_socketio's round trip, built before the suite runs it (a cold build takes minutes).
+cargo build --manifest-path tests/clients/rust/Cargo.toml --target-dir target/clients-rust
 
 step "end-to-end tests"
 # A hung test fails after two minutes instead of holding up the run.

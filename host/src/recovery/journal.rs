@@ -1,17 +1,19 @@
 //! The journal every emit goes through: it gives each emit its offset, keeps
 //! it for the recovery window, and delivers it to this node's sockets in
-//! offset order. A recovering socket catches up under the same lock, so it
+//! offset order. A recovering socket catches up while delivery waits, so it
 //! sees every emit once, in order.
 //!
 //! A node alone keeps it in memory ([`MemoryJournal`]); a cluster in a Redis
 //! stream ([`super::stream::StreamJournal`]).
 
-use async_trait::async_trait;
 use std::collections::VecDeque;
-use std::sync::Arc;
-use tokio::sync::Mutex;
+use std::sync::{Arc, Mutex as SyncMutex};
+
+use async_trait::async_trait;
+use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 
+use crate::escaped::Escaped;
 use crate::manifest::RecoverySettings;
 use crate::payload::Outgoing;
 use crate::transport::SocketsError;
@@ -82,8 +84,8 @@ impl Log {
         }
     }
 
-    /// At most `limit` emits after `offset`, if it is covered.
-    fn after(&self, offset: &str, limit: usize) -> Option<Vec<(String, Arc<Emit>)>> {
+    /// At most `limit` emits after `offset` up to `until`, if `offset` is covered.
+    fn after(&self, offset: &str, until: u64, limit: usize) -> Option<Vec<(String, Arc<Emit>)>> {
         let offset = offset
             .parse::<u64>()
             .ok()
@@ -92,6 +94,7 @@ impl Log {
             self.kept
                 .iter()
                 .skip_while(|kept| kept.offset <= offset)
+                .take_while(|kept| kept.offset <= until)
                 .take(limit)
                 .map(|kept| (kept.offset.to_string(), kept.emit.clone()))
                 .collect(),
@@ -178,19 +181,64 @@ pub trait Journal: Send + Sync + 'static {
     ) -> bool;
 }
 
+/// Emits a node alone may have waiting for delivery before further ones are
+/// refused: delivery keeps up unless the node is overloaded.
+const MAX_UNDELIVERED: usize = 65_536;
+
+/// An emit waiting for delivery, with its offset (`None`: recovery is off).
+struct Undelivered {
+    offset: Option<u64>,
+    emit: Arc<Emit>,
+}
+
+/// The journal of a node alone. Emits are delivered in offset order by one
+/// task on the server's runtime, whichever thread published them: a plugin
+/// call that went on on the plugin threads would otherwise wake every
+/// recipient's writer from outside the runtime, one thread wake-up each.
 pub struct MemoryJournal {
-    log: Mutex<Log>,
-    local: Arc<dyn LocalDelivery>,
+    log: Arc<SyncMutex<Log>>,
+    /// Taken with `log` held, so the queue is in offset order.
+    deliveries: mpsc::Sender<Undelivered>,
+    /// The offset of the last emit delivered, held while delivering.
+    delivered: Arc<Mutex<u64>>,
     /// `None`: recovery is off; nothing is kept and emits carry no offset.
     limits: Option<RecoverySettings>,
 }
 
 impl MemoryJournal {
+    /// Starts the delivery task on the current runtime.
     pub fn new(local: Arc<dyn LocalDelivery>, limits: Option<RecoverySettings>) -> Self {
+        let (deliveries, queue) = mpsc::channel(MAX_UNDELIVERED);
+        let delivered = Arc::new(Mutex::new(0));
+        tokio::spawn(deliver_in_order(queue, local, delivered.clone()));
         Self {
-            log: Mutex::new(Log::default()),
-            local,
+            log: Arc::new(SyncMutex::new(Log::default())),
+            deliveries,
+            delivered,
             limits,
+        }
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+async fn deliver_in_order(
+    mut queue: mpsc::Receiver<Undelivered>,
+    local: Arc<dyn LocalDelivery>,
+    delivered: Arc<Mutex<u64>>,
+) {
+    while let Some(Undelivered { offset, emit }) = queue.recv().await {
+        let mut last = delivered.lock().await;
+        let text = offset.map(|offset| offset.to_string());
+        if let Err(error) = local.deliver(&emit, text.as_deref()).await {
+            tracing::warn!(event = %Escaped(&emit.event), "an emit was not delivered: {error}");
+        }
+        if let Some(offset) = offset {
+            *last = offset;
         }
     }
 }
@@ -198,37 +246,42 @@ impl MemoryJournal {
 #[async_trait]
 impl Journal for MemoryJournal {
     async fn publish(&self, emit: Emit) -> Result<(), SocketsError> {
-        let mut log = self.log.lock().await;
-        let Some(limits) = &self.limits else {
-            return self.local.deliver(&emit, None).await;
-        };
-        log.last += 1;
-        let offset = log.last;
-        let delivered = self.local.deliver(&emit, Some(&offset.to_string())).await;
-        let bytes = emit.bytes();
-        let kept = Kept {
-            offset,
-            emit: Arc::new(emit),
-            at: Instant::now(),
-            bytes,
-        };
-        log.keep(kept, limits);
-        delivered
+        let emit = Arc::new(emit);
+        let mut log = self.log();
+        let offset = self.limits.as_ref().map(|limits| {
+            log.last += 1;
+            let kept = Kept {
+                offset: log.last,
+                emit: emit.clone(),
+                at: Instant::now(),
+                bytes: emit.bytes(),
+            };
+            log.keep(kept, limits);
+            log.last
+        });
+        self.deliveries
+            .try_send(Undelivered { offset, emit })
+            .map_err(|_| {
+                SocketsError::Unavailable(format!(
+                    "this node has {MAX_UNDELIVERED} emits waiting to be delivered; try again later"
+                ))
+            })
     }
 
     async fn covers(&self, offset: &str) -> bool {
         let Ok(offset) = offset.parse() else {
             return false;
         };
-        self.log.lock().await.covers(offset)
+        self.log().covers(offset)
     }
 
     async fn head(&self) -> String {
-        self.log.lock().await.last.to_string()
+        self.delivered.lock().await.to_string()
     }
 
     async fn page(&self, offset: &str, namespace: &str, rooms: &[String]) -> Option<Page> {
-        let read = self.log.lock().await.after(offset, PAGE)?;
+        let delivered = *self.delivered.lock().await;
+        let read = self.log().after(offset, delivered, PAGE)?;
         Some(Page::of(read, namespace, rooms))
     }
 
@@ -239,8 +292,10 @@ impl Journal for MemoryJournal {
         rooms: &[String],
         catch_up: &mut dyn CatchUp,
     ) -> bool {
-        let log = self.log.lock().await;
-        let Some(read) = log.after(offset, usize::MAX) else {
+        // Delivery waits meanwhile: what is delivered after this reaches the
+        // socket live, in its rooms.
+        let delivered = self.delivered.lock().await;
+        let Some(read) = self.log().after(offset, *delivered, usize::MAX) else {
             return false;
         };
         catch_up.missed(&Page::of(read, namespace, rooms).missed);

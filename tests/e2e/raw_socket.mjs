@@ -6,7 +6,9 @@ import WebSocket from "ws";
 /**
  * Connects to `namespace` on 127.0.0.1:`port` (from `localAddress` if given)
  * and resolves once the namespace accepted the socket, to
- * `{ emitWithAck(event, data), close() }`. Pings are answered.
+ * `{ emitWithAck(event, data), close(), pause(), closed, bufferedAmount() }`.
+ * Pings are answered; `pause()` stops reading (the kernel's buffers then fill,
+ * and the server's writes block); `closed` resolves when the connection ends.
  */
 export function openRawSocket(port, namespace, { auth, localAddress } = {}) {
   const ws = new WebSocket(`ws://127.0.0.1:${port}/socket.io/?EIO=4&transport=websocket`, {
@@ -16,6 +18,7 @@ export function openRawSocket(port, namespace, { auth, localAddress } = {}) {
   const prefix = namespace === "/" ? "" : `${namespace},`;
   const acks = new Map();
   let lastId = 0;
+  const closed = new Promise((resolve) => ws.on("close", resolve));
   return new Promise((resolve, reject) => {
     ws.on("error", reject);
     ws.on("close", () => reject(new Error("closed before the namespace accepted the socket")));
@@ -31,6 +34,9 @@ export function openRawSocket(port, namespace, { auth, localAddress } = {}) {
             return new Promise((resolveAck) => acks.set(lastId, resolveAck));
           },
           close: () => ws.close(),
+          pause: () => ws._socket.pause(),
+          closed,
+          bufferedAmount: () => ws.bufferedAmount,
         });
       }
       if (text.startsWith(`44${prefix}`)) return reject(new Error(`connect_error ${text.slice(2 + prefix.length)}`));

@@ -32,7 +32,6 @@
 // subscriber the server disconnects comes back, and is counted.
 //
 // Uses target/release/switchboard (build it with `cargo build --release`).
-import { readFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 
@@ -40,6 +39,7 @@ import { io } from "socket.io-client";
 
 import { REPO, chatPlugin, manifestToml, writeManifest } from "../e2e/harness.mjs";
 import { startRedis } from "../e2e/redis.mjs";
+import { cpuSeconds } from "./proc.mjs";
 import { serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
 
 const { values } = parseArgs({
@@ -59,7 +59,6 @@ const RATE = Number(values.rate); // messages per second, all senders together
 const SECONDS = Number(values.seconds);
 const DROPPED = Number(values.drop);
 const ADDRESSES = Number(values.addresses);
-const CLOCK_TICKS = 100; // Linux USER_HZ
 /** A client's wait before it reconnects (no randomization), as after a network blip. */
 const RECONNECT_DELAY_MS = 100;
 /** How long a sender waits for its ack before counting the send as refused. */
@@ -68,11 +67,6 @@ const ACK_TIMEOUT_MS = 120000;
 const JOINING_AT_ONCE = 20;
 /** Deliveries still missing after this long without one arriving are lost. */
 const SETTLE_MS = 15000;
-
-function cpuSeconds(pid) {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-}
 
 function connectClient(url, user, index) {
   const socket = io(url, {
@@ -134,9 +128,10 @@ class Tally {
 /**
  * `servers`: `{ url, stop() }` to connect to (round robin; senders on the
  * first), `pids`: processes whose CPU counts, `recovers`: whether the server
- * gives sessions back (only then are subscribers dropped).
+ * gives sessions back (only then are subscribers dropped), `redisPid`: the
+ * Redis among `pids`, whose share is reported on its own.
  */
-async function run(name, servers, pids, { recovers }) {
+async function run(name, servers, pids, { recovers, redisPid }) {
   const total = Math.round(RATE * SECONDS);
   const clients = [];
   const join = async (index) => {
@@ -197,7 +192,9 @@ async function run(name, servers, pids, { recovers }) {
   });
 
   const totalCpu = () => pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+  const redisCpu = () => (redisPid ? cpuSeconds(redisPid) : 0);
   const cpuBefore = totalCpu();
+  const redisCpuBefore = redisCpu();
   const accepted = new Uint8Array(total);
   const refused = [];
   const reasons = {};
@@ -232,6 +229,7 @@ async function run(name, servers, pids, { recovers }) {
   }
   const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
   const cpu = totalCpu() - cpuBefore;
+  const cpuOfRedis = redisCpu() - redisCpuBefore;
   const timed = latencies.subarray(0, measured).sort();
   const sum = (field) => tallies.reduce((total, tally) => total + field(tally), 0);
   for (const times of Object.values(recoveries)) times.sort((a, b) => a - b);
@@ -251,6 +249,7 @@ async function run(name, servers, pids, { recovers }) {
     recoveries,
     perSecond: deliveries / elapsed,
     cpuMicrosPerDelivery: (cpu * 1e6) / deliveries,
+    redisCpuMicrosPerDelivery: redisPid ? (cpuOfRedis * 1e6) / deliveries : NaN,
     p50: percentile(timed, 50),
     p99: percentile(timed, 99),
   };
@@ -272,7 +271,10 @@ async function twoNodes(name, recovery) {
   const redis = await startRedis();
   const clustered = manifest({ redis, recovery });
   const nodes = [await serveRelease(clustered), await serveRelease(clustered)];
-  const result = await run(name, nodes, [...nodes.map((node) => node.child.pid), redis.pid], { recovers: recovery });
+  const result = await run(name, nodes, [...nodes.map((node) => node.child.pid), redis.pid], {
+    recovers: recovery,
+    redisPid: redis.pid,
+  });
   await redis.stop();
   return result;
 }
@@ -283,6 +285,7 @@ async function twoSocketioxideNodes() {
   const nodes = [await serveSocketioxide({ env }), await serveSocketioxide({ env })];
   const result = await run("socketioxide, two nodes + Redis", nodes, [...nodes.map((node) => node.child.pid), redis.pid], {
     recovers: false,
+    redisPid: redis.pid,
   });
   await redis.stop();
   return result;
@@ -313,13 +316,14 @@ console.log(
   `${SUBSCRIBERS} subscribers in one room, ${SENDERS} senders, ${RATE} msg/s for ${SECONDS} s, websocket, loopback` +
     (DROPPED ? `, ${DROPPED} subscribers dropped halfway` : ""),
 );
-console.log("| server | sends accepted | delivered | lost | duplicates | out of order | disconnects / new sockets | deliveries/s | server CPU µs/delivery | p50 ms | p99 ms |");
-console.log("|---|---|---|---|---|---|---|---|---|---|---|");
+console.log("| server | sends accepted | delivered | lost | duplicates | out of order | disconnects / new sockets | deliveries/s | server CPU µs/delivery | of which Redis | p50 ms | p99 ms |");
+console.log("|---|---|---|---|---|---|---|---|---|---|---|---|");
 const fixed = (value, digits) => (Number.isFinite(value) ? value.toFixed(digits) : "-");
 for (const r of results) {
   console.log(
     `| ${r.name} | ${r.expected / SUBSCRIBERS}/${Math.round(RATE * SECONDS)} | ${r.deliveries}/${r.expected} | ${r.lost} | ${r.duplicates} | ${r.outOfOrder} | ${r.disconnects} / ${r.newSockets} | ` +
-      `${r.perSecond.toFixed(0)} | ${r.cpuMicrosPerDelivery.toFixed(2)} | ${fixed(r.p50, 1)} | ${fixed(r.p99, 1)} |`,
+      `${r.perSecond.toFixed(0)} | ${r.cpuMicrosPerDelivery.toFixed(2)} | ${fixed(r.redisCpuMicrosPerDelivery, 2)} | ` +
+      `${fixed(r.p50, 1)} | ${fixed(r.p99, 1)} |`,
   );
 }
 for (const r of results.filter((result) => result.refused.length)) {

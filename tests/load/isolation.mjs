@@ -1,38 +1,68 @@
 // Loopback load run: a well-behaved client's round trips to one plugin, alone
-// and then with hostile sockets calling another plugin beside it. Reports the
-// well-behaved client's p50 / p99 per phase, how many of its acks were wrong
-// or missing, what the hostile calls got back, and the server's peak RSS.
+// and then with each hostile case running beside it, one case at a time on
+// the same server. Reports the well-behaved client's p50 / p99 per phase (and
+// its p99 against the `alone` phase), how many of its acks were wrong or
+// missing, what the hostile side got back, and the server's peak RSS.
 //
-//   node tests/load/isolation.mjs [--seconds 10] [--spinners 4] [--hogs 32]
+//   node tests/load/isolation.mjs [--seconds 10] [--only spin,hog,...]
 //
-// Phases, one server: `alone`; `spin` (each spinner keeps a `spin` call of
-// the faulty plugin running, stopped by its 1 s time limit, again and again);
-// `hog` (each hog keeps a `hog` call allocating to its 64 MiB limit).
+// Hostile cases (issue 11): plugins that spin (`spin`, 4 sockets keep a call
+// of the faulty plugin spinning until its 1 s time limit), allocate to their
+// limit from many calls (`hog`, 32 sockets), flood a room with emits
+// (`emit-flood`, 4 members each asking the greedy plugin for 100 emits of
+// 1 KB, again and again) and return a huge value (`huge-reply`, 4 sockets,
+// 512 KB replies); clients that stop reading (`stuck-readers`, 200 raw
+// sockets in a room that stop reading while a member floods it), open
+// connections and send nothing (`idle`, 1,000 TCP connections, reopened when
+// closed), send a 2 MB handshake `auth` (`huge-handshake`, 4 clients again
+// and again), join 10,000 rooms (`rooms`, 4 sockets again and again), and
+// flood events without waiting for acks (`event-flood`, 4 raw sockets on a
+// namespace with the default rate limit). Clients come from 127.0.0.2 on, so
+// the well-behaved client's own address is never rate limited by them.
 // Uses target/release/switchboard, or $SWITCHBOARD_BIN.
+import { fork } from "node:child_process";
 import { readFileSync } from "node:fs";
+import net from "node:net";
 import { parseArgs } from "node:util";
 
 import { io } from "socket.io-client";
 
-import { FAULTY_EVENTS, manifestToml, wasm, writeManifest } from "../e2e/harness.mjs";
-import { serveRelease } from "./servers.mjs";
+import { FAULTY_EVENTS, manifestToml, sleep, wasm, writeManifest } from "../e2e/harness.mjs";
+import { openRawSocket } from "../e2e/raw_socket.mjs";
+import { metric, serveRelease } from "./servers.mjs";
 
+const CASES = ["spin", "hog", "emit-flood", "huge-reply", "stuck-readers", "idle", "huge-handshake", "rooms", "event-flood"];
 const { values } = parseArgs({
   options: {
     seconds: { type: "string", default: "10" },
-    spinners: { type: "string", default: "4" },
-    hogs: { type: "string", default: "32" },
+    only: { type: "string", default: CASES.join(",") },
+    // Internal: this process runs one hostile case against `--url` for its parent.
+    hostile: { type: "string" },
+    url: { type: "string" },
   },
 });
 const SECONDS = Number(values.seconds);
+/** Hostile clients connect from 127.0.0.2 .. 127.0.0.(ADDRESSES + 1) in turn. */
+const ADDRESSES = 8;
+let nextAddress = 0;
+const hostileAddress = () => `127.0.0.${2 + (nextAddress++ % ADDRESSES)}`;
 
-function connectClient(url, namespace) {
-  const socket = io(`${url}${namespace}`, { transports: ["websocket"], forceNew: true, reconnection: false });
+function connectClient(url, namespace, options = {}) {
+  const socket = io(`${url}${namespace}`, { transports: ["websocket"], forceNew: true, reconnection: false, ...options });
   return new Promise((resolve, reject) => {
+    const refused = (error) => {
+      socket.close();
+      reject(error);
+    };
     socket.once("connect", () => resolve(socket));
-    socket.once("connect_error", reject);
+    socket.once("connect_error", refused);
+    // A session the server closes before the namespace answers (a frame over its limit).
+    socket.once("disconnect", (reason) => refused(new Error(reason)));
   });
 }
+
+const connectHostile = (url, namespace, options = {}) =>
+  connectClient(url, namespace, { localAddress: hostileAddress(), ...options });
 
 function percentile(sorted, p) {
   return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))] : NaN;
@@ -61,68 +91,256 @@ async function roundTrips(socket, ms) {
   return { latencies, wrong };
 }
 
-/** Keeps one `event` call running per socket until `stop()`; counts what came back. */
-function hostile(sockets, event) {
+/**
+ * Runs `attempt()` in `count` loops until `stop()`, which resolves to how
+ * often each outcome (the string `attempt` resolves to) came back.
+ */
+function loops(count, attempt) {
   const outcomes = {};
   let stopped = false;
-  const loops = sockets.map(async (socket) => {
-    while (!stopped) {
-      let code;
-      try {
-        const reply = await socket.timeout(20000).emitWithAck(event, {});
-        code = reply?.error?.code ?? "ok";
-      } catch {
-        code = "no ack";
-      }
-      outcomes[code] = (outcomes[code] ?? 0) + 1;
-    }
+  const tally = (outcome) => (outcomes[outcome] = (outcomes[outcome] ?? 0) + 1);
+  const running = Array.from({ length: count }, async (_, index) => {
+    while (!stopped) tally(await attempt(index).catch((error) => `failed: ${error.message}`));
   });
   return {
+    tally,
     async stop() {
       stopped = true;
-      await Promise.all(loops);
+      await Promise.all(running);
       return outcomes;
     },
   };
 }
 
-const manifest = manifestToml({
-  plugins: [
-    { name: "faulty", path: wasm("faulty"), namespaces: ["/faulty"], events: FAULTY_EVENTS },
-    { name: "steady", path: wasm("faulty"), namespaces: ["/steady"], events: ["echo"] },
-  ],
-  // The clients send as fast as acks return: over the default event rate, which is not what this measures.
-  namespaces: {
-    "/steady": { events_per_second: 100_000, event_burst: 100_000 },
-    "/faulty": { events_per_second: 100_000, event_burst: 100_000 },
-  },
-});
-const server = await serveRelease(writeManifest(manifest));
-const steady = await connectClient(server.url, "/steady");
-await roundTrips(steady, 1000); // warm-up
-
-const rows = [];
-async function phase(name, event, count) {
-  const sockets = await Promise.all(Array.from({ length: count }, () => connectClient(server.url, "/faulty")));
-  const load = hostile(sockets, event);
-  const { latencies, wrong } = await roundTrips(steady, SECONDS * 1000);
-  const outcomes = await load.stop();
-  for (const socket of sockets) socket.close();
-  latencies.sort((a, b) => a - b);
-  rows.push({
-    phase: name,
-    round_trips: latencies.length,
-    wrong_or_missing: wrong,
-    p50_ms: percentile(latencies, 50).toFixed(2),
-    p99_ms: percentile(latencies, 99).toFixed(2),
-    hostile_outcomes: JSON.stringify(outcomes),
-    peak_rss_mib: peakRssMib(server.child.pid),
-  });
+/** An acked call's outcome: `ok`, the error code, or `no ack`. */
+async function callOutcome(socket, event, payload) {
+  try {
+    const reply = await socket.timeout(20000).emitWithAck(event, payload);
+    return reply?.error?.code ?? "ok";
+  } catch {
+    return "no ack";
+  }
 }
 
-await phase("alone", "echo", 0);
-await phase(`spin x${values.spinners}`, "spin", Number(values.spinners));
-await phase(`hog x${values.hogs}`, "hog", Number(values.hogs));
-steady.close();
-server.child.kill("SIGTERM");
-console.table(rows);
+/** Sockets that keep calling `event` of the plugin on `namespace`. */
+async function calling(url, namespace, count, event, payload = {}) {
+  const sockets = await Promise.all(Array.from({ length: count }, () => connectHostile(url, namespace)));
+  const load = loops(count, (index) => callOutcome(sockets[index], event, payload));
+  return {
+    async stop() {
+      const outcomes = await load.stop();
+      for (const socket of sockets) socket.close();
+      return outcomes;
+    },
+  };
+}
+
+/** A raw Socket.IO socket (tests/e2e/raw_socket.mjs) on `namespace`, from a hostile address. */
+const rawSocket = (url, namespace) =>
+  openRawSocket(Number(new URL(url).port), namespace, { localAddress: hostileAddress() });
+
+const GREEDY = "/greedy";
+
+const phases = {
+  spin: (url) => calling(url, "/faulty", 4, "spin"),
+  hog: (url) => calling(url, "/faulty", 32, "hog"),
+  async "emit-flood"(url) {
+    const sockets = await Promise.all(Array.from({ length: 4 }, () => connectHostile(url, GREEDY)));
+    for (const socket of sockets) await socket.emitWithAck("join_rooms", { prefix: "flood", count: 1 });
+    const load = loops(4, (index) =>
+      callOutcome(sockets[index], "flood", { room: "flood0", count: 100, size: 1000 }),
+    );
+    return {
+      async stop() {
+        const outcomes = await load.stop();
+        for (const socket of sockets) socket.close();
+        return outcomes;
+      },
+    };
+  },
+  "huge-reply": (url) => calling(url, GREEDY, 4, "huge", { size: 512 * 1024 }),
+  async "stuck-readers"(url) {
+    const stuck = [];
+    for (let index = 0; index < 200; index++) {
+      const socket = await rawSocket(url, GREEDY);
+      await socket.emitWithAck("join_rooms", { prefix: "stuck", count: 1 });
+      stuck.push(socket);
+    }
+    for (const socket of stuck) socket.pause();
+    const flooder = await connectHostile(url, GREEDY);
+    await flooder.emitWithAck("join_rooms", { prefix: "stuck", count: 1 });
+    // A reader that stopped reading does not see its connection close either: the server's count does.
+    const slowDisconnects = () => metric(url, "switchboard_disconnects_total", { reason: "slow_client" });
+    const before = await slowDisconnects();
+    const load = loops(1, () => callOutcome(flooder, "flood", { room: "stuck0", count: 100, size: 1000 }));
+    return {
+      async stop() {
+        const outcomes = await load.stop();
+        const disconnected = (await slowDisconnects()) - before;
+        flooder.close();
+        for (const socket of stuck) socket.close();
+        return { ...outcomes, "stuck readers disconnected as slow": `${disconnected}/200` };
+      },
+    };
+  },
+  async idle(url) {
+    const { port } = new URL(url);
+    let stopped = false;
+    let closedByServer = 0;
+    const open = new Set();
+    const hold = () => {
+      if (stopped) return;
+      const socket = net.connect({ port: Number(port), host: "127.0.0.1", localAddress: hostileAddress() });
+      open.add(socket);
+      socket.on("error", () => {});
+      socket.on("close", () => {
+        open.delete(socket);
+        if (stopped) return;
+        closedByServer++;
+        setTimeout(hold, 100);
+      });
+    };
+    for (let index = 0; index < 1000; index++) hold();
+    return {
+      async stop() {
+        stopped = true;
+        for (const socket of open) socket.destroy();
+        return { "closed by the server (then reopened)": closedByServer };
+      },
+    };
+  },
+  async "huge-handshake"(url) {
+    const auth = { blob: "x".repeat(2 * 1024 * 1024) };
+    const load = loops(4, () =>
+      connectHostile(url, "/faulty", { auth }).then(
+        (socket) => {
+          socket.close();
+          return "accepted";
+        },
+        (error) => `refused: ${error.data?.code ?? error.message}`,
+      ),
+    );
+    return load;
+  },
+  async rooms(url) {
+    const sockets = await Promise.all(Array.from({ length: 4 }, () => connectHostile(url, GREEDY)));
+    let round = 0;
+    const load = loops(4, async (index) => {
+      const reply = await sockets[index].timeout(20000).emitWithAck("join_rooms", { prefix: `r${round++}-`, count: 10000 });
+      return reply?.error?.code ?? `joined ${reply.joined}, refused ${JSON.stringify(reply.refused)}`;
+    });
+    return {
+      async stop() {
+        const outcomes = await load.stop();
+        for (const socket of sockets) socket.close();
+        return outcomes;
+      },
+    };
+  },
+  async "event-flood"(url) {
+    const outcomes = {};
+    const tally = (reply) => (outcomes[reply?.error?.code ?? "ok"] = (outcomes[reply?.error?.code ?? "ok"] ?? 0) + 1);
+    const sockets = await Promise.all(Array.from({ length: 4 }, () => rawSocket(url, "/flood")));
+    let stopped = false;
+    let disconnected = 0;
+    for (const socket of sockets) socket.closed.then(() => disconnected++);
+    const flood = (socket) => {
+      const burst = () => {
+        if (stopped) return;
+        // As fast as the client's own socket drains, without waiting for acks.
+        for (let n = 0; n < 100 && socket.bufferedAmount() < 64 * 1024; n++) {
+          socket.emitWithAck("echo", {}).then(tally);
+        }
+        setImmediate(burst);
+      };
+      burst();
+    };
+    sockets.forEach(flood);
+    return {
+      async stop() {
+        stopped = true;
+        for (const socket of sockets) socket.close();
+        return { ...outcomes, "flooders disconnected by the server": `${disconnected}/4` };
+      },
+    };
+  },
+};
+
+// The hostile side runs in a process of its own, so its work never holds up
+// the well-behaved client's event loop: what is measured is the server.
+if (values.hostile) {
+  const load = await phases[values.hostile](values.url);
+  process.send({ ready: true });
+  process.once("message", async () => {
+    process.send({ outcomes: (await load.stop()) ?? {} });
+    process.exit(0);
+  });
+} else {
+  await measure();
+}
+
+/** Starts case `name` in a child process; resolves once it runs, to `{ stop() }` resolving to its outcomes. */
+function hostileProcess(name, url) {
+  const child = fork(new URL(import.meta.url), ["--hostile", name, "--url", url]);
+  const message = () => new Promise((resolve) => child.once("message", resolve));
+  return message().then(() => ({
+    async stop() {
+      const outcomes = message();
+      child.send("stop");
+      return (await outcomes).outcomes;
+    },
+  }));
+}
+
+async function measure() {
+  const manifest = manifestToml({
+    plugins: [
+      { name: "faulty", path: wasm("faulty"), namespaces: ["/faulty", "/flood"], events: FAULTY_EVENTS },
+      { name: "steady", path: wasm("faulty"), namespaces: ["/steady"], events: ["echo"] },
+      { name: "greedy", path: wasm("greedy"), namespaces: [GREEDY], events: ["join_rooms", "flood", "huge"] },
+    ],
+    // These clients send as fast as acks return: over the default event rate, which is not what this
+    // measures (`event-flood` is on `/flood`, which keeps the default).
+    namespaces: {
+      "/steady": { events_per_second: 100_000, event_burst: 100_000 },
+      "/faulty": { events_per_second: 100_000, event_burst: 100_000 },
+      [GREEDY]: { events_per_second: 100_000, event_burst: 100_000 },
+    },
+  });
+  const server = await serveRelease(writeManifest(manifest));
+  const steady = await connectClient(server.url, "/steady");
+  await roundTrips(steady, 1000); // warm-up
+
+  const rows = [];
+  let aloneP99;
+  const phase = async (name) => {
+    const load = name === "alone" ? undefined : await hostileProcess(name, server.url);
+    const { latencies, wrong } = await roundTrips(steady, SECONDS * 1000);
+    const outcomes = (await load?.stop()) ?? {};
+    latencies.sort((a, b) => a - b);
+    const p99 = percentile(latencies, 99);
+    aloneP99 ??= p99;
+    rows.push({
+      phase: name,
+      round_trips: latencies.length,
+      wrong_or_missing: wrong,
+      p50_ms: percentile(latencies, 50).toFixed(2),
+      p99_ms: p99.toFixed(2),
+      p99_vs_alone: `${(p99 / aloneP99).toFixed(2)}x`,
+      hostile_side: JSON.stringify(outcomes),
+      peak_rss_mib: peakRssMib(server.child.pid),
+    });
+    // What the case left behind (closing sockets, discarded instances) settles before the next.
+    await sleep(2000);
+  };
+
+  await phase("alone");
+  for (const name of values.only.split(",")) {
+    if (!phases[name]) throw new Error(`unknown case \`${name}\`; cases: ${CASES.join(", ")}`);
+    await phase(name);
+  }
+  steady.close();
+  await server.stop();
+  console.table(rows);
+  process.exit(0);
+}

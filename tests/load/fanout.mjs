@@ -248,14 +248,15 @@ async function run(name, servers, pids, { recovers, redisPid }) {
   const cpuOfRedis = redisCpu() - redisCpuBefore;
   const timed = latencies.subarray(0, measured).sort();
   const sum = (field) => tallies.reduce((total, tally) => total + field(tally), 0);
+  const received = tallies.map((tally) => tally.received(accepted));
   for (const times of Object.values(recoveries)) times.sort((a, b) => a - b);
   const result = {
     name,
     deliveries,
     expected,
-    lost: expected - sum((tally) => tally.received(accepted)),
+    lost: expected - received.reduce((total, count) => total + count, 0),
     // Who lost: subscribers with anything missing, and how many of them had been disconnected.
-    lossy: tallies.filter((tally) => tally.received(accepted) < expected / SUBSCRIBERS).map((tally) => tally.disconnects),
+    lossy: tallies.filter((_, index) => received[index] < expected / SUBSCRIBERS).map((tally) => tally.disconnects),
     refused: [...new Set(refused)].map(
       (code) => `${refused.filter((other) => other === code).length} ${code} (${reasons[code] ?? "no ack"})`,
     ),

@@ -2,7 +2,7 @@
 // and then with each hostile case running beside it, one case at a time on
 // the same server. Reports the well-behaved client's p50 / p99 per phase (and
 // its p99 against the `alone` phase), how many of its acks were wrong or
-// missing, what the hostile side got back, and the server's peak RSS.
+// missing, what the hostile side got back, and the server's peak RSS in the phase.
 //
 //   node tests/load/isolation.mjs [--seconds 10] [--only spin,hog,...]
 //
@@ -21,7 +21,6 @@
 // the well-behaved client's own address is never rate limited by them.
 // Uses target/release/switchboard, or $SWITCHBOARD_BIN.
 import { fork } from "node:child_process";
-import { readFileSync } from "node:fs";
 import net from "node:net";
 import { parseArgs } from "node:util";
 
@@ -29,6 +28,7 @@ import { io } from "socket.io-client";
 
 import { FAULTY_EVENTS, manifestToml, sleep, wasm, writeManifest } from "../e2e/harness.mjs";
 import { openRawSocket } from "../e2e/raw_socket.mjs";
+import { memoryKib, resetPeak } from "./proc.mjs";
 import { metric, serveRelease } from "./servers.mjs";
 
 const CASES = ["spin", "hog", "emit-flood", "huge-reply", "stuck-readers", "idle", "huge-handshake", "rooms", "event-flood"];
@@ -68,10 +68,6 @@ function percentile(sorted, p) {
   return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))] : NaN;
 }
 
-function peakRssMib(pid) {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  return Math.round(Number(status.match(/^VmHWM:\s+(\d+) kB$/m)[1]) / 1024);
-}
 
 /** Sequential echo round trips for `ms`; resolves to `{ latencies, wrong }`. */
 async function roundTrips(socket, ms) {
@@ -103,7 +99,6 @@ function loops(count, attempt) {
     while (!stopped) tally(await attempt(index).catch((error) => `failed: ${error.message}`));
   });
   return {
-    tally,
     async stop() {
       stopped = true;
       await Promise.all(running);
@@ -122,10 +117,15 @@ async function callOutcome(socket, event, payload) {
   }
 }
 
-/** Sockets that keep calling `event` of the plugin on `namespace`. */
-async function calling(url, namespace, count, event, payload = {}) {
+/**
+ * `count` sockets on `namespace`, each in the room `join` asks the greedy
+ * plugin for (if given), that keep making `call(socket)`, which resolves to
+ * its outcome.
+ */
+async function calling(url, namespace, count, call, { join } = {}) {
   const sockets = await Promise.all(Array.from({ length: count }, () => connectHostile(url, namespace)));
-  const load = loops(count, (index) => callOutcome(sockets[index], event, payload));
+  if (join) for (const socket of sockets) await socket.emitWithAck("join_rooms", join);
+  const load = loops(count, (index) => call(sockets[index]));
   return {
     async stop() {
       const outcomes = await load.stop();
@@ -142,23 +142,13 @@ const rawSocket = (url, namespace) =>
 const GREEDY = "/greedy";
 
 const phases = {
-  spin: (url) => calling(url, "/faulty", 4, "spin"),
-  hog: (url) => calling(url, "/faulty", 32, "hog"),
-  async "emit-flood"(url) {
-    const sockets = await Promise.all(Array.from({ length: 4 }, () => connectHostile(url, GREEDY)));
-    for (const socket of sockets) await socket.emitWithAck("join_rooms", { prefix: "flood", count: 1 });
-    const load = loops(4, (index) =>
-      callOutcome(sockets[index], "flood", { room: "flood0", count: 100, size: 1000 }),
-    );
-    return {
-      async stop() {
-        const outcomes = await load.stop();
-        for (const socket of sockets) socket.close();
-        return outcomes;
-      },
-    };
-  },
-  "huge-reply": (url) => calling(url, GREEDY, 4, "huge", { size: 512 * 1024 }),
+  spin: (url) => calling(url, "/faulty", 4, (socket) => callOutcome(socket, "spin", {})),
+  hog: (url) => calling(url, "/faulty", 32, (socket) => callOutcome(socket, "hog", {})),
+  "emit-flood": (url) =>
+    calling(url, GREEDY, 4, (socket) => callOutcome(socket, "flood", { room: "flood0", count: 100, size: 1000 }), {
+      join: { prefix: "flood", count: 1 },
+    }),
+  "huge-reply": (url) => calling(url, GREEDY, 4, (socket) => callOutcome(socket, "huge", { size: 512 * 1024 })),
   async "stuck-readers"(url) {
     const stuck = [];
     for (let index = 0; index < 200; index++) {
@@ -222,24 +212,19 @@ const phases = {
     );
     return load;
   },
-  async rooms(url) {
-    const sockets = await Promise.all(Array.from({ length: 4 }, () => connectHostile(url, GREEDY)));
+  rooms(url) {
     let round = 0;
-    const load = loops(4, async (index) => {
-      const reply = await sockets[index].timeout(20000).emitWithAck("join_rooms", { prefix: `r${round++}-`, count: 10000 });
+    return calling(url, GREEDY, 4, async (socket) => {
+      const reply = await socket.timeout(20000).emitWithAck("join_rooms", { prefix: `r${round++}-`, count: 10000 });
       return reply?.error?.code ?? `joined ${reply.joined}, refused ${JSON.stringify(reply.refused)}`;
     });
-    return {
-      async stop() {
-        const outcomes = await load.stop();
-        for (const socket of sockets) socket.close();
-        return outcomes;
-      },
-    };
   },
   async "event-flood"(url) {
     const outcomes = {};
-    const tally = (reply) => (outcomes[reply?.error?.code ?? "ok"] = (outcomes[reply?.error?.code ?? "ok"] ?? 0) + 1);
+    const tally = (reply) => {
+      const outcome = reply?.error?.code ?? "ok";
+      outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
+    };
     const sockets = await Promise.all(Array.from({ length: 4 }, () => rawSocket(url, "/flood")));
     let stopped = false;
     let disconnected = 0;
@@ -315,6 +300,7 @@ async function measure() {
   let aloneP99;
   const phase = async (name) => {
     const load = name === "alone" ? undefined : await hostileProcess(name, server.url);
+    resetPeak(server.child.pid);
     const { latencies, wrong } = await roundTrips(steady, SECONDS * 1000);
     const outcomes = (await load?.stop()) ?? {};
     latencies.sort((a, b) => a - b);
@@ -328,7 +314,7 @@ async function measure() {
       p99_ms: p99.toFixed(2),
       p99_vs_alone: `${(p99 / aloneP99).toFixed(2)}x`,
       hostile_side: JSON.stringify(outcomes),
-      peak_rss_mib: peakRssMib(server.child.pid),
+      peak_rss_mib: Math.round(memoryKib(server.child.pid).peak / 1024),
     });
     // What the case left behind (closing sockets, discarded instances) settles before the next.
     await sleep(2000);

@@ -5,6 +5,7 @@
 //! - [`manifest`]: the TOML manifest, its strict schema, located errors and
 //!   the settings the environment gives instead.
 //! - [`metrics`]: the Prometheus series the host records, and their recorder.
+//! - [`allocator`]: jemalloc as the process's allocator, and its figures.
 //! - [`runtime`]: the wasmtime engine, compiled plugins, warm instance pools,
 //!   the plugin threads and the memory all instances share.
 //! - [`bindings`]: the WIT world (`wit/plugin.wit`) as Rust, generated once.
@@ -24,6 +25,7 @@
 //! - [`escaped`]: client and plugin text made safe for log lines.
 //! - [`call`]: events through one plugin without a server (`switchboard call`).
 
+pub mod allocator;
 pub mod bindings;
 pub mod call;
 pub mod cluster;

@@ -155,6 +155,7 @@ fn main() -> ExitCode {
 
 fn serve(manifest: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let manifest = Manifest::load(&manifest)?;
+    switchboard::allocator::return_unused_memory();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let address = listen.unwrap_or(manifest.server.listen);

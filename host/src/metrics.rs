@@ -51,6 +51,12 @@ pub const EMITS: &str = "switchboard_emits_total";
 /// state script) and `journal` (appending an emit).
 pub const REDIS_COMMAND_SECONDS: &str = "switchboard_redis_command_seconds";
 
+/// Bytes the process's allocations hold (what the host and plugins use).
+pub const MEMORY_ALLOCATED: &str = "switchboard_memory_allocated_bytes";
+/// Bytes of physical memory the allocator holds: allocations, its own
+/// metadata and freed pages not yet given back to the OS.
+pub const MEMORY_RESIDENT: &str = "switchboard_memory_resident_bytes";
+
 /// Bucket bounds (seconds) of the latency histograms: sub-millisecond to the
 /// default one-second plugin time limit and past it.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -87,6 +93,7 @@ impl Metrics {
 
     /// Every series in the Prometheus text format.
     pub fn render(&self) -> String {
+        crate::allocator::record_memory();
         self.handle.run_upkeep();
         self.handle.render()
     }
@@ -114,6 +121,16 @@ fn describe() {
         "Redis round trips the host waited on, by command (state, journal)."
     );
     describe_gauge!(CONNECTIONS, Unit::Count, "Sockets connected to this node.");
+    describe_gauge!(
+        MEMORY_ALLOCATED,
+        Unit::Bytes,
+        "Bytes in live allocations of this process (host and plugin instances)."
+    );
+    describe_gauge!(
+        MEMORY_RESIDENT,
+        Unit::Bytes,
+        "Bytes of physical memory the allocator holds, freed pages not yet returned to the OS included."
+    );
     describe_counter!(DISCONNECTS, Unit::Count, "Sockets that left, by reason.");
     describe_counter!(
         EVENTS,

@@ -122,3 +122,11 @@ test("every series the Grafana dashboard queries is one the README documents", (
   assert.ok(queried.size >= 15, `the dashboard queries ${queried.size} series`);
   assert.deepEqual([...queried].filter((name) => !documented.has(name)), [], "queried but not documented");
 });
+
+test("the allocator's figures are exported: bytes allocated, and the memory held covering them", async () => {
+  const allocated = await metric("switchboard_memory_allocated_bytes", {});
+  const resident = await metric("switchboard_memory_resident_bytes", {});
+  // A node with plugins loaded holds megabytes; zero would mean the figures come from no allocator in use.
+  assert.ok(allocated > 1_000_000, `allocated ${allocated}`);
+  assert.ok(resident >= allocated, `resident ${resident} < allocated ${allocated}`);
+});

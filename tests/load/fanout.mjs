@@ -256,7 +256,7 @@ async function run(name, servers, pids, { recovers, redisPid }) {
     expected,
     lost: expected - received.reduce((total, count) => total + count, 0),
     // Who lost: subscribers with anything missing, and how many of them had been disconnected.
-    lossy: tallies.filter((_, index) => received[index] < expected / SUBSCRIBERS).map((tally) => tally.disconnects),
+    lossy: tallies.filter((_, index) => received[index] < expected / SUBSCRIBERS).map(({ disconnects, newSockets }) => ({ disconnects, newSockets })),
     refused: [...new Set(refused)].map(
       (code) => `${refused.filter((other) => other === code).length} ${code} (${reasons[code] ?? "no ack"})`,
     ),
@@ -273,6 +273,14 @@ async function run(name, servers, pids, { recovers, redisPid }) {
     p50: percentile(timed, 50),
     p99: percentile(timed, 99),
   };
+  if (result.lost) {
+    // Missing or only late? Whatever still arrives in another settle window was in flight, not lost.
+    const before = deliveries;
+    lastDelivery = Date.now();
+    while (Date.now() - lastDelivery < SETTLE_MS) await new Promise((resolve) => setTimeout(resolve, 100));
+    result.late = deliveries - before;
+    result.stillMissing = expected - tallies.reduce((total, tally) => total + tally.received(accepted), 0);
+  }
   for (const socket of clients) socket.close();
   await Promise.all(servers.map((server) => server.stop?.()));
   return result;
@@ -347,8 +355,13 @@ for (const r of results) {
   );
 }
 for (const r of results.filter((result) => result.lost)) {
-  const disconnected = r.lossy.filter((disconnects) => disconnects > 0).length;
-  console.log(`${r.name}: ${r.lossy.length} subscribers missed something; ${disconnected} of them had been disconnected`);
+  const disconnected = r.lossy.filter(({ disconnects }) => disconnects > 0).length;
+  const renewed = r.lossy.filter(({ newSockets }) => newSockets > 0).length;
+  console.log(
+    `${r.name}: ${r.lossy.length} subscribers missed something; ${disconnected} of them had been disconnected, ` +
+      `${renewed} came back unrecovered`,
+  );
+  console.log(`${r.name}: ${r.late} deliveries arrived in another ${SETTLE_MS} ms; ${r.stillMissing} still missing after it`);
 }
 for (const r of results.filter((result) => result.unansweredJoins)) {
   console.log(`${r.name}: ${r.unansweredJoins} joins went unanswered for ${JOIN_TIMEOUT_MS} ms and were sent again`);

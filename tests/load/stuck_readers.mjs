@@ -11,7 +11,8 @@
 //
 // Each round starts over with new readers on the same server: a second
 // round that needs no more memory than the first shows the first's was
-// given back (to the allocator, which keeps it for reuse).
+// given back; the server's RSS 15 s after a round shows what the allocator
+// returned to the OS, its allocated bytes what is still in use.
 //
 // Readers connect from 127.0.0.2 .. 127.0.0.9 in turn, so the per-address
 // connection limits keep their defaults. Uses target/release/switchboard (or
@@ -97,6 +98,10 @@ async function round(number) {
   for (const reader of readers) reader.close();
   await sleep(3000);
   const after = memoryKib(pid).rss;
+  const allocated = await metric(server.url, "switchboard_memory_allocated_bytes", {});
+  // The allocator returns pages unused for 10 s.
+  await sleep(12_000);
+  const settled = memoryKib(pid).rss;
   const kib = (value) => (value / READERS).toFixed(1);
   return {
     round: number,
@@ -104,6 +109,8 @@ async function round(number) {
     "KiB per reader, connected": kib(connected - before),
     "KiB per reader, peak while stuck": kib(peak - before),
     "server MiB once they are gone": (after / 1024).toFixed(1),
+    "allocated MiB then": (allocated / 2 ** 20).toFixed(1),
+    "server MiB 15 s later": (settled / 1024).toFixed(1),
     "disconnected as slow": `${disconnected}/${READERS}`,
     "first / last disconnect s": disconnected
       ? `${(firstDisconnect / 1000).toFixed(2)} / ${(lastDisconnect / 1000).toFixed(2)}`

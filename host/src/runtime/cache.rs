@@ -301,6 +301,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+    use crate::temp_dir::TempDir;
 
     /// The smallest component: the preamble of an empty one.
     const EMPTY: &[u8] = b"\0asm\x0d\x00\x01\x00";
@@ -316,8 +317,8 @@ mod tests {
 
     impl Fixture {
         fn new() -> Self {
-            let temp = TempDir::new();
-            let dir = temp.0.join("cache");
+            let temp = TempDir::new("cache-test");
+            let dir = temp.path().join("cache");
             let engine = Engine::default();
             let cache = CodeCache::new(&engine, Some(dir.clone()));
             Self {
@@ -387,28 +388,6 @@ mod tests {
 
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
-        }
-    }
-
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> Self {
-            use std::sync::atomic::{AtomicUsize, Ordering};
-            static NEXT: AtomicUsize = AtomicUsize::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "switchboard-cache-test-{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&dir).expect("temp dir");
-            Self(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 

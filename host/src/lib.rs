@@ -24,6 +24,7 @@
 //! - [`server`]: loads a manifest and serves it until shutdown.
 //! - [`escaped`]: client and plugin text made safe for log lines.
 //! - [`call`]: events through one plugin without a server (`switchboard call`).
+//! - [`scaffold`]: a new plugin project (`switchboard plugin new`).
 //! - `temp_dir` (tests only): scratch directories removed on drop.
 
 pub mod allocator;
@@ -41,6 +42,7 @@ pub mod payload;
 pub mod recovery;
 pub mod reload;
 pub mod runtime;
+pub mod scaffold;
 pub mod server;
 #[cfg(test)]
 mod temp_dir;

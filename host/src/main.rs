@@ -96,6 +96,34 @@ enum Command {
         #[arg(long, default_value = "{}")]
         auth: String,
     },
+    /// Plugin projects.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Create a plugin project: a crate with a small handler, a test that
+    /// runs it through `switchboard call`, a manifest serving it and a
+    /// README with the commands to build, test and serve it.
+    New {
+        /// The plugin's name, also the crate's: 1 to 64 lowercase letters,
+        /// digits, `-` or `_`, starting with a letter.
+        name: String,
+        /// The plugin's language.
+        #[arg(long, default_value = "rust", value_name = "rust|js|python")]
+        lang: switchboard::scaffold::Language,
+        /// The project's directory, new or empty [default: ./NAME].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The Switchboard Rust SDK to depend on (the `plugins/sdk`
+        /// directory of a checkout) [default: the one of the checkout this
+        /// binary was built from].
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
+    },
 }
 
 /// The TOML manifest, taken the same way by every command: `switchboard
@@ -142,6 +170,20 @@ fn main() -> ExitCode {
                 auth,
             },
         ),
+        Command::Plugin {
+            command:
+                PluginCommand::New {
+                    name,
+                    lang,
+                    dir,
+                    sdk_path,
+                },
+        } => new_plugin(&switchboard::scaffold::NewPlugin {
+            name,
+            language: lang,
+            dir,
+            sdk_path,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -268,6 +310,16 @@ fn call(
     if failed {
         anyhow::bail!("the call failed (see the `error` line)");
     }
+    Ok(())
+}
+
+fn new_plugin(request: &switchboard::scaffold::NewPlugin) -> anyhow::Result<()> {
+    let dir = switchboard::scaffold::create(request)?;
+    println!(
+        "created plugin `{}` in {}; its README.md says how to build, test and serve it",
+        request.name,
+        dir.display()
+    );
     Ok(())
 }
 

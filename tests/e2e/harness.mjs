@@ -13,7 +13,7 @@
 
 import { spawn } from "node:child_process";
 import { after } from "node:test";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -244,14 +244,18 @@ function tail(text, max = 4000) {
  * Starts `switchboard serve` with a manifest built from `{ plugins, server }`
  * on 127.0.0.1:0. Resolves to `{ url, port, manifestPath, stderr(), stop() }`
  * once the ready line appears; rejects with the child's stderr if it exits
- * first or STARTUP_TIMEOUT_MS pass. `manifest` (text) replaces the generated one.
+ * first or STARTUP_TIMEOUT_MS pass. `manifest` (text) replaces the generated
+ * one; `manifestPath` serves an existing file as it is (its relative paths
+ * resolved against its own directory).
  */
-export async function startHost({ plugins = [chatPlugin()], server = {}, namespaces, manifest, env, shell } = {}) {
-  for (const plugin of plugins) {
-    requireFile(plugin.path, "build the plugins with `cd plugins && cargo build --release`");
+export async function startHost({ plugins = [chatPlugin()], server = {}, namespaces, manifest, manifestPath, env, shell } = {}) {
+  const text = manifestPath ? readFileSync(manifestPath, "utf8") : manifest ?? manifestToml({ server, plugins, namespaces });
+  if (!manifestPath) {
+    for (const plugin of plugins) {
+      requireFile(plugin.path, "build the plugins with `cd plugins && cargo build --release`");
+    }
+    manifestPath = writeManifest(text);
   }
-  const text = manifest ?? manifestToml({ server, plugins, namespaces });
-  const manifestPath = writeManifest(text);
   const proc = spawnServe(manifestPath, { env, shell });
 
   const ready = /^switchboard listening on (http:\/\/127\.0\.0\.1:(\d+))$/m;

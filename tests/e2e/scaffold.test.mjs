@@ -1,0 +1,125 @@
+// `switchboard plugin new`: a plugin project made outside the repository
+// builds for wasm32-wasip2, passes its own generated test, and its manifest
+// serves the plugin to socket.io-client. The SDK, packaged as crates.io would
+// get it, builds a plugin too.
+//
+// Each project's `target` is a link to one directory, target/scaffold, so the
+// dependencies are compiled once for every run of the suite, and the
+// project's manifest still finds its component at `target/...` (with
+// CARGO_TARGET_DIR it would not).
+
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { after, test } from "node:test";
+import { promisify } from "node:util";
+
+import { BIN, REPO, collect, connect, emitAckOk, runSwitchboard, startHost, tempDir, waitFor } from "./harness.mjs";
+
+const run = promisify(execFile);
+const SHARED_TARGET = path.join(REPO, "target/scaffold");
+/** A cold build compiles the SDK's dependencies twice (wasm and native). */
+const BUILD_TIMEOUT_MS = 600000;
+
+const hosts = [];
+
+after(async () => {
+  await Promise.all(hosts.map((host) => host.stop()));
+});
+
+/** Cargo's environment: the project's own `target` link, and our binary for its test. */
+function cargoEnv() {
+  const { CARGO_TARGET_DIR, ...env } = process.env;
+  return { ...env, SWITCHBOARD_BIN: BIN };
+}
+
+function cargo(dir, args) {
+  return run("cargo", args, { cwd: dir, env: cargoEnv(), timeout: BUILD_TIMEOUT_MS, maxBuffer: 16 * 1024 * 1024 });
+}
+
+/** `switchboard plugin new NAME` into a new temporary directory; resolves to the project's directory. */
+async function scaffold(name, extraArgs = []) {
+  const dir = path.join(tempDir("switchboard-scaffold-"), name);
+  const result = await runSwitchboard(["plugin", "new", name, "--dir", dir, ...extraArgs]);
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(result.stdout, /created plugin `.*`/);
+  mkdirSync(SHARED_TARGET, { recursive: true });
+  symlinkSync(SHARED_TARGET, path.join(dir, "target"));
+  return dir;
+}
+
+async function buildComponent(dir) {
+  await cargo(dir, ["build", "--target", "wasm32-wasip2", "--release"]);
+}
+
+let greet;
+/** The `greet-e2e` project, scaffolded and built once for the tests that need it. */
+function greetProject() {
+  greet ??= (async () => {
+    const dir = await scaffold("greet-e2e");
+    await buildComponent(dir);
+    return dir;
+  })();
+  return greet;
+}
+
+test("a new project builds outside the repository and passes its own test", { timeout: BUILD_TIMEOUT_MS }, async () => {
+  const dir = await greetProject();
+  assert.ok(!dir.startsWith(REPO), `${dir} is inside the repository`);
+  assert.deepEqual(readdirSync(dir).sort(), [".gitignore", "Cargo.lock", "Cargo.toml", "README.md", "src", "switchboard.toml", "target", "tests"]);
+  assert.ok(existsSync(path.join(SHARED_TARGET, "wasm32-wasip2/release/greet_e2e.wasm")));
+
+  const { stdout } = await cargo(dir, ["test"]);
+  assert.match(stdout, /test a_greeting_reaches_the_room_and_is_counted \.\.\. ok/);
+  assert.match(stdout, /test result: ok\. 2 passed/);
+});
+
+test("the project's manifest serves the plugin: a greeting reaches the room, counted", { timeout: BUILD_TIMEOUT_MS }, async () => {
+  const dir = await greetProject();
+  const host = await startHost({ manifestPath: path.join(dir, "switchboard.toml") });
+  hosts.push(host);
+  const ada = await connect(host.url);
+  const grace = await connect(host.url);
+  const greetings = [collect(ada, "greeting"), collect(grace, "greeting")];
+  assert.deepEqual(await emitAckOk(ada, "join", { room: "lobby" }), { room: "lobby", members: 1 });
+  assert.deepEqual(await emitAckOk(grace, "join", { room: "lobby" }), { room: "lobby", members: 2 });
+
+  assert.deepEqual(await emitAckOk(grace, "greet", { room: "lobby", name: "grace" }), { count: 1 });
+  await waitFor(() => greetings.every((received) => received.length === 1), undefined, "both members greeted");
+  for (const received of greetings) {
+    assert.deepEqual(received, [{ text: "hello, grace!", count: 1 }]);
+  }
+  const refused = await ada.emitWithAck("greet", { room: "lobby" });
+  assert.equal(refused.error.code, "invalid_payload");
+});
+
+test("the SDK as `cargo package` makes it builds a plugin", { timeout: BUILD_TIMEOUT_MS }, async () => {
+  const packageTarget = path.join(SHARED_TARGET, "sdk-package");
+  await run(
+    "cargo",
+    ["package", "-p", "switchboard-sdk", "--no-verify", "--allow-dirty", "--offline", "--target-dir", packageTarget],
+    { cwd: path.join(REPO, "plugins"), env: cargoEnv(), timeout: BUILD_TIMEOUT_MS },
+  );
+  const unpacked = tempDir("switchboard-sdk-");
+  const crate = readdirSync(path.join(packageTarget, "package")).find((file) => file.endsWith(".crate"));
+  await run("tar", ["xzf", path.join(packageTarget, "package", crate), "-C", unpacked]);
+  const [sdk] = readdirSync(unpacked);
+
+  const dir = await scaffold("packaged-sdk", ["--sdk-path", path.join(unpacked, sdk)]);
+  await buildComponent(dir);
+  assert.ok(existsSync(path.join(SHARED_TARGET, "wasm32-wasip2/release/packaged_sdk.wasm")));
+});
+
+test("a name cargo refuses and an occupied directory are refused, and nothing is written", async () => {
+  const keyword = await runSwitchboard(["plugin", "new", "fn", "--dir", path.join(tempDir(), "fn")]);
+  assert.equal(keyword.code, 1);
+  assert.match(keyword.stderr, /invalid plugin name `fn`: `fn` is a Rust keyword/);
+
+  const occupied = tempDir();
+  writeFileSync(path.join(occupied, "notes.txt"), "mine");
+  const refused = await runSwitchboard(["plugin", "new", "greet", "--dir", occupied]);
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /exists and is not an empty directory/);
+  assert.deepEqual(readdirSync(occupied), ["notes.txt"]);
+});

@@ -64,7 +64,7 @@ function greetProject() {
   return greet;
 }
 
-test("a new project builds outside the repository and passes its own test", { timeout: BUILD_TIMEOUT_MS }, async () => {
+test("a new project builds outside the repository, passes its own test, fmt and clippy", { timeout: BUILD_TIMEOUT_MS }, async () => {
   const dir = await greetProject();
   assert.ok(!dir.startsWith(REPO), `${dir} is inside the repository`);
   assert.deepEqual(readdirSync(dir).sort(), [".gitignore", "Cargo.lock", "Cargo.toml", "README.md", "src", "switchboard.toml", "target", "tests"]);
@@ -73,6 +73,9 @@ test("a new project builds outside the repository and passes its own test", { ti
   const { stdout } = await cargo(dir, ["test"]);
   assert.match(stdout, /test a_greeting_reaches_the_room_and_is_counted \.\.\. ok/);
   assert.match(stdout, /test result: ok\. 2 passed/);
+  // What an author's CI would run next passes on the generated code as it is.
+  await cargo(dir, ["fmt", "--check"]);
+  await cargo(dir, ["clippy", "--all-targets", "--", "-D", "warnings"]);
 });
 
 test("the project's manifest serves the plugin: a greeting reaches the room, counted", { timeout: BUILD_TIMEOUT_MS }, async () => {

@@ -177,6 +177,7 @@ async function run(name, servers, pids, { recovers, redisPid }) {
   let deliveries = 0;
   let lastDelivery = Date.now();
   const recoveries = { attemptToConnect: [], disconnectToConnect: [] };
+  const disconnectReasons = {};
   const tallies = clients.map((socket, index) => {
     const tally = new Tally(total);
     const timed = !dropped.has(index);
@@ -190,8 +191,9 @@ async function run(name, servers, pids, { recovers, redisPid }) {
     });
     let disconnectedAt;
     let attemptAt;
-    socket.on("disconnect", () => {
+    socket.on("disconnect", (reason) => {
       tally.disconnects++;
+      disconnectReasons[reason] = (disconnectReasons[reason] ?? 0) + 1;
       disconnectedAt = performance.now();
     });
     socket.io.on("reconnect_attempt", () => (attemptAt = performance.now()));
@@ -280,6 +282,8 @@ async function run(name, servers, pids, { recovers, redisPid }) {
     while (Date.now() - lastDelivery < SETTLE_MS) await new Promise((resolve) => setTimeout(resolve, 100));
     result.late = deliveries - before;
     result.stillMissing = expected - tallies.reduce((total, tally) => total + tally.received(accepted), 0);
+    result.neverBack = clients.filter((socket) => !socket.connected).length;
+    result.disconnectReasons = disconnectReasons;
   }
   for (const socket of clients) socket.close();
   await Promise.all(servers.map((server) => server.stop?.()));
@@ -362,6 +366,7 @@ for (const r of results.filter((result) => result.lost)) {
       `${renewed} came back unrecovered`,
   );
   console.log(`${r.name}: ${r.late} deliveries arrived in another ${SETTLE_MS} ms; ${r.stillMissing} still missing after it`);
+  console.log(`${r.name}: ${r.neverBack} subscribers not connected then; disconnects by reason ${JSON.stringify(r.disconnectReasons)}`);
 }
 for (const r of results.filter((result) => result.unansweredJoins)) {
   console.log(`${r.name}: ${r.unansweredJoins} joins went unanswered for ${JOIN_TIMEOUT_MS} ms and were sent again`);

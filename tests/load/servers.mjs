@@ -22,7 +22,7 @@ process.on("exit", () => {
 export function startServer(command, args, { env = {} } = {}) {
   const child = spawn(command, args, {
     stdio: ["ignore", "pipe", "inherit"],
-    env: { ...process.env, RUST_LOG: "error", ...env },
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "error", ...env },
   });
   started.add(child);
   const exited = new Promise((resolve) => child.on("exit", resolve));

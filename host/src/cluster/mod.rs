@@ -13,7 +13,7 @@ mod memory;
 mod record;
 mod redis;
 #[cfg(test)]
-mod test_redis;
+pub(crate) mod test_redis;
 pub mod timers;
 mod transaction;
 

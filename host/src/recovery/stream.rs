@@ -38,6 +38,12 @@ const TRIM_EVERY: Duration = Duration::from_secs(5);
 /// How long a recovering client waits for this node to have delivered what
 /// it had already received on another node.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
+/// How long a recovering session's reads of the journal are tried again
+/// while Redis fails them. Under load a read can outlast the commands'
+/// timeout although the entries are there: giving up at once ended
+/// sessions that could be made whole, and their clients, told to go, did
+/// not come back.
+const RECOVERY_READS_RETRIED_FOR: Duration = Duration::from_secs(10);
 /// Emits kept while Redis is away, at most, in bytes.
 pub const OUTBOX_BYTES: usize = 64 << 20;
 /// The length the stream is kept to when recovery is off: enough for every
@@ -305,11 +311,9 @@ impl Journal for StreamJournal {
         if !is_stream_id(offset) {
             return false;
         }
-        let kept: Result<Vec<(String, HashMap<String, Bytes>)>, _> = self
-            .commands
-            .xrange_values(&self.key, offset, offset, Some(1))
-            .await;
-        kept.is_ok_and(|entries| !entries.is_empty())
+        xrange_retried(&self.commands, &self.key, offset, offset, 1)
+            .await
+            .is_ok_and(|entries| !entries.is_empty())
     }
 
     async fn head(&self) -> String {
@@ -382,16 +386,48 @@ impl StreamJournal {
         namespace: &str,
         rooms: &[String],
     ) -> Option<Page> {
-        let read: Vec<(String, HashMap<String, Bytes>)> = self
-            .commands
-            .xrange_values(&self.key, format!("({offset}"), delivered, Some(BATCH))
-            .await
-            .ok()?;
+        let read = xrange_retried(
+            &self.commands,
+            &self.key,
+            &format!("({offset}"),
+            delivered,
+            BATCH,
+        )
+        .await
+        .ok()?;
         let read = read
             .into_iter()
             .filter_map(|(id, fields)| Some((id, Arc::new(decode(&fields)?))))
             .collect();
         Some(Page::of(read, namespace, rooms))
+    }
+}
+
+/// The entries from `start` to `end` (at most `count`), read again with
+/// backoff while Redis fails the read, for at most
+/// [`RECOVERY_READS_RETRIED_FOR`].
+async fn xrange_retried(
+    commands: &Client,
+    key: &str,
+    start: &str,
+    end: &str,
+    count: u64,
+) -> Result<Vec<(String, HashMap<String, Bytes>)>, fred::error::Error> {
+    let started = tokio::time::Instant::now();
+    let mut backoff = Backoff::new();
+    loop {
+        match commands.xrange_values(key, start, end, Some(count)).await {
+            Ok(entries) => return Ok(entries),
+            Err(error) if started.elapsed() < RECOVERY_READS_RETRIED_FOR => {
+                let delay = backoff.delay();
+                tracing::debug!(
+                    "reading the journal for a recovering session failed ({error}); again in {} ms",
+                    delay.as_millis()
+                );
+                tokio::time::sleep(delay).await;
+            }
+            Err(error) => return Err(error),
+        }
     }
 }
 
@@ -485,4 +521,42 @@ fn decode(fields: &HashMap<String, Bytes>) -> Option<Emit> {
         event: text(EVENT)?,
         payload: Outgoing::new(payload).ok()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use fred::prelude::{Builder, ClientLike, Config, StreamsInterface};
+
+    use super::xrange_retried;
+    use crate::cluster::test_redis::RedisServer;
+
+    #[tokio::test]
+    async fn a_read_that_times_out_while_redis_stalls_is_tried_again() {
+        let server = RedisServer::start();
+        let mut builder = Builder::from_config(Config::from_url(&server.url()).unwrap());
+        builder.with_performance_config(|performance| {
+            performance.default_command_timeout = Duration::from_millis(200);
+        });
+        let client = builder.build().unwrap();
+        client.init().await.unwrap();
+        let id: String = client
+            .xadd("journal", false, None, "*", ("e", "kept"))
+            .await
+            .unwrap();
+
+        // Stalled for several command timeouts, as an overloaded Redis is.
+        server.pause();
+        let resume = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            server.resume();
+            server
+        });
+        let read = xrange_retried(&client, "journal", &id, &id, 1).await;
+        let _server = resume.await.unwrap();
+        let entries = read.expect("read once Redis answers again");
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].0, id);
+    }
 }

@@ -250,13 +250,15 @@ async function run(name, servers, pids, { recovers, redisPid }) {
   const cpuOfRedis = redisCpu() - redisCpuBefore;
   const timed = latencies.subarray(0, measured).sort();
   const sum = (field) => tallies.reduce((total, tally) => total + field(tally), 0);
-  const received = tallies.map((tally) => tally.received(accepted));
+  const receivedNow = () => tallies.map((tally) => tally.received(accepted));
+  const missing = (received) => expected - received.reduce((total, count) => total + count, 0);
+  const received = receivedNow();
   for (const times of Object.values(recoveries)) times.sort((a, b) => a - b);
   const result = {
     name,
     deliveries,
     expected,
-    lost: expected - received.reduce((total, count) => total + count, 0),
+    lost: missing(received),
     // Who lost: subscribers with anything missing, and how many of them had been disconnected.
     lossy: tallies.filter((_, index) => received[index] < expected / SUBSCRIBERS).map(({ disconnects, newSockets }) => ({ disconnects, newSockets })),
     refused: [...new Set(refused)].map(
@@ -281,7 +283,7 @@ async function run(name, servers, pids, { recovers, redisPid }) {
     lastDelivery = Date.now();
     while (Date.now() - lastDelivery < SETTLE_MS) await new Promise((resolve) => setTimeout(resolve, 100));
     result.late = deliveries - before;
-    result.stillMissing = expected - tallies.reduce((total, tally) => total + tally.received(accepted), 0);
+    result.stillMissing = missing(receivedNow());
     result.neverBack = clients.filter((socket) => !socket.connected).length;
     result.disconnectReasons = disconnectReasons;
   }

@@ -11,6 +11,7 @@ import {
   closeAllSockets,
   collect,
   connect,
+  disconnected,
   emitAckOk,
   faultyPlugin,
   manifestToml,
@@ -107,6 +108,32 @@ async function streamAcrossADrop(started, { count, drop, holdAway = true, reader
   return { reader, sender, room, received, offline, sentWhileAway };
 }
 
+/** Emits `bulk` {n, 20 KB of filler} to `room` through the HTTP API: its status. */
+function emitBulk(started, room, n) {
+  return fetch(`${started.url}/api/v1/emit`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${API_TOKEN}`, "content-type": "application/json" },
+    body: JSON.stringify({ namespace: "/", to: { room }, event: "bulk", data: { n, filler: "x".repeat(20000) } }),
+  }).then((response) => response.status);
+}
+
+/**
+ * Everything the server sends an Engine.IO long-polling session `sid` until
+ * it closes it: its packets, in order.
+ */
+async function pollUntilClosed(started, sid) {
+  const packets = [];
+  const deadline = Date.now() + 15000;
+  while (Date.now() < deadline) {
+    const response = await fetch(`${started.url}/socket.io/?EIO=4&transport=polling&sid=${sid}`);
+    if (response.status !== 200) return packets;
+    const polled = (await response.text()).split("\x1e");
+    packets.push(...polled);
+    if (polled.includes("1")) return packets;
+  }
+  throw new Error(`the session stayed open; received ${packets.length} packets`);
+}
+
 const texts = (count) => Array.from({ length: count }, (_, n) => `m${n}`);
 
 describe("connection-state recovery", () => {
@@ -151,12 +178,7 @@ describe("connection-state recovery", () => {
     });
     await emitAckOk(reader, "join", { room });
     const received = collect(reader, "bulk");
-    const bulk = (n) =>
-      fetch(`${started.url}/api/v1/emit`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${API_TOKEN}`, "content-type": "application/json" },
-        body: JSON.stringify({ namespace: "/", to: { room }, event: "bulk", data: { n, filler: "x".repeat(20000) } }),
-      }).then((response) => response.status);
+    const bulk = (n) => emitBulk(started, room, n);
     assert.equal(await bulk(0), 202);
     await waitFor(() => received.length === 1, undefined, "the first event, for an offset");
     const id = reader.id;
@@ -169,6 +191,57 @@ describe("connection-state recovery", () => {
     assert.deepEqual(received.map((event) => event.n), [...Array(COUNT).keys()]);
     assert.equal(reader.recovered, true);
     assert.equal(reader.id, id);
+  });
+
+  test("a session whose missed events leave the journal while it catches up has its connection closed, not a DISCONNECT: its client comes back", async () => {
+    const started = await host({
+      server: { max_payload_bytes: 100000, max_outbound_bytes: 262144, "recovery.max_events": 40 },
+    });
+    const room = unique("trimmed");
+    const user = unique("reader");
+    const reader = await connect(started.url, { auth: { user }, transports: ["websocket"] });
+    const sender = await connect(started.url, { auth: { user: unique("sender") } });
+    await emitAckOk(reader, "join", { room });
+    const received = collect(reader, "bulk");
+    assert.equal(await emitBulk(started, room, 0), 202);
+    await waitFor(() => received.length === 1, undefined, "the first event, for an offset");
+    const { id, _pid: pid, _lastOffset: offset } = reader;
+    reader.io.engine.close();
+    await disconnected(reader);
+    // 400 KB missed: the backlog stops once 128 KiB wait for the client.
+    for (let n = 1; n <= 20; n += 1) assert.equal(await emitBulk(started, room, n), 202);
+
+    // It resumes on long-polling and does not poll yet, so the backlog
+    // waits for it while 100 more events push what it missed out of the
+    // journal (40 kept).
+    const opened = await (await fetch(`${started.url}/socket.io/?EIO=4&transport=polling`)).text();
+    const { sid } = JSON.parse(opened.slice(1));
+    const connectPacket = `40${JSON.stringify({ user, pid, offset })}`;
+    const posted = await fetch(`${started.url}/socket.io/?EIO=4&transport=polling&sid=${sid}`, {
+      method: "POST",
+      body: connectPacket,
+    });
+    assert.equal(await posted.text(), "ok");
+    await sleep(300);
+    for (let n = 21; n <= 120; n += 1) assert.equal(await emitBulk(started, room, n), 202);
+
+    const packets = await pollUntilClosed(started, sid);
+    assert.match(packets[0], /^40\{"sid":/, "resumed");
+    assert.equal(JSON.parse(packets[0].slice(2)).sid, id);
+    assert.ok(!packets.some((packet) => packet.startsWith("41")), "no DISCONNECT, after which socket.io-client would not come back");
+    const caughtUp = packets.filter((packet) => packet.startsWith("42")).map((packet) => JSON.parse(packet.slice(2))[1].n);
+    assert.deepEqual(caughtUp, caughtUp.map((_, index) => index + 1), "what it was sent is in order, from the first it missed");
+    assert.ok(caughtUp.length < 120, "not caught up");
+
+    // Its client comes back to a new socket; its session is then over at
+    // once, not when its window closes: the plugins see the old socket go.
+    const again = await connect(started.url, { auth: { user, pid, offset } });
+    assert.equal(again.recovered, false);
+    assert.notEqual(again.id, id);
+    assert.equal(
+      await waitFor(async () => await emitAckOk(sender, "disconnect_reason", { socket_id: id }), undefined, "on-disconnect"),
+      "client gracefully closed the connection",
+    );
   });
 
   test("a client that had received no event when it dropped recovers what was sent since it connected", async () => {

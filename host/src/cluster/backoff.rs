@@ -1,5 +1,6 @@
 //! Exponential backoff between attempts to reach Redis.
 
+use std::fmt::Display;
 use std::time::Duration;
 
 const FIRST: Duration = Duration::from_millis(200);
@@ -26,6 +27,34 @@ impl Backoff {
 impl Default for Backoff {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Runs `attempt` again with backoff while it fails, for at most
+/// `for_at_most`; then its last error. Under load a command can outlast its
+/// timeout although Redis runs it: only for commands whose repeat answers
+/// as their first run did (reads, and scripts written to).
+pub async fn retried<T, E, F, Fut>(
+    what: &str,
+    for_at_most: Duration,
+    mut attempt: F,
+) -> Result<T, E>
+where
+    E: Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut backoff = Backoff::new();
+    loop {
+        match attempt().await {
+            Err(error) if started.elapsed() < for_at_most => {
+                let delay = backoff.delay();
+                tracing::debug!("{what} failed ({error}); again in {} ms", delay.as_millis());
+                tokio::time::sleep(delay).await;
+            }
+            done => return done,
+        }
     }
 }
 

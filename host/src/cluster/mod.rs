@@ -20,7 +20,7 @@ mod transaction;
 use std::time::Duration;
 
 use async_trait::async_trait;
-pub use backoff::Backoff;
+pub use backoff::{Backoff, retried};
 pub use connect::{ConnectError, RedisConnection, connect};
 pub use liveness::{NodeLiveness, NodeReport, RecordedConn, Reporter};
 pub use memory::MemoryStore;

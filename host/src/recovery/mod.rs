@@ -31,6 +31,12 @@ pub use stream::StreamJournal;
 /// How often sessions past their deadline are looked for.
 const EXPIRY_SWEEP: Duration = Duration::from_millis(500);
 
+/// How long recovery's commands are tried again while Redis fails them.
+/// Under load a command can outlast its timeout although Redis runs it:
+/// giving up at once ended sessions that could be made whole, and their
+/// clients, told to go, did not come back.
+const REDIS_RETRIED_FOR: Duration = Duration::from_secs(10);
+
 /// Whether a socket (namespace, socket id) is connected to this node.
 pub type ConnectedHere = Box<dyn Fn(&str, &str) -> bool + Send + Sync>;
 
@@ -82,6 +88,12 @@ impl Recovery {
         // whatever came after the session's start.
         let offset = request.offset.unwrap_or(opened_at);
         if !self.journal.covers(&offset).await {
+            // Its client starts over with a new socket and will not ask for
+            // this session again: claimed for no one, it ends at the next
+            // sweep instead of when its window closes.
+            self.sessions
+                .claim(&request.ns, &request.pid, Instant::now())
+                .await;
             return None;
         }
         let deadline = Instant::now() + self.connect_timeout;

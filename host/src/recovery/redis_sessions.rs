@@ -14,14 +14,20 @@
 //! the session's `pid`, which only it knows, so its old connection is gone
 //! (or a dead node still holds it). That connection's lease no longer
 //! changes the session.
+//!
+//! Every command is tried again while Redis fails it (see
+//! [`REDIS_RETRIED_FOR`]): one that timed out may still have run, so each
+//! script answers its repeat (same lease or token) as it answered the first
+//! run, instead of taking its own change for someone else's.
 
 use async_trait::async_trait;
 use fred::prelude::{Client, HashesInterface, LuaInterface, SortedSetsInterface};
 use tokio::time::Instant;
 
+use super::REDIS_RETRIED_FOR;
 use super::sessions::{Expired, Lease, Session, SessionStore};
 use crate::bindings::Conn;
-use crate::cluster::RecordedConn;
+use crate::cluster::{RecordedConn, retried};
 
 /// Sessions handed to the sweep at most per pass.
 const SWEEP_BATCH: i64 = 100;
@@ -32,6 +38,7 @@ const GRACE_MS: u64 = 60_000;
 /// KEYS: session, rooms, socket index; ARGV: socket id, namespace, conn,
 /// lease, opened at, rooms...
 const OPEN: &str = r"
+if redis.call('HGET', KEYS[1], 'lease') == ARGV[4] then return 1 end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('HSET', KEYS[1], 'sid', ARGV[1], 'ns', ARGV[2], 'conn', ARGV[3], 'state', 'live', 'lease', ARGV[4], 'opened', ARGV[5])
 redis.call('SET', KEYS[3], KEYS[1])
@@ -65,17 +72,17 @@ end
 return 1
 ";
 
-/// KEYS: session, waiting; ARGV: namespace, now ms, deadline ms, pid.
-/// Returns the socket id, or nil.
+/// KEYS: session, waiting; ARGV: namespace, now ms, deadline ms, pid,
+/// claimer. Returns the socket id, or nil.
 const CLAIM: &str = r"
-local state, ns, deadline, sid = unpack(redis.call('HMGET', KEYS[1], 'state', 'ns', 'deadline', 'sid'))
-if not state or ns ~= ARGV[1] then return nil end
+local state, ns, deadline, sid, claimer = unpack(redis.call('HMGET', KEYS[1], 'state', 'ns', 'deadline', 'sid', 'claimer'))
+if state == 'claimed' and claimer == ARGV[5] then return sid end
+if (state ~= 'live' and state ~= 'waiting') or ns ~= ARGV[1] then return nil end
 if state == 'waiting' and tonumber(deadline) <= tonumber(ARGV[2]) then return nil end
-if state == 'claimed' then return nil end
 if state == 'live' then
   redis.call('HSET', KEYS[1], 'reason', 'transport close')
 end
-redis.call('HSET', KEYS[1], 'state', 'claimed', 'deadline', ARGV[3])
+redis.call('HSET', KEYS[1], 'state', 'claimed', 'deadline', ARGV[3], 'claimer', ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 return sid
 ";
@@ -83,29 +90,35 @@ return sid
 /// KEYS: session, rooms, waiting, socket index; ARGV: lease, pid.
 /// Returns {conn, opened at, rooms...}, or nil.
 const RESUME: &str = r"
-local state, conn, opened = unpack(redis.call('HMGET', KEYS[1], 'state', 'conn', 'opened'))
-if state ~= 'claimed' then return nil end
-redis.call('HSET', KEYS[1], 'state', 'live', 'lease', ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[2])
-redis.call('PERSIST', KEYS[1])
-redis.call('PERSIST', KEYS[2])
-redis.call('SET', KEYS[4], KEYS[1])
+local state, lease, conn, opened = unpack(redis.call('HMGET', KEYS[1], 'state', 'lease', 'conn', 'opened'))
+if not (state == 'live' and lease == ARGV[1]) then
+  if state ~= 'claimed' then return nil end
+  redis.call('HSET', KEYS[1], 'state', 'live', 'lease', ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[2])
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
+  redis.call('SET', KEYS[4], KEYS[1])
+end
 local reply = {conn, opened}
 for _, room in ipairs(redis.call('SMEMBERS', KEYS[2])) do table.insert(reply, room) end
 return reply
 ";
 
-/// KEYS: session, rooms, waiting; ARGV: now ms, pid. Returns {conn,
-/// reason} of a session past its deadline, which is removed, or nil.
+/// KEYS: session, rooms, waiting; ARGV: now ms, pid, expirer, grace ms.
+/// Returns {conn, reason} of a session past its deadline, or nil. What is
+/// left of it says who ended it, for a repeat, until the grace passes.
 const EXPIRE: &str = r"
-local state, deadline, conn, reason = unpack(redis.call('HMGET', KEYS[1], 'state', 'deadline', 'conn', 'reason'))
-if not state or state == 'live' then
+local state, deadline, conn, reason, expirer = unpack(redis.call('HMGET', KEYS[1], 'state', 'deadline', 'conn', 'reason', 'expirer'))
+if state == 'expired' and expirer == ARGV[3] then return {conn, reason or ''} end
+if not state or state == 'live' or state == 'expired' then
   redis.call('ZREM', KEYS[3], ARGV[2])
   return nil
 end
 if tonumber(deadline) > tonumber(ARGV[1]) then return nil end
 redis.call('ZREM', KEYS[3], ARGV[2])
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'state', 'expired', 'expirer', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {conn, reason or ''}
 ";
 
@@ -190,7 +203,8 @@ impl RedisSessions {
         keys: Vec<String>,
         arguments: Vec<String>,
     ) -> Option<R> {
-        match self.client.eval(script, keys, arguments).await {
+        let run = || self.client.eval(script, keys.clone(), arguments.clone());
+        match retried("a session script", REDIS_RETRIED_FOR, run).await {
             Ok(value) => Some(value),
             Err(error) => {
                 tracing::warn!("session store in Redis failed: {error}");
@@ -282,6 +296,7 @@ impl SessionStore for RedisSessions {
             epoch_ms(Instant::now()).to_string(),
             epoch_ms(deadline).to_string(),
             pid.to_owned(),
+            self.lease_text(self.lease()),
         ];
         self.eval::<Option<String>>(CLAIM, keys, arguments)
             .await
@@ -313,13 +328,10 @@ impl SessionStore for RedisSessions {
     }
 
     async fn opened_at(&self, pid: &str) -> Option<(String, String)> {
-        let fields: Vec<Option<String>> = self
-            .client
-            .hmget(self.session_key(pid), vec!["opened", "sid"])
-            .await
-            .ok()?;
-        match fields.as_slice() {
-            [Some(opened_at), Some(socket_id)] => Some((opened_at.clone(), socket_id.clone())),
+        match self.fields(pid, ["opened", "sid", "state"]).await? {
+            [Some(opened_at), Some(socket_id), Some(state)] if state != "expired" => {
+                Some((opened_at, socket_id))
+            }
             _ => None,
         }
     }
@@ -346,6 +358,7 @@ impl SessionStore for RedisSessions {
 
     async fn expired(&self, now: Instant) -> Vec<Expired> {
         let now_ms = epoch_ms(now);
+        let expirer = self.lease_text(self.lease());
         let due: Result<Vec<String>, _> = self
             .client
             .zrangebyscore(
@@ -363,7 +376,12 @@ impl SessionStore for RedisSessions {
                 self.rooms_key(&pid),
                 self.waiting_key(),
             ];
-            let arguments = vec![now_ms.to_string(), pid];
+            let arguments = vec![
+                now_ms.to_string(),
+                pid,
+                expirer.clone(),
+                GRACE_MS.to_string(),
+            ];
             let reply: Option<Option<Vec<String>>> = self.eval(EXPIRE, keys, arguments).await;
             if let Some([conn, reason]) = reply
                 .flatten()
@@ -380,13 +398,131 @@ impl SessionStore for RedisSessions {
 impl RedisSessions {
     /// The socket index key of session `pid`, from its namespace and socket id.
     async fn socket_keys_of(&self, pid: &str) -> Option<String> {
-        let fields: Result<Vec<Option<String>>, _> = self
-            .client
-            .hmget(self.session_key(pid), vec!["ns", "sid"])
-            .await;
-        match fields.ok()?.as_slice() {
-            [Some(namespace), Some(socket_id)] => Some(self.socket_key(namespace, socket_id)),
+        match self.fields(pid, ["ns", "sid"]).await? {
+            [Some(namespace), Some(socket_id)] => Some(self.socket_key(&namespace, &socket_id)),
             _ => None,
         }
+    }
+
+    /// Fields of session `pid`, read again while Redis fails the read.
+    async fn fields<const N: usize>(
+        &self,
+        pid: &str,
+        names: [&str; N],
+    ) -> Option<[Option<String>; N]> {
+        let key = self.session_key(pid);
+        let read = || {
+            self.client
+                .hmget::<Vec<Option<String>>, _, _>(&key, names.to_vec())
+        };
+        match retried("reading a session", REDIS_RETRIED_FOR, read).await {
+            Ok(fields) => fields.try_into().ok(),
+            Err(error) => {
+                tracing::warn!("reading a session in Redis failed: {error}");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use fred::prelude::{Builder, ClientLike, Config};
+
+    use super::*;
+    use crate::cluster::test_redis::RedisServer;
+    use crate::recovery::sessions::tests::{conn, later};
+
+    /// Sessions on `server` whose commands time out after 200 ms.
+    async fn sessions_on(server: &RedisServer) -> RedisSessions {
+        let mut builder = Builder::from_config(Config::from_url(&server.url()).unwrap());
+        builder.with_performance_config(|performance| {
+            performance.default_command_timeout = Duration::from_millis(200);
+        });
+        let client = builder.build().unwrap();
+        client.init().await.unwrap();
+        RedisSessions::new(client, "test", "node-a")
+    }
+
+    /// Runs `step` while Redis is stopped for several command timeouts, as an
+    /// overloaded Redis is: every attempt reaches it, and runs, at once
+    /// when it answers again.
+    async fn while_stalled<T>(server: &RedisServer, step: impl Future<Output = T>) -> T {
+        server.pause();
+        let (result, ()) = tokio::join!(step, async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            server.resume();
+        });
+        result
+    }
+
+    #[tokio::test]
+    async fn a_session_claimed_and_resumed_while_redis_stalls_comes_back_with_its_rooms() {
+        let server = RedisServer::start();
+        let sessions = sessions_on(&server).await;
+        let lease = sessions.open("p", &conn(), Vec::new(), "0-1").await;
+        let rooms = vec!["lobby".to_owned()];
+        assert!(
+            sessions
+                .suspend("p", lease, rooms.clone(), "transport close", later(60_000))
+                .await
+        );
+
+        let claimed = while_stalled(&server, sessions.claim("/", "p", later(60_000))).await;
+        assert_eq!(
+            claimed.as_deref(),
+            Some("s1"),
+            "the claim that ran first is ours"
+        );
+        let session = while_stalled(&server, sessions.resume("p"))
+            .await
+            .expect("the resume that ran first is ours");
+        assert_eq!(session.rooms, rooms);
+        assert_eq!(session.conn.socket_id, "s1");
+        assert!(sessions.resume("p").await.is_none(), "resumed once");
+    }
+
+    #[tokio::test]
+    async fn a_session_expired_once_is_handed_to_its_sweep_again_and_to_no_other() {
+        let server = RedisServer::start();
+        let sessions = sessions_on(&server).await;
+        let lease = sessions.open("p", &conn(), Vec::new(), "0-1").await;
+        assert!(
+            sessions
+                .suspend("p", lease, Vec::new(), "ping timeout", later(10))
+                .await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let expire = |expirer: &str| {
+            let keys = vec![
+                sessions.session_key("p"),
+                sessions.rooms_key("p"),
+                sessions.waiting_key(),
+            ];
+            let now = epoch_ms(Instant::now()).to_string();
+            let arguments = vec![
+                now,
+                "p".to_owned(),
+                expirer.to_owned(),
+                GRACE_MS.to_string(),
+            ];
+            sessions.eval::<Option<Vec<String>>>(EXPIRE, keys, arguments)
+        };
+        let first = expire("sweep-1")
+            .await
+            .flatten()
+            .expect("past its deadline");
+        assert_eq!(first[1], "ping timeout");
+        assert_eq!(expire("sweep-1").await.flatten(), Some(first), "its repeat");
+        assert_eq!(expire("sweep-2").await.flatten(), None, "another sweep");
+        assert!(sessions.expired(later(1000)).await.is_empty());
+        assert_eq!(
+            sessions.opened_at("p").await,
+            None,
+            "not offered for recovery"
+        );
+        assert_eq!(sessions.claim("/", "p", later(1000)).await, None);
     }
 }

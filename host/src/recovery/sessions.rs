@@ -237,12 +237,12 @@ impl SessionStore for MemorySessions {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::Duration;
 
     use super::*;
 
-    fn conn() -> Conn {
+    pub(in crate::recovery) fn conn() -> Conn {
         Conn {
             socket_id: "s1".to_owned(),
             namespace: "/".to_owned(),
@@ -251,7 +251,7 @@ mod tests {
         }
     }
 
-    fn later(ms: u64) -> Instant {
+    pub(in crate::recovery) fn later(ms: u64) -> Instant {
         Instant::now() + Duration::from_millis(ms)
     }
 

@@ -19,9 +19,10 @@ use fred::prelude::{Client, ClientLike, StreamsInterface};
 use fred::types::Value;
 use fred::types::streams::{XCap, XCapKind, XCapTrim, XReadResponse};
 
+use super::REDIS_RETRIED_FOR;
 use super::journal::{CatchUp, Emit, Journal, LocalDelivery, PAGE, Page};
 use crate::bindings::Payload;
-use crate::cluster::Backoff;
+use crate::cluster::{Backoff, retried};
 use crate::manifest::RecoverySettings;
 use crate::metrics;
 use crate::payload::Outgoing;
@@ -38,12 +39,6 @@ const TRIM_EVERY: Duration = Duration::from_secs(5);
 /// How long a recovering client waits for this node to have delivered what
 /// it had already received on another node.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
-/// How long a recovering session's reads of the journal are tried again
-/// while Redis fails them. Under load a read can outlast the commands'
-/// timeout although the entries are there: giving up at once ended
-/// sessions that could be made whole, and their clients, told to go, did
-/// not come back.
-const RECOVERY_READS_RETRIED_FOR: Duration = Duration::from_secs(10);
 /// Emits kept while Redis is away, at most, in bytes.
 pub const OUTBOX_BYTES: usize = 64 << 20;
 /// The length the stream is kept to when recovery is off: enough for every
@@ -404,8 +399,7 @@ impl StreamJournal {
 }
 
 /// The entries from `start` to `end` (at most `count`), read again with
-/// backoff while Redis fails the read, for at most
-/// [`RECOVERY_READS_RETRIED_FOR`].
+/// backoff while Redis fails the read, for at most [`REDIS_RETRIED_FOR`].
 async fn xrange_retried(
     commands: &Client,
     key: &str,
@@ -413,22 +407,12 @@ async fn xrange_retried(
     end: &str,
     count: u64,
 ) -> Result<Vec<(String, HashMap<String, Bytes>)>, fred::error::Error> {
-    let started = tokio::time::Instant::now();
-    let mut backoff = Backoff::new();
-    loop {
-        match commands.xrange_values(key, start, end, Some(count)).await {
-            Ok(entries) => return Ok(entries),
-            Err(error) if started.elapsed() < RECOVERY_READS_RETRIED_FOR => {
-                let delay = backoff.delay();
-                tracing::debug!(
-                    "reading the journal for a recovering session failed ({error}); again in {} ms",
-                    delay.as_millis()
-                );
-                tokio::time::sleep(delay).await;
-            }
-            Err(error) => return Err(error),
-        }
-    }
+    retried(
+        "reading the journal for a recovering session",
+        REDIS_RETRIED_FOR,
+        || commands.xrange_values(key, start, end, Some(count)),
+    )
+    .await
 }
 
 /// What a blocking `XREAD` returned. A read that waited `BLOCK_MS` for

@@ -540,7 +540,7 @@ impl<A: Adapter> Connection<A> {
     /// Sends what a resumed session missed, then puts the socket back in its
     /// rooms, while no emit is delivered; then tells the plugins. A session
     /// that can no longer catch up (its offset left the journal meanwhile)
-    /// is disconnected rather than resumed with a gap.
+    /// is not resumed with a gap (see [`Self::recovery_failed`]).
     async fn recover(&self, resumed: Resumed) {
         let Some(recovery) = &self.namespace.recovery else {
             return;
@@ -618,16 +618,19 @@ impl<A: Adapter> Connection<A> {
         }
     }
 
-    /// A session that cannot catch up is ended rather than resumed with a
-    /// gap: its client is disconnected and knows to start over.
+    /// A session that cannot catch up is not resumed with a gap: its
+    /// connection is closed as if lost, so its client reconnects by itself
+    /// (it would not after a DISCONNECT) and either recovers from what it
+    /// last received or, that being gone, starts over with
+    /// `recovered === false`.
     fn recovery_failed(&self) {
         tracing::warn!(
             socket = %self.conn.socket_id,
             namespace = %self.conn.namespace,
-            "a recovering session could not catch up (its events left the journal, server.recovery.max_events, or it went); disconnecting it"
+            "a recovering session could not catch up (its events left the journal, server.recovery.max_events, or Redis failed); closing its connection for its client to reconnect"
         );
         metrics::recovery(&self.conn.namespace, "too_late");
-        let _ = self.socket.clone().disconnect();
+        self.socket.close_transport();
     }
 
     /// Keeps the session of a socket whose connection was lost, for its

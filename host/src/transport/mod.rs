@@ -435,6 +435,9 @@ impl Namespace {
             return Err(Denied("session_expired: reconnect".to_owned()));
         };
         let Some(session) = recovery.sessions.resume(pid).await else {
+            // Its client, refused, would not try again: with its connection
+            // closed it reconnects, and gets a new socket.
+            socket.close_transport();
             return Err(Denied(
                 "session_expired: the session ended while reconnecting; reconnect".to_owned(),
             ));

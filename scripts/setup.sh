@@ -6,10 +6,12 @@
 #   - the wasm32-wasip2 Rust target (and rustfmt/clippy)
 #   - our patches to dependencies (patches/ -> target/patched/, see patch-deps.sh)
 #   - redis-server (the host's cluster tests run against a real one) and valkey-server
+#   - Debian's chromium (the browser test drives the demo page in it, headless)
 #   - the end-to-end suite's npm packages (tests/node_modules), from the lockfile
 #   - its Python packages (tests/clients/requirements.txt) in target/tools/venv
 #   - the plugins (plugins/ -> target/wasm32-wasip2/release/*.wasm)
-#   - the browser client for examples/chat and examples/auction (public/vendor/socket.io.min.js)
+#   - the browser client for examples/chat and examples/auction (public/vendor/socket.io.min.js;
+#     examples/demo/public/vendor links to chat's)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -24,6 +26,17 @@ as_root() {
         echo "error: '$*' needs root and sudo is not installed" >&2
         exit 1
     fi
+}
+
+# apt_install PACKAGE [APT-GET OPTIONS...]
+apt_install() {
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "error: $1 is missing and apt-get is not available; install it" >&2
+        exit 1
+    fi
+    step "apt-get install $1"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${@:2}" "$1"
 }
 
 # --- Rust -------------------------------------------------------------------
@@ -46,28 +59,26 @@ done
 ./scripts/patch-deps.sh
 
 # --- Redis ------------------------------------------------------------------
+# Redis 7 or newer.
 if ! command -v redis-server >/dev/null 2>&1; then
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "error: redis-server is missing and apt-get is not available; install Redis 7 or newer" >&2
-        exit 1
-    fi
-    step "apt-get install redis-server"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
+    apt_install redis-server
 fi
 
 # --- Valkey (the cluster suite checks Valkey works like Redis) ----------------
 # Debian 12 has it in bookworm-backports; later releases in main.
 if ! command -v valkey-server >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-    step "apt-get install valkey-server"
     release=()
     if [ "$(. /etc/os-release && echo "${VERSION_CODENAME:-}")" = bookworm ]; then
         echo "deb http://deb.debian.org/debian bookworm-backports main" |
             as_root tee /etc/apt/sources.list.d/bookworm-backports.list >/dev/null
         release=(-t bookworm-backports)
     fi
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${release[@]}" valkey-server
+    apt_install valkey-server "${release[@]}"
+fi
+
+# --- Chromium (tests/e2e/browser.test.mjs; playwright-core brings no browser) --
+if [ ! -x /usr/bin/chromium ]; then
+    apt_install chromium
 fi
 
 # --- npm packages of the end-to-end suite -------------------------------------
@@ -79,7 +90,8 @@ lock_hash="$(cat tests/package.json tests/package-lock.json | sha256sum | cut -d
 stamp=tests/node_modules/.switchboard-lock-hash
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_hash" ] \
     || [ ! -f tests/node_modules/socket.io-client/package.json ] \
-    || [ ! -f tests/node_modules/ws/package.json ]; then
+    || [ ! -f tests/node_modules/ws/package.json ] \
+    || [ ! -f tests/node_modules/playwright-core/package.json ]; then
     step "npm ci (tests/)"
     (cd tests && npm ci --no-audit --no-fund)
     echo "$lock_hash" >"$stamp"

@@ -1,0 +1,1 @@
+../../chat/public/lines.js

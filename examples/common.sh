@@ -28,3 +28,21 @@ wait_ready() {
         until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do sleep 0.2; done
     done
 }
+
+# start_cluster REDIS_PORT MANIFEST NODE_PORT...: Redis, and a node on each
+# port running MANIFEST; returns once every node is ready.
+start_cluster() {
+    local redis_port="$1" manifest="$2"
+    shift 2
+    start_redis "$redis_port"
+    for port in "$@"; do
+        start_node "$manifest" "$port"
+    done
+    wait_ready "$@"
+}
+
+# page_link PORT USER SECRET: a node's page signed in as USER (a token signed
+# with SECRET, in the fragment, which the browser never sends to the server).
+page_link() {
+    echo "http://127.0.0.1:$1/#user=$2&token=$(node "$repo/scripts/mint-token.mjs" "$2" "$3")"
+}

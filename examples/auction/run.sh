@@ -6,17 +6,14 @@ here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 source "$repo/examples/common.sh"
 
-start_redis 6398
-start_node "$here/switchboard.toml" 3101
-start_node "$here/switchboard.toml" 3102
-wait_ready 3101 3102
+start_cluster 6398 "$here/switchboard.toml" 3101 3102
 
 secret="auction-example-secret-of-at-least-32-bytes"
 echo
 echo "  Auction demo. Sam sells, Alice and Bob bid, each on the node of their link:"
 port=3101
 for user in sam alice bob; do
-    echo "    $user: http://127.0.0.1:$port/#user=$user&token=$(node "$repo/scripts/mint-token.mjs" "$user" "$secret")"
+    echo "    $user: $(page_link "$port" "$user" "$secret")"
     port=$((port == 3101 ? 3102 : 3101))
 done
 echo "  Sam creates an auction; the others join it by its id. Ctrl-C stops the demo."

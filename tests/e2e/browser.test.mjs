@@ -74,7 +74,7 @@ describe("the demo page on two nodes, in Chromium", () => {
 
   /** A browser context of its own (no shared cookies or storage) with the page of `user` on `node`. */
   async function openDemo(node, user) {
-    const context = await browser.newContext({ viewport: { width: 1200, height: 620 } });
+    const context = await browser.newContext({ viewport: { width: 1200, height: 480 } });
     const page = await context.newPage();
     userOf.set(page, user);
     page.on("pageerror", (error) => pageErrors.push(`${user}: ${error.message}`));

@@ -26,8 +26,9 @@ const CHROMIUM_ARGS = [
   "--disable-gpu",
   "--disable-quic",
   "--no-first-run",
-  // Without these, Chromium's own connections to the outside get refused on
-  // machines without a network, and its pages' connections with them.
+  // Otherwise Chromium calls its own services in the background; on a machine
+  // that reaches no network (CI's), its connections then get refused, the
+  // page's to loopback too.
   "--disable-background-networking",
   "--disable-component-update",
   "--disable-sync",

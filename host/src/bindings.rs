@@ -1,5 +1,7 @@
-//! The one place the WIT world is turned into Rust: host traits for the
-//! imports, typed wrappers for the plugin's exports.
+//! The one place the WIT worlds are turned into Rust: host traits for the
+//! imports, typed wrappers for the plugin's exports. [`v0_1`] is the world
+//! plugins built against WIT 0.1 were made for; the host adapts them (see
+//! `runtime::compat`).
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -17,4 +19,15 @@ impl PluginError {
             message: message.into(),
         }
     }
+}
+
+/// WIT 0.1.2, frozen (`host/wit-0.1`): what plugins built against 0.1 were
+/// made for. `runtime::compat` adapts them.
+pub mod v0_1 {
+    wasmtime::component::bindgen!({
+        path: "wit-0.1",
+        world: "plugin",
+        imports: { default: async },
+        exports: { default: async },
+    });
 }

@@ -9,14 +9,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use serde::Serialize;
-use serde_json::value::{RawValue, to_raw_value};
+use serde_json::value::RawValue;
 
 use crate::bindings::{Conn, Payload, PluginError};
 use crate::cluster::MemoryStore;
 use crate::cluster::timers::MemoryTimers;
 use crate::host_api::HostServices;
 use crate::manifest::Manifest;
-use crate::payload::Outgoing;
+use crate::payload::{self, Outgoing};
 use crate::server::{ServeError, load_plugins};
 use crate::transport::{Audience, Membership, Sockets, SocketsError};
 
@@ -41,7 +41,12 @@ pub enum Effect {
         room: Option<String>,
         except: Option<String>,
         event: String,
-        data: Box<RawValue>,
+        /// Its argument, when it has one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<Box<RawValue>>,
+        /// Its arguments, when it has none or several.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        args: Option<Box<RawValue>>,
     },
     Join {
         room: String,
@@ -51,6 +56,8 @@ pub enum Effect {
     },
     /// The ack the client would get (`null` when the plugin returned none).
     Reply(Box<RawValue>),
+    /// An ack of no or several arguments: their array.
+    ReplyArgs(Box<RawValue>),
     /// The error the client would get, the plugin's or the host's.
     Error {
         code: String,
@@ -134,10 +141,7 @@ pub async fn call(
     }
     let mut effects = Vec::new();
     for (event, data) in events {
-        let payload = Payload {
-            json: (*data).to_owned(),
-            attachments: Vec::new(),
-        };
+        let payload = payload::one_argument((*data).to_owned());
         let outcome = match running.on_event(&conn, event, &payload).await {
             Ok(Ok(reply)) => reply_value(reply),
             Ok(Err(refusal)) => refused(refusal),
@@ -150,11 +154,32 @@ pub async fn call(
 }
 
 fn reply_value(reply: Option<Payload>) -> Effect {
-    let json = reply.map_or(Ok(None), |reply| Outgoing::new(reply).map(Some));
-    match json.map(|outgoing| to_raw_value(&outgoing)) {
-        Ok(Ok(value)) => Effect::Reply(value),
-        Ok(Err(error)) => refused(PluginError::new("invalid_json", error.to_string())),
+    let Some(reply) = reply else {
+        return Effect::Reply(RawValue::NULL.to_owned());
+    };
+    match Outgoing::new(reply).and_then(|outgoing| arguments(&outgoing)) {
+        Ok(Arguments::One(data)) => Effect::Reply(data),
+        Ok(Arguments::NoneOrSeveral(args)) => Effect::ReplyArgs(args),
         Err(invalid) => refused(invalid),
+    }
+}
+
+/// A payload's arguments as the effects show them.
+enum Arguments {
+    /// Its one argument.
+    One(Box<RawValue>),
+    /// The array of its none or several.
+    NoneOrSeveral(Box<RawValue>),
+}
+
+fn arguments(payload: &Outgoing) -> Result<Arguments, PluginError> {
+    let raw = |json: String| {
+        RawValue::from_string(json)
+            .map_err(|error| PluginError::new("invalid_json", error.to_string()))
+    };
+    match payload.only_argument() {
+        Some(json) => raw(json).map(Arguments::One),
+        None => raw(payload.json_array()).map(Arguments::NoneOrSeveral),
     }
 }
 
@@ -195,14 +220,18 @@ impl Sockets for Recorder {
         event: &str,
         payload: Outgoing,
     ) -> Result<(), SocketsError> {
-        let data =
-            to_raw_value(&payload).map_err(|error| SocketsError::Transport(error.to_string()))?;
+        let (data, args) =
+            match arguments(&payload).map_err(|error| SocketsError::Transport(error.message))? {
+                Arguments::One(data) => (Some(data), None),
+                Arguments::NoneOrSeveral(args) => (None, Some(args)),
+            };
         self.record(Effect::Emit {
             namespace: namespace.to_owned(),
             room: audience.room,
             except: audience.except,
             event: event.to_owned(),
             data,
+            args,
         });
         Ok(())
     }

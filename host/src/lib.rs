@@ -7,8 +7,10 @@
 //! - [`metrics`]: the Prometheus series the host records, and their recorder.
 //! - [`allocator`]: jemalloc as the process's allocator, and its figures.
 //! - [`runtime`]: the wasmtime engine, compiled plugins, warm instance pools,
-//!   the plugin threads and the memory all instances share.
-//! - [`bindings`]: the WIT world (`wit/plugin.wit`) as Rust, generated once.
+//!   the plugin threads, the memory all instances share, and the adapter
+//!   that keeps plugins built against WIT 0.1 working.
+//! - [`bindings`]: the WIT world (`wit/plugin.wit`, 0.2) and the frozen 0.1
+//!   world (`host/wit-0.1`) as Rust, generated once each.
 //! - [`host_api`]: the host side of each WIT import interface, one file each.
 //! - [`identity`]: JWT verification: who a socket or HTTP caller is, and until when.
 //! - [`transport`]: Socket.IO namespaces, connect checks, per-socket event queues.

@@ -4,13 +4,13 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, SerializeTuple, Serializer};
 use serde_json::value::RawValue;
 
 use crate::bindings::{Payload, PluginError};
 
 /// Splits an incoming event packet (`["event", arg, ...]` plus attachments)
-/// into its name and a [`Payload`]: one argument as is, several as an array.
+/// into its name and a [`Payload`] of its arguments, each as written.
 pub fn decode_event(
     packet: &str,
     attachments: Option<VecDeque<Bytes>>,
@@ -20,22 +20,7 @@ pub fn decode_event(
         .split_first()
         .ok_or_else(|| serde::de::Error::custom("an event packet needs an event name"))?;
     let event: String = serde_json::from_str(event.get())?;
-    let json = match args {
-        [] => "null".to_owned(),
-        [single] => single.get().to_owned(),
-        several => {
-            let mut json = String::with_capacity(packet.len());
-            json.push('[');
-            for (index, arg) in several.iter().enumerate() {
-                if index > 0 {
-                    json.push(',');
-                }
-                json.push_str(arg.get());
-            }
-            json.push(']');
-            json
-        }
-    };
+    let args = args.iter().map(|arg| arg.get().to_owned()).collect();
     let attachments = attachments
         .map(|attachments| {
             attachments
@@ -44,61 +29,175 @@ pub fn decode_event(
                 .collect()
         })
         .unwrap_or_default();
-    Ok((event, Payload { json, attachments }))
+    Ok((event, Payload { args, attachments }))
 }
 
 /// Size a payload counts against `max_payload_bytes`.
 pub fn size(payload: &Payload) -> usize {
-    payload.json.len() + payload.attachments.iter().map(Vec::len).sum::<usize>()
+    payload.args.iter().map(String::len).sum::<usize>()
+        + payload.attachments.iter().map(Vec::len).sum::<usize>()
 }
 
-/// A plugin's payload, checked and ready to serialize into a packet.
+/// One argument of JSON text.
+pub fn one_argument(json: String) -> Payload {
+    Payload {
+        args: vec![json],
+        attachments: Vec::new(),
+    }
+}
+
+/// A plugin's payload, checked and ready to serialize into a packet: its
+/// arguments, written out as Socket.IO's arguments.
 pub enum Outgoing {
     /// Plain JSON, written out as the plugin produced it.
-    Json(Box<RawValue>),
+    Json(Vec<Box<RawValue>>),
     /// JSON whose placeholders are replaced by binary attachments.
-    WithAttachments(serde_json::Value, Vec<Vec<u8>>),
+    WithAttachments(Vec<serde_json::Value>, Vec<Vec<u8>>),
 }
 
 impl Outgoing {
     pub fn new(payload: Payload) -> Result<Self, PluginError> {
-        let invalid = |error: serde_json::Error| {
+        let invalid = |index: usize, error: serde_json::Error| {
             PluginError::new(
                 "invalid_json",
-                format!("the payload is not valid JSON: {error}"),
+                format!("argument {index} of the payload is not valid JSON: {error}"),
             )
         };
+        let arguments = payload.args.into_iter().enumerate();
         if payload.attachments.is_empty() {
-            RawValue::from_string(payload.json)
+            arguments
+                .map(|(index, arg)| {
+                    RawValue::from_string(arg).map_err(|error| invalid(index, error))
+                })
+                .collect::<Result<_, _>>()
                 .map(Self::Json)
-                .map_err(invalid)
         } else {
-            let value = serde_json::from_str(&payload.json).map_err(invalid)?;
-            Ok(Self::WithAttachments(value, payload.attachments))
+            let values = arguments
+                .map(|(index, arg)| {
+                    serde_json::from_str(&arg).map_err(|error| invalid(index, error))
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(Self::WithAttachments(values, payload.attachments))
         }
     }
-}
 
-impl Outgoing {
     /// Bytes it holds: its JSON text and its attachments.
     pub fn size(&self) -> usize {
         match self {
-            Self::Json(raw) => raw.get().len(),
-            Self::WithAttachments(value, attachments) => {
-                value.to_string().len() + attachments.iter().map(Vec::len).sum::<usize>()
+            Self::Json(args) => args.iter().map(|arg| arg.get().len()).sum(),
+            Self::WithAttachments(values, attachments) => {
+                values
+                    .iter()
+                    .map(|value| value.to_string().len())
+                    .sum::<usize>()
+                    + attachments.iter().map(Vec::len).sum::<usize>()
             }
+        }
+    }
+
+    /// Its arguments as one JSON array, placeholders left in (for storage).
+    pub fn json_array(&self) -> String {
+        match self {
+            Self::Json(args) => {
+                let mut json = String::from("[");
+                for (index, arg) in args.iter().enumerate() {
+                    if index > 0 {
+                        json.push(',');
+                    }
+                    json.push_str(arg.get());
+                }
+                json.push(']');
+                json
+            }
+            Self::WithAttachments(values, _) => serde_json::Value::from(values.clone()).to_string(),
+        }
+    }
+
+    /// The JSON text of its argument when it has exactly one.
+    pub fn only_argument(&self) -> Option<String> {
+        match self {
+            Self::Json(args) => match args.as_slice() {
+                [arg] => Some(arg.get().to_owned()),
+                _ => None,
+            },
+            Self::WithAttachments(values, _) => match values.as_slice() {
+                [value] => Some(value.to_string()),
+                _ => None,
+            },
+        }
+    }
+
+    /// Its attachments, indexed by the placeholders' `num`.
+    pub fn attachments(&self) -> &[Vec<u8>] {
+        match self {
+            Self::Json(_) => &[],
+            Self::WithAttachments(_, attachments) => attachments,
+        }
+    }
+
+    pub fn into_attachments(self) -> Vec<Vec<u8>> {
+        match self {
+            Self::Json(_) => Vec::new(),
+            Self::WithAttachments(_, attachments) => attachments,
+        }
+    }
+
+    /// The payload [`Self::json_array`] and [`Self::attachments`] describe.
+    pub fn from_json_array(json: &str, attachments: Vec<Vec<u8>>) -> Option<Self> {
+        let args: Vec<&RawValue> = serde_json::from_str(json).ok()?;
+        let args = args.into_iter().map(|arg| arg.get().to_owned()).collect();
+        Self::new(Payload { args, attachments }).ok()
+    }
+
+    /// Its arguments followed by `last`: connection-state recovery's offset.
+    pub fn followed_by<'a>(&'a self, last: &'a str) -> impl Serialize + 'a {
+        Arguments {
+            payload: self,
+            last: Some(last),
         }
     }
 }
 
 impl Serialize for Outgoing {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Self::Json(raw) => raw.serialize(serializer),
-            Self::WithAttachments(value, attachments) => {
-                WithPlaceholders { value, attachments }.serialize(serializer)
+        Arguments {
+            payload: self,
+            last: None,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// A payload's arguments, and maybe one more, as a tuple: Socket.IO's
+/// serializer writes a tuple as that many arguments, anything else as one.
+struct Arguments<'a> {
+    payload: &'a Outgoing,
+    last: Option<&'a str>,
+}
+
+impl Serialize for Arguments<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let count = match self.payload {
+            Outgoing::Json(args) => args.len(),
+            Outgoing::WithAttachments(values, _) => values.len(),
+        };
+        let mut tuple = serializer.serialize_tuple(count + usize::from(self.last.is_some()))?;
+        match self.payload {
+            Outgoing::Json(args) => {
+                for arg in args {
+                    tuple.serialize_element(arg)?;
+                }
+            }
+            Outgoing::WithAttachments(values, attachments) => {
+                for value in values {
+                    tuple.serialize_element(&WithPlaceholders { value, attachments })?;
+                }
             }
         }
+        if let Some(last) = self.last {
+            tuple.serialize_element(last)?;
+        }
+        tuple.end()
     }
 }
 
@@ -159,34 +258,52 @@ impl Serialize for WithPlaceholders<'_> {
 mod tests {
     use super::*;
 
+    fn payload(args: &[&str]) -> Payload {
+        Payload {
+            args: args.iter().map(|arg| (*arg).to_owned()).collect(),
+            attachments: Vec::new(),
+        }
+    }
+
     #[test]
-    fn decodes_zero_one_and_several_arguments() {
+    fn decodes_zero_one_and_several_arguments_as_written() {
         let (event, payload) = decode_event(r#"["ping"]"#, None).unwrap();
-        assert_eq!((event.as_str(), payload.json.as_str()), ("ping", "null"));
-        let (_, payload) = decode_event(r#"["join", {"room": "a b"}]"#, None).unwrap();
-        assert_eq!(payload.json, r#"{"room": "a b"}"#);
-        let (_, payload) = decode_event(r#"["pair",1,"two"]"#, None).unwrap();
-        assert_eq!(payload.json, r#"[1,"two"]"#);
+        assert_eq!(event, "ping");
+        assert!(payload.args.is_empty());
+        let (_, payload) = decode_event(r#"["join", {"room": "a b", "at": 1.50}]"#, None).unwrap();
+        assert_eq!(payload.args, [r#"{"room": "a b", "at": 1.50}"#]);
+        let (_, payload) = decode_event(r#"["pair",1,"two",[3]]"#, None).unwrap();
+        assert_eq!(payload.args, ["1", r#""two""#, "[3]"]);
         assert!(decode_event("[]", None).is_err());
         assert!(decode_event(r#"[1, 2]"#, None).is_err());
     }
 
     #[test]
-    fn outgoing_json_is_validated_and_kept_verbatim() {
-        let payload = |json: &str| Payload {
-            json: json.to_owned(),
-            attachments: Vec::new(),
-        };
-        let outgoing = Outgoing::new(payload(r#"{"a": 1}"#)).unwrap();
-        assert_eq!(serde_json::to_string(&outgoing).unwrap(), r#"{"a": 1}"#);
-        let error = Outgoing::new(payload("{oops")).err().unwrap();
+    fn outgoing_arguments_are_validated_and_kept_verbatim() {
+        let outgoing = Outgoing::new(payload(&[r#"{"b": 1, "a": 2}"#, "3"])).unwrap();
+        // serde_json writes a tuple as an array; Socket.IO's serializer
+        // writes the same calls as that many arguments.
+        assert_eq!(
+            serde_json::to_string(&outgoing).unwrap(),
+            r#"[{"b": 1, "a": 2},3]"#
+        );
+        assert_eq!(
+            serde_json::to_string(&outgoing.followed_by("17")).unwrap(),
+            r#"[{"b": 1, "a": 2},3,"17"]"#
+        );
+        let error = Outgoing::new(payload(&["1", "{oops"])).err().unwrap();
         assert_eq!(error.code, "invalid_json");
+        assert!(
+            error.message.starts_with("argument 1 "),
+            "{}",
+            error.message
+        );
     }
 
     #[test]
-    fn placeholders_become_bytes() {
+    fn placeholders_become_bytes_and_keys_keep_their_order() {
         let outgoing = Outgoing::new(Payload {
-            json: r#"{"file":{"_placeholder":true,"num":0},"n":[1]}"#.to_owned(),
+            args: vec![r#"{"z":{"_placeholder":true,"num":0},"n":[1]}"#.to_owned()],
             attachments: vec![vec![7, 8]],
         })
         .unwrap();
@@ -194,7 +311,28 @@ mod tests {
         // serializer turns the same call into a binary attachment.
         assert_eq!(
             serde_json::to_string(&outgoing).unwrap(),
-            r#"{"file":[7,8],"n":[1]}"#
+            r#"[{"z":[7,8],"n":[1]}]"#
         );
+    }
+
+    #[test]
+    fn a_payload_stored_as_one_array_comes_back_the_same() {
+        for outgoing in [
+            Outgoing::new(payload(&[])).unwrap(),
+            Outgoing::new(payload(&["1.0", r#"{"b":1,"a":[]}"#])).unwrap(),
+            Outgoing::new(Payload {
+                args: vec![
+                    r#"{"_placeholder":true,"num":0}"#.to_owned(),
+                    "2".to_owned(),
+                ],
+                attachments: vec![vec![1, 2, 3]],
+            })
+            .unwrap(),
+        ] {
+            let stored = outgoing.json_array();
+            let back = Outgoing::from_json_array(&stored, outgoing.attachments().to_vec()).unwrap();
+            assert_eq!(back.json_array(), stored);
+            assert_eq!(back.attachments(), outgoing.attachments());
+        }
     }
 }

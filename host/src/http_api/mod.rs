@@ -272,7 +272,7 @@ async fn emit(
             &namespace,
             audience,
             &request.event,
-            Outgoing::Json(request.data),
+            Outgoing::Json(vec![request.data]),
         )
         .await?;
     Ok(StatusCode::ACCEPTED)

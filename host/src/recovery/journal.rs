@@ -324,11 +324,8 @@ mod tests {
             room: room.map(str::to_owned),
             except: except.map(str::to_owned),
             event: "e".to_owned(),
-            payload: Outgoing::new(crate::bindings::Payload {
-                json: "1".to_owned(),
-                attachments: Vec::new(),
-            })
-            .expect("valid JSON"),
+            payload: Outgoing::new(crate::payload::one_argument("1".to_owned()))
+                .expect("valid JSON"),
         }
     }
 

@@ -50,7 +50,11 @@ const NAMESPACE: &str = "n";
 const ROOM: &str = "r";
 const EXCEPT: &str = "x";
 const EVENT: &str = "e";
-const JSON: &str = "j";
+/// The JSON text of an emit's one argument: what nodes before WIT 0.2
+/// wrote, and still read during a rolling upgrade.
+const ONE_ARGUMENT: &str = "j";
+/// An emit's arguments but one, as one JSON array.
+const ARGUMENTS: &str = "J";
 /// Attachment `i` is the field `a{i}`.
 const ATTACHMENT: &str = "a";
 
@@ -472,14 +476,12 @@ fn encode(emit: Emit) -> Vec<(String, Bytes)> {
     if let Some(except) = emit.except {
         fields.push((EXCEPT.to_owned(), Bytes::from(except)));
     }
-    match emit.payload {
-        Outgoing::Json(raw) => fields.push((JSON.to_owned(), Bytes::from(raw.get().to_owned()))),
-        Outgoing::WithAttachments(value, attachments) => {
-            fields.push((JSON.to_owned(), Bytes::from(value.to_string())));
-            for (index, attachment) in attachments.into_iter().enumerate() {
-                fields.push((format!("{ATTACHMENT}{index}"), Bytes::from(attachment)));
-            }
-        }
+    match emit.payload.only_argument() {
+        Some(json) => fields.push((ONE_ARGUMENT.to_owned(), Bytes::from(json))),
+        None => fields.push((ARGUMENTS.to_owned(), Bytes::from(emit.payload.json_array()))),
+    }
+    for (index, attachment) in emit.payload.into_attachments().into_iter().enumerate() {
+        fields.push((format!("{ATTACHMENT}{index}"), Bytes::from(attachment)));
     }
     fields
 }
@@ -494,16 +496,20 @@ fn decode(fields: &HashMap<String, Bytes>) -> Option<Emit> {
         .map_while(|index| fields.get(&format!("{ATTACHMENT}{index}")))
         .map(|bytes| bytes.to_vec())
         .collect();
-    let payload = Payload {
-        json: text(JSON)?,
-        attachments,
+    let payload = match text(ARGUMENTS) {
+        Some(arguments) => Outgoing::from_json_array(&arguments, attachments)?,
+        None => Outgoing::new(Payload {
+            args: vec![text(ONE_ARGUMENT)?],
+            attachments,
+        })
+        .ok()?,
     };
     Some(Emit {
         namespace: text(NAMESPACE)?,
         room: text(ROOM),
         except: text(EXCEPT),
         event: text(EVENT)?,
-        payload: Outgoing::new(payload).ok()?,
+        payload,
     })
 }
 

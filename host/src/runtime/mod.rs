@@ -1,11 +1,13 @@
 //! Running plugins: one [`wasmtime::Engine`] and [`Linker`] per process
 //! ([`engine`]), compiled components with a precompiled-code cache ([`cache`]),
 //! the per-instance store data ([`instance`]), pools of warm instances
-//! ([`plugin`]), the threads plugin calls run on ([`executor`]) and the memory
-//! all instances share ([`budget`]).
+//! ([`plugin`]), the threads plugin calls run on ([`executor`]), the memory
+//! all instances share ([`budget`]), and components built against WIT 0.1
+//! served through the 0.2 host ([`compat`]).
 
 mod budget;
 mod cache;
+mod compat;
 mod engine;
 mod executor;
 mod exports;
@@ -29,10 +31,8 @@ pub use instance::{InstanceState, PluginContext};
 pub use plugin::{CallError, Plugin};
 pub use slot::{PluginSlot, PluginStatus, now_ms};
 
-/// The WIT world every plugin must implement.
-pub const WORLD: &str = "switchboard:plugin/plugin@0.1.2";
-/// The version of `wit/plugin.wit`, as in [`WORLD`].
-const WIT_VERSION: &str = "0.1.2";
+/// The WIT world every plugin must implement (or its 0.1 version).
+pub const WORLD: &str = "switchboard:plugin/plugin@0.2.0";
 
 /// Why a component could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +50,7 @@ pub enum LoadError {
         source: wasmtime::Error,
     },
     #[error(
-        "{} does not implement the world `{WORLD}`: {source:#}. Build it against wit/plugin.wit, e.g. with the switchboard SDK",
+        "{} does not implement the world `{WORLD}` (nor its 0.1 version): {source:#}. Build it against wit/plugin.wit, e.g. with the switchboard SDK",
         path.display()
     )]
     WrongWorld {
@@ -101,6 +101,7 @@ impl Runtime {
         // context linked here grants no files, network or environment.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        bindings::v0_1::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
         let cache =
             cache::CodeCache::new(&engine, cache_dir.or_else(cache::CodeCache::default_dir));
         Ok(Self {

@@ -278,7 +278,7 @@ impl Plugin {
             async move {
                 plugin
                     .call(lease, async |store, exports| {
-                        exports.handler.call_on_connect(store, &conn).await
+                        exports.on_connect(store, &conn).await
                     })
                     .await
             }
@@ -299,10 +299,7 @@ impl Plugin {
                 let (conn, event, payload) = &*arguments;
                 plugin
                     .call(lease, async |store, exports| {
-                        exports
-                            .handler
-                            .call_on_event(store, conn, event, payload)
-                            .await
+                        exports.on_event(store, conn, event, payload).await
                     })
                     .await
             }
@@ -322,10 +319,7 @@ impl Plugin {
                 let (conn, reason) = &*arguments;
                 plugin
                     .call(lease, async |store, exports| {
-                        exports
-                            .handler
-                            .call_on_disconnect(store, conn, reason)
-                            .await
+                        exports.on_disconnect(store, conn, reason).await
                     })
                     .await
             }
@@ -336,12 +330,7 @@ impl Plugin {
     /// Does nothing for a plugin without `connection-handler`.
     pub async fn on_connected(self: &Arc<Self>, conn: &Conn) -> Result<(), CallError> {
         self.tell(Export::ConnectionHandler, conn, |store, exports, conn| {
-            Box::pin(async move {
-                match &exports.connection {
-                    Some(connection) => connection.call_on_connected(store, conn).await,
-                    None => Ok(()),
-                }
-            })
+            Box::pin(exports.on_connected(store, conn))
         })
         .await
     }
@@ -349,12 +338,7 @@ impl Plugin {
     /// Does nothing for a plugin without `recovery-handler`.
     pub async fn on_recovered(self: &Arc<Self>, conn: &Conn) -> Result<(), CallError> {
         self.tell(Export::RecoveryHandler, conn, |store, exports, conn| {
-            Box::pin(async move {
-                match &exports.recovery {
-                    Some(recovery) => recovery.call_on_recovered(store, conn).await,
-                    None => Ok(()),
-                }
-            })
+            Box::pin(exports.on_recovered(store, conn))
         })
         .await
     }
@@ -396,9 +380,8 @@ impl Plugin {
             async move {
                 let (key, payload) = &*arguments;
                 plugin
-                    .call(lease, async |store, exports| match &exports.timer {
-                        Some(timer) => timer.call_on_timer(store, key, payload).await,
-                        None => unreachable!("checked by `require`"),
+                    .call(lease, async |store, exports| {
+                        exports.on_timer(store, key, payload).await
                     })
                     .await
             }
@@ -413,9 +396,9 @@ impl Plugin {
             let request = request.clone();
             async move {
                 plugin
-                    .call(lease, async |store, exports| match &exports.http {
-                        Some(http) => http.call_handle(store, &request).await,
-                        None => unreachable!("checked by `require`"),
+                    .call(lease, async |store, exports| {
+                        let response = exports.handle(store, &request).await?;
+                        Ok(response.expect("checked by `require`"))
                     })
                     .await
             }
@@ -660,10 +643,7 @@ impl Plugin {
             .limited(async {
                 let instance = self.compiled.pre.instantiate_async(&mut store).await?;
                 let exports = self.compiled.exports.load(&mut store, &instance)?;
-                let init = exports
-                    .handler
-                    .call_init(&mut store, &self.context.config_json)
-                    .await?;
+                let init = exports.init(&mut store, &self.context.config_json).await?;
                 Ok((exports, init))
             })
             .await?;

@@ -603,7 +603,7 @@ impl<A: Adapter> Connection<A> {
                 }
                 if self
                     .socket
-                    .emit(&emit.event, &(&emit.payload, offset))
+                    .emit(&emit.event, &emit.payload.followed_by(offset))
                     .is_err()
                 {
                     return None;
@@ -691,7 +691,10 @@ struct CatchingUp<'a, A: Adapter> {
 impl<A: Adapter> CatchUp for CatchingUp<'_, A> {
     fn missed(&mut self, missed: &[Missed]) {
         for Missed { offset, emit } in missed {
-            if let Err(error) = self.socket.emit(&emit.event, &(&emit.payload, offset)) {
+            if let Err(error) = self
+                .socket
+                .emit(&emit.event, &emit.payload.followed_by(offset))
+            {
                 tracing::debug!(socket = %self.socket.id, "missed event not sent: {error}");
             }
         }

@@ -140,7 +140,11 @@ impl<A: Adapter> LocalDelivery for SocketIo<A> {
         };
         let target = reaching(self, &emit.namespace, &audience)?.local();
         let sent = match offset {
-            Some(offset) => target.emit(&emit.event, &(&emit.payload, offset)).await,
+            Some(offset) => {
+                target
+                    .emit(&emit.event, &emit.payload.followed_by(offset))
+                    .await
+            }
             None => target.emit(&emit.event, &emit.payload).await,
         };
         delivered(sent, &emit.event).map_err(transport)

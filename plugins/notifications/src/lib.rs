@@ -144,7 +144,7 @@ fn deliver(user: &str) -> Result<(), Error> {
     let keys: Vec<String> = ids.iter().map(|id| item_key(user, *id)).collect();
     for json in state::get_many(&keys)?.into_iter().flatten() {
         let payload = Payload {
-            json,
+            args: vec![json],
             attachments: Vec::new(),
         };
         emit::raw::to_room(

@@ -1,8 +1,10 @@
 //! Write Switchboard plugins as short, typed Rust.
 //!
 //! A plugin is a type implementing [`Plugin`], exported with
-//! [`export_plugin!`]. Payloads are JSON: [`Payload::parse`] reads one into a
-//! serde type, [`Payload::new`] makes one. Host functions live in the
+//! [`export_plugin!`]. A payload is an event's arguments, each JSON:
+//! [`Payload::parse`] reads the first into a serde type and [`Payload::new`]
+//! makes one of one argument, the common case; [`Payload::parse_args`] and
+//! [`Payload::from_args`] do the same for several. Host functions live in the
 //! [`emit`], [`rooms`], [`state`], [`immediate`], [`log`], [`clock`] and
 //! [`config`] modules. Each handler call is a transaction: see [`state`].
 //!
@@ -173,37 +175,79 @@ impl Error {
 }
 
 impl Payload {
-    /// Serializes `value` as the payload's JSON.
+    /// One argument: `value` as JSON.
     pub fn new<T: Serialize + ?Sized>(value: &T) -> Result<Self, Error> {
-        let json = serde_json::to_string(value).map_err(|error| {
-            Error::new("internal", format!("cannot serialize a payload: {error}"))
-        })?;
         Ok(Self {
-            json,
+            args: vec![to_json(value)?],
             attachments: Vec::new(),
         })
     }
 
-    /// Reads the JSON into `T`; a mismatch is an `invalid_payload` error that
-    /// names the field and the problem (e.g. "`text`: invalid type: integer
-    /// `42`, expected a string").
-    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        let deserializer = &mut serde_json::Deserializer::from_str(&self.json);
-        serde_path_to_error::deserialize(deserializer)
-            .map_err(|error| Error::invalid_payload(describe(&error, "payload")))
+    /// As many arguments as `values` has elements: a tuple or a slice, e.g.
+    /// `Payload::from_args(&(1, "two"))` is sent as `socket.emit(event, 1, "two")`.
+    pub fn from_args<T: Serialize + ?Sized>(values: &T) -> Result<Self, Error> {
+        let serde_json::Value::Array(values) =
+            serde_json::to_value(values).map_err(cannot_serialize)?
+        else {
+            return Err(Error::new(
+                "internal",
+                "cannot serialize a payload: its arguments must be a tuple or a sequence",
+            ));
+        };
+        let args = values.iter().map(to_json).collect::<Result<_, _>>()?;
+        Ok(Self {
+            args,
+            attachments: Vec::new(),
+        })
     }
 
-    /// Like [`parse`](Self::parse), but the payload must be a JSON object: serde
-    /// would otherwise also read a struct from an array of its fields.
+    /// Reads the first argument into `T` (`null` when there is none, so an
+    /// `Option` reads as `None`); a mismatch is an `invalid_payload` error
+    /// that names the field and the problem (e.g. "`text`: invalid type:
+    /// integer `42`, expected a string"). Further arguments are ignored, as
+    /// a JavaScript handler ignores them.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        parse_json(self.first(), "payload")
+    }
+
+    /// Like [`parse`](Self::parse), but the first argument must be a JSON
+    /// object: serde would otherwise also read a struct from an array of its
+    /// fields.
     pub fn parse_object<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        if !self.json.trim_start().starts_with('{') {
+        let first = self.first();
+        if !first.trim_start().starts_with('{') {
             return Err(Error::invalid_payload(format!(
                 "invalid payload: expected a JSON object, got `{}`",
-                self.json.chars().take(40).collect::<String>()
+                first.chars().take(40).collect::<String>()
             )));
         }
         self.parse()
     }
+
+    /// Reads all the arguments into `T`, as one JSON array: a tuple for
+    /// several of different types (`let (x, y): (i32, String)`), a `Vec`
+    /// for any number of one type.
+    pub fn parse_args<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        parse_json(&format!("[{}]", self.args.join(",")), "arguments")
+    }
+
+    fn first(&self) -> &str {
+        self.args.first().map_or("null", String::as_str)
+    }
+}
+
+fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String, Error> {
+    serde_json::to_string(value).map_err(cannot_serialize)
+}
+
+fn cannot_serialize(error: serde_json::Error) -> Error {
+    Error::new("internal", format!("cannot serialize a payload: {error}"))
+}
+
+fn parse_json<T: DeserializeOwned>(json: &str, what: &str) -> Result<T, Error> {
+    let deserializer = &mut serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize(deserializer)
+        .map_err(|error| Error::invalid_payload(describe(&error, what)))
 }
 
 /// "invalid {what}: `{path}`: {problem}", without serde_json's "at line 1

@@ -15,7 +15,7 @@ struct CoreOnly;
 
 fn text(json: String) -> Payload {
     Payload {
-        json,
+        args: vec![json],
         attachments: Vec::new(),
     }
 }

@@ -3,6 +3,8 @@
 //! runs as `serve` would run it (its `init` with its config, `on-connect`,
 //! then `on-event` for each event, from one socket), on fresh in-memory
 //! state; its emits and room changes are recorded instead of delivered.
+//! Then, if asked, the timers it scheduled fire at once, as if the clock
+//! had reached them, and its socket disconnects.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,7 +15,7 @@ use serde_json::value::RawValue;
 
 use crate::bindings::{Conn, Payload, PluginError};
 use crate::cluster::MemoryStore;
-use crate::cluster::timers::MemoryTimers;
+use crate::cluster::timers::{DueTimer, MemoryTimers, TimerStore};
 use crate::host_api::HostServices;
 use crate::manifest::Manifest;
 use crate::payload::{self, Outgoing};
@@ -30,6 +32,21 @@ pub struct Caller {
     /// The handshake `auth`, as JSON text.
     pub auth: String,
 }
+
+/// What happens after the events.
+#[derive(Default)]
+pub struct Afterwards {
+    /// Fire every timer the calls scheduled, in time order, without
+    /// waiting for it (and those these timers schedule, up to
+    /// [`TIMERS_FIRED_AT_MOST`]).
+    pub fire_timers: bool,
+    /// Then disconnect the socket with this reason.
+    pub disconnect: Option<String>,
+}
+
+/// Timers fired at most after the events: a timer that schedules itself
+/// again would otherwise fire for ever.
+pub const TIMERS_FIRED_AT_MOST: usize = 100;
 
 /// What the plugin did, in order.
 #[derive(Debug, Serialize)]
@@ -63,6 +80,15 @@ pub enum Effect {
         code: String,
         message: String,
     },
+    /// A timer fires; what it did follows.
+    Timer {
+        key: String,
+        payload: String,
+    },
+    /// The socket disconnects; what `on-disconnect` did follows.
+    Disconnect {
+        reason: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +111,7 @@ pub async fn call(
     plugin: &str,
     events: &[(&str, &str)],
     caller: Caller,
+    afterwards: Afterwards,
 ) -> Result<Vec<Effect>, CallFailure> {
     for (_, data) in events {
         serde_json::from_str::<&RawValue>(data).map_err(CallFailure::Data)?;
@@ -109,10 +136,11 @@ pub async fn call(
             .unwrap_or_else(|| "/".to_owned()),
     };
     let recorder = Arc::new(Recorder::default());
+    let timers = Arc::new(MemoryTimers::new());
     let services = HostServices::new(
         recorder.clone(),
         Arc::new(MemoryStore::new()),
-        Arc::new(MemoryTimers::new()),
+        timers.clone(),
         &manifest.server,
     );
     let loaded = load_plugins(manifest, services).await?;
@@ -150,7 +178,56 @@ pub async fn call(
         effects.extend(recorder.take());
         effects.push(outcome);
     }
+    if afterwards.fire_timers {
+        for _ in 0..TIMERS_FIRED_AT_MOST {
+            let Some(timer) = next_timer(timers.as_ref(), plugin).await else {
+                break;
+            };
+            effects.push(Effect::Timer {
+                key: timer.key.clone(),
+                payload: timer.payload.clone(),
+            });
+            let outcome = running.on_timer(&timer.key, &timer.payload).await;
+            effects.extend(recorder.take());
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => effects.push(refused(error)),
+                Err(failure) => effects.push(refused(PluginError::new(
+                    failure.code(),
+                    failure.to_string(),
+                ))),
+            }
+        }
+    }
+    if let Some(reason) = afterwards.disconnect {
+        let outcome = running.on_disconnect(&conn, &reason).await;
+        effects.push(Effect::Disconnect { reason });
+        effects.extend(recorder.take());
+        if let Err(failure) = outcome {
+            effects.push(refused(PluginError::new(
+                failure.code(),
+                failure.to_string(),
+            )));
+        }
+    }
     Ok(effects)
+}
+
+/// The plugin's earliest pending timer, taken from the store (other
+/// plugins' are dropped: only this one runs).
+async fn next_timer(timers: &MemoryTimers, plugin: &str) -> Option<DueTimer> {
+    loop {
+        let timer = timers
+            .claim_due(u64::MAX, 1)
+            .await
+            .ok()?
+            .into_iter()
+            .next()?;
+        let _ = timers.complete(&timer).await;
+        if timer.plugin == plugin {
+            return Some(timer);
+        }
+    }
 }
 
 fn reply_value(reply: Option<Payload>) -> Effect {

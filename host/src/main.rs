@@ -95,6 +95,13 @@ enum Command {
         /// The socket's handshake `auth`, as JSON.
         #[arg(long, default_value = "{}")]
         auth: String,
+        /// After the events, fire every timer they scheduled, in time order,
+        /// as if the clock had reached it.
+        #[arg(long)]
+        fire_timers: bool,
+        /// Finally disconnect the socket with this reason (e.g. `transport close`).
+        #[arg(long, value_name = "REASON")]
+        disconnect: Option<String>,
     },
     /// Plugin projects.
     Plugin {
@@ -159,6 +166,8 @@ fn main() -> ExitCode {
             namespace,
             user,
             auth,
+            fire_timers,
+            disconnect,
         } => call(
             manifest.into_path(),
             &plugin,
@@ -168,6 +177,10 @@ fn main() -> ExitCode {
                 namespace,
                 user_id: user,
                 auth,
+            },
+            switchboard::call::Afterwards {
+                fire_timers,
+                disconnect,
             },
         ),
         Command::Plugin {
@@ -288,6 +301,7 @@ fn call(
     events: &[String],
     data: &[String],
     caller: switchboard::call::Caller,
+    afterwards: switchboard::call::Afterwards,
 ) -> anyhow::Result<()> {
     let manifest = Manifest::load(&path)?;
     let events: Vec<(&str, &str)> = events
@@ -301,7 +315,9 @@ fn call(
         })
         .collect();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    let effects = runtime.block_on(switchboard::call::call(&manifest, plugin, &events, caller))?;
+    let effects = runtime.block_on(switchboard::call::call(
+        &manifest, plugin, &events, caller, afterwards,
+    ))?;
     let mut failed = false;
     for effect in &effects {
         failed |= matches!(effect, switchboard::call::Effect::Error { .. });

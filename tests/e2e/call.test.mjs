@@ -52,3 +52,30 @@ test("a refused connection, a plugin error and a trap are error lines and exit 1
   assert.equal(unknown.code, 1);
   assert.match(unknown.stderr, /no plugin `nope`/);
 });
+
+test("--fire-timers fires what the events scheduled, soonest first, as if the clock had reached it", async () => {
+  const { code, lines } = await call([faultyPlugin({ events: ["schedule", "cancel"] })], [
+    "--plugin", "faulty",
+    "--event", "schedule", "--data", '{"key":"later","delay_ms":3600000,"payload":"b"}',
+    "--event", "schedule", "--data", '{"key":"sooner","delay_ms":1000,"payload":"a"}',
+    "--event", "schedule", "--data", '{"key":"dropped","delay_ms":10,"payload":"c"}',
+    "--event", "cancel", "--data", '{"key":"dropped"}',
+    "--fire-timers",
+  ]);
+  assert.equal(code, 0);
+  const fired = lines.slice(4);
+  assert.deepEqual(fired.map((line) => line.timer?.key ?? line.emit?.data), ["sooner", { key: "sooner", payload: "a" }, "later", { key: "later", payload: "b" }]);
+});
+
+test("--disconnect runs on-disconnect last, with what it emits", async () => {
+  const { code, lines } = await call([chatPlugin()], [
+    "--plugin", "chat", "--auth", '{"user":"ada"}',
+    "--event", "join", "--data", '{"room":"lobby"}',
+    "--disconnect", "transport close",
+  ]);
+  assert.equal(code, 0);
+  assert.deepEqual(lines.slice(2), [
+    { disconnect: { reason: "transport close" } },
+    { emit: { namespace: "/", room: "lobby", except: null, event: "user_offline", data: { user: "ada" } } },
+  ]);
+});

@@ -38,6 +38,8 @@ const QUICK_MEASURED_EVENTS: usize = 10_000;
 const QUICK_LATENCY_SAMPLES: usize = 1_000;
 /// About three times the ratio measured when the guard was added.
 const QUICK_MAX_RATIO: f64 = 10.0;
+/// Runs the guard may take before it fails.
+const QUICK_ATTEMPTS: usize = 3;
 
 fn plugin(name: &str) -> PathBuf {
     let dir = std::env::var_os("SWITCHBOARD_PLUGIN_DIR").map_or_else(
@@ -289,30 +291,38 @@ fn current_thread() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// The CI guard: the pooled relay against the baseline on one thread.
+/// The CI guard: the pooled relay against the baseline on one thread. A
+/// busy machine only makes a run slower, so it fails only when the best of
+/// [`QUICK_ATTEMPTS`] runs is over the limit.
 fn quick() -> ExitCode {
     let runtime = current_thread();
-    let [switchboard, baseline] = [
-        relay(
-            "relay, pooled warm instances",
-            Server::Switchboard(relay_manifest("pooled")),
-        ),
-        relay(
-            "relay, plain socketioxide handler",
-            Server::PlainSocketioxide,
-        ),
-    ]
-    .map(|scenario| {
-        print!("{:<10} ", "1 thread");
-        runtime.block_on(run(&scenario, QUICK_MEASURED_EVENTS, QUICK_LATENCY_SAMPLES))
-    });
-    let ratio = switchboard.per_event.as_secs_f64() / baseline.per_event.as_secs_f64();
-    println!("the relay through a plugin costs {ratio:.2}x the plain socketioxide handler");
-    if ratio > QUICK_MAX_RATIO {
-        eprintln!("over {QUICK_MAX_RATIO}x: a gross regression in the dispatch path");
-        return ExitCode::FAILURE;
+    let mut best = f64::INFINITY;
+    for _ in 0..QUICK_ATTEMPTS {
+        let [switchboard, baseline] = [
+            relay(
+                "relay, pooled warm instances",
+                Server::Switchboard(relay_manifest("pooled")),
+            ),
+            relay(
+                "relay, plain socketioxide handler",
+                Server::PlainSocketioxide,
+            ),
+        ]
+        .map(|scenario| {
+            print!("{:<10} ", "1 thread");
+            runtime.block_on(run(&scenario, QUICK_MEASURED_EVENTS, QUICK_LATENCY_SAMPLES))
+        });
+        let ratio = switchboard.per_event.as_secs_f64() / baseline.per_event.as_secs_f64();
+        println!("the relay through a plugin costs {ratio:.2}x the plain socketioxide handler");
+        best = best.min(ratio);
+        if best <= QUICK_MAX_RATIO {
+            return ExitCode::SUCCESS;
+        }
     }
-    ExitCode::SUCCESS
+    eprintln!(
+        "over {QUICK_MAX_RATIO}x in {QUICK_ATTEMPTS} runs (best {best:.2}x): a gross regression in the dispatch path"
+    );
+    ExitCode::FAILURE
 }
 
 fn main() -> ExitCode {

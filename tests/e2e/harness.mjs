@@ -11,6 +11,7 @@
 // Binary: $SWITCHBOARD_BIN or <repo>/target/debug/switchboard.
 // Plugins: $SWITCHBOARD_WASM_DIR or <repo>/target/wasm32-wasip2/release.
 
+import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { after } from "node:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -336,6 +337,13 @@ export async function startHost({
       return stopping;
     },
   };
+}
+
+/** Stops a `startHost` host with SIGTERM and asserts it exited 0 by itself. */
+export async function stopCleanly(host) {
+  const { code, killed } = await host.stop();
+  assert.equal(killed, false, "the host did not stop on SIGTERM");
+  assert.equal(code, 0, `the host exited with ${code}; stderr:\n${host.stderr().slice(-2000)}`);
 }
 
 /**

@@ -13,6 +13,7 @@ import {
   emitAckError,
   quiet,
   startHost,
+  stopCleanly,
   unique,
   waitFor,
   wasm,
@@ -47,11 +48,7 @@ for (const { language, plugin } of IMPLEMENTATIONS) {
 
     after(async () => {
       closeAllSockets();
-      if (host) {
-        const { code, killed } = await host.stop();
-        assert.equal(killed, false, "the host did not stop on SIGTERM");
-        assert.equal(code, 0, `the host exited with ${code}; stderr:\n${host.stderr().slice(-2000)}`);
-      }
+      if (host) await stopCleanly(host);
     });
 
     test("join puts the socket in the room and acks the member count", async () => {

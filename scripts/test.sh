@@ -49,7 +49,7 @@ step "Socket.IO clients beyond JavaScript"
 cargo build --manifest-path tests/clients/rust/Cargo.toml --target-dir target/clients-rust
 
 step "compile the JavaScript and Python plugins into the code cache"
-# They carry SpiderMonkey and CPython: this debug build takes about 30 s of
+# They carry SpiderMonkey and CPython: this debug build takes 30 to 45 s of
 # both cores to compile them. Done now, in the code cache the suite's hosts
 # share, it does not starve the test files running beside languages.test.mjs.
 target/debug/switchboard check tests/e2e/languages.toml

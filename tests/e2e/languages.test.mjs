@@ -29,7 +29,7 @@ const IMPLEMENTATIONS = [
 
 // The JavaScript and Python components carry their language's runtime
 // (SpiderMonkey, CPython): 12 and 18 MB that a debug host with a cold code
-// cache takes about 20 s each to compile, on a busy machine longer.
+// cache takes 15 to 45 s to compile (scripts/test.sh fills the cache first).
 const COMPILE_TIMEOUT_MS = 180_000;
 
 for (const { language, plugin } of IMPLEMENTATIONS) {

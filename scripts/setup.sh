@@ -7,9 +7,12 @@
 #   - our patches to dependencies (patches/ -> target/patched/, see patch-deps.sh)
 #   - redis-server (the host's cluster tests run against a real one) and valkey-server
 #   - Debian's chromium (the browser test drives the demo page in it, headless)
-#   - the end-to-end suite's npm packages (tests/node_modules), from the lockfile
-#   - its Python packages (tests/clients/requirements.txt) in target/tools/venv
-#   - the plugins (plugins/ -> target/wasm32-wasip2/release/*.wasm)
+#   - the end-to-end suite's npm packages (tests/node_modules), from the lockfile,
+#     and componentize-js (plugins/js/echo/node_modules)
+#   - its Python packages (tests/clients/requirements.txt) and componentize-py
+#     (plugins/python/requirements.txt) in target/tools/venv
+#   - the plugins (plugins/ -> target/wasm32-wasip2/release/*.wasm), with the
+#     JavaScript and Python ones as echo_js.wasm and echo_py.wasm
 #   - the browser client for examples/chat and examples/auction (public/vendor/socket.io.min.js;
 #     examples/demo/public/vendor links to chat's)
 set -euo pipefail
@@ -86,25 +89,38 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     echo "error: Node.js 20 or newer with npm is required" >&2
     exit 1
 fi
-lock_hash="$(cat tests/package.json tests/package-lock.json | sha256sum | cut -d' ' -f1)"
-stamp=tests/node_modules/.switchboard-lock-hash
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_hash" ] \
-    || [ ! -f tests/node_modules/socket.io-client/package.json ] \
-    || [ ! -f tests/node_modules/ws/package.json ] \
-    || [ ! -f tests/node_modules/playwright-core/package.json ]; then
-    step "npm ci (tests/)"
-    (cd tests && npm ci --no-audit --no-fund)
-    echo "$lock_hash" >"$stamp"
-fi
+# npm ci in DIR unless its node_modules came from the same lockfile and still
+# hold every PACKAGE: npm_ci DIR PACKAGE...
+npm_ci() {
+    local dir="$1"
+    shift
+    local stamp="$dir/node_modules/.switchboard-lock-hash" lock_hash package installed=true
+    lock_hash="$(cat "$dir/package.json" "$dir/package-lock.json" | sha256sum | cut -d' ' -f1)"
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_hash" ]; then
+        installed=false
+    fi
+    for package in "$@"; do
+        [ -f "$dir/node_modules/$package/package.json" ] || installed=false
+    done
+    if [ "$installed" = false ]; then
+        step "npm ci ($dir/)"
+        (cd "$dir" && npm ci --no-audit --no-fund)
+        echo "$lock_hash" >"$stamp"
+    fi
+}
+npm_ci tests socket.io-client ws playwright-core
+npm_ci plugins/js/echo @bytecodealliance/componentize-js
 
-# --- Python packages of the test suite ---------------------------------------
-# python-socketio (a client beyond JavaScript) and hadolint, in a venv of their own.
+# --- Python packages of the test suite and of the Python plugin --------------
+# python-socketio (a client beyond JavaScript), hadolint and componentize-py, in
+# a venv of their own.
 venv=target/tools/venv
-requirements_hash="$(sha256sum tests/clients/requirements.txt | cut -d' ' -f1)"
+requirements=(tests/clients/requirements.txt plugins/python/requirements.txt)
+requirements_hash="$(cat "${requirements[@]}" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$venv/.requirements-hash" ] || [ "$(cat "$venv/.requirements-hash")" != "$requirements_hash" ]; then
-    step "pip install -r tests/clients/requirements.txt (into $venv)"
+    step "pip install -r ${requirements[*]} (into $venv)"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "${requirements[@]/#/--requirement=}"
     echo "$requirements_hash" >"$venv/.requirements-hash"
 fi
 
@@ -119,6 +135,32 @@ for plugin in chat faulty; do
     cp "target/plugins-v2/wasm32-wasip2/release/$plugin.wasm" "target/wasm32-wasip2/release/${plugin}_v2.wasm.tmp"
     mv "target/wasm32-wasip2/release/${plugin}_v2.wasm.tmp" "target/wasm32-wasip2/release/${plugin}_v2.wasm"
 done
+
+# Runs a build unless its inputs (files, or every file under folders) are
+# those it last succeeded with: build_when_changed OUTPUT "INPUT..." COMMAND...
+# The JavaScript and Python builds take a minute, and nothing like cargo's
+# change tracking spares it.
+build_when_changed() {
+    local output="$1" inputs="$2" inputs_hash
+    shift 2
+    # shellcheck disable=SC2086 # the inputs are a list of paths without spaces
+    inputs_hash="$(find $inputs -type f -not -path '*/node_modules/*' -not -path '*/__pycache__/*' -print0 |
+        sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+    if [ -f "$output" ] && [ "$(cat "$output.inputs-hash" 2>/dev/null)" = "$inputs_hash" ]; then
+        return
+    fi
+    step "$* (-> $output)"
+    "$@"
+    echo "$inputs_hash" >"$output.inputs-hash"
+}
+release=target/wasm32-wasip2/release
+(
+    cd plugins/js/echo
+    build_when_changed "../../../$release/echo_js.wasm" ". ../../../wit/plugin.wit" npm run --silent build
+)
+build_when_changed "$release/echo_py.wasm" "plugins/python wit/plugin.wit" \
+    "$venv/bin/componentize-py" --wit-path wit/plugin.wit --world plugin-core \
+    componentize --python-path plugins/python/echo echo --output "$release/echo_py.wasm"
 
 # --- The examples' browser client -------------------------------------------
 client=tests/node_modules/socket.io-client/dist/socket.io.min.js

@@ -48,6 +48,12 @@ step "Socket.IO clients beyond JavaScript"
 # rust_socketio's round trip, built before the suite runs it (a cold build takes minutes).
 cargo build --manifest-path tests/clients/rust/Cargo.toml --target-dir target/clients-rust
 
+step "compile the JavaScript and Python plugins into the code cache"
+# They carry SpiderMonkey and CPython: this debug build takes 30 to 45 s of
+# both cores to compile them. Done now, in the code cache the suite's hosts
+# share, it does not starve the test files running beside languages.test.mjs.
+target/debug/switchboard check tests/e2e/languages.toml
+
 step "end-to-end tests"
 # A hung test fails after two minutes instead of holding up the run.
 node --test --test-concurrency=2 --test-timeout=120000 tests/e2e/

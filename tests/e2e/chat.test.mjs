@@ -15,6 +15,7 @@ import {
   openSocket,
   quiet,
   startHost,
+  stopCleanly,
   unique,
   waitFor,
 } from "./harness.mjs";
@@ -29,11 +30,7 @@ before(async () => {
 
 after(async () => {
   closeAllSockets();
-  if (host) {
-    const { code, killed } = await host.stop();
-    assert.equal(killed, false, "the host did not stop on SIGTERM");
-    assert.equal(code, 0, `the host exited with ${code}; stderr:\n${host.stderr().slice(-2000)}`);
-  }
+  if (host) await stopCleanly(host);
 });
 
 /** Connects as `user` (the chat identity comes from `auth.user`). */

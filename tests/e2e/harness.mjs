@@ -11,6 +11,7 @@
 // Binary: $SWITCHBOARD_BIN or <repo>/target/debug/switchboard.
 // Plugins: $SWITCHBOARD_WASM_DIR or <repo>/target/wasm32-wasip2/release.
 
+import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { after } from "node:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -246,9 +247,19 @@ function tail(text, max = 4000) {
  * once the ready line appears; rejects with the child's stderr if it exits
  * first or STARTUP_TIMEOUT_MS pass. `manifest` (text) replaces the generated
  * one; `manifestPath` serves an existing file as it is (its relative paths
- * resolved against its own directory).
+ * resolved against its own directory). `startupTimeout` replaces
+ * STARTUP_TIMEOUT_MS for plugins that take long to compile.
  */
-export async function startHost({ plugins = [chatPlugin()], server = {}, namespaces, manifest, manifestPath, env, shell } = {}) {
+export async function startHost({
+  plugins = [chatPlugin()],
+  server = {},
+  namespaces,
+  manifest,
+  manifestPath,
+  env,
+  shell,
+  startupTimeout = STARTUP_TIMEOUT_MS,
+} = {}) {
   const text = manifestPath ? readFileSync(manifestPath, "utf8") : manifest ?? manifestToml({ server, plugins, namespaces });
   if (!manifestPath) {
     for (const plugin of plugins) {
@@ -280,11 +291,11 @@ export async function startHost({ plugins = [chatPlugin()], server = {}, namespa
       proc.child.kill("SIGKILL");
       reject(
         new Error(
-          `switchboard serve printed no ready line within ${STARTUP_TIMEOUT_MS} ms\n` +
+          `switchboard serve printed no ready line within ${startupTimeout} ms\n` +
             `stdout:\n${proc.stdout()}\nstderr:\n${tail(proc.stderr())}`,
         ),
       );
-    }, STARTUP_TIMEOUT_MS);
+    }, startupTimeout);
   }).finally(() => clearTimeout(timer));
 
   const readyLines = proc.stdout().split("\n").filter((line) => ready.test(line));
@@ -326,6 +337,13 @@ export async function startHost({ plugins = [chatPlugin()], server = {}, namespa
       return stopping;
     },
   };
+}
+
+/** Stops a `startHost` host with SIGTERM and asserts it exited 0 by itself. */
+export async function stopCleanly(host) {
+  const { code, killed } = await host.stop();
+  assert.equal(killed, false, "the host did not stop on SIGTERM");
+  assert.equal(code, 0, `the host exited with ${code}; stderr:\n${host.stderr().slice(-2000)}`);
 }
 
 /**

@@ -23,7 +23,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 
 import { REPO, faultyPlugin, manifestToml, writeManifest } from "../e2e/harness.mjs";
-import { cpuSeconds } from "./proc.mjs";
+import { closedLoops } from "./closed_loop.mjs";
 import { openRawSocket } from "../e2e/raw_socket.mjs";
 import { serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
 
@@ -37,7 +37,6 @@ const { values } = parseArgs({
 });
 const CLIENTS = Number(values.clients);
 const SECONDS = Number(values.seconds);
-const WARMUP_MS = 1000;
 
 const SERVERS = {
   switchboard: () =>
@@ -54,49 +53,17 @@ const SERVERS = {
   node: () => startServer(process.execPath, [path.join(REPO, "tests/load/baseline-server.mjs")]),
 };
 
-function percentile(sorted, p) {
-  return sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))];
-}
-
-/** One client's closed loop until `until`; pushes each round trip (ms) to `latencies`. */
-async function loop(socket, until, latencies) {
-  let n = 0;
-  let wrong = 0;
-  while (performance.now() < until) {
-    n += 1;
-    const sent = performance.now();
-    const reply = await socket.emitWithAck("echo", { n });
-    latencies.push(performance.now() - sent);
-    if (reply?.echo?.n !== n) wrong += 1;
-  }
-  return wrong;
-}
+// Every server acks `echo` with `{echo: payload}`.
+const echoRequest = async (socket, n) => (await socket.emitWithAck("echo", { n }))?.echo?.n === n;
 
 async function measure(name) {
   const server = await SERVERS[name]();
   try {
     const port = new URL(server.url).port;
     const sockets = await Promise.all(Array.from({ length: CLIENTS }, () => openRawSocket(port, "/")));
-    await Promise.all(sockets.map((socket) => loop(socket, performance.now() + WARMUP_MS, [])));
-    const latencies = [];
-    const cpuBefore = cpuSeconds(server.child.pid);
-    const started = performance.now();
-    const until = started + SECONDS * 1000;
-    const wrong = (await Promise.all(sockets.map((socket) => loop(socket, until, latencies)))).reduce((a, b) => a + b, 0);
-    const elapsed = (performance.now() - started) / 1000;
-    const cpu = cpuSeconds(server.child.pid) - cpuBefore;
+    const figures = await closedLoops(sockets, { seconds: SECONDS, pid: server.child.pid, request: echoRequest });
     for (const socket of sockets) socket.close();
-    latencies.sort((a, b) => a - b);
-    return {
-      name,
-      acks: latencies.length,
-      wrong,
-      acksPerSecond: latencies.length / elapsed,
-      acksPerCpuSecond: latencies.length / cpu,
-      cpuPerSecond: cpu / elapsed,
-      p50: percentile(latencies, 50),
-      p99: percentile(latencies, 99),
-    };
+    return { name, ...figures };
   } finally {
     await server.stop();
   }

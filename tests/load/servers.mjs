@@ -45,10 +45,12 @@ export function startServer(command, args, { env = {} } = {}) {
   });
 }
 
+/** The switchboard binary the load tools run: target/release's, or $SWITCHBOARD_BIN. */
+export const RELEASE_BIN = process.env.SWITCHBOARD_BIN ?? path.join(REPO, "target/release/switchboard");
+
 /** `switchboard serve` from target/release (or $SWITCHBOARD_BIN) on a free port. */
 export function serveRelease(manifestPath) {
-  const binary = process.env.SWITCHBOARD_BIN ?? path.join(REPO, "target/release/switchboard");
-  return startServer(binary, ["serve", "--manifest", manifestPath, "--listen", "127.0.0.1:0"]);
+  return startServer(RELEASE_BIN, ["serve", "--manifest", manifestPath, "--listen", "127.0.0.1:0"]);
 }
 
 const BASELINE_DIR = path.join(REPO, "tests/load/socketioxide-baseline");

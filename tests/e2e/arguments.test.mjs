@@ -13,9 +13,11 @@ const hosts = [];
 let plain;
 let recovering;
 
+const API_TOKEN = "arguments-test-token";
+
 async function host(server) {
   const started = await startHost({
-    manifest: manifestToml({
+    manifest: `${manifestToml({
       server,
       plugins: [
         { name: "conformance", path: wasm("conformance"), namespaces: ["/"], events: ["message", "message-with-ack", "sum"] },
@@ -27,7 +29,7 @@ async function host(server) {
           routes: [{ method: "GET", path: "/apps/legacy", auth: "none" }],
         },
       ],
-    }),
+    })}\n[api]\ntoken = "${API_TOKEN}"\n`,
   });
   hosts.push(started);
   return started;
@@ -99,6 +101,28 @@ describe("any number of arguments", () => {
     const [refused] = await ackArguments(socket, "sum", 1, "two");
     assert.equal(refused.error.code, "invalid_payload");
     assert.match(refused.error.message, /^invalid arguments: `\[1\]`/);
+  });
+
+  test("the HTTP API emits one argument as `data`, none or several as `args`", async () => {
+    const socket = await connect(plain.url);
+    const emit = (body) =>
+      fetch(`${plain.url}/api/v1/emit`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${API_TOKEN}`, "content-type": "application/json" },
+        body: JSON.stringify({ namespace: "/", to: { socket: socket.id }, event: "pushed", ...body }),
+      });
+    const received = [];
+    socket.on("pushed", (...args) => received.push(args));
+    assert.equal((await emit({ args: [1, "two", { three: 3 }] })).status, 202);
+    assert.equal((await emit({ args: [] })).status, 202);
+    assert.equal((await emit({ data: [1, 2] })).status, 202);
+    for (const body of [{}, { data: 1, args: [1] }]) {
+      const refused = await emit(body);
+      assert.equal(refused.status, 400);
+      assert.equal((await refused.json()).error.code, "bad_request");
+    }
+    await waitFor(() => received.length === 3, undefined, "the three emits");
+    assert.deepEqual(received, [[1, "two", { three: 3 }], [], [[1, 2]]]);
   });
 
   test("JSON goes through byte for byte: key order, spacing, number forms", async () => {

@@ -226,7 +226,24 @@ struct EmitRequest {
     namespace: String,
     to: Recipient,
     event: String,
-    data: Box<RawValue>,
+    /// The event's one argument.
+    data: Option<Box<RawValue>>,
+    /// Its arguments, for none or several.
+    args: Option<Vec<Box<RawValue>>>,
+}
+
+impl EmitRequest {
+    fn arguments(&mut self) -> Result<Vec<Box<RawValue>>, ApiError> {
+        match (self.data.take(), self.args.take()) {
+            (Some(data), None) => Ok(vec![data]),
+            (None, Some(args)) => Ok(args),
+            _ => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "give the event's `data` (one argument) or its `args` (a list of them), not both",
+            )),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -241,9 +258,10 @@ enum Recipient {
 async fn emit(
     State(state): State<Arc<ApiState>>,
     _: ApiCaller,
-    Body(request): Body<EmitRequest>,
+    Body(mut request): Body<EmitRequest>,
 ) -> Result<StatusCode, ApiError> {
     let namespace = state.namespace(&request.namespace)?;
+    let arguments = request.arguments()?;
     if request.event.is_empty() || is_reserved_event(&request.event) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -272,7 +290,7 @@ async fn emit(
             &namespace,
             audience,
             &request.event,
-            Outgoing::Json(vec![request.data]),
+            Outgoing::Json(arguments),
         )
         .await?;
     Ok(StatusCode::ACCEPTED)

@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use crate::bindings::{Conn, Payload, PluginError};
 use crate::cluster::MemoryStore;
 use crate::cluster::timers::{DueTimer, MemoryTimers, TimerStore};
-use crate::host_api::HostServices;
+use crate::host_api::{Clock, HostServices};
 use crate::manifest::Manifest;
 use crate::payload::{self, Outgoing};
 use crate::server::{ServeError, load_plugins};
@@ -33,9 +33,12 @@ pub struct Caller {
     pub auth: String,
 }
 
-/// What happens after the events.
+/// The clock the plugin reads, and what happens after the events.
 #[derive(Default)]
 pub struct Afterwards {
+    /// The time the plugin reads, in Unix ms (`None`: the system's). Each
+    /// timer fired moves it to the timer's time.
+    pub now_ms: Option<u64>,
     /// Fire every timer the calls scheduled, in time order, without
     /// waiting for it (and those these timers schedule, up to
     /// [`TIMERS_FIRED_AT_MOST`]).
@@ -84,6 +87,8 @@ pub enum Effect {
     Timer {
         key: String,
         payload: String,
+        /// When it was due.
+        at_ms: u64,
     },
     /// The socket disconnects; what `on-disconnect` did follows.
     Disconnect {
@@ -137,12 +142,14 @@ pub async fn call(
     };
     let recorder = Arc::new(Recorder::default());
     let timers = Arc::new(MemoryTimers::new());
-    let services = HostServices::new(
+    let mut services = HostServices::new(
         recorder.clone(),
         Arc::new(MemoryStore::new()),
         timers.clone(),
         &manifest.server,
     );
+    let clock = afterwards.now_ms.map(Clock::fixed).unwrap_or_default();
+    services.clock = clock.clone();
     let loaded = load_plugins(manifest, services).await?;
     let running = loaded
         .reloader
@@ -180,12 +187,14 @@ pub async fn call(
     }
     if afterwards.fire_timers {
         for _ in 0..TIMERS_FIRED_AT_MOST {
-            let Some(timer) = next_timer(timers.as_ref(), plugin).await else {
+            let Some((at_ms, timer)) = next_timer(timers.as_ref(), plugin).await else {
                 break;
             };
+            clock.advance_to(at_ms);
             effects.push(Effect::Timer {
                 key: timer.key.clone(),
                 payload: timer.payload.clone(),
+                at_ms,
             });
             let outcome = running.on_timer(&timer.key, &timer.payload).await;
             effects.extend(recorder.take());
@@ -214,18 +223,14 @@ pub async fn call(
 }
 
 /// The plugin's earliest pending timer, taken from the store (other
-/// plugins' are dropped: only this one runs).
-async fn next_timer(timers: &MemoryTimers, plugin: &str) -> Option<DueTimer> {
+/// plugins' are dropped: only this one runs), with when it was due.
+async fn next_timer(timers: &MemoryTimers, plugin: &str) -> Option<(u64, DueTimer)> {
     loop {
-        let timer = timers
-            .claim_due(u64::MAX, 1)
-            .await
-            .ok()?
-            .into_iter()
-            .next()?;
+        let at_ms = timers.next_due_ms()?;
+        let timer = timers.claim_due(at_ms, 1).await.ok()?.into_iter().next()?;
         let _ = timers.complete(&timer).await;
         if timer.plugin == plugin {
-            return Some(timer);
+            return Some((at_ms, timer));
         }
     }
 }

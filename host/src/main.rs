@@ -102,6 +102,10 @@ enum Command {
         /// Finally disconnect the socket with this reason (e.g. `transport close`).
         #[arg(long, value_name = "REASON")]
         disconnect: Option<String>,
+        /// The time the plugin reads (`clock.now-ms`), in Unix milliseconds,
+        /// instead of the system's; each timer fired moves it to its time.
+        #[arg(long, value_name = "MS")]
+        now_ms: Option<u64>,
     },
     /// Plugin projects.
     Plugin {
@@ -168,6 +172,7 @@ fn main() -> ExitCode {
             auth,
             fire_timers,
             disconnect,
+            now_ms,
         } => call(
             manifest.into_path(),
             &plugin,
@@ -179,6 +184,7 @@ fn main() -> ExitCode {
                 auth,
             },
             switchboard::call::Afterwards {
+                now_ms,
                 fire_timers,
                 disconnect,
             },

@@ -55,7 +55,7 @@ test("a refused connection, a plugin error and a trap are error lines and exit 1
 
 test("--fire-timers fires what the events scheduled, soonest first, as if the clock had reached it", async () => {
   const { code, lines } = await call([faultyPlugin({ events: ["schedule", "cancel"] })], [
-    "--plugin", "faulty",
+    "--plugin", "faulty", "--now-ms", "1000000",
     "--event", "schedule", "--data", '{"key":"later","delay_ms":3600000,"payload":"b"}',
     "--event", "schedule", "--data", '{"key":"sooner","delay_ms":1000,"payload":"a"}',
     "--event", "schedule", "--data", '{"key":"dropped","delay_ms":10,"payload":"c"}',
@@ -65,6 +65,16 @@ test("--fire-timers fires what the events scheduled, soonest first, as if the cl
   assert.equal(code, 0);
   const fired = lines.slice(4);
   assert.deepEqual(fired.map((line) => line.timer?.key ?? line.emit?.data), ["sooner", { key: "sooner", payload: "a" }, "later", { key: "later", payload: "b" }]);
+  assert.deepEqual(fired.filter((line) => line.timer).map((line) => line.timer.at_ms), [1001000, 4600000]);
+});
+
+test("--now-ms is the time the plugin reads", async () => {
+  const { lines } = await call([chatPlugin()], [
+    "--plugin", "chat", "--auth", '{"user":"ada"}', "--now-ms", "1234",
+    "--event", "join", "--data", '{"room":"lobby"}',
+    "--event", "send_message", "--data", '{"room":"lobby","text":"hi"}',
+  ]);
+  assert.equal(lines[2].emit.data.ts, 1234);
 });
 
 test("--disconnect runs on-disconnect last, with what it emits", async () => {

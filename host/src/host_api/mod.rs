@@ -15,6 +15,7 @@ mod timers;
 
 use std::sync::Arc;
 
+pub use clock::Clock;
 pub use pending::PendingEmit;
 
 use crate::bindings::PluginError;
@@ -35,6 +36,8 @@ pub struct HostServices {
     pub max_rooms_per_socket: usize,
     /// The largest event a plugin may emit (`[server] max_payload_bytes`).
     pub max_payload_bytes: usize,
+    /// What `clock.now-ms` answers.
+    pub clock: Clock,
 }
 
 impl HostServices {
@@ -51,6 +54,7 @@ impl HostServices {
             timers,
             max_rooms_per_socket: server.max_rooms_per_socket,
             max_payload_bytes: usize::try_from(server.max_payload_bytes).unwrap_or(usize::MAX),
+            clock: Clock::default(),
         }
     }
 }

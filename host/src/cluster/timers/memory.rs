@@ -19,6 +19,11 @@ impl MemoryTimers {
         Self::default()
     }
 
+    /// When the earliest pending timer is due.
+    pub fn next_due_ms(&self) -> Option<u64> {
+        self.pending().values().map(|(at, _)| *at).min()
+    }
+
     fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, String)>> {
         self.pending
             .lock()

@@ -167,7 +167,7 @@ pub async fn call(
             "connection_refused",
             format!("on-connect refused the socket: {}", refusal.message),
         )),
-        Err(failure) => Some(PluginError::new(failure.code(), failure.to_string())),
+        Err(failure) => Some(failure.into()),
     };
     if let Some(refusal) = refusal {
         let mut effects = recorder.take();
@@ -180,7 +180,7 @@ pub async fn call(
         let outcome = match running.on_event(&conn, event, &payload).await {
             Ok(Ok(reply)) => reply_value(reply),
             Ok(Err(refusal)) => refused(refusal),
-            Err(failure) => refused(PluginError::new(failure.code(), failure.to_string())),
+            Err(failure) => refused(failure.into()),
         };
         effects.extend(recorder.take());
         effects.push(outcome);
@@ -201,10 +201,7 @@ pub async fn call(
             match outcome {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => effects.push(refused(error)),
-                Err(failure) => effects.push(refused(PluginError::new(
-                    failure.code(),
-                    failure.to_string(),
-                ))),
+                Err(failure) => effects.push(refused(failure.into())),
             }
         }
     }
@@ -213,10 +210,7 @@ pub async fn call(
         effects.push(Effect::Disconnect { reason });
         effects.extend(recorder.take());
         if let Err(failure) = outcome {
-            effects.push(refused(PluginError::new(
-                failure.code(),
-                failure.to_string(),
-            )));
+            effects.push(refused(failure.into()));
         }
     }
     Ok(effects)

@@ -97,19 +97,18 @@ impl Outgoing {
 
     /// Its arguments as one JSON array, placeholders left in (for storage).
     pub fn json_array(&self) -> String {
+        let args: Vec<String> = match self {
+            Self::Json(args) => args.iter().map(|arg| arg.get().to_owned()).collect(),
+            Self::WithAttachments(values, _) => values.iter().map(ToString::to_string).collect(),
+        };
+        format!("[{}]", args.join(","))
+    }
+
+    /// How many arguments it has.
+    fn count(&self) -> usize {
         match self {
-            Self::Json(args) => {
-                let mut json = String::from("[");
-                for (index, arg) in args.iter().enumerate() {
-                    if index > 0 {
-                        json.push(',');
-                    }
-                    json.push_str(arg.get());
-                }
-                json.push(']');
-                json
-            }
-            Self::WithAttachments(values, _) => serde_json::Value::from(values.clone()).to_string(),
+            Self::Json(args) => args.len(),
+            Self::WithAttachments(values, _) => values.len(),
         }
     }
 
@@ -177,11 +176,8 @@ struct Arguments<'a> {
 
 impl Serialize for Arguments<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let count = match self.payload {
-            Outgoing::Json(args) => args.len(),
-            Outgoing::WithAttachments(values, _) => values.len(),
-        };
-        let mut tuple = serializer.serialize_tuple(count + usize::from(self.last.is_some()))?;
+        let count = self.payload.count() + usize::from(self.last.is_some());
+        let mut tuple = serializer.serialize_tuple(count)?;
         match self.payload {
             Outgoing::Json(args) => {
                 for arg in args {

@@ -170,6 +170,13 @@ impl CallError {
     }
 }
 
+/// What the client of a call that did not complete is told.
+impl From<CallError> for PluginError {
+    fn from(failure: CallError) -> Self {
+        Self::new(failure.code(), failure.to_string())
+    }
+}
+
 struct WarmInstance {
     store: Store<InstanceState>,
     exports: Exports,

@@ -517,7 +517,7 @@ impl<A: Adapter> Connection<A> {
                 }
             },
             Ok(Err(refusal)) => refusal,
-            Err(failure) => PluginError::new(failure.code(), failure.to_string()),
+            Err(failure) => failure.into(),
         };
         handled(&error.code);
         reply_error(&self.socket, ack, &event, &error);

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -20,7 +21,7 @@ use crate::host_api::{Clock, HostServices};
 use crate::manifest::Manifest;
 use crate::payload::{self, Outgoing};
 use crate::server::{ServeError, load_plugins};
-use crate::transport::{Audience, Membership, Sockets, SocketsError};
+use crate::transport::{Audience, Membership, PendingAck, Sockets, SocketsError, socket_room};
 
 /// The socket id the call's client has.
 pub const SOCKET_ID: &str = "call-socket-0001";
@@ -67,6 +68,10 @@ pub enum Effect {
         /// Its arguments, when it has none or several.
         #[serde(skip_serializing_if = "Option::is_none")]
         args: Option<Box<RawValue>>,
+        /// How long it asks the client to answer (`acks.to-socket`); no
+        /// answer comes here, so `on-ack` is not called.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ack_timeout_ms: Option<u128>,
     },
     Join {
         room: String,
@@ -287,17 +292,17 @@ impl Recorder {
     }
 }
 
-#[async_trait]
-impl Sockets for Recorder {
-    async fn emit(
+impl Recorder {
+    fn record_emit(
         &self,
         namespace: &str,
         audience: Audience,
         event: &str,
-        payload: Outgoing,
+        payload: &Outgoing,
+        ack_timeout: Option<Duration>,
     ) -> Result<(), SocketsError> {
         let (data, args) =
-            match arguments(&payload).map_err(|error| SocketsError::Transport(error.message))? {
+            match arguments(payload).map_err(|error| SocketsError::Transport(error.message))? {
                 Arguments::One(data) => (Some(data), None),
                 Arguments::NoneOrSeveral(args) => (None, Some(args)),
             };
@@ -308,8 +313,38 @@ impl Sockets for Recorder {
             event: event.to_owned(),
             data,
             args,
+            ack_timeout_ms: ack_timeout.map(|timeout| timeout.as_millis()),
         });
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Sockets for Recorder {
+    async fn emit(
+        &self,
+        namespace: &str,
+        audience: Audience,
+        event: &str,
+        payload: Outgoing,
+    ) -> Result<(), SocketsError> {
+        self.record_emit(namespace, audience, event, &payload, None)
+    }
+
+    async fn ask(
+        &self,
+        namespace: &str,
+        socket_id: &str,
+        event: &str,
+        payload: Outgoing,
+        timeout: Duration,
+    ) -> Result<PendingAck, SocketsError> {
+        let audience = Audience {
+            room: Some(socket_room(socket_id)),
+            except: None,
+        };
+        self.record_emit(namespace, audience, event, &payload, Some(timeout))?;
+        Ok(Box::pin(std::future::pending()))
     }
 
     async fn change_rooms(

@@ -47,6 +47,9 @@ pub const PLUGIN_CALL_SECONDS: &str = "switchboard_plugin_call_seconds";
 pub const PLUGIN_FAILURES: &str = "switchboard_plugin_failures_total";
 /// Emits plugins made that were handed to the transport, per plugin.
 pub const EMITS: &str = "switchboard_emits_total";
+/// Events plugins sent asking for an acknowledgement, per plugin and
+/// outcome: `answered` or why not (`ack_timeout`, `disconnected`, ...).
+pub const ACKS: &str = "switchboard_acks_total";
 /// Redis round trips the host waits on, per command: `state` (a plugin
 /// state script) and `journal` (appending an emit).
 pub const REDIS_COMMAND_SECONDS: &str = "switchboard_redis_command_seconds";
@@ -114,6 +117,11 @@ fn describe() {
         EMITS,
         Unit::Count,
         "Emits plugins made that were handed to the transport, by plugin."
+    );
+    describe_counter!(
+        ACKS,
+        Unit::Count,
+        "Events plugins sent asking for an ack, by plugin and outcome (answered, ack_timeout, disconnected, not_connected...)."
     );
     describe_histogram!(
         REDIS_COMMAND_SECONDS,
@@ -220,6 +228,10 @@ pub fn plugin_failed(plugin: &str, code: &'static str) {
 
 pub fn emitted(plugin: &str) {
     counter!(EMITS, "plugin" => plugin.to_owned()).increment(1);
+}
+
+pub fn ack(plugin: &str, outcome: &'static str) {
+    counter!(ACKS, "plugin" => plugin.to_owned(), "outcome" => outcome).increment(1);
 }
 
 pub fn redis_command(command: &'static str, took: std::time::Duration) {

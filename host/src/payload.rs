@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, SerializeTuple, Serializer};
 use serde_json::value::RawValue;
 
@@ -18,7 +19,7 @@ pub fn decode_event(
     let parts: Vec<&RawValue> = serde_json::from_str(packet)?;
     let (event, args) = parts
         .split_first()
-        .ok_or_else(|| serde::de::Error::custom("an event packet needs an event name"))?;
+        .ok_or_else(|| de::Error::custom("an event packet needs an event name"))?;
     let event: String = serde_json::from_str(event.get())?;
     let args = args.iter().map(|arg| arg.get().to_owned()).collect();
     let attachments = attachments
@@ -250,6 +251,121 @@ impl Serialize for WithPlaceholders<'_> {
     }
 }
 
+/// A client's acknowledgement as a [`Payload`]: each argument re-serialized
+/// (socketioxide's parser hands binary data over as bytes, not as the text
+/// it came in), keys in their order, binary data back to placeholders.
+pub struct AckArguments(pub Payload);
+
+impl<'de> serde::Deserialize<'de> for AckArguments {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Read as a tuple: socketioxide's parser gives a tuple every
+        // argument, anything else only the first.
+        deserializer.deserialize_tuple(usize::MAX, AckVisitor)
+    }
+}
+
+struct AckVisitor;
+
+impl<'de> Visitor<'de> for AckVisitor {
+    type Value = AckArguments;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("the arguments of an acknowledgement")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut attachments = Vec::new();
+        let mut args = Vec::new();
+        while let Some(value) = seq.next_element_seed(Argument {
+            attachments: &mut attachments,
+        })? {
+            args.push(value.to_string());
+        }
+        Ok(AckArguments(Payload { args, attachments }))
+    }
+}
+
+/// One JSON value whose binary data is moved to `attachments`, leaving a
+/// placeholder numbered in the order Socket.IO numbers them.
+struct Argument<'a> {
+    attachments: &'a mut Vec<Vec<u8>>,
+}
+
+impl<'de> DeserializeSeed<'de> for Argument<'_> {
+    type Value = serde_json::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Argument<'_> {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a JSON value or binary data")
+    }
+
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Self::Value, E> {
+        Ok(value.into())
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
+        Ok(value.into())
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
+        Ok(value.into())
+    }
+
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Self::Value, E> {
+        Ok(value.into())
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+        Ok(value.into())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Self::Value, E> {
+        self.visit_byte_buf(bytes.to_vec())
+    }
+
+    fn visit_byte_buf<E: de::Error>(self, bytes: Vec<u8>) -> Result<Self::Value, E> {
+        let num = self.attachments.len();
+        self.attachments.push(bytes);
+        Ok(serde_json::json!({"_placeholder": true, "num": num}))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(Argument {
+            attachments: &mut *self.attachments,
+        })? {
+            items.push(item);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(Argument {
+                attachments: &mut *self.attachments,
+            })?;
+            fields.insert(key, value);
+        }
+        Ok(serde_json::Value::Object(fields))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +375,19 @@ mod tests {
             args: args.iter().map(|arg| (*arg).to_owned()).collect(),
             attachments: Vec::new(),
         }
+    }
+
+    #[test]
+    fn an_acknowledgement_keeps_its_arguments_and_their_key_order() {
+        let AckArguments(payload) =
+            serde_json::from_str(r#"[1, {"b": [true, null], "a": "x"}, "three"]"#).unwrap();
+        assert_eq!(
+            payload.args,
+            ["1", r#"{"b":[true,null],"a":"x"}"#, r#""three""#]
+        );
+        assert!(payload.attachments.is_empty());
+        let AckArguments(payload) = serde_json::from_str("[]").unwrap();
+        assert!(payload.args.is_empty());
     }
 
     #[test]

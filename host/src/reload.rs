@@ -22,7 +22,7 @@ use tokio::sync::{Mutex, mpsc};
 
 use crate::cluster::timers::DueTimer;
 use crate::escaped::Escaped;
-use crate::host_api::HostServices;
+use crate::host_api::{Answered, HostServices};
 use crate::http_api::plugin_routes::{PluginHttp, PluginRoutes};
 use crate::manifest::{Manifest, PluginSpec};
 use crate::runtime::{CompiledPlugin, Plugin, PluginSlot, PluginStatus, Runtime};
@@ -146,6 +146,30 @@ impl Reloader {
             ),
             Err(failure) => {
                 tracing::warn!(plugin = %timer.plugin, "timer `{}` dropped: {}", Escaped(&timer.key), Escaped(&failure));
+            }
+        }
+    }
+
+    /// Hands the answer to an event that asked for an ack to its plugin's
+    /// `on-ack`; failures are logged.
+    pub async fn deliver_ack(&self, answered: Answered) {
+        let plugin_name = answered.plugin.clone();
+        let tag = answered.tag.clone();
+        let Some(plugin) = self.plugin(&plugin_name) else {
+            tracing::warn!(plugin = %plugin_name, "the answer to ack `{}` came but the plugin is no longer loaded; dropped", Escaped(&tag));
+            return;
+        };
+        match plugin.on_ack(answered).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(
+                plugin = %plugin_name,
+                "on-ack for `{}` failed: {} ({})",
+                Escaped(&tag),
+                Escaped(&error.message),
+                Escaped(&error.code)
+            ),
+            Err(failure) => {
+                tracing::warn!(plugin = %plugin_name, "the answer to ack `{}` dropped: {}", Escaped(&tag), Escaped(&failure));
             }
         }
     }

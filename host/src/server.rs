@@ -294,6 +294,7 @@ impl Server {
             backend.timers.clone(),
             &manifest.server,
         );
+        let acks = services.acks.clone();
         let verifier = manifest
             .auth
             .as_ref()
@@ -344,6 +345,13 @@ impl Server {
                 "cannot watch the plugin files ({error}); reload with SIGHUP or the HTTP API"
             );
         }
+        acks.deliver_with({
+            let reloader = reloader.clone();
+            move |answered| {
+                let reloader = reloader.clone();
+                async move { reloader.deliver_ack(answered).await }
+            }
+        });
         timers::run(backend.timers, {
             let reloader = reloader.clone();
             move |timer| {

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { chatPlugin, faultyPlugin, manifestToml, runSwitchboard, writeManifest } from "./harness.mjs";
+import { chatPlugin, faultyPlugin, manifestToml, runSwitchboard, wasm, writeManifest } from "./harness.mjs";
 
 /** Runs `switchboard call` with `args` on `plugins`; resolves to its exit code and parsed lines. */
 async function call(plugins, args) {
@@ -87,5 +87,18 @@ test("--disconnect runs on-disconnect last, with what it emits", async () => {
   assert.deepEqual(lines.slice(2), [
     { disconnect: { reason: "transport close" } },
     { emit: { namespace: "/", room: "lobby", except: null, event: "user_offline", data: { user: "ada" } } },
+  ]);
+});
+
+test("an event asking for an ack is shown with its timeout; no answer comes", async () => {
+  const conformance = { name: "conformance", path: wasm("conformance"), namespaces: ["/"], events: ["ask"] };
+  const { code, lines } = await call([conformance], [
+    "--plugin", "conformance",
+    "--event", "ask", "--data", '{"to":"s1","event":"question","timeout_ms":500,"tag":"t"}',
+  ]);
+  assert.equal(code, 0);
+  assert.deepEqual(lines, [
+    { emit: { namespace: "/", room: "socket:s1", except: null, event: "question", args: [], ack_timeout_ms: 500 } },
+    { reply: true },
   ]);
 });

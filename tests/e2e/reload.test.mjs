@@ -156,7 +156,7 @@ describe("hot reload of a plugin file", () => {
     install(wasm("not_a_plugin"), { atomic: true });
     const wrongWorld = await api("POST", "/api/v1/plugins/chat/reload");
     assert.equal(wrongWorld.status, 422);
-    assert.match(wrongWorld.body.error.message, /does not implement the world `switchboard:plugin\/plugin@0\.2\.0` \(nor its 0\.1 version\)/);
+    assert.match(wrongWorld.body.error.message, /does not implement the world `switchboard:plugin\/plugin@0\.2\.1` \(nor its 0\.1 version\)/);
     assert.equal((await emitAckOk(socket, "send_message", { room: "check", text: "still here" })).id, 2);
     install(wasm("chat"), { atomic: true });
     await waitFor(

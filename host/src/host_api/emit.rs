@@ -79,6 +79,23 @@ impl InstanceState {
         Ok(())
     }
 
+    /// An emit to one socket the plugin may make, or why not.
+    pub(super) fn checked_emit_to_socket(
+        &self,
+        namespace: &str,
+        socket_id: &str,
+        event: &str,
+        payload: Payload,
+    ) -> Result<PendingEmit, PluginError> {
+        self.checked_emit(
+            namespace,
+            Some(socket_room(socket_id)),
+            None,
+            event,
+            payload,
+        )
+    }
+
     /// An emit the plugin may make, or why not.
     pub(super) fn checked_emit(
         &self,
@@ -120,6 +137,7 @@ impl InstanceState {
             audience: Audience { room, except },
             event: event.to_owned(),
             payload: Outgoing::new(payload)?,
+            question: None,
         })
     }
 }

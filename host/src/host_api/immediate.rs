@@ -4,7 +4,6 @@
 use crate::bindings::switchboard::plugin::immediate::Host;
 use crate::bindings::{Payload, PluginError};
 use crate::runtime::InstanceState;
-use crate::transport::socket_room;
 
 impl Host for InstanceState {
     async fn emit_to_socket(
@@ -14,16 +13,8 @@ impl Host for InstanceState {
         event: String,
         payload: Payload,
     ) -> Result<(), PluginError> {
-        let emit = self.checked_emit(
-            &namespace,
-            Some(socket_room(&socket_id)),
-            None,
-            &event,
-            payload,
-        )?;
-        Ok(emit
-            .send(self.plugin.name.as_str(), self.services.sockets.as_ref())
-            .await?)
+        let emit = self.checked_emit_to_socket(&namespace, &socket_id, &event, payload)?;
+        Ok(emit.send(self.plugin.name.as_str(), &self.services).await?)
     }
 
     async fn emit_to_room(
@@ -34,9 +25,7 @@ impl Host for InstanceState {
         payload: Payload,
     ) -> Result<(), PluginError> {
         let emit = self.checked_emit(&namespace, Some(room), None, &event, payload)?;
-        Ok(emit
-            .send(self.plugin.name.as_str(), self.services.sockets.as_ref())
-            .await?)
+        Ok(emit.send(self.plugin.name.as_str(), &self.services).await?)
     }
 
     async fn incr(&mut self, key: String, delta: i64) -> Result<i64, PluginError> {

@@ -3,6 +3,7 @@
 //! [`InstanceState`], the data of every plugin `Store`. What a handler call
 //! does to state and sockets waits in [`pending`] until it commits.
 
+mod acks;
 mod clock;
 mod config;
 mod emit;
@@ -15,6 +16,7 @@ mod timers;
 
 use std::sync::Arc;
 
+pub use acks::{AckWaits, Answered};
 pub use clock::Clock;
 pub use pending::PendingEmit;
 
@@ -38,6 +40,8 @@ pub struct HostServices {
     pub max_payload_bytes: usize,
     /// What `clock.now-ms` answers.
     pub clock: Clock,
+    /// The acks plugins wait for, and who hands the answers back.
+    pub acks: Arc<AckWaits>,
 }
 
 impl HostServices {
@@ -55,6 +59,7 @@ impl HostServices {
             max_rooms_per_socket: server.max_rooms_per_socket,
             max_payload_bytes: usize::try_from(server.max_payload_bytes).unwrap_or(usize::MAX),
             clock: Clock::default(),
+            acks: Arc::default(),
         }
     }
 }

@@ -1,12 +1,14 @@
 //! What a handler call has done that is not applied yet: its state
 //! transaction and its emits, applied together when it commits.
 
+use super::HostServices;
+use super::acks::Question;
 use crate::cluster::{Committed, StateError, token};
 use crate::escaped::Escaped;
 use crate::metrics;
 use crate::payload::Outgoing;
 use crate::runtime::InstanceState;
-use crate::transport::{Audience, Sockets, SocketsError};
+use crate::transport::{Audience, SocketsError};
 
 /// One emit, checked, waiting for its call to commit.
 pub struct PendingEmit {
@@ -14,14 +16,34 @@ pub struct PendingEmit {
     pub audience: Audience,
     pub event: String,
     pub payload: Outgoing,
+    /// When it asks its one socket for an ack (`acks.to-socket`).
+    pub question: Option<Question>,
 }
 
 impl PendingEmit {
-    /// Sends it, for `plugin`, through the path every emit takes.
-    pub async fn send(self, plugin: &str, sockets: &dyn Sockets) -> Result<(), SocketsError> {
-        sockets
-            .emit(&self.namespace, self.audience, &self.event, self.payload)
-            .await?;
+    /// Sends it, for `plugin`, through the path every emit takes, or the
+    /// one that waits for an answer.
+    pub async fn send(self, plugin: &str, services: &HostServices) -> Result<(), SocketsError> {
+        let sockets = services.sockets.as_ref();
+        match self.question {
+            None => {
+                sockets
+                    .emit(&self.namespace, self.audience, &self.event, self.payload)
+                    .await?;
+            }
+            Some(question) => {
+                let answer = sockets
+                    .ask(
+                        &self.namespace,
+                        &question.socket_id,
+                        &self.event,
+                        self.payload,
+                        question.timeout,
+                    )
+                    .await?;
+                services.acks.wait(question, answer);
+            }
+        }
         metrics::emitted(plugin);
         Ok(())
     }
@@ -44,10 +66,7 @@ impl InstanceState {
             let event = emit.event.clone();
             // Checked when the plugin made it: what fails now (the
             // transport) cannot fail a call whose state is stored.
-            if let Err(error) = emit
-                .send(self.plugin.name.as_str(), self.services.sockets.as_ref())
-                .await
-            {
+            if let Err(error) = emit.send(self.plugin.name.as_str(), &self.services).await {
                 tracing::warn!(plugin = %self.plugin.name, event = %Escaped(&event), "emit after commit failed: {error}");
             }
         }

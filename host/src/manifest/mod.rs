@@ -214,6 +214,8 @@ pub struct Limits {
     pub concurrency: usize,
     /// How long a call waits for room under a limit before it is refused.
     pub queue: Duration,
+    /// Answers to `acks.to-socket` awaited at once on this node.
+    pub max_pending_acks: usize,
 }
 
 /// A plugin name: lowercase ASCII letters, digits, `-` and `_`, starting with a letter.
@@ -864,6 +866,7 @@ impl Validator<'_> {
             || limits.max_state_value_bytes == 0
             || limits.max_state_keys == 0
             || limits.max_state_list_items == 0
+            || limits.max_pending_acks == 0
         {
             return self.invalid(
                 section.name.span(),
@@ -889,6 +892,7 @@ impl Validator<'_> {
                 max_state_list_items: limits.max_state_list_items,
                 concurrency: usize::try_from(limits.concurrency).unwrap_or(usize::MAX),
                 queue: Duration::from_millis(limits.queue_ms),
+                max_pending_acks: usize::try_from(limits.max_pending_acks).unwrap_or(usize::MAX),
             },
             instances: section.instances,
             config,

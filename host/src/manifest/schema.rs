@@ -406,6 +406,9 @@ pub struct LimitsSection {
     /// memory under `[server] plugin_memory_mib`) before it fails with
     /// `overloaded`, in milliseconds: `100`.
     pub queue_ms: u64,
+    /// Answers to `acks.to-socket` the plugin may wait for at once on this
+    /// node: `10000`. Asking for more fails with `overloaded`.
+    pub max_pending_acks: u32,
 }
 
 impl Default for LimitsSection {
@@ -418,6 +421,7 @@ impl Default for LimitsSection {
             max_state_list_items: 10_000,
             concurrency: 64,
             queue_ms: 100,
+            max_pending_acks: 10_000,
         }
     }
 }

@@ -10,8 +10,10 @@ use wasmtime::{AsContextMut, Result};
 
 use super::InstanceState;
 use super::compat;
+use crate::bindings::exports::switchboard::plugin::ack_handler;
 use crate::bindings::exports::switchboard::plugin::http_handler::{Request, Response};
 use crate::bindings::{Conn, Payload, PluginError};
+use crate::host_api::Answered;
 
 /// An optional export, named as the manifest's errors and logs name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +22,8 @@ pub enum Export {
     RecoveryHandler,
     TimerHandler,
     HttpHandler,
+    /// Since 0.2.1.
+    AckHandler,
 }
 
 impl std::fmt::Display for Export {
@@ -29,6 +33,7 @@ impl std::fmt::Display for Export {
             Self::RecoveryHandler => "recovery-handler",
             Self::TimerHandler => "timer-handler",
             Self::HttpHandler => "http-handler",
+            Self::AckHandler => "ack-handler",
         })
     }
 }
@@ -68,7 +73,7 @@ macro_rules! world_exports {
                 exported(pre, "handler")
             }
 
-            fn exported<T>(pre: &InstancePre<T>, name: &str) -> bool {
+            pub fn exported<T>(pre: &InstancePre<T>, name: &str) -> bool {
                 pre.component()
                     .get_export_index(None, &format!("switchboard:plugin/{name}@{}", $version))
                     .is_some()
@@ -99,6 +104,8 @@ macro_rules! world_exports {
                         Export::RecoveryHandler => self.recovery.is_some(),
                         Export::TimerHandler => self.timer.is_some(),
                         Export::HttpHandler => self.http.is_some(),
+                        // Not in every world: see `ExportIndices`.
+                        Export::AckHandler => false,
                     }
                 }
 
@@ -140,7 +147,7 @@ macro_rules! world_exports {
 world_exports!(
     current,
     crate::bindings::exports::switchboard::plugin,
-    "0.2.0"
+    "0.2.1"
 );
 world_exports!(
     legacy,
@@ -151,14 +158,15 @@ world_exports!(
 /// Where the exports are in a compiled component, looked up once.
 #[derive(Clone)]
 pub(super) enum ExportIndices {
-    Current(current::Indices),
+    /// With `ack-handler` (0.2.1) when exported.
+    Current(current::Indices, Option<ack_handler::GuestIndices>),
     /// Built against WIT 0.1.
     Legacy(legacy::Indices),
 }
 
 /// The exports of one instance.
 pub(super) enum Exports {
-    Current(current::Guests),
+    Current(current::Guests, Option<ack_handler::Guest>),
     Legacy(legacy::Guests),
 }
 
@@ -169,19 +177,30 @@ impl ExportIndices {
         if legacy::targets(pre) && !current::targets(pre) {
             return legacy::Indices::new(pre).map(Self::Legacy);
         }
-        current::Indices::new(pre).map(Self::Current)
+        let acks = current::exported(pre, "ack-handler")
+            .then(|| ack_handler::GuestIndices::new(pre))
+            .transpose()?;
+        Ok(Self::Current(current::Indices::new(pre)?, acks))
     }
 
     pub fn has(&self, export: Export) -> bool {
-        match self {
-            Self::Current(indices) => indices.has(export),
-            Self::Legacy(indices) => indices.has(export),
+        match (self, export) {
+            (Self::Current(_, acks), Export::AckHandler) => acks.is_some(),
+            (Self::Current(indices, _), export) => indices.has(export),
+            (Self::Legacy(indices), export) => indices.has(export),
         }
     }
 
-    pub fn load(&self, store: impl AsContextMut, instance: &Instance) -> Result<Exports> {
+    pub fn load(&self, mut store: impl AsContextMut, instance: &Instance) -> Result<Exports> {
         Ok(match self {
-            Self::Current(indices) => Exports::Current(indices.load(store, instance)?),
+            Self::Current(indices, acks) => {
+                let mut store = store.as_context_mut();
+                let acks = acks
+                    .as_ref()
+                    .map(|indices| indices.load(&mut store, instance))
+                    .transpose()?;
+                Exports::Current(indices.load(&mut store, instance)?, acks)
+            }
             Self::Legacy(indices) => Exports::Legacy(indices.load(store, instance)?),
         })
     }
@@ -195,7 +214,7 @@ type Plugin = Store<InstanceState>;
 impl Exports {
     pub async fn init(&self, store: &mut Plugin, config: &str) -> Result<Result<(), PluginError>> {
         match self {
-            Self::Current(guests) => guests.handler.call_init(store, config).await,
+            Self::Current(guests, _) => guests.handler.call_init(store, config).await,
             Self::Legacy(guests) => {
                 let result = guests.handler.call_init(store, config).await?;
                 Ok(result.map_err(PluginError::from))
@@ -209,7 +228,7 @@ impl Exports {
         conn: &Conn,
     ) -> Result<Result<(), PluginError>> {
         match self {
-            Self::Current(guests) => guests.handler.call_on_connect(store, conn).await,
+            Self::Current(guests, _) => guests.handler.call_on_connect(store, conn).await,
             Self::Legacy(guests) => {
                 let result = guests.handler.call_on_connect(store, &conn.into()).await?;
                 Ok(result.map_err(PluginError::from))
@@ -225,7 +244,7 @@ impl Exports {
         payload: &Payload,
     ) -> Result<Result<Option<Payload>, PluginError>> {
         match self {
-            Self::Current(guests) => {
+            Self::Current(guests, _) => {
                 guests
                     .handler
                     .call_on_event(store, conn, event, payload)
@@ -245,7 +264,9 @@ impl Exports {
 
     pub async fn on_disconnect(&self, store: &mut Plugin, conn: &Conn, reason: &str) -> Result<()> {
         match self {
-            Self::Current(guests) => guests.handler.call_on_disconnect(store, conn, reason).await,
+            Self::Current(guests, _) => {
+                guests.handler.call_on_disconnect(store, conn, reason).await
+            }
             Self::Legacy(guests) => {
                 guests
                     .handler
@@ -257,7 +278,7 @@ impl Exports {
 
     pub async fn on_connected(&self, store: &mut Plugin, conn: &Conn) -> Result<()> {
         match self {
-            Self::Current(guests) => match &guests.connection {
+            Self::Current(guests, _) => match &guests.connection {
                 Some(connection) => connection.call_on_connected(store, conn).await,
                 None => Ok(()),
             },
@@ -270,7 +291,7 @@ impl Exports {
 
     pub async fn on_recovered(&self, store: &mut Plugin, conn: &Conn) -> Result<()> {
         match self {
-            Self::Current(guests) => match &guests.recovery {
+            Self::Current(guests, _) => match &guests.recovery {
                 Some(recovery) => recovery.call_on_recovered(store, conn).await,
                 None => Ok(()),
             },
@@ -288,7 +309,7 @@ impl Exports {
         payload: &str,
     ) -> Result<Result<(), PluginError>> {
         match self {
-            Self::Current(guests) => match &guests.timer {
+            Self::Current(guests, _) => match &guests.timer {
                 Some(timer) => timer.call_on_timer(store, key, payload).await,
                 None => Ok(Ok(())),
             },
@@ -302,10 +323,30 @@ impl Exports {
         }
     }
 
+    pub async fn on_ack(
+        &self,
+        store: &mut Plugin,
+        answered: &Answered,
+    ) -> Result<Result<(), PluginError>> {
+        match self {
+            Self::Current(_, Some(acks)) => {
+                acks.call_on_ack(
+                    store,
+                    &answered.namespace,
+                    &answered.socket_id,
+                    &answered.tag,
+                    answered.answer.as_ref(),
+                )
+                .await
+            }
+            _ => Ok(Ok(())),
+        }
+    }
+
     /// `None` when the component has no `http-handler`.
     pub async fn handle(&self, store: &mut Plugin, request: &Request) -> Result<Option<Response>> {
         match self {
-            Self::Current(guests) => match &guests.http {
+            Self::Current(guests, _) => match &guests.http {
                 Some(http) => http.call_handle(store, request).await.map(Some),
                 None => Ok(None),
             },

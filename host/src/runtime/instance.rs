@@ -10,9 +10,10 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::budget::Account;
+use super::{CompiledPlugin, Export};
 use crate::cluster::{Scope, Transaction};
 use crate::host_api::{HostServices, PendingEmit};
-use crate::manifest::{Limits, PluginName};
+use crate::manifest::{PluginName, PluginSpec};
 
 /// Per-plugin facts every instance of it shares.
 #[derive(Debug)]
@@ -29,28 +30,29 @@ pub struct PluginContext {
     pub max_state_value_bytes: usize,
     /// Whether it exports `timer-handler`, so its timers can be delivered.
     pub receives_timers: bool,
+    /// Whether it exports `ack-handler`, so it can ask clients for acks.
+    pub receives_acks: bool,
+    /// Acks it may wait for at once on this node.
+    pub max_pending_acks: usize,
 }
 
 impl PluginContext {
-    pub fn new(
-        name: PluginName,
-        namespaces: Vec<String>,
-        config: serde_json::Map<String, serde_json::Value>,
-        receives_timers: bool,
-        limits: &Limits,
-    ) -> Self {
+    pub fn new(spec: &PluginSpec, compiled: &CompiledPlugin) -> Self {
+        let limits = &spec.limits;
         Self {
-            receives_timers,
+            receives_timers: compiled.exports(Export::TimerHandler),
+            receives_acks: compiled.exports(Export::AckHandler),
+            max_pending_acks: limits.max_pending_acks,
             state: Scope {
-                prefix: format!("plugin:{name}:"),
+                prefix: format!("plugin:{}:", spec.name),
                 max_keys: limits.max_state_keys,
                 max_list_items: limits.max_state_list_items,
             },
             max_state_value_bytes: limits.max_state_value_bytes,
-            config_json: serde_json::Value::Object(config.clone()).to_string(),
-            name,
-            namespaces,
-            config,
+            config_json: serde_json::Value::Object(spec.config.clone()).to_string(),
+            name: spec.name.clone(),
+            namespaces: spec.namespaces.clone(),
+            config: spec.config.clone(),
         }
     }
 

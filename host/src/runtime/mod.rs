@@ -32,7 +32,7 @@ pub use plugin::{CallError, Plugin};
 pub use slot::{PluginSlot, PluginStatus, now_ms};
 
 /// The WIT world every plugin must implement (or its 0.1 version).
-pub const WORLD: &str = "switchboard:plugin/plugin@0.2.0";
+pub const WORLD: &str = "switchboard:plugin/plugin@0.2.1";
 
 /// Why a component could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -35,7 +35,7 @@ use crate::bindings::exports::switchboard::plugin::http_handler::{Request, Respo
 use crate::bindings::{Conn, Payload, PluginError};
 use crate::cluster::{Committed, token};
 use crate::escaped::Escaped;
-use crate::host_api::HostServices;
+use crate::host_api::{Answered, HostServices};
 use crate::manifest::{InstanceModel, Limits, PluginName, PluginSpec};
 use crate::metrics;
 
@@ -231,13 +231,7 @@ impl Plugin {
         spec: &PluginSpec,
         services: Arc<HostServices>,
     ) -> Result<Arc<Self>, CallError> {
-        let context = PluginContext::new(
-            spec.name.clone(),
-            spec.namespaces.clone(),
-            spec.config.clone(),
-            compiled.exports(Export::TimerHandler),
-            &spec.limits,
-        );
+        let context = PluginContext::new(spec, &compiled);
         let idle = Arc::new(IdlePool::default());
         let shared_idle: Arc<dyn IdleInstances> = idle.clone();
         runtime.budget.register_idle(Arc::downgrade(&shared_idle));
@@ -389,6 +383,25 @@ impl Plugin {
                 plugin
                     .call(lease, async |store, exports| {
                         exports.on_timer(store, key, payload).await
+                    })
+                    .await
+            }
+        })
+        .await
+    }
+
+    pub async fn on_ack(
+        self: &Arc<Self>,
+        answered: Answered,
+    ) -> Result<Result<(), PluginError>, CallError> {
+        self.require(Export::AckHandler)?;
+        let answered = Arc::new(answered);
+        self.isolated(move |plugin, lease| {
+            let answered = answered.clone();
+            async move {
+                plugin
+                    .call(lease, async |store, exports| {
+                        exports.on_ack(store, &answered).await
                     })
                     .await
             }

@@ -36,7 +36,9 @@ pub use room_names::{
     user_room,
 };
 pub use routes::{NamespaceRoutes, Routes};
-pub use sockets::{Audience, Membership, NodeSockets, Sockets, SocketsError};
+pub use sockets::{
+    AckFailure, Audience, Membership, NodeSockets, PendingAck, Sockets, SocketsError,
+};
 
 /// Packets that may wait for one client, whatever their size.
 const MAX_OUTBOUND_PACKETS: usize = 4096;

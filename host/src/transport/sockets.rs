@@ -2,17 +2,22 @@
 //! the server runs (in memory, or Redis for a cluster), so the host API does
 //! not depend on the adapter type.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
-use socketioxide::{BroadcastError, SocketError, SocketIo};
+use socketioxide::{AckError, BroadcastError, SocketError, SocketIo};
 
 use super::{EVERY_SOCKET, socket_room};
-use crate::payload::Outgoing;
+use crate::bindings::Payload;
+use crate::payload::{AckArguments, Outgoing};
 use crate::recovery::{Emit, Journal, LocalDelivery, SessionStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +31,37 @@ pub enum SocketsError {
     #[error("{0}")]
     Unavailable(String),
 }
+
+/// Why an event that asked for an acknowledgement got none.
+#[derive(Debug, thiserror::Error)]
+pub enum AckFailure {
+    #[error("the client did not answer within {} ms", .0.as_millis())]
+    Timeout(Duration),
+    #[error("the socket disconnected before it answered")]
+    Disconnected,
+    #[error("no socket `{0}` is connected to any node")]
+    NotConnected(String),
+    #[error("the client's answer is not valid Socket.IO data: {0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Transport(String),
+}
+
+impl AckFailure {
+    /// The error code plugins see.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Timeout(_) => "ack_timeout",
+            Self::Disconnected => "disconnected",
+            Self::NotConnected(_) => "not_connected",
+            Self::Invalid(_) => "invalid_ack",
+            Self::Transport(_) => "transport_error",
+        }
+    }
+}
+
+/// The client's answer to an event sent with [`Sockets::ask`], once it comes.
+pub type PendingAck = Pin<Box<dyn Future<Output = Result<Payload, AckFailure>> + Send>>;
 
 /// Who an emit reaches within a namespace.
 pub struct Audience {
@@ -67,6 +103,17 @@ pub trait Sockets: Send + Sync + 'static {
         namespace: &str,
         socket_id: String,
     ) -> Result<Vec<String>, SocketsError>;
+    /// Sends an event to one socket, wherever it is connected, asking for
+    /// its acknowledgement within `timeout`. Not journaled: a client away
+    /// when it is sent never gets it, as in Socket.IO.
+    async fn ask(
+        &self,
+        namespace: &str,
+        socket_id: &str,
+        event: &str,
+        payload: Outgoing,
+        timeout: Duration,
+    ) -> Result<PendingAck, SocketsError>;
     /// Disconnects every local socket, for shutdown.
     async fn close(&self);
 }
@@ -253,6 +300,39 @@ impl<A: Adapter> Sockets for NodeSockets<A> {
                 .map_err(transport)?,
         };
         Ok(rooms.into_iter().map(|room| room.into_owned()).collect())
+    }
+
+    async fn ask(
+        &self,
+        namespace: &str,
+        socket_id: &str,
+        event: &str,
+        payload: Outgoing,
+        timeout: Duration,
+    ) -> Result<PendingAck, SocketsError> {
+        let answers = operators(&self.io, namespace)?
+            .to(socket_room(socket_id))
+            .timeout(timeout)
+            .emit_with_ack::<_, AckArguments>(event, &payload)
+            .await
+            .map_err(transport)?;
+        let socket_id = socket_id.to_owned();
+        Ok(Box::pin(async move {
+            let mut answers = std::pin::pin!(answers);
+            // A socket room holds one socket: its answer is the first and only.
+            match answers.next().await {
+                None => Err(AckFailure::NotConnected(socket_id)),
+                Some((_, Ok(AckArguments(payload)))) => Ok(payload),
+                Some((_, Err(AckError::Timeout))) => Err(AckFailure::Timeout(timeout)),
+                Some((_, Err(AckError::Socket(SocketError::Closed)))) => {
+                    Err(AckFailure::Disconnected)
+                }
+                Some((_, Err(AckError::Decode(error)))) => {
+                    Err(AckFailure::Invalid(error.to_string()))
+                }
+                Some((_, Err(error))) => Err(AckFailure::Transport(error.to_string())),
+            }
+        }))
     }
 
     async fn close(&self) {

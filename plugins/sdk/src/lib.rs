@@ -5,8 +5,8 @@
 //! [`Payload::parse`] reads the first into a serde type and [`Payload::new`]
 //! makes one of one argument, the common case; [`Payload::parse_args`] and
 //! [`Payload::from_args`] do the same for several. Host functions live in the
-//! [`emit`], [`rooms`], [`state`], [`immediate`], [`log`], [`clock`] and
-//! [`config`] modules. Each handler call is a transaction: see [`state`].
+//! [`emit`], [`acks`], [`rooms`], [`state`], [`immediate`], [`log`], [`clock`]
+//! and [`config`] modules. Each handler call is a transaction: see [`state`].
 //!
 //! ```ignore
 //! struct Hello;
@@ -67,6 +67,21 @@ pub trait Plugin {
         Err(Error::new(
             "unknown_timer",
             format!("no handler for timer `{key}`"),
+        ))
+    }
+
+    /// The answer to an event sent with [`acks::to_socket`] with `tag`: the
+    /// client's ack arguments, or why none came (`ack_timeout`,
+    /// `disconnected`, `not_connected`, ...).
+    fn on_ack(
+        _namespace: &str,
+        _socket_id: &str,
+        tag: &str,
+        _answer: Result<Payload, Error>,
+    ) -> Result<(), Error> {
+        Err(Error::new(
+            "unknown_ack",
+            format!("no handler for the answer to ack `{tag}`"),
         ))
     }
 
@@ -140,6 +155,19 @@ macro_rules! export_plugin {
         {
             fn on_timer(key: String, payload: String) -> Result<(), $crate::Error> {
                 <$plugin as $crate::Plugin>::on_timer(&key, &payload)
+            }
+        }
+
+        impl $crate::bindings::exports::switchboard::plugin::ack_handler::Guest
+            for __SwitchboardExports
+        {
+            fn on_ack(
+                namespace: String,
+                socket_id: String,
+                tag: String,
+                answer: Result<$crate::Payload, $crate::Error>,
+            ) -> Result<(), $crate::Error> {
+                <$plugin as $crate::Plugin>::on_ack(&namespace, &socket_id, &tag, answer)
             }
         }
 
@@ -362,6 +390,37 @@ pub mod emit {
         data: &T,
     ) -> Result<(), Error> {
         raw::to_namespace(namespace, event, &Payload::new(data)?)
+    }
+}
+
+/// Events that ask a client for an acknowledgement: Socket.IO's
+/// `socket.timeout(ms).emit(event, data, callback)`. The answer comes later,
+/// to [`Plugin::on_ack`], in a call of its own.
+pub mod acks {
+    use serde::Serialize;
+
+    use super::{Error, Payload};
+    pub use crate::bindings::switchboard::plugin::acks as raw;
+
+    /// Sends `data` as one argument to one socket, wherever it is connected;
+    /// its client's answer, or `ack_timeout` after `timeout_ms`, reaches
+    /// [`crate::Plugin::on_ack`] with `tag`. Sent when the call commits.
+    pub fn to_socket<T: Serialize + ?Sized>(
+        namespace: &str,
+        socket_id: &str,
+        event: &str,
+        data: &T,
+        timeout_ms: u32,
+        tag: &str,
+    ) -> Result<(), Error> {
+        raw::to_socket(
+            namespace,
+            socket_id,
+            event,
+            &Payload::new(data)?,
+            timeout_ms,
+            tag,
+        )
     }
 }
 

@@ -9,9 +9,9 @@
 //
 // A payload of the wrong shape fails with `invalid_payload`.
 
-import { join as joinRoom, size as roomSize } from "switchboard:plugin/rooms@0.2.0";
-import { toRoom } from "switchboard:plugin/emit@0.2.0";
-import { incr } from "switchboard:plugin/state@0.2.0";
+import { join as joinRoom, size as roomSize } from "switchboard:plugin/rooms@0.2.1";
+import { toRoom } from "switchboard:plugin/emit@0.2.1";
+import { incr } from "switchboard:plugin/state@0.2.1";
 
 /** The `error` record of the WIT; thrown, it becomes the call's `err`. */
 class PluginError extends Error {

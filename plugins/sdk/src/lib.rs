@@ -21,6 +21,9 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+#[cfg(not(target_family = "wasm"))]
+pub mod testing;
+
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({

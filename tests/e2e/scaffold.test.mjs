@@ -128,7 +128,7 @@ test("the SDK as `cargo package` makes it builds a plugin", { timeout: BUILD_TIM
   assert.ok(existsSync(path.join(SHARED_TARGET, "wasm32-wasip2/release/packaged_sdk.wasm")));
 });
 
-test("a name cargo refuses and an occupied directory are refused, and nothing is written", async () => {
+test("a name cargo refuses, an occupied directory and --sdk-path for Python are refused, and nothing is written", async () => {
   const keyword = await runSwitchboard(["plugin", "new", "fn", "--dir", path.join(tempDir(), "fn")]);
   assert.equal(keyword.code, 1);
   assert.match(keyword.stderr, /invalid plugin name `fn`: `fn` is a Rust keyword/);

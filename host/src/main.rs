@@ -116,11 +116,12 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
-    /// Create a plugin project: a crate with a small handler, a test that
-    /// runs it through `switchboard call`, a manifest serving it and a
-    /// README with the commands to build, test and serve it.
+    /// Create a plugin project: a small handler (a Rust crate, an npm
+    /// package or a Python module), a test that builds it and runs it
+    /// through `switchboard call`, a manifest serving it and a README with
+    /// the commands to build, test and serve it.
     New {
-        /// The plugin's name, also the crate's: 1 to 64 lowercase letters,
+        /// The plugin's name, also the package's: 1 to 64 lowercase letters,
         /// digits, `-` or `_`, starting with a letter.
         name: String,
         /// The plugin's language.
@@ -129,7 +130,7 @@ enum PluginCommand {
         /// The project's directory, new or empty [default: ./NAME].
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// The Switchboard Rust SDK to depend on (the `plugins/sdk`
+        /// Rust only: the Switchboard SDK to depend on (the `plugins/sdk`
         /// directory of a checkout) [default: the one of the checkout this
         /// binary was built from].
         #[arg(long)]

@@ -1,16 +1,23 @@
 // `switchboard plugin new`: a plugin project made outside the repository
 // builds for wasm32-wasip2, passes its own generated test, and its manifest
 // serves the plugin to socket.io-client. The SDK, packaged as crates.io would
-// get it, builds a plugin too.
+// get it, builds a plugin too. So do the JavaScript and Python projects, with
+// their own test commands.
 //
-// Each project's `target` is a link to one directory, target/scaffold, so the
-// dependencies are compiled once for every run of the suite, and the
+// Each Rust project's `target` is a link to one directory, target/scaffold,
+// so the dependencies are compiled once for every run of the suite, and the
 // project's manifest still finds its component at `target/...` (with
-// CARGO_TARGET_DIR it would not).
+// CARGO_TARGET_DIR it would not). The JavaScript project installs
+// componentize-js from npm's cache, which setup.sh's `npm ci` of
+// plugins/js/echo filled with the same version; the Python project is built
+// by the componentize-py setup.sh installed in target/tools/venv. These tests
+// run after the Rust ones, in this one file, so that their builds and the
+// host's compiling of the components (SpiderMonkey, CPython) do not run beside
+// the Rust builds and starve the suite's other files.
 
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { after, test } from "node:test";
 import { promisify } from "node:util";
@@ -40,11 +47,18 @@ function cargo(dir, args) {
 }
 
 /** `switchboard plugin new NAME` into a new temporary directory; resolves to the project's directory. */
-async function scaffold(name, extraArgs = []) {
+async function newProject(name, extraArgs = []) {
   const dir = path.join(tempDir("switchboard-scaffold-"), name);
   const result = await runSwitchboard(["plugin", "new", name, "--dir", dir, ...extraArgs]);
   assert.equal(result.code, 0, result.stderr);
   assert.match(result.stdout, /created plugin `.*`/);
+  assert.ok(!dir.startsWith(REPO), `${dir} is inside the repository`);
+  return dir;
+}
+
+/** A new Rust project, its `target` linked to the shared one. */
+async function scaffold(name, extraArgs = []) {
+  const dir = await newProject(name, extraArgs);
   mkdirSync(SHARED_TARGET, { recursive: true });
   symlinkSync(SHARED_TARGET, path.join(dir, "target"));
   return dir;
@@ -67,7 +81,6 @@ function greetProject() {
 
 test("a new project builds outside the repository, passes its own test, fmt and clippy", { timeout: BUILD_TIMEOUT_MS }, async () => {
   const dir = await greetProject();
-  assert.ok(!dir.startsWith(REPO), `${dir} is inside the repository`);
   assert.deepEqual(readdirSync(dir).sort(), [".gitignore", "Cargo.lock", "Cargo.toml", "README.md", "src", "switchboard.toml", "target", "tests"]);
   assert.ok(existsSync(path.join(SHARED_TARGET, "wasm32-wasip2/release/greet_e2e.wasm")));
 
@@ -115,7 +128,7 @@ test("the SDK as `cargo package` makes it builds a plugin", { timeout: BUILD_TIM
   assert.ok(existsSync(path.join(SHARED_TARGET, "wasm32-wasip2/release/packaged_sdk.wasm")));
 });
 
-test("a name cargo refuses and an occupied directory are refused, and nothing is written", async () => {
+test("a name cargo refuses, an occupied directory and --sdk-path for Python are refused, and nothing is written", async () => {
   const keyword = await runSwitchboard(["plugin", "new", "fn", "--dir", path.join(tempDir(), "fn")]);
   assert.equal(keyword.code, 1);
   assert.match(keyword.stderr, /invalid plugin name `fn`: `fn` is a Rust keyword/);
@@ -126,4 +139,57 @@ test("a name cargo refuses and an occupied directory are refused, and nothing is
   assert.equal(refused.code, 1);
   assert.match(refused.stderr, /exists and is not an empty directory/);
   assert.deepEqual(readdirSync(occupied), ["notes.txt"]);
+
+  const sdkForPython = path.join(tempDir(), "py");
+  const sdk = await runSwitchboard(["plugin", "new", "greet", "--lang", "python", "--dir", sdkForPython, "--sdk-path", REPO]);
+  assert.equal(sdk.code, 1);
+  assert.match(sdk.stderr, /`--sdk-path` is for Rust plugins only/);
+  assert.ok(!existsSync(sdkForPython));
+});
+
+/**
+ * `command args` in `dir`, with our binary for the generated test; the
+ * environment is the suite's but for NODE_TEST_CONTEXT, which would make a
+ * `node --test` inside report to this runner instead of printing its results.
+ * The components are compiled into a code cache beside the project, removed
+ * with it: a build of these is never loaded again, and each entry is 35 MB.
+ */
+function runInProject(dir, command, args) {
+  const { NODE_TEST_CONTEXT, ...env } = process.env;
+  return run(command, args, {
+    cwd: dir,
+    env: { ...env, SWITCHBOARD_BIN: BIN, SWITCHBOARD_SERVER_CACHE_DIR: path.join(path.dirname(dir), "code-cache") },
+    timeout: BUILD_TIMEOUT_MS,
+    maxBuffer: 16 * 1024 * 1024,
+  });
+}
+
+test("a new JavaScript project installs componentize-js from npm's cache, builds and passes its own test", { timeout: BUILD_TIMEOUT_MS }, async () => {
+  const dir = await newProject("greet-js", ["--lang", "js"]);
+  try {
+    assert.deepEqual(readdirSync(dir).sort(), [".gitignore", "README.md", "package.json", "src", "switchboard.toml", "test", "wit"]);
+    await runInProject(dir, "npm", ["install", "--prefer-offline", "--no-audit", "--no-fund"]);
+    const { stdout } = await runInProject(dir, "npm", ["test"]);
+    assert.match(stdout, /ok 1 - a greeting reaches the room and is counted|✔ a greeting reaches the room and is counted/);
+    assert.match(stdout, /\bpass 2\b/);
+    assert.match(stdout, /\bfail 0\b/);
+    assert.ok(existsSync(path.join(dir, "greet-js.wasm")));
+  } finally {
+    rmSync(path.dirname(dir), { recursive: true, force: true });
+  }
+});
+
+test("a new Python project builds with setup.sh's componentize-py and passes its own test", { timeout: BUILD_TIMEOUT_MS }, async () => {
+  const dir = await newProject("greet-py", ["--lang", "python"]);
+  try {
+    assert.deepEqual(readdirSync(dir).sort(), [".gitignore", "README.md", "requirements.txt", "src", "switchboard.toml", "test_call.py", "wit"]);
+    const python = path.join(REPO, "target/tools/venv/bin/python");
+    const { stderr } = await runInProject(dir, python, ["-m", "unittest", "-v"]);
+    assert.match(stderr, /test_a_greeting_reaches_the_room_and_is_counted .* \.\.\. ok/);
+    assert.match(stderr, /Ran 2 tests/);
+    assert.match(stderr, /\nOK\n/);
+    assert.ok(existsSync(path.join(dir, "greet-py.wasm")));
+  } finally {
+    rmSync(path.dirname(dir), { recursive: true, force: true });
+  }
 });

@@ -1,6 +1,8 @@
 //! The name of a new plugin: the manifest's plugin name, which is also the
-//! cargo package's, so it must satisfy both.
+//! package's (cargo's, npm's) and the component's file name. The manifest's
+//! rule makes a name npm takes; a Rust project's name must satisfy cargo too.
 
+use super::Language;
 use crate::manifest::PluginName;
 
 /// Lowercase names cargo refuses or that would break the crate: Rust
@@ -64,16 +66,16 @@ const RESERVED: &[&str] = &[
     "yield",
 ];
 
-/// A name both the manifest and cargo accept.
+/// A name the manifest and the language's package manager accept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewPluginName(PluginName);
 
 impl NewPluginName {
-    /// The name, or why it cannot be one.
-    pub fn parse(name: &str) -> Result<Self, String> {
+    /// The name of a plugin in `language`, or why it cannot be one.
+    pub fn parse(name: &str, language: Language) -> Result<Self, String> {
         let name = PluginName::parse(name)?;
         let crate_name = crate_name(name.as_str());
-        if RESERVED.contains(&crate_name.as_str()) {
+        if language == Language::Rust && RESERVED.contains(&crate_name.as_str()) {
             return Err(format!(
                 "invalid plugin name `{name}`: `{crate_name}` is a Rust keyword or a built-in \
                  library, which cargo refuses as a package name; pick another name"
@@ -82,7 +84,7 @@ impl NewPluginName {
         Ok(Self(name))
     }
 
-    /// As the manifest and `Cargo.toml` spell it.
+    /// As the manifest and `Cargo.toml` or `package.json` spell it.
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
@@ -106,11 +108,11 @@ mod tests {
     fn manifest_names_that_cargo_takes_are_accepted() {
         for name in ["greet", "my-plugin", "poll_2", "a", &"x".repeat(64)] {
             assert_eq!(
-                NewPluginName::parse(name).map(|n| n.0.to_string()),
+                NewPluginName::parse(name, Language::Rust).map(|n| n.0.to_string()),
                 Ok(name.to_owned())
             );
         }
-        let name = NewPluginName::parse("my-poll_2").unwrap();
+        let name = NewPluginName::parse("my-poll_2", Language::Rust).unwrap();
         assert_eq!(name.crate_name(), "my_poll_2");
     }
 
@@ -128,16 +130,18 @@ mod tests {
             "a/b",
             &"x".repeat(65),
         ] {
-            let error = NewPluginName::parse(name).expect_err(name);
-            assert!(
-                error.contains("lowercase letters, digits"),
-                "{name}: {error}"
-            );
+            for language in [Language::Rust, Language::JavaScript, Language::Python] {
+                let error = NewPluginName::parse(name, language).expect_err(name);
+                assert!(
+                    error.contains("lowercase letters, digits"),
+                    "{name}: {error}"
+                );
+            }
         }
     }
 
     #[test]
-    fn keywords_and_built_in_libraries_are_refused() {
+    fn keywords_and_built_in_libraries_are_refused_for_rust_only() {
         for name in [
             "fn",
             "self",
@@ -148,11 +152,14 @@ mod tests {
             "async",
             "gen",
         ] {
-            let error = NewPluginName::parse(name).expect_err(name);
+            let error = NewPluginName::parse(name, Language::Rust).expect_err(name);
             assert!(
                 error.contains("Rust keyword or a built-in library"),
                 "{name}: {error}"
             );
+            for language in [Language::JavaScript, Language::Python] {
+                assert!(NewPluginName::parse(name, language).is_ok(), "{name}");
+            }
         }
     }
 }

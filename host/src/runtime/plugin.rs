@@ -220,6 +220,8 @@ pub struct Plugin {
     memory: Arc<Account>,
     idle: Arc<IdlePool>,
     refusals: Refusals,
+    /// Its calls' durations (`switchboard_plugin_call_seconds`).
+    call_seconds: metrics::Histogram,
 }
 
 impl Plugin {
@@ -250,6 +252,7 @@ impl Plugin {
             memory: runtime.budget.account(spec.limits.memory_bytes),
             idle,
             refusals: Refusals::default(),
+            call_seconds: metrics::plugin_call_seconds(spec.name.as_str()),
         });
         plugin
             .isolated(|plugin, _lease| async move {
@@ -685,7 +688,7 @@ impl Plugin {
         let _running = self.ticker.running();
         let started = Instant::now();
         let outcome = tokio::time::timeout(self.limits.time, call).await;
-        metrics::plugin_called(plugin.as_str(), started.elapsed());
+        self.call_seconds.record(started.elapsed());
         let error = match outcome {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(error)) => classify(plugin, self.limits, &error),

@@ -454,7 +454,7 @@ impl<A: Adapter> Connection<A> {
             }
         };
         let routes = self.namespace.routes.load_full();
-        let Some(slot) = routes.handler(&event) else {
+        let Some(route) = routes.handler(&event) else {
             let error = PluginError::new(
                 "unknown_event",
                 format!(
@@ -475,14 +475,7 @@ impl<A: Adapter> Connection<A> {
             );
             return refuse_event(&self.socket, ack, &event, &error);
         }
-        let handled = |outcome: &str| {
-            metrics::event_handled(
-                &self.conn.namespace,
-                slot.spec.name.as_str(),
-                &event,
-                outcome,
-            );
-        };
+        let slot = &route.slot;
         // What the plugin logs, and what is logged of its call (a trap, a
         // timeout), names the event and the plugin (the socket's own span
         // names it and its namespace).
@@ -509,7 +502,7 @@ impl<A: Adapter> Connection<A> {
                     )
                 }
                 _ => {
-                    handled("ok");
+                    route.handled_ok.increment(1);
                     if let Some(ack) = ack {
                         send_ack(ack, reply);
                     }
@@ -519,7 +512,12 @@ impl<A: Adapter> Connection<A> {
             Ok(Err(refusal)) => refusal,
             Err(failure) => failure.into(),
         };
-        handled(&error.code);
+        metrics::event_handled(
+            &self.conn.namespace,
+            slot.spec.name.as_str(),
+            &event,
+            &error.code,
+        );
         reply_error(&self.socket, ack, &event, &error);
     }
 

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::manifest::{EventRate, Manifest};
+use crate::metrics;
 use crate::runtime::PluginSlot;
 
 #[derive(Default)]
@@ -15,10 +16,18 @@ pub struct Routes {
 #[derive(Default)]
 pub struct NamespaceRoutes {
     plugins: Vec<Arc<PluginSlot>>,
-    events: HashMap<String, Arc<PluginSlot>>,
+    events: HashMap<String, EventRoute>,
     /// Sockets may connect without a token.
     anonymous: bool,
     event_rate: EventRate,
+}
+
+/// The plugin that handles one event of a namespace.
+pub struct EventRoute {
+    pub slot: Arc<PluginSlot>,
+    /// Its calls that succeeded, the common outcome, counted without a
+    /// metrics lookup per event.
+    pub handled_ok: metrics::Counter,
 }
 
 impl Routes {
@@ -41,7 +50,16 @@ impl Routes {
                         });
                 routes.plugins.push(plugin.clone());
                 for event in &spec.events {
-                    routes.events.insert(event.clone(), plugin.clone());
+                    let route = EventRoute {
+                        slot: plugin.clone(),
+                        handled_ok: metrics::events_handled(
+                            namespace,
+                            spec.name.as_str(),
+                            event,
+                            "ok",
+                        ),
+                    };
+                    routes.events.insert(event.clone(), route);
                 }
             }
         }
@@ -68,7 +86,7 @@ impl NamespaceRoutes {
         &self.plugins
     }
 
-    pub fn handler(&self, event: &str) -> Option<&Arc<PluginSlot>> {
+    pub fn handler(&self, event: &str) -> Option<&EventRoute> {
         self.events.get(event)
     }
 

@@ -59,11 +59,22 @@ struct TimerTarget {
 
 struct Faulty;
 
+/// What `echo` replies carry as `marker`: set by `init`, for the life of the
+/// instance (a new config or build means new instances).
+static MARKER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 impl Plugin for Faulty {
     fn init(config: &Config) -> Result<(), Error> {
         if config.get::<bool>("fail_init")?.unwrap_or(false) {
             return Err(Error::new("bad_config", "fail_init is set"));
         }
+        // Builds differ by SWITCHBOARD_BUILD_MARKER, which hot-reload tests swap between.
+        let marker = config.get::<String>("marker")?.unwrap_or_else(|| {
+            option_env!("SWITCHBOARD_BUILD_MARKER")
+                .unwrap_or("faulty")
+                .to_owned()
+        });
+        let _ = MARKER.set(marker);
         Ok(())
     }
 
@@ -78,13 +89,7 @@ impl Plugin for Faulty {
         match event {
             "echo" => {
                 let echo: serde_json::Value = payload.parse()?;
-                // Builds differ by SWITCHBOARD_BUILD_MARKER, which hot-reload tests swap between.
-                let marker =
-                    switchboard_sdk::config::get::<String>("marker").unwrap_or_else(|| {
-                        option_env!("SWITCHBOARD_BUILD_MARKER")
-                            .unwrap_or("faulty")
-                            .to_owned()
-                    });
+                let marker = MARKER.get().map_or("faulty", String::as_str);
                 Ok(Some(Payload::new(
                     &json!({ "echo": echo, "marker": marker }),
                 )?))

@@ -211,6 +211,44 @@ describe("event rate", () => {
   });
 });
 
+/** An `echo` after a pause (so refusals stay far below `event_burst`): what it echoed, if it was handled. */
+async function echoSlowly(socket, data) {
+  await sleep(200);
+  return (await emitAck(socket, "echo", data)).echo;
+}
+
+describe("event cost", () => {
+  test("a socket whose events sent more than output_bytes_per_second gets rate_limited until its budget refills; others are not", async () => {
+    const host = await start({
+      plugins: [faultyPlugin()],
+      namespaces: { "/faulty": { output_bytes_per_second: 1000, output_burst_bytes: 3000 } },
+    });
+    const [big, beside] = await Promise.all([1, 2].map(() => connect(host.url, { namespace: "/faulty" })));
+    const large = "x".repeat(2000);
+    // Each reply carries the 2 KB back: the first leaves ~950 bytes, the second goes below zero.
+    assert.equal((await emitAckOk(big, "echo", { large })).echo.large, large);
+    assert.equal((await emitAckOk(big, "echo", { large })).echo.large, large);
+    assert.equal((await emitAckError(big, "echo", { n: 1 })).code, "rate_limited");
+    assert.deepEqual((await emitAckOk(beside, "echo", { n: 2 })).echo, { n: 2 });
+    // At 1000 bytes a second the debt of ~1100 bytes is paid in a little over a second.
+    assert.deepEqual(await waitFor(() => echoSlowly(big, { n: 3 }), 5000, "the budget refilled"), { n: 3 });
+  });
+
+  test("a socket whose events took more than plugin_ms_per_second of plugin time gets rate_limited, its failures counted", async () => {
+    const host = await start({
+      plugins: [faultyPlugin({ limits: { time_ms: 300 } })],
+      namespaces: { "/faulty": { plugin_ms_per_second: 100, plugin_burst_ms: 400 } },
+    });
+    const [spinner, beside] = await Promise.all([1, 2].map(() => connect(host.url, { namespace: "/faulty" })));
+    assert.equal((await emitAckError(spinner, "spin", null)).code, "plugin_timeout");
+    assert.deepEqual((await emitAckOk(spinner, "echo", { n: 1 })).echo, { n: 1 });
+    assert.equal((await emitAckError(spinner, "spin", null)).code, "plugin_timeout");
+    assert.equal((await emitAckError(spinner, "echo", { n: 2 })).code, "rate_limited");
+    assert.deepEqual((await emitAckOk(beside, "echo", { n: 3 })).echo, { n: 3 });
+    assert.deepEqual(await waitFor(() => echoSlowly(spinner, { n: 4 }), 6000, "the budget refilled"), { n: 4 });
+  });
+});
+
 describe("inbound queue", () => {
   test("large events behind a slow call are refused with overloaded once max_queued_bytes_per_socket is reached", async () => {
     const host = await start({

@@ -14,7 +14,7 @@ impl Host for InstanceState {
         payload: Payload,
     ) -> Result<(), PluginError> {
         let emit = self.checked_emit_to_socket(&namespace, &socket_id, &event, payload)?;
-        Ok(emit.send(self.plugin.name.as_str(), &self.services).await?)
+        Ok(self.send(emit).await?)
     }
 
     async fn emit_to_room(
@@ -25,7 +25,7 @@ impl Host for InstanceState {
         payload: Payload,
     ) -> Result<(), PluginError> {
         let emit = self.checked_emit(&namespace, Some(room), None, &event, payload)?;
-        Ok(emit.send(self.plugin.name.as_str(), &self.services).await?)
+        Ok(self.send(emit).await?)
     }
 
     async fn incr(&mut self, key: String, delta: i64) -> Result<i64, PluginError> {

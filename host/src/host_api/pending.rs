@@ -66,7 +66,7 @@ impl InstanceState {
             let event = emit.event.clone();
             // Checked when the plugin made it: what fails now (the
             // transport) cannot fail a call whose state is stored.
-            if let Err(error) = emit.send(self.plugin.name.as_str(), &self.services).await {
+            if let Err(error) = self.send(emit).await {
                 tracing::warn!(plugin = %self.plugin.name, event = %Escaped(&event), "emit after commit failed: {error}");
             }
         }
@@ -77,6 +77,15 @@ impl InstanceState {
             tracing::warn!(plugin = %self.plugin.name, "state keys not released after emitting: {error}");
         }
         Ok(committed)
+    }
+
+    /// Sends an emit of the running call, its bytes counted against the
+    /// socket whose event caused it.
+    pub(super) async fn send(&mut self, emit: PendingEmit) -> Result<(), SocketsError> {
+        if let Some(meter) = &self.meter {
+            meter.output_bytes(emit.payload.size());
+        }
+        emit.send(self.plugin.name.as_str(), &self.services).await
     }
 
     /// Drops what the call did: it failed.

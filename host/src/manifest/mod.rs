@@ -12,7 +12,7 @@ mod secret;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -83,20 +83,37 @@ pub struct Manifest {
     pub plugins: Vec<PluginSpec>,
 }
 
-/// How many events one socket of a namespace may send.
+/// How many events one socket of a namespace may send, and how much plugin
+/// time and how many bytes sent (replies and emits) they may cost, each
+/// per second on average and at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventRate {
     pub per_second: NonZeroU32,
     pub burst: NonZeroU32,
+    pub plugin_ms_per_second: NonZeroU32,
+    pub plugin_burst_ms: NonZeroU32,
+    pub output_bytes_per_second: NonZeroU64,
+    pub output_burst_bytes: NonZeroU64,
 }
 
 impl Default for EventRate {
     fn default() -> Self {
-        let nonzero = |value| NonZeroU32::new(value).unwrap_or(NonZeroU32::MIN);
-        Self {
-            per_second: nonzero(schema::default_events_per_second()),
-            burst: nonzero(schema::default_event_burst()),
-        }
+        let section = schema::NamespaceSection::default();
+        Self::new(&section).unwrap_or_else(|| unreachable!("the defaults are at least 1"))
+    }
+}
+
+impl EventRate {
+    /// `None` when a value is 0.
+    fn new(section: &schema::NamespaceSection) -> Option<Self> {
+        Some(Self {
+            per_second: NonZeroU32::new(section.events_per_second)?,
+            burst: NonZeroU32::new(section.event_burst)?,
+            plugin_ms_per_second: NonZeroU32::new(section.plugin_ms_per_second)?,
+            plugin_burst_ms: NonZeroU32::new(section.plugin_burst_ms)?,
+            output_bytes_per_second: NonZeroU64::new(section.output_bytes_per_second)?,
+            output_burst_bytes: NonZeroU64::new(section.output_burst_bytes)?,
+        })
     }
 }
 
@@ -469,16 +486,13 @@ impl Validator<'_> {
             }
             let span = settings.span();
             let settings = settings.into_inner();
-            let (Some(per_second), Some(burst)) = (
-                NonZeroU32::new(settings.events_per_second),
-                NonZeroU32::new(settings.event_burst),
-            ) else {
+            let Some(rate) = EventRate::new(&settings) else {
                 return self.invalid(
                     span,
-                    format!("`[namespaces.\"{namespace}\"]`: `events_per_second` and `event_burst` must be at least 1"),
+                    format!("`[namespaces.\"{namespace}\"]`: `events_per_second`, `event_burst`, `plugin_ms_per_second`, `plugin_burst_ms`, `output_bytes_per_second` and `output_burst_bytes` must be at least 1"),
                 );
             };
-            event_rates.insert(namespace.clone(), EventRate { per_second, burst });
+            event_rates.insert(namespace.clone(), rate);
             if settings.anonymous {
                 anonymous_namespaces.push(namespace);
             }

@@ -291,29 +291,46 @@ pub enum JwtAlgorithm {
 
 /// `[namespaces."/path"]`.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct NamespaceSection {
     /// Let sockets connect without a token (a token sent anyway must be
     /// valid). Plugins see `user-id: none` for them.
-    #[serde(default)]
     pub anonymous: bool,
     /// Events one socket may send per second, on average: `100`. Over the
     /// limit an event is not handled and gets a `rate_limited` error; a socket
     /// that has `event_burst` events refused within 10 seconds is disconnected
     /// (plugins see the reason `rate limited`).
-    #[serde(default = "default_events_per_second")]
     pub events_per_second: u32,
     /// Events one socket may send at once, above the average: `200`.
-    #[serde(default = "default_event_burst")]
     pub event_burst: u32,
+    /// Plugin time one socket's events may take per second, on average, in
+    /// milliseconds: `250`. A call's time is counted once it has run, so the
+    /// socket's budget may go below zero; until it is back above, its events
+    /// get `rate_limited` as over `events_per_second`.
+    pub plugin_ms_per_second: u32,
+    /// Plugin time one socket's events may take at once: `2000` (two calls
+    /// at the default `time_ms`).
+    pub plugin_burst_ms: u32,
+    /// Bytes one socket's events may have sent per second, on average: their
+    /// replies and the plugins' emits, each emit counted once whatever its
+    /// audience: `1048576`. Counted and enforced as `plugin_ms_per_second`.
+    pub output_bytes_per_second: u64,
+    /// Bytes one socket's events may have sent at once: `8388608`.
+    pub output_burst_bytes: u64,
 }
 
-pub fn default_events_per_second() -> u32 {
-    100
-}
-
-pub fn default_event_burst() -> u32 {
-    200
+impl Default for NamespaceSection {
+    fn default() -> Self {
+        Self {
+            anonymous: false,
+            events_per_second: 100,
+            event_burst: 200,
+            plugin_ms_per_second: 250,
+            plugin_burst_ms: 2_000,
+            output_bytes_per_second: 1 << 20,
+            output_burst_bytes: 8 << 20,
+        }
+    }
 }
 
 /// `[[plugins.routes]]`: an HTTP route handled by the plugin's `on-http`.

@@ -61,6 +61,16 @@ impl PluginContext {
     }
 }
 
+/// Told what each call made for one socket's event cost, so the socket can
+/// be held to a budget of plugin time and of bytes sent.
+pub trait Meter: Send + Sync {
+    /// Time the call's guest code and host calls took (each run of a call
+    /// run again counts).
+    fn plugin_time(&self, took: Duration);
+    /// Bytes of an emit the call made, or of its reply.
+    fn output_bytes(&self, bytes: usize);
+}
+
 pub struct InstanceState {
     pub(crate) plugin: Arc<PluginContext>,
     pub(crate) services: Arc<HostServices>,
@@ -75,6 +85,8 @@ pub struct InstanceState {
     pub(crate) pending: Vec<PendingEmit>,
     /// The last error the running call logged, for a trap to say why.
     pub(crate) last_error: Option<String>,
+    /// Told what the running call costs, when a socket's event caused it.
+    pub(crate) meter: Option<Arc<dyn Meter>>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -89,6 +101,7 @@ impl InstanceState {
             transaction: Transaction::new(services.state.clone(), plugin.state.clone()),
             pending: Vec::new(),
             last_error: None,
+            meter: None,
             plugin,
             services,
             memory,

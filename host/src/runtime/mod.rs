@@ -27,7 +27,7 @@ use wasmtime::component::{HasSelf, InstancePre, Linker};
 use crate::bindings;
 use crate::manifest::PluginSpec;
 pub use exports::Export;
-pub use instance::{InstanceState, PluginContext};
+pub use instance::{InstanceState, Meter, PluginContext};
 pub use plugin::{CallError, Plugin};
 pub use slot::{PluginSlot, PluginStatus, now_ms};
 

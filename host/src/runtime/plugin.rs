@@ -27,7 +27,7 @@ use super::budget::{Account, BudgetExhausted, IdleInstances};
 use super::engine::Ticker;
 use super::executor::Executor;
 use super::exports::{Export, Exports};
-use super::instance::{InstanceState, MemoryLimitExceeded, MemoryLimiter, PluginContext};
+use super::instance::{InstanceState, MemoryLimitExceeded, MemoryLimiter, Meter, PluginContext};
 use super::placement::Placement;
 use super::refusals::Refusals;
 use super::{CompiledPlugin, Runtime};
@@ -290,19 +290,22 @@ impl Plugin {
         .await
     }
 
+    /// `meter` is told what the call costs, its failures included.
     pub async fn on_event(
         self: &Arc<Self>,
         conn: &Conn,
         event: &str,
         payload: &Payload,
+        meter: Option<Arc<dyn Meter>>,
     ) -> Result<Result<Option<Payload>, PluginError>, CallError> {
         let arguments = Arc::new((conn.clone(), event.to_owned(), payload.clone()));
         self.isolated(move |plugin, lease| {
-            let arguments = arguments.clone();
+            let (arguments, meter) = (arguments.clone(), meter.clone());
             async move {
                 let (conn, event, payload) = &*arguments;
                 plugin
                     .call(lease, async |store, exports| {
+                        store.data_mut().meter = meter;
                         exports.on_event(store, conn, event, payload).await
                     })
                     .await
@@ -570,17 +573,20 @@ impl Plugin {
         let WarmInstance { store, exports } = &mut instance;
         store.data_mut().transaction.run_under(lease);
         store.data_mut().last_error = None;
-        let result = self
-            .limited(call(store, exports))
-            .await
-            .map_err(|error| match error {
-                CallError::Trapped { plugin, detail, .. } => CallError::Trapped {
-                    plugin,
-                    detail,
-                    said: store.data_mut().last_error.take(),
-                },
-                other => other,
-            });
+        store.data_mut().meter = None;
+        let started = Instant::now();
+        let result = self.limited(call(store, exports)).await;
+        if let Some(meter) = &store.data().meter {
+            meter.plugin_time(started.elapsed());
+        }
+        let result = result.map_err(|error| match error {
+            CallError::Trapped { plugin, detail, .. } => CallError::Trapped {
+                plugin,
+                detail,
+                said: store.data_mut().last_error.take(),
+            },
+            other => other,
+        });
         let committed = match &result {
             Ok(outcome) if outcome.commits() => store.data_mut().commit().await,
             _ => {

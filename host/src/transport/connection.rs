@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::budget::CostBudget;
 use super::{EVERY_SOCKET, Held, Namespace, Resumed};
 use crate::bindings::{Conn, PluginError};
 use crate::escaped::Escaped;
@@ -30,6 +31,7 @@ use crate::identity::{Identity, IdentityError};
 use crate::metrics;
 use crate::payload::{self, Outgoing};
 use crate::recovery::{CatchUp, Missed, PAGE, Page, Recovery, recoverable};
+use crate::runtime::Meter;
 
 /// The `on-disconnect` reason plugins see for the sockets of a node shutting down.
 const SHUTDOWN_REASON: &str = "server shutting down";
@@ -69,6 +71,7 @@ struct Registered<A: Adapter> {
     queue: mpsc::Receiver<Job<A>>,
     queued_bytes: Arc<AtomicUsize>,
     rate_limited: CancellationToken,
+    budget: Arc<CostBudget>,
 }
 
 /// Carries [`Registered`] in the socket's extensions, which must be `Clone`.
@@ -90,6 +93,7 @@ pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, namespace: &Namespace)
     let queued_bytes = Arc::new(AtomicUsize::new(0));
     let rate_limited = CancellationToken::new();
     let rate = namespace.routes.load().event_rate();
+    let budget = Arc::new(CostBudget::new(&rate));
     socket.on_fallback(EventQueue {
         jobs: jobs.clone(),
         queued_bytes: queued_bytes.clone(),
@@ -101,6 +105,7 @@ pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, namespace: &Namespace)
         }),
         max_refusals: rate.burst.get(),
         rate_limited: rate_limited.clone(),
+        budget: budget.clone(),
     });
     socket.on_disconnect(move |reason: DisconnectReason| {
         let jobs = jobs.clone();
@@ -118,6 +123,7 @@ pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, namespace: &Namespace)
         queue,
         queued_bytes,
         rate_limited,
+        budget,
     };
     socket
         .extensions
@@ -138,6 +144,7 @@ pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>)
         queue,
         queued_bytes,
         rate_limited,
+        budget,
     }) = pending
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -160,6 +167,7 @@ pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>)
         expires,
         queued_bytes,
         rate_limited,
+        budget,
     };
     let connections = connection.namespace.connections.clone();
     let span = tracing::info_span!(
@@ -181,6 +189,8 @@ struct EventQueue<A: Adapter> {
     max_refusals: u32,
     /// Cancelled when the socket is to be disconnected for its rate.
     rate_limited: CancellationToken,
+    /// What its events may still cost.
+    budget: Arc<CostBudget>,
 }
 
 /// Events refused for their rate since `since`.
@@ -204,6 +214,15 @@ impl<A: Adapter> MessageHandler<A, Queued> for EventQueue<A> {
             let error = PluginError::new(
                 "rate_limited",
                 "this socket sends events faster than its namespace allows; slow down, or it is disconnected",
+            );
+            return refuse(&socket, &packet, ack, &error);
+        }
+        if !self.budget.allows() {
+            self.count_refusal();
+            let error = PluginError::new(
+                "rate_limited",
+                "this socket's events took more plugin time or sent more bytes than its namespace allows \
+                 (plugin_ms_per_second, output_bytes_per_second); slow down, or it is disconnected",
             );
             return refuse(&socket, &packet, ack, &error);
         }
@@ -319,6 +338,8 @@ struct Connection<A: Adapter> {
     queued_bytes: Arc<AtomicUsize>,
     /// Cancelled by its [`EventQueue`] when the socket keeps sending over its rate.
     rate_limited: CancellationToken,
+    /// What its events may still cost, shared with its [`EventQueue`].
+    budget: Arc<CostBudget>,
 }
 
 /// `expires_at_s` (Unix seconds) on the monotonic clock; `None` if so far
@@ -481,7 +502,8 @@ impl<A: Adapter> Connection<A> {
         // names it and its namespace).
         let span = tracing::info_span!("event", event = %Escaped(&event), plugin = %slot.spec.name.as_str());
         let plugin = slot.current();
-        let call = plugin.on_event(&self.conn, &event, &payload);
+        let meter: Arc<dyn Meter> = self.budget.clone();
+        let call = plugin.on_event(&self.conn, &event, &payload, Some(meter));
         let error = match call.instrument(span).await {
             Ok(Ok(reply)) => match reply.as_ref().map(payload::size) {
                 // Handled, but its reply is bigger than any event may be: the
@@ -501,7 +523,8 @@ impl<A: Adapter> Connection<A> {
                         ),
                     )
                 }
-                _ => {
+                reply_bytes => {
+                    self.budget.output_bytes(reply_bytes.unwrap_or(0));
                     route.handled_ok.increment(1);
                     if let Some(ack) = ack {
                         send_ack(ack, reply);

@@ -2,6 +2,7 @@
 //! plugins asked on connect ([`Namespace::admit`]), events queued per socket and
 //! handled in order ([`connection`]).
 
+mod budget;
 mod connection;
 mod request_head;
 mod room_names;

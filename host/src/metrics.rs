@@ -23,6 +23,9 @@ pub const EVENTS: &str = "switchboard_events_total";
 /// Events refused before any plugin saw them, per namespace and error code
 /// (`unknown_event`, `payload_too_large`, `overloaded`, `invalid_packet`...).
 pub const EVENTS_REFUSED: &str = "switchboard_events_refused_total";
+/// Times a socket's events used up its budget of plugin time or bytes sent,
+/// per namespace: its next event then waits for the refill.
+pub const BUDGETS_EXHAUSTED: &str = "switchboard_budgets_exhausted_total";
 /// Plugin calls whose commit found state they read changed by another call,
 /// per plugin: each is run again, or fails with `conflict` after the last.
 pub const PLUGIN_CONFLICTS: &str = "switchboard_plugin_conflicts_total";
@@ -152,6 +155,11 @@ fn describe() {
         "Client events refused before reaching a plugin, by error code."
     );
     describe_counter!(
+        BUDGETS_EXHAUSTED,
+        Unit::Count,
+        "Times a socket's events used up its budget of plugin time or bytes sent (its next event then waits for the refill), by namespace."
+    );
+    describe_counter!(
         PLUGIN_CONFLICTS,
         Unit::Count,
         "Plugin calls whose commit conflicted with another call's, by plugin."
@@ -205,6 +213,10 @@ pub fn events_handled(namespace: &str, plugin: &str, event: &str, outcome: &str)
         "event" => event.to_owned(),
         "outcome" => outcome.to_owned(),
     )
+}
+
+pub fn budget_exhausted(namespace: &str) {
+    counter!(BUDGETS_EXHAUSTED, "namespace" => namespace.to_owned()).increment(1);
 }
 
 pub fn event_refused(namespace: &str, code: &str) {

@@ -305,8 +305,8 @@ pub struct NamespaceSection {
     pub event_burst: u32,
     /// Plugin time one socket's events may take per second, on average, in
     /// milliseconds: `250`. A call's time is counted once it has run, so the
-    /// socket's budget may go below zero; until it is back above, its events
-    /// get `rate_limited` as over `events_per_second`.
+    /// socket's budget may go below zero; until it is back above, its next
+    /// event waits (and more queue behind it).
     pub plugin_ms_per_second: u32,
     /// Plugin time one socket's events may take at once: `2000` (two calls
     /// at the default `time_ms`).

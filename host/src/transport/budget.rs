@@ -1,7 +1,8 @@
 //! What one socket's events may cost beyond their count: the plugin time they
 //! take and the bytes they have sent (replies and emits). A flood of cheap
 //! events meets `events_per_second`; a few events that each make a plugin
-//! spin for a second or send megabytes meet this.
+//! spin for a second or send megabytes meet this: the socket's next event
+//! waits until its budget has refilled.
 
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use crate::runtime::Meter;
 
 /// Each resource is a bucket refilled continuously up to its burst. A call's
 /// cost is known only once it has run, so it is charged then and a bucket
-/// may go below zero: the socket's events are refused until every bucket is
+/// may go below zero: the socket's next event waits until every bucket is
 /// above zero again.
 pub struct CostBudget {
     plugin_ms: Bucket,
@@ -32,10 +33,15 @@ impl CostBudget {
         }
     }
 
-    /// Whether the socket may have another event handled now.
-    pub fn allows(&self) -> bool {
+    /// How long the socket's next event must wait for the budget to be
+    /// above zero again; `None` when it may be handled now.
+    pub fn pause(&self) -> Option<Duration> {
         let now = Instant::now();
-        self.plugin_ms.level(now) > 0.0 && self.output_bytes.level(now) > 0.0
+        let wait = self
+            .plugin_ms
+            .time_to_credit(now)
+            .max(self.output_bytes.time_to_credit(now));
+        (wait > 0.0).then(|| Duration::from_secs_f64(wait))
     }
 }
 
@@ -79,6 +85,16 @@ impl Bucket {
         state.level
     }
 
+    /// Seconds until the level is above zero.
+    fn time_to_credit(&self, now: Instant) -> f64 {
+        let level = self.level(now);
+        if level > 0.0 {
+            return 0.0;
+        }
+        // Past zero by a little, so the wait ends with credit.
+        (-level + 1.0) / self.per_second
+    }
+
     fn charge(&self, amount: f64) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         self.refill(&mut state, Instant::now());
@@ -95,6 +111,24 @@ impl Bucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_budget_in_debt_pauses_for_as_long_as_the_refill_takes() {
+        let budget = CostBudget {
+            plugin_ms: Bucket::new(100.0, 200.0),
+            output_bytes: Bucket::new(1000.0, 1000.0),
+        };
+        assert_eq!(budget.pause(), None);
+        budget.plugin_time(Duration::from_millis(500));
+        let pause = budget.pause().unwrap();
+        assert!(
+            pause > Duration::from_millis(2900) && pause <= Duration::from_millis(3100),
+            "{pause:?}"
+        );
+        budget.output_bytes(5000);
+        let pause = budget.pause().unwrap();
+        assert!(pause >= Duration::from_millis(3900), "{pause:?}");
+    }
 
     #[test]
     fn a_bucket_goes_into_debt_and_refills_at_its_rate_up_to_its_burst() {

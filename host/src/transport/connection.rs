@@ -93,7 +93,6 @@ pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, namespace: &Namespace)
     let queued_bytes = Arc::new(AtomicUsize::new(0));
     let rate_limited = CancellationToken::new();
     let rate = namespace.routes.load().event_rate();
-    let budget = Arc::new(CostBudget::new(&rate));
     socket.on_fallback(EventQueue {
         jobs: jobs.clone(),
         queued_bytes: queued_bytes.clone(),
@@ -105,7 +104,6 @@ pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, namespace: &Namespace)
         }),
         max_refusals: rate.burst.get(),
         rate_limited: rate_limited.clone(),
-        budget: budget.clone(),
     });
     socket.on_disconnect(move |reason: DisconnectReason| {
         let jobs = jobs.clone();
@@ -123,7 +121,7 @@ pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, namespace: &Namespace)
         queue,
         queued_bytes,
         rate_limited,
-        budget,
+        budget: Arc::new(CostBudget::new(&rate)),
     };
     socket
         .extensions
@@ -189,8 +187,6 @@ struct EventQueue<A: Adapter> {
     max_refusals: u32,
     /// Cancelled when the socket is to be disconnected for its rate.
     rate_limited: CancellationToken,
-    /// What its events may still cost.
-    budget: Arc<CostBudget>,
 }
 
 /// Events refused for their rate since `since`.
@@ -214,15 +210,6 @@ impl<A: Adapter> MessageHandler<A, Queued> for EventQueue<A> {
             let error = PluginError::new(
                 "rate_limited",
                 "this socket sends events faster than its namespace allows; slow down, or it is disconnected",
-            );
-            return refuse(&socket, &packet, ack, &error);
-        }
-        if !self.budget.allows() {
-            self.count_refusal();
-            let error = PluginError::new(
-                "rate_limited",
-                "this socket's events took more plugin time or sent more bytes than its namespace allows \
-                 (plugin_ms_per_second, output_bytes_per_second); slow down, or it is disconnected",
             );
             return refuse(&socket, &packet, ack, &error);
         }
@@ -338,7 +325,7 @@ struct Connection<A: Adapter> {
     queued_bytes: Arc<AtomicUsize>,
     /// Cancelled by its [`EventQueue`] when the socket keeps sending over its rate.
     rate_limited: CancellationToken,
-    /// What its events may still cost, shared with its [`EventQueue`].
+    /// What its events may still cost: over it, its next event waits.
     budget: Arc<CostBudget>,
 }
 
@@ -373,6 +360,14 @@ impl<A: Adapter> Connection<A> {
         let rate_limited = rate_limited.cancelled();
         tokio::pin!(rate_limited);
         let gone = loop {
+            // A socket whose events cost more than its budget has its next
+            // one wait until the budget refills, while more queue up to the
+            // queue's limits: a client waiting for its acks is slowed, not
+            // refused, and one that is not fills its queue (`overloaded`).
+            let pause = self.budget.pause();
+            if pause.is_some() {
+                metrics::budget_exhausted(&self.conn.namespace);
+            }
             // Biased: once the token expired, nothing queued is handled as
             // its user any more, nor for a socket flooding past its rate; at
             // shutdown, the events already queued are handled first.
@@ -397,7 +392,8 @@ impl<A: Adapter> Connection<A> {
                     Box::pin(self.dismiss(&error, RATE_LIMITED_REASON)).await;
                     break "rate_limited";
                 }
-                job = queue.recv() => match job {
+                () = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {}
+                job = queue.recv(), if pause.is_none() => match job {
                     Some(Job::Event(event)) => {
                         let QueuedEvent { packet, ack, bytes } = *event;
                         Box::pin(self.handle(packet, ack)).await;

@@ -11,9 +11,11 @@
 //!   that keeps plugins built against WIT 0.1 working.
 //! - [`bindings`]: the WIT world (`wit/plugin.wit`, 0.2) and the frozen 0.1
 //!   world (`host/wit-0.1`) as Rust, generated once each.
-//! - [`host_api`]: the host side of each WIT import interface, one file each.
+//! - [`host_api`]: the host side of each WIT import interface, one file each,
+//!   and the answers to acks plugins wait for.
 //! - [`identity`]: JWT verification: who a socket or HTTP caller is, and until when.
-//! - [`transport`]: Socket.IO namespaces, connect checks, per-socket event queues.
+//! - [`transport`]: Socket.IO namespaces, connect checks, per-socket event
+//!   queues and the cost budget that paces them, acks asked of clients.
 //! - [`payload`]: event payloads between Socket.IO packets and plugins.
 //! - [`cluster`]: state shared by nodes (memory or Redis), the per-call
 //!   state transaction, and the Redis connection.

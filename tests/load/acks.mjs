@@ -25,7 +25,7 @@ import { parseArgs } from "node:util";
 import { REPO, faultyPlugin, manifestToml, writeManifest } from "../e2e/harness.mjs";
 import { closedLoops } from "./closed_loop.mjs";
 import { openRawSocket } from "../e2e/raw_socket.mjs";
-import { serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
+import { UNLIMITED_SOCKET, serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -45,7 +45,7 @@ const SERVERS = {
         manifestToml({
           plugins: [faultyPlugin({ namespaces: ["/"], events: ["echo"] })],
           // Each client sends as fast as its acks come back: far over the default event rate.
-          namespaces: { "/": { events_per_second: 1_000_000, event_burst: 1_000_000 } },
+          namespaces: { "/": UNLIMITED_SOCKET },
         }),
       ),
     ),

@@ -15,7 +15,7 @@ import { auctionPlugin } from "../e2e/apps.mjs";
 import { manifestToml, writeManifest } from "../e2e/harness.mjs";
 import { startRedis } from "../e2e/redis.mjs";
 import { HS256_AUTH, tokenFor } from "../e2e/tokens.mjs";
-import { serveRelease } from "./servers.mjs";
+import { UNLIMITED_SOCKET, serveRelease } from "./servers.mjs";
 
 const { values } = parseArgs({
   options: { bidders: { type: "string", default: "40" }, seconds: { type: "string", default: "10" } },
@@ -77,7 +77,7 @@ async function run(urls) {
 
 const plugins = [auctionPlugin()];
 // Bidders bid as fast as acks return: above the default event rate, which is not what this measures.
-const namespaces = { "/auction": { events_per_second: 100_000, event_burst: 100_000 } };
+const namespaces = { "/auction": UNLIMITED_SOCKET };
 const redis = await startRedis();
 const clustered = writeManifest(
   manifestToml({ plugins, namespaces }) + HS256_AUTH + `\n[cluster]\nredis_url = "${redis.url}"\nprefix = "bids"\n`,

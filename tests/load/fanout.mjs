@@ -40,7 +40,7 @@ import { io } from "socket.io-client";
 import { REPO, chatPlugin, manifestToml, writeManifest } from "../e2e/harness.mjs";
 import { startRedis } from "../e2e/redis.mjs";
 import { cpuSeconds } from "./proc.mjs";
-import { serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
+import { UNLIMITED_SOCKET, serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -294,7 +294,7 @@ async function run(name, servers, pids, { recovers, redisPid }) {
 
 const chat = chatPlugin({ config: { history_size: 10 } });
 // A sender may send above the default event rate (`--rate` over `--senders`): not what this measures.
-const namespaces = { "/": { events_per_second: 100_000, event_burst: 100_000 } };
+const namespaces = { "/": UNLIMITED_SOCKET };
 const manifest = ({ redis, recovery = true } = {}) =>
   writeManifest(
     manifestToml({ server: recovery ? {} : { recovery: { enabled: false } }, plugins: [chat], namespaces }) +

@@ -29,7 +29,7 @@ import { manifestToml, tempDir, unique, wasm, writeManifest } from "../e2e/harne
 import { openRawSocket } from "../e2e/raw_socket.mjs";
 import { closedLoops } from "./closed_loop.mjs";
 import { memoryKib } from "./proc.mjs";
-import { RELEASE_BIN, serveRelease } from "./servers.mjs";
+import { RELEASE_BIN, UNLIMITED_SOCKET, serveRelease } from "./servers.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -51,7 +51,7 @@ function manifestFor(plugin, cacheDir, limits) {
       server: { cache_dir: cacheDir },
       plugins: [{ name: plugin, path: wasm(plugin), namespaces: ["/"], events: EVENTS, limits }],
       // Each client sends as fast as its acks come back: far over the default event rate.
-      namespaces: { "/": { events_per_second: 1_000_000, event_burst: 1_000_000 } },
+      namespaces: { "/": UNLIMITED_SOCKET },
     }),
   );
 }

@@ -46,6 +46,21 @@ export function startServer(command, args, { env = {} } = {}) {
 }
 
 /** The switchboard binary the load tools run: target/release's, or $SWITCHBOARD_BIN. */
+/**
+ * `[namespaces]` settings that let one socket send as fast as its acks come
+ * back: every per-socket limit (events, plugin time, bytes sent) far above
+ * what the load tools' clients reach, so they measure the server, not its
+ * limits. Hostile clients keep the defaults.
+ */
+export const UNLIMITED_SOCKET = {
+  events_per_second: 1_000_000,
+  event_burst: 1_000_000,
+  plugin_ms_per_second: 1_000_000,
+  plugin_burst_ms: 1_000_000,
+  output_bytes_per_second: 1_000_000_000_000,
+  output_burst_bytes: 1_000_000_000_000,
+};
+
 export const RELEASE_BIN = process.env.SWITCHBOARD_BIN ?? path.join(REPO, "target/release/switchboard");
 
 /** `switchboard serve` from target/release (or $SWITCHBOARD_BIN) on a free port. */

@@ -24,7 +24,7 @@ import { io } from "socket.io-client";
 import { manifestToml, sleep, wasm, writeManifest } from "../e2e/harness.mjs";
 import { openRawSocket } from "../e2e/raw_socket.mjs";
 import { memoryKib, resetPeak } from "./proc.mjs";
-import { metric, serveRelease } from "./servers.mjs";
+import { UNLIMITED_SOCKET, metric, serveRelease } from "./servers.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -40,7 +40,7 @@ const ROOM = { prefix: "stuck", count: 1 }; // the room `stuck0`
 
 const manifest = manifestToml({
   plugins: [{ name: "greedy", path: wasm("greedy"), namespaces: [NAMESPACE], events: ["join_rooms", "flood"] }],
-  namespaces: { [NAMESPACE]: { events_per_second: 100_000, event_burst: 100_000 } },
+  namespaces: { [NAMESPACE]: UNLIMITED_SOCKET },
 });
 const server = await serveRelease(writeManifest(manifest));
 const { port } = new URL(server.url);

@@ -153,8 +153,8 @@ impl Reloader {
     /// Hands the answer to an event that asked for an ack to its plugin's
     /// `on-ack`; failures are logged.
     pub async fn deliver_ack(&self, answered: Answered) {
-        let plugin_name = answered.plugin.clone();
-        let tag = answered.tag.clone();
+        let plugin_name = answered.question.plugin.clone();
+        let tag = answered.question.tag.clone();
         let Some(plugin) = self.plugin(&plugin_name) else {
             tracing::warn!(plugin = %plugin_name, "the answer to ack `{}` came but the plugin is no longer loaded; dropped", Escaped(&tag));
             return;

@@ -23,7 +23,6 @@ const MAX_TIMEOUT_MS: u32 = 300_000;
 const MAX_TAG_BYTES: usize = 1024;
 
 /// Who waits for an answer: what `on-ack` is called with besides it.
-#[derive(Clone)]
 pub struct Question {
     pub plugin: String,
     pub namespace: String,
@@ -35,10 +34,7 @@ pub struct Question {
 /// An answer for a plugin's `on-ack`: the client's arguments, or the error
 /// saying why none came.
 pub struct Answered {
-    pub plugin: String,
-    pub namespace: String,
-    pub socket_id: String,
-    pub tag: String,
+    pub question: Question,
     pub answer: Result<Payload, PluginError>,
 }
 
@@ -94,12 +90,8 @@ impl AckWaits {
                 return;
             };
             deliver(Answered {
-                plugin: question.plugin,
-                namespace: question.namespace,
-                socket_id: question.socket_id,
-                tag: question.tag,
-                answer: answer
-                    .map_err(|failure| PluginError::new(failure.code(), failure.to_string())),
+                question,
+                answer: answer.map_err(PluginError::from),
             })
             .await;
         });

@@ -137,6 +137,7 @@ impl InstanceState {
             audience: Audience { room, except },
             event: event.to_owned(),
             payload: Outgoing::new(payload)?,
+            bytes: size,
             question: None,
         })
     }

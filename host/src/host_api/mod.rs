@@ -26,7 +26,7 @@ use crate::cluster::StateStore;
 use crate::cluster::timers::TimerStore;
 use crate::manifest::ServerSettings;
 use crate::runtime::InstanceState;
-use crate::transport::{RoomNameError, Sockets, SocketsError};
+use crate::transport::{AckFailure, RoomNameError, Sockets, SocketsError};
 
 /// What the host imports reach: the sockets of the server, the state backend
 /// and the timers.
@@ -91,6 +91,12 @@ impl From<SocketsError> for PluginError {
             SocketsError::Unavailable(_) => "cluster_unavailable",
         };
         PluginError::new(code, error.to_string())
+    }
+}
+
+impl From<AckFailure> for PluginError {
+    fn from(failure: AckFailure) -> Self {
+        PluginError::new(failure.code(), failure.to_string())
     }
 }
 

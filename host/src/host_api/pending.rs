@@ -16,6 +16,8 @@ pub struct PendingEmit {
     pub audience: Audience,
     pub event: String,
     pub payload: Outgoing,
+    /// What it counts against `max_payload_bytes` and the socket's budget.
+    pub bytes: usize,
     /// When it asks its one socket for an ack (`acks.to-socket`).
     pub question: Option<Question>,
 }
@@ -83,7 +85,7 @@ impl InstanceState {
     /// socket whose event caused it.
     pub(super) async fn send(&mut self, emit: PendingEmit) -> Result<(), SocketsError> {
         if let Some(meter) = &self.meter {
-            meter.output_bytes(emit.payload.size());
+            meter.output_bytes(emit.bytes);
         }
         emit.send(self.plugin.name.as_str(), &self.services).await
     }

@@ -330,11 +330,12 @@ impl Exports {
     ) -> Result<Result<(), PluginError>> {
         match self {
             Self::Current(_, Some(acks)) => {
+                let question = &answered.question;
                 acks.call_on_ack(
                     store,
-                    &answered.namespace,
-                    &answered.socket_id,
-                    &answered.tag,
+                    &question.namespace,
+                    &question.socket_id,
+                    &question.tag,
                     answered.answer.as_ref(),
                 )
                 .await

@@ -71,7 +71,6 @@ struct Registered<A: Adapter> {
     queue: mpsc::Receiver<Job<A>>,
     queued_bytes: Arc<AtomicUsize>,
     rate_limited: CancellationToken,
-    budget: Arc<CostBudget>,
 }
 
 /// Carries [`Registered`] in the socket's extensions, which must be `Clone`.
@@ -121,7 +120,6 @@ pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, namespace: &Namespace)
         queue,
         queued_bytes,
         rate_limited,
-        budget: Arc::new(CostBudget::new(&rate)),
     };
     socket
         .extensions
@@ -142,7 +140,6 @@ pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>)
         queue,
         queued_bytes,
         rate_limited,
-        budget,
     }) = pending
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -156,6 +153,7 @@ pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>)
         .and_then(|identity| deadline(identity.expires_at_s));
     let held = socket.extensions.get::<Held>();
     let resumed = socket.extensions.remove::<Resumed>();
+    let budget = Arc::new(CostBudget::new(&namespace.routes.load().event_rate()));
     let connection = Connection {
         conn,
         held,

@@ -2,7 +2,8 @@
 // test-suite/) checks of a server, written here against the test-only
 // conformance plugin, frame by frame on a raw WebSocket: CONNECT payloads,
 // custom and unknown namespaces, acks with several arguments, binary both
-// ways, and leaving `/` keeping the Engine.IO session.
+// ways, leaving `/` keeping the Engine.IO session, and long-polling errors and
+// closes as Node answers them.
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -155,5 +156,53 @@ describe("the Socket.IO protocol, frame by frame", () => {
       session.send(frame);
       await session.closed;
     }
+  });
+});
+
+describe("Engine.IO over HTTP long-polling", () => {
+  const pollingUrl = (query = "") => `http://127.0.0.1:${started.port}/socket.io/?EIO=4&transport=polling${query}`;
+
+  async function openPollingSession() {
+    const response = await fetch(pollingUrl());
+    assert.equal(response.status, 200);
+    return JSON.parse((await response.text()).slice(1)).sid;
+  }
+
+  test("errors are Node's: the code a JSON number, the message its words", async () => {
+    const unknownSession = await fetch(pollingUrl("&sid=not-a-session"));
+    assert.equal(unknownSession.status, 400);
+    assert.deepEqual(await unknownSession.json(), { code: 1, message: "Session ID unknown" });
+
+    const unknownTransport = await fetch(`http://127.0.0.1:${started.port}/socket.io/?EIO=4&transport=carrier-pigeon`);
+    assert.equal(unknownTransport.status, 400);
+    assert.deepEqual(await unknownTransport.json(), { code: 0, message: "Transport unknown" });
+  });
+
+  test("a GET reaching the server after its client's close gets the NOOP it would have had, once", async () => {
+    const sid = await openPollingSession();
+    const close = await fetch(pollingUrl(`&sid=${sid}`), { method: "POST", body: "1" });
+    assert.equal(close.status, 200);
+
+    const late = await fetch(pollingUrl(`&sid=${sid}`));
+    assert.equal(late.status, 200);
+    assert.equal(await late.text(), "6");
+
+    const gone = await fetch(pollingUrl(`&sid=${sid}`));
+    assert.equal(gone.status, 400);
+    assert.deepEqual(await gone.json(), { code: 1, message: "Session ID unknown" });
+  });
+
+  test("a GET waiting when its client closes gets the NOOP; the next, the unknown session", async () => {
+    const sid = await openPollingSession();
+    const waiting = fetch(pollingUrl(`&sid=${sid}`));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const close = await fetch(pollingUrl(`&sid=${sid}`), { method: "POST", body: "1" });
+    assert.equal(close.status, 200);
+    const answered = await waiting;
+    assert.equal(answered.status, 200);
+    assert.equal(await answered.text(), "6");
+
+    const gone = await fetch(pollingUrl(`&sid=${sid}`));
+    assert.equal(gone.status, 400);
   });
 });

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import WebSocket from "ws";
 
-import { manifestToml, startHost, wasm } from "./harness.mjs";
+import { manifestToml, sleep, startHost, wasm } from "./harness.mjs";
 
 const PING_INTERVAL_MS = 300;
 let started;
@@ -195,7 +195,7 @@ describe("Engine.IO over HTTP long-polling", () => {
   test("a GET waiting when its client closes gets the NOOP; the next, the unknown session", async () => {
     const sid = await openPollingSession();
     const waiting = fetch(pollingUrl(`&sid=${sid}`));
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await sleep(100);
     const close = await fetch(pollingUrl(`&sid=${sid}`), { method: "POST", body: "1" });
     assert.equal(close.status, 200);
     const answered = await waiting;

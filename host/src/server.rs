@@ -412,13 +412,17 @@ impl Server {
                 "`[server] allowed_origins` lists `*`: any web page can open a socket with its visitors' cookies"
             );
         }
+        let socket_io_path = transport::SocketIoPath::new(&manifest.server.path);
         let guard = Arc::new(OriginGuard::new(
-            &manifest.server.path,
+            socket_io_path.clone(),
             manifest.server.allowed_origins.clone(),
         ));
         let app = http_api::router(api, plugin_http)
             .layer(layer)
-            .layer(axum::middleware::map_request(transport::own_request_head))
+            .layer(axum::middleware::map_request_with_state(
+                socket_io_path,
+                transport::own_request_head,
+            ))
             .layer(axum::middleware::from_fn_with_state(guard, origin::guard))
             // A body that stops arriving holds its connection no longer than
             // headers may take (long-polling POSTs included).

@@ -75,3 +75,36 @@ test("the handshake offers an upgrade over polling, none over WebSocket, and the
     ws.close();
   }
 });
+
+test("a PONG answers the PING it follows: one sent unasked does not stand for the next", async () => {
+  const pingIntervalMs = 600;
+  const pingTimeoutMs = 200;
+  const timed = await startHost({
+    server: { ping_interval_ms: pingIntervalMs, ping_timeout_ms: pingTimeoutMs },
+    plugins: [chatPlugin()],
+  });
+  const ws = new WebSocket(`${timed.url.replace(/^http/, "ws")}/socket.io/?EIO=4&transport=websocket`);
+  const pings = [];
+  ws.on("message", (data) => {
+    if (data.toString() !== "2") return;
+    pings.push(Date.now());
+    // The first PING gets its PONG, and another one a little later; the
+    // next PING gets nothing.
+    if (pings.length === 1) {
+      ws.send("3");
+      setTimeout(() => ws.send("3"), pingTimeoutMs / 2);
+    }
+  });
+  const closed = new Promise((resolve) => ws.once("close", resolve));
+  try {
+    await closed;
+    assert.equal(
+      pings.length,
+      2,
+      "the session closed pingTimeout after its second PING went unanswered, before a third was due",
+    );
+  } finally {
+    ws.close();
+    await timed.stop();
+  }
+});

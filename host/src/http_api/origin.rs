@@ -17,17 +17,17 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 use super::ApiError;
 use crate::manifest::AllowedOrigins;
+use crate::transport::SocketIoPath;
 
 /// What guards the Socket.IO path; see [`guard`].
 pub struct OriginGuard {
-    /// The Socket.IO request path.
-    path: String,
+    path: SocketIoPath,
     origins: Arc<AllowedOrigins>,
     cors: CorsLayer,
 }
 
 impl OriginGuard {
-    pub fn new(path: &str, origins: AllowedOrigins) -> Self {
+    pub fn new(path: SocketIoPath, origins: AllowedOrigins) -> Self {
         let origins = Arc::new(origins);
         let cors = CorsLayer::new()
             .allow_origin(AllowOrigin::predicate({
@@ -38,17 +38,10 @@ impl OriginGuard {
             .allow_methods([Method::GET, Method::POST])
             .allow_headers(AllowHeaders::mirror_request());
         Self {
-            path: path.to_owned(),
+            path,
             origins,
             cors,
         }
-    }
-
-    /// The paths socketioxide serves: its path, and below it.
-    fn covers(&self, path: &str) -> bool {
-        path.strip_prefix(self.path.as_str()).is_some_and(|rest| {
-            rest.is_empty() || rest.starts_with('/') || self.path.ends_with('/')
-        })
     }
 }
 
@@ -59,7 +52,7 @@ pub async fn guard(
     request: Request,
     next: Next,
 ) -> Response {
-    if !guard.covers(request.uri().path()) {
+    if !guard.path.covers(request.uri().path()) {
         return next.run(request).await;
     }
     if let Some(origin) = request.headers().get(header::ORIGIN)

@@ -18,12 +18,13 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef};
 use socketioxide::handler::{FromMessageParts, MessageHandler, Value};
 use socketioxide::socket::{DisconnectReason, Socket};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::budget::CostBudget;
+use super::job_queue::{JobQueue, Refused};
 use super::{EVERY_SOCKET, Held, Namespace, Resumed};
 use crate::bindings::{Conn, PluginError};
 use crate::escaped::Escaped;
@@ -48,9 +49,7 @@ const QUEUE_CAPACITY: usize = 256;
 const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
 
 enum Job<A: Adapter> {
-    /// Boxed: the queue's first block holds 32 jobs from the start, for
-    /// every socket, idle or not.
-    Event(Box<QueuedEvent<A>>),
+    Event(QueuedEvent<A>),
     /// `done` is answered once the plugins have seen the disconnect.
     Disconnect {
         reason: DisconnectReason,
@@ -65,11 +64,37 @@ struct QueuedEvent<A: Adapter> {
     bytes: usize,
 }
 
+/// What a socket's handlers share with its task.
+struct SocketJobs<A: Adapter> {
+    queue: JobQueue<Job<A>>,
+    /// Bytes of the events queued and not yet handled.
+    queued_bytes: AtomicUsize,
+}
+
+/// The task's end of a socket's queue. Dropped, it closes the queue: a
+/// disconnect never waits on a task that ended, or never started.
+struct Reader<A: Adapter>(Arc<SocketJobs<A>>);
+
+impl<A: Adapter> Reader<A> {
+    async fn next(&self) -> Job<A> {
+        self.0.queue.next().await
+    }
+
+    fn handled(&self, bytes: usize) {
+        self.0.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+impl<A: Adapter> Drop for Reader<A> {
+    fn drop(&mut self) {
+        self.0.queue.close();
+    }
+}
+
 /// What [`register`] prepared for [`start`]: the socket's queue and the
 /// state its handlers share with its task.
 struct Registered<A: Adapter> {
-    queue: mpsc::Receiver<Job<A>>,
-    queued_bytes: Arc<AtomicUsize>,
+    jobs: Reader<A>,
     rate_limited: CancellationToken,
 }
 
@@ -88,13 +113,14 @@ impl<A: Adapter> Clone for Pending<A> {
 /// has run (under load, a `join` sent at once was lost that way). Events
 /// wait in the queue until [`start`].
 pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, namespace: &Namespace) {
-    let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
-    let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let jobs = Arc::new(SocketJobs {
+        queue: JobQueue::new(),
+        queued_bytes: AtomicUsize::new(0),
+    });
     let rate_limited = CancellationToken::new();
     let rate = namespace.routes.load().event_rate();
     socket.on_fallback(EventQueue {
         jobs: jobs.clone(),
-        queued_bytes: queued_bytes.clone(),
         max_queued_bytes: namespace.limits.max_queued_bytes,
         limiter: RateLimiter::direct(Quota::per_second(rate.per_second).allow_burst(rate.burst)),
         refusals: Mutex::new(Refusals {
@@ -104,21 +130,21 @@ pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, namespace: &Namespace)
         max_refusals: rate.burst.get(),
         rate_limited: rate_limited.clone(),
     });
+    let disconnects = jobs.clone();
     socket.on_disconnect(move |reason: DisconnectReason| {
-        let jobs = jobs.clone();
+        let jobs = disconnects.clone();
         // socketioxide removes the socket from its rooms when this handler
         // returns: waiting keeps it in them while the plugins' `on-disconnect`
         // runs, so they can still see its rooms.
         async move {
             let (done, handled) = oneshot::channel();
-            if jobs.send(Job::Disconnect { reason, done }).await.is_ok() {
+            if jobs.queue.push(Job::Disconnect { reason, done }).is_ok() {
                 let _ = handled.await;
             }
         }
     });
     let registered = Registered {
-        queue,
-        queued_bytes,
+        jobs: Reader(jobs),
         rate_limited,
     };
     socket
@@ -136,11 +162,7 @@ pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>)
         let _ = socket.disconnect();
         return;
     };
-    let Some(Registered {
-        queue,
-        queued_bytes,
-        rate_limited,
-    }) = pending
+    let Some(Registered { jobs, rate_limited }) = pending
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .take()
@@ -161,7 +183,7 @@ pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>)
         socket,
         namespace,
         expires,
-        queued_bytes,
+        jobs,
         rate_limited,
         budget,
     };
@@ -171,13 +193,11 @@ pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>)
         namespace = %connection.conn.namespace,
         socket = %connection.conn.socket_id
     );
-    connections.spawn(connection.run(queue).instrument(span));
+    connections.spawn(connection.run().instrument(span));
 }
 
 struct EventQueue<A: Adapter> {
-    jobs: mpsc::Sender<Job<A>>,
-    /// Bytes of the events queued and not yet handled.
-    queued_bytes: Arc<AtomicUsize>,
+    jobs: Arc<SocketJobs<A>>,
     max_queued_bytes: usize,
     limiter: DefaultDirectRateLimiter,
     refusals: Mutex<Refusals>,
@@ -212,11 +232,12 @@ impl<A: Adapter> MessageHandler<A, Queued> for EventQueue<A> {
             return refuse(&socket, &packet, ack, &error);
         }
         let bytes = packet_bytes(&packet);
-        let before = self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+        let queued_bytes = &self.jobs.queued_bytes;
+        let before = queued_bytes.fetch_add(bytes, Ordering::AcqRel);
         // An empty queue takes any event, so the limit never refuses one
         // the transport let through.
         if before > 0 && before.saturating_add(bytes) > self.max_queued_bytes {
-            self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             let error = PluginError::new(
                 "overloaded",
                 format!(
@@ -226,15 +247,14 @@ impl<A: Adapter> MessageHandler<A, Queued> for EventQueue<A> {
             );
             return refuse(&socket, &packet, ack, &error);
         }
-        let event = Box::new(QueuedEvent { packet, ack, bytes });
-        let refused = match self.jobs.try_send(Job::Event(event)) {
+        let event = QueuedEvent { packet, ack, bytes };
+        let refused = match self.jobs.queue.try_push(Job::Event(event), QUEUE_CAPACITY) {
             Ok(()) => return,
-            Err(mpsc::error::TrySendError::Full(job)) => Some(job),
-            Err(mpsc::error::TrySendError::Closed(_)) => None,
+            Err(Refused::Full(job)) => Some(job),
+            Err(Refused::Closed(_)) => None,
         };
-        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-        if let Some(Job::Event(event)) = refused {
-            let QueuedEvent { packet, ack, .. } = *event;
+        queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        if let Some(Job::Event(QueuedEvent { packet, ack, .. })) = refused {
             let error = PluginError::new(
                 "overloaded",
                 format!(
@@ -319,8 +339,8 @@ struct Connection<A: Adapter> {
     namespace: Arc<Namespace>,
     /// When the socket's token expires; `None` for a socket without one.
     expires: Option<Instant>,
-    /// Bytes of the events queued and not yet handled, shared with its [`EventQueue`].
-    queued_bytes: Arc<AtomicUsize>,
+    /// Its events and its disconnect, queued by its [`EventQueue`] and disconnect handler.
+    jobs: Reader<A>,
     /// Cancelled by its [`EventQueue`] when the socket keeps sending over its rate.
     rate_limited: CancellationToken,
     /// What its events may still cost: over it, its next event waits.
@@ -337,7 +357,7 @@ fn deadline(expires_at_s: u64) -> Option<Instant> {
 }
 
 impl<A: Adapter> Connection<A> {
-    async fn run(mut self, mut queue: mpsc::Receiver<Job<A>>) {
+    async fn run(mut self) {
         metrics::connected(&self.conn.namespace);
         // Boxed, as every call below: the task of an idle socket holds only
         // the loop's own state, not room for the largest call it may make.
@@ -391,13 +411,12 @@ impl<A: Adapter> Connection<A> {
                     break "rate_limited";
                 }
                 () = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {}
-                job = queue.recv(), if pause.is_none() => match job {
-                    Some(Job::Event(event)) => {
-                        let QueuedEvent { packet, ack, bytes } = *event;
+                job = self.jobs.next(), if pause.is_none() => match job {
+                    Job::Event(QueuedEvent { packet, ack, bytes }) => {
                         Box::pin(self.handle(packet, ack)).await;
-                        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                        self.jobs.handled(bytes);
                     }
-                    Some(Job::Disconnect { reason, done }) => {
+                    Job::Disconnect { reason, done } => {
                         if reason == DisconnectReason::SlowClient {
                             tracing::warn!(
                                 socket = %self.conn.socket_id,
@@ -410,7 +429,6 @@ impl<A: Adapter> Connection<A> {
                         let _ = done.send(());
                         break disconnect_label(&reason);
                     }
-                    None => break "gone",
                 },
                 () = &mut closing => {
                     // Left to its client to recover on another node, if any.

@@ -4,6 +4,7 @@
 
 mod budget;
 mod connection;
+mod job_queue;
 mod request_head;
 mod room_names;
 mod routes;
@@ -31,7 +32,7 @@ use crate::cluster::{Backoff, NodeLiveness};
 use crate::identity::{Identity, IdentityError, Verifier, bearer_token};
 use crate::manifest::ServerSettings;
 use crate::recovery::{Lease, Recovery, Session};
-pub use request_head::own_request_head;
+pub use request_head::{SocketIoPath, own_request_head};
 pub use room_names::{
     EVERY_SOCKET, RoomNameError, check_audience, check_membership, is_reserved, socket_room,
     user_room,

@@ -4,18 +4,57 @@
 //! session for as long as the session lives. hyper parses a head without
 //! copying: its URI and header values are slices of the connection's 8 KiB
 //! read buffer, so every idle socket would keep that whole buffer alive.
-//! Copying the few hundred bytes they need frees it.
+//! Copying the URI and the few headers the server reads frees it, and the
+//! rest of the headers (a browser's cookies and user agent, say) with it.
 
-use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Uri};
+use std::sync::Arc;
 
-/// `request` with its URI and header values in allocations of their own.
-pub async fn own_request_head(request: Request) -> Request {
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
+
+/// The headers of a Socket.IO request read after this middleware: to answer
+/// it (engineioxide: the WebSocket key, a long-polling POST's content type),
+/// and the bearer token a socket may present instead of its `auth`.
+const READ_HEADERS: [HeaderName; 3] = [
+    header::SEC_WEBSOCKET_KEY,
+    header::CONTENT_TYPE,
+    header::AUTHORIZATION,
+];
+
+/// The path socketioxide serves, and the paths below it.
+#[derive(Clone)]
+pub struct SocketIoPath(Arc<str>);
+
+impl SocketIoPath {
+    pub fn new(path: &str) -> Self {
+        Self(path.into())
+    }
+
+    pub fn covers(&self, path: &str) -> bool {
+        path.strip_prefix(&*self.0)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || self.0.ends_with('/'))
+    }
+}
+
+/// A Socket.IO `request` with its URI and the headers the server reads in
+/// allocations of their own, and no other header. Other requests are left as
+/// they are: they do not outlive their response.
+pub async fn own_request_head(State(path): State<SocketIoPath>, request: Request) -> Request {
+    if !path.covers(request.uri().path()) {
+        return request;
+    }
     let (mut head, body) = request.into_parts();
     head.uri = owned_uri(&head.uri);
-    let mut headers = HeaderMap::with_capacity(head.headers.len());
-    for (name, value) in &head.headers {
-        headers.append(name.clone(), owned_value(value));
+    // A map's first insert makes room for several: this one has room for these only.
+    let kept = READ_HEADERS
+        .iter()
+        .map(|name| head.headers.get_all(name).iter().count())
+        .sum();
+    let mut headers = HeaderMap::with_capacity(kept);
+    for name in READ_HEADERS {
+        for value in head.headers.get_all(&name) {
+            headers.append(name.clone(), owned_value(value));
+        }
     }
     head.headers = headers;
     Request::from_parts(head, body)
@@ -42,27 +81,65 @@ mod tests {
 
     use axum::body::{Body, Bytes};
 
+    fn socket_io_path() -> State<SocketIoPath> {
+        State(SocketIoPath::new("/socket.io"))
+    }
+
     #[tokio::test]
     async fn the_head_no_longer_points_into_the_buffer_it_was_parsed_from() {
-        let buffer = Bytes::from_static(b"/socket.io/?EIO=4&transport=websocket x-token secret");
+        let buffer = Bytes::from_static(b"/socket.io/?EIO=4&transport=websocket Bearer secret");
         let request = Request::builder()
             .uri(Uri::from_maybe_shared(buffer.slice(0..37)).expect("a URI"))
             .header(
-                "x-token",
-                HeaderValue::from_maybe_shared(buffer.slice(46..52)).expect("a value"),
+                header::AUTHORIZATION,
+                HeaderValue::from_maybe_shared(buffer.slice(38..51)).expect("a value"),
             )
-            .header("x-token", "second")
+            .header(header::AUTHORIZATION, "second")
             .body(Body::empty())
             .expect("a request");
-        let owned = own_request_head(request).await;
+        let owned = own_request_head(socket_io_path(), request).await;
         let inside = buffer.as_ptr_range();
         let token = owned
             .headers()
-            .get_all("x-token")
+            .get_all(header::AUTHORIZATION)
             .iter()
             .collect::<Vec<_>>();
-        assert_eq!(token, ["secret", "second"]);
+        assert_eq!(token, ["Bearer secret", "second"]);
         assert!(!inside.contains(&token[0].as_bytes().as_ptr()));
         assert_eq!(owned.uri(), "/socket.io/?EIO=4&transport=websocket");
+    }
+
+    #[tokio::test]
+    async fn only_the_headers_the_server_reads_are_kept() {
+        let request = Request::builder()
+            .uri("/socket.io/?EIO=4&transport=websocket")
+            .header(header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==")
+            .header(header::COOKIE, "session=a-long-cookie")
+            .header(header::USER_AGENT, "a browser")
+            .body(Body::empty())
+            .expect("a request");
+        let owned = own_request_head(socket_io_path(), request).await;
+        let names = owned.headers().keys().collect::<Vec<_>>();
+        assert_eq!(names, [header::SEC_WEBSOCKET_KEY]);
+    }
+
+    #[tokio::test]
+    async fn requests_outside_the_socket_io_path_keep_their_headers() {
+        let request = Request::builder()
+            .uri("/api/v1/emit")
+            .header(header::COOKIE, "session=a-long-cookie")
+            .body(Body::empty())
+            .expect("a request");
+        let passed = own_request_head(socket_io_path(), request).await;
+        assert_eq!(passed.headers()[header::COOKIE], "session=a-long-cookie");
+    }
+
+    #[test]
+    fn the_path_covers_itself_and_what_is_below_it() {
+        let path = SocketIoPath::new("/socket.io");
+        assert!(path.covers("/socket.io"));
+        assert!(path.covers("/socket.io/"));
+        assert!(!path.covers("/socket.iox"));
+        assert!(SocketIoPath::new("/rt/").covers("/rt/x"));
     }
 }

@@ -1,0 +1,171 @@
+//! The queue between a socket's handlers and its task.
+//!
+//! A queue that holds nothing allocates nothing: an idle socket's costs a
+//! few words, where a tokio channel's was a kilobyte (its cache-padded
+//! state and a first block of 32 slots). Its one reader is the socket's
+//! task, so a [`Notify`] permit is all the waking it needs.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+/// Room a queue keeps once drained; a burst's is given back.
+const KEPT_CAPACITY: usize = 4;
+
+pub(super) struct JobQueue<T> {
+    state: Mutex<State<T>>,
+    /// A permit for the reader whenever something is queued.
+    queued: Notify,
+}
+
+struct State<T> {
+    items: VecDeque<T>,
+    /// The reader is gone: nothing is queued any more.
+    closed: bool,
+}
+
+/// Why an item was not queued; it comes back.
+#[derive(Debug)]
+pub(super) enum Refused<T> {
+    /// `capacity` items were waiting.
+    Full(T),
+    /// The reader is gone.
+    Closed(T),
+}
+
+impl<T> JobQueue<T> {
+    pub(super) fn new() -> Self {
+        Self {
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                closed: false,
+            }),
+            queued: Notify::new(),
+        }
+    }
+
+    /// Queues `item` unless `capacity` items are waiting.
+    pub(super) fn try_push(&self, item: T, capacity: usize) -> Result<(), Refused<T>> {
+        let mut state = self.state();
+        if state.closed {
+            return Err(Refused::Closed(item));
+        }
+        if state.items.len() >= capacity {
+            return Err(Refused::Full(item));
+        }
+        state.items.push_back(item);
+        drop(state);
+        self.queued.notify_one();
+        Ok(())
+    }
+
+    /// Queues `item` however many are waiting: for what must reach the
+    /// reader, once (a disconnect).
+    pub(super) fn push(&self, item: T) -> Result<(), T> {
+        self.try_push(item, usize::MAX)
+            .map_err(|refused| match refused {
+                Refused::Full(item) | Refused::Closed(item) => item,
+            })
+    }
+
+    /// The next item, when there is one. Cancel-safe: an item is taken only
+    /// when it is returned.
+    pub(super) async fn next(&self) -> T {
+        loop {
+            {
+                let mut state = self.state();
+                if let Some(item) = state.items.pop_front() {
+                    if state.items.is_empty() && state.items.capacity() > KEPT_CAPACITY {
+                        state.items.shrink_to(KEPT_CAPACITY);
+                    }
+                    return item;
+                }
+            }
+            self.queued.notified().await;
+        }
+    }
+
+    /// The reader is done: what is queued is dropped, and nothing more is
+    /// taken.
+    pub(super) fn close(&self) {
+        let dropped = {
+            let mut state = self.state();
+            state.closed = true;
+            std::mem::take(&mut state.items)
+        };
+        drop(dropped);
+    }
+
+    fn state(&self) -> MutexGuard<'_, State<T>> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn items_come_out_in_order_and_the_bound_refuses_the_next() {
+        let queue = JobQueue::new();
+        queue.try_push(1, 2).expect("room");
+        queue.try_push(2, 2).expect("room");
+        assert!(matches!(queue.try_push(3, 2), Err(Refused::Full(3))));
+        queue.push(4).expect("past the bound");
+        assert_eq!(queue.next().await, 1);
+        assert_eq!(queue.next().await, 2);
+        assert_eq!(queue.next().await, 4);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_reader_wakes_for_an_item() {
+        let queue = Arc::new(JobQueue::new());
+        let reader = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.next().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        queue.push("event").expect("open");
+        let item = tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("the reader woke")
+            .expect("the reader did not panic");
+        assert_eq!(item, "event");
+    }
+
+    #[tokio::test]
+    async fn a_closed_queue_drops_what_waits_and_refuses_more() {
+        let queue = JobQueue::new();
+        let waiting = Arc::new(());
+        queue.push(waiting.clone()).expect("open");
+        queue.close();
+        assert_eq!(
+            Arc::strong_count(&waiting),
+            1,
+            "the queued item was dropped"
+        );
+        assert!(queue.push(waiting.clone()).is_err());
+        assert!(matches!(
+            queue.try_push(waiting, 8),
+            Err(Refused::Closed(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_drained_queue_gives_back_a_burst_s_room() {
+        let queue = JobQueue::new();
+        for item in 0..100 {
+            queue.push(item).expect("open");
+        }
+        for _ in 0..100 {
+            queue.next().await;
+        }
+        assert!(queue.state().items.capacity() <= KEPT_CAPACITY);
+    }
+}

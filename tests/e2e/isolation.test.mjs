@@ -1,8 +1,9 @@
 // A plugin that spins or allocates from many concurrent calls degrades only
 // its own calls: past `limits.concurrency` or the node's
 // `plugin_memory_mib` its calls fail with `overloaded`, the node's memory
-// stays within the budget, and a well-behaved client of another plugin gets
-// every ack, right, throughout.
+// stays within the budget, its memory grows no faster than
+// `memory_growth_mib_per_second`, and a well-behaved client of another plugin
+// gets every ack, right, throughout.
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -163,6 +164,26 @@ describe("plugin isolation", () => {
     );
     // Memory is given back: the plugin works again afterwards.
     assert.deepEqual((await emitAck(hogs[0], "echo", { n: 3 })).echo, { n: 3 });
+    assert.ok((await echoing.stop()) > 0, "the steady client got no ack at all");
+  });
+
+  test("a plugin growing its memory faster than `memory_growth_mib_per_second` is slowed to it, within its time limit", async () => {
+    // 8 MiB a second: a `hog` call's 64 MiB would take 8 s, its time limit is 1 s.
+    host = await startHost({
+      namespaces: STEADY_RATE,
+      plugins: [
+        faultyPlugin({ limits: { time_ms: 1000, memory_mib: 64, memory_growth_mib_per_second: 8 } }),
+        steadyPlugin(),
+      ],
+    });
+    const echoing = await keepEchoing(host.url);
+    const hog = await connect(host.url, { namespace: "/faulty" });
+    const started = Date.now();
+    const error = await emitAckError(hog, "hog", {}, { timeout: 10000 });
+    assert.equal(error.code, "plugin_timeout", `the hog reached its memory limit instead: ${JSON.stringify(error)}`);
+    assert.ok(Date.now() - started >= 900, "the call ended before its time limit");
+    // Calls that do not grow are not held back.
+    assert.deepEqual((await emitAck(hog, "echo", { n: 1 })).echo, { n: 1 });
     assert.ok((await echoing.stop()) > 0, "the steady client got no ack at all");
   });
 });

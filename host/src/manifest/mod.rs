@@ -29,6 +29,9 @@ use toml::Spanned;
 /// manifest says otherwise: Node's `keepAliveTimeout` is 5 s too.
 const DEFAULT_IDLE_TIMEOUT_MS: u64 = 5_000;
 
+/// Wasm pages (64 KiB) in a MiB.
+const PAGES_PER_MIB: u32 = 16;
+
 /// The manifest format version this release reads.
 pub const MANIFEST_VERSION: u32 = 1;
 
@@ -233,6 +236,9 @@ pub struct Limits {
     pub queue: Duration,
     /// Answers to `acks.to-socket` awaited at once on this node.
     pub max_pending_acks: usize,
+    /// Wasm pages (64 KiB) its instances may grow by during calls, together,
+    /// a second and at once.
+    pub memory_growth_pages: NonZeroU32,
 }
 
 /// A plugin name: lowercase ASCII letters, digits, `-` and `_`, starting with a letter.
@@ -881,6 +887,7 @@ impl Validator<'_> {
             || limits.max_state_keys == 0
             || limits.max_state_list_items == 0
             || limits.max_pending_acks == 0
+            || limits.memory_growth_mib_per_second == 0
         {
             return self.invalid(
                 section.name.span(),
@@ -907,6 +914,12 @@ impl Validator<'_> {
                 concurrency: usize::try_from(limits.concurrency).unwrap_or(usize::MAX),
                 queue: Duration::from_millis(limits.queue_ms),
                 max_pending_acks: usize::try_from(limits.max_pending_acks).unwrap_or(usize::MAX),
+                memory_growth_pages: NonZeroU32::new(
+                    limits
+                        .memory_growth_mib_per_second
+                        .saturating_mul(PAGES_PER_MIB),
+                )
+                .unwrap_or(NonZeroU32::MAX),
             },
             instances: section.instances,
             config,
@@ -1052,6 +1065,7 @@ history_size = 20
         assert_eq!(chat.namespaces, ["/"]);
         assert_eq!(chat.limits.time, Duration::from_secs(1));
         assert_eq!(chat.limits.concurrency, 64);
+        assert_eq!(chat.limits.memory_growth_pages.get(), 256 * PAGES_PER_MIB);
         assert_eq!(chat.limits.queue, Duration::from_millis(100));
         assert_eq!(manifest.server.plugin_memory_bytes, 1024 << 20);
         assert_eq!(chat.config["history_size"], 20);

@@ -426,6 +426,12 @@ pub struct LimitsSection {
     /// Answers to `acks.to-socket` the plugin may wait for at once on this
     /// node: `10000`. Asking for more fails with `overloaded`.
     pub max_pending_acks: u32,
+    /// How fast its instances together may grow their memory during calls on
+    /// this node, in MiB a second, and in bursts of as much: `256`. A call
+    /// that grows faster waits, within its time limit: fresh memory is
+    /// kernel work (page faults, then unmapping it) that slows every socket
+    /// of the node, not only the plugin's calls.
+    pub memory_growth_mib_per_second: u32,
 }
 
 impl Default for LimitsSection {
@@ -439,6 +445,7 @@ impl Default for LimitsSection {
             concurrency: 64,
             queue_ms: 100,
             max_pending_acks: 10_000,
+            memory_growth_mib_per_second: 256,
         }
     }
 }

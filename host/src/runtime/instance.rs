@@ -2,8 +2,11 @@
 //! nothing), its memory limiter, the host services its imports use and what
 //! the running call has done but not committed.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, InsufficientCapacity};
 
 use wasmtime::ResourceLimiterAsync;
 use wasmtime::component::ResourceTable;
@@ -122,6 +125,9 @@ impl WasiView for InstanceState {
     }
 }
 
+/// The unit wasm memories grow by.
+const WASM_PAGE_BYTES: usize = 64 << 10;
+
 /// Raised inside a call when the plugin tries to grow its memory past the
 /// manifest's `limits.memory_mib`; the call traps instead of the guest seeing
 /// a failed allocation it may not handle.
@@ -141,15 +147,45 @@ pub struct MemoryLimiter {
     wait: Duration,
     /// What this instance holds of the budget, given back when it is dropped.
     charged: usize,
+    /// The plugin's `limits.memory_growth_mib_per_second`, in wasm pages,
+    /// shared by its instances.
+    growth_rate: Arc<DefaultDirectRateLimiter>,
 }
 
 impl MemoryLimiter {
-    pub fn new(limit: usize, account: Arc<Account>, wait: Duration) -> Self {
+    pub fn new(
+        limit: usize,
+        account: Arc<Account>,
+        wait: Duration,
+        growth_rate: Arc<DefaultDirectRateLimiter>,
+    ) -> Self {
         Self {
             limit,
             account,
             wait,
             charged: 0,
+            growth_rate,
+        }
+    }
+
+    /// Waits until the plugin may grow by `bytes` more: a call growing
+    /// faster than its plugin's rate is slowed (its time limit still runs),
+    /// so the kernel's work on fresh memory stays bounded however many calls
+    /// ask for it. An instance's initial memory is not paced: instances
+    /// made for a burst of calls are not held back.
+    async fn pace(&self, current: usize, bytes: usize) {
+        if current == 0 {
+            return;
+        }
+        let pages = u32::try_from(bytes.div_ceil(WASM_PAGE_BYTES)).unwrap_or(u32::MAX);
+        let Some(pages) = NonZeroU32::new(pages) else {
+            return;
+        };
+        if let Err(InsufficientCapacity(burst)) = self.growth_rate.until_n_ready(pages).await
+            && let Some(burst) = NonZeroU32::new(burst)
+        {
+            // A growth larger than a whole burst waits for a whole burst.
+            let _ = self.growth_rate.until_n_ready(burst).await;
         }
     }
 }
@@ -183,6 +219,7 @@ impl ResourceLimiterAsync for MemoryLimiter {
         let growth = desired.saturating_sub(current);
         self.account.charge(growth, self.wait).await?;
         self.charged += growth;
+        self.pace(current, growth).await;
         Ok(true)
     }
 

@@ -19,6 +19,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
@@ -222,6 +223,8 @@ pub struct Plugin {
     refusals: Refusals,
     /// Its calls' durations (`switchboard_plugin_call_seconds`).
     call_seconds: metrics::Histogram,
+    /// What its instances may grow by, in wasm pages (`limits.memory_growth_mib_per_second`).
+    memory_growth: Arc<DefaultDirectRateLimiter>,
 }
 
 impl Plugin {
@@ -253,6 +256,9 @@ impl Plugin {
             idle,
             refusals: Refusals::default(),
             call_seconds: metrics::plugin_call_seconds(spec.name.as_str()),
+            memory_growth: Arc::new(RateLimiter::direct(Quota::per_second(
+                spec.limits.memory_growth_pages,
+            ))),
         });
         plugin
             .isolated(|plugin, _lease| async move {
@@ -650,6 +656,7 @@ impl Plugin {
             self.limits.memory_bytes,
             self.memory.clone(),
             self.limits.queue,
+            self.memory_growth.clone(),
         );
         let state = InstanceState::new(self.context.clone(), self.services.clone(), memory);
         let mut store = Store::new(&self.engine, state);

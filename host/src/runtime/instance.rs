@@ -150,6 +150,9 @@ pub struct MemoryLimiter {
     /// The plugin's `limits.memory_growth_mib_per_second`, in wasm pages,
     /// shared by its instances.
     growth_rate: Arc<DefaultDirectRateLimiter>,
+    /// When the running call must stop (its [`InstanceState::deadline`]): a
+    /// growth waits for the rate no longer, then the call is interrupted.
+    pub(crate) call_deadline: Instant,
 }
 
 impl MemoryLimiter {
@@ -165,6 +168,7 @@ impl MemoryLimiter {
             wait,
             charged: 0,
             growth_rate,
+            call_deadline: Instant::now(),
         }
     }
 
@@ -181,12 +185,17 @@ impl MemoryLimiter {
         let Some(pages) = NonZeroU32::new(pages) else {
             return;
         };
-        if let Err(InsufficientCapacity(burst)) = self.growth_rate.until_n_ready(pages).await
-            && let Some(burst) = NonZeroU32::new(burst)
-        {
-            // A growth larger than a whole burst waits for a whole burst.
-            let _ = self.growth_rate.until_n_ready(burst).await;
-        }
+        let paced = async {
+            if let Err(InsufficientCapacity(burst)) = self.growth_rate.until_n_ready(pages).await
+                && let Some(burst) = NonZeroU32::new(burst)
+            {
+                // A growth larger than a whole burst waits for a whole burst.
+                let _ = self.growth_rate.until_n_ready(burst).await;
+            }
+        };
+        // Past its deadline the call is interrupted at its next epoch tick.
+        let deadline = tokio::time::Instant::from_std(self.call_deadline);
+        let _ = tokio::time::timeout_at(deadline, paced).await;
     }
 }
 

@@ -632,6 +632,7 @@ impl Plugin {
     fn start_clock(&self, store: &mut Store<InstanceState>) {
         let state = store.data_mut();
         state.deadline = Instant::now() + self.limits.time;
+        state.memory.call_deadline = state.deadline;
         state.ticks = 0;
         store.set_epoch_deadline(1);
     }

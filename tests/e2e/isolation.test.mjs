@@ -49,6 +49,11 @@ function steadyPlugin() {
 /** The steady client echoes as fast as acks return: over the default event rate, which is not what is measured. */
 const STEADY_RATE = { "/steady": { events_per_second: 100_000, event_burst: 100_000 } };
 
+/** A host with the faulty plugin under `limits` on `/faulty`, the steady plugin beside it, and `server` settings. */
+function startBesideSteady(limits, server = {}) {
+  return startHost({ namespaces: STEADY_RATE, server, plugins: [faultyPlugin({ limits }), steadyPlugin()] });
+}
+
 /**
  * Echoes numbered payloads on a `/steady` socket, one after another, until
  * `stop()`; resolves to how many came back. Any missing or wrong ack rejects.
@@ -84,13 +89,7 @@ function memory(pid) {
 
 describe("plugin isolation", () => {
   test("calls over limits.concurrency get `overloaded`; another plugin's client is served throughout", async () => {
-    host = await startHost({
-      namespaces: STEADY_RATE,
-      plugins: [
-        faultyPlugin({ limits: { time_ms: 1500, concurrency: 2, queue_ms: 100 } }),
-        steadyPlugin(),
-      ],
-    });
+    host = await startBesideSteady({ time_ms: 1500, concurrency: 2, queue_ms: 100 });
     const echoing = await keepEchoing(host.url);
     const spinners = await Promise.all([0, 1, 2].map(() => connect(host.url, { namespace: "/faulty" })));
     // Two calls spin and hold both places...
@@ -110,10 +109,7 @@ describe("plugin isolation", () => {
   });
 
   test("sockets calling a spinning handler leave another plugin's client served", async () => {
-    host = await startHost({
-      namespaces: STEADY_RATE,
-      plugins: [faultyPlugin({ limits: { time_ms: 500 } }), steadyPlugin()],
-    });
+    host = await startBesideSteady({ time_ms: 500 });
     const echoing = await keepEchoing(host.url);
     const spinners = await Promise.all([0, 1, 2, 3].map(() => connect(host.url, { namespace: "/faulty" })));
     // Each spinner keeps one call spinning for 3 rounds of the time limit.
@@ -132,11 +128,7 @@ describe("plugin isolation", () => {
 
   test("many concurrent `hog` calls stay within plugin_memory_mib; another plugin's client is served", async () => {
     const budgetMib = 256;
-    host = await startHost({
-      namespaces: STEADY_RATE,
-      server: { plugin_memory_mib: budgetMib },
-      plugins: [faultyPlugin({ limits: { time_ms: 5000, memory_mib: 64, queue_ms: 100 } }), steadyPlugin()],
-    });
+    host = await startBesideSteady({ time_ms: 5000, memory_mib: 64, queue_ms: 100 }, { plugin_memory_mib: budgetMib });
     const before = memory(host.child.pid);
     const started = Date.now();
     const echoing = await keepEchoing(host.url);
@@ -169,13 +161,7 @@ describe("plugin isolation", () => {
 
   test("a plugin growing its memory faster than `memory_growth_mib_per_second` is slowed to it, within its time limit", async () => {
     // 8 MiB a second: a `hog` call's 64 MiB would take 8 s, its time limit is 1 s.
-    host = await startHost({
-      namespaces: STEADY_RATE,
-      plugins: [
-        faultyPlugin({ limits: { time_ms: 1000, memory_mib: 64, memory_growth_mib_per_second: 8 } }),
-        steadyPlugin(),
-      ],
-    });
+    host = await startBesideSteady({ time_ms: 1000, memory_mib: 64, memory_growth_mib_per_second: 8 });
     const echoing = await keepEchoing(host.url);
     const hog = await connect(host.url, { namespace: "/faulty" });
     const started = Date.now();

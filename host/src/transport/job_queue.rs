@@ -89,6 +89,8 @@ impl<T> JobQueue<T> {
     /// The reader is done: what is queued is dropped, and nothing more is
     /// taken.
     pub(super) fn close(&self) {
+        // Dropped once the lock is released: a queued disconnect's waiter
+        // wakes as its sender drops.
         let dropped = {
             let mut state = self.state();
             state.closed = true;

@@ -14,14 +14,17 @@ impl Host for InstanceState {
         room: String,
     ) -> Result<(), PluginError> {
         self.check_namespace(&namespace)?;
-        let rooms = self.plugin_rooms(&namespace, socket_id.clone()).await?;
-        let max = self.services.max_rooms_per_socket;
-        if rooms.len() >= max && !rooms.contains(&room) {
+        let rooms = self
+            .services
+            .sockets
+            .plugin_rooms(&namespace, socket_id.clone(), &room)
+            .await?;
+        if rooms.count >= self.services.max_rooms_per_socket && !rooms.includes_room {
             return Err(PluginError::new(
                 "too_many_rooms",
                 format!(
                     "socket `{socket_id}` is in {} rooms, the limit (server.max_rooms_per_socket); have it leave one first",
-                    rooms.len()
+                    rooms.count
                 ),
             ));
         }
@@ -60,24 +63,19 @@ impl Host for InstanceState {
         socket_id: String,
     ) -> Result<Vec<String>, PluginError> {
         self.check_namespace(&namespace)?;
-        self.plugin_rooms(&namespace, socket_id).await
-    }
-}
-
-impl InstanceState {
-    /// The socket's rooms but the host's own.
-    async fn plugin_rooms(
-        &mut self,
-        namespace: &str,
-        socket_id: String,
-    ) -> Result<Vec<String>, PluginError> {
-        let rooms = self.services.sockets.rooms_of(namespace, socket_id).await?;
+        let rooms = self
+            .services
+            .sockets
+            .rooms_of(&namespace, socket_id)
+            .await?;
         Ok(rooms
             .into_iter()
             .filter(|room| !is_reserved(room))
             .collect())
     }
+}
 
+impl InstanceState {
     async fn change_rooms(
         &mut self,
         namespace: String,

@@ -1,16 +1,21 @@
 //! Which thread a call's guest code runs on. Most calls take microseconds,
 //! less than handing them to the plugin threads and the result back (two
-//! thread wake-ups), so a call starts on its caller's thread. One still
-//! running at its first yield (at the next epoch tick, or when it waits for
-//! the host) continues on the plugin threads. Once a call of the plugin is
-//! seen computing for long ([`Placement::long_call`]), the plugin's calls
+//! thread wake-ups), so a call runs on its caller's thread until it has
+//! held it for [`HELD_FOR_LONG`] (time spent waiting for the host does not
+//! count), then continues on the plugin threads. Once a call of the plugin
+//! is seen computing for long ([`Placement::long_call`]), the plugin's calls
 //! start on the plugin threads for [`POOLED_FOR`]: a plugin that spins or
-//! computes for long takes at most about a tick of a socket thread per
-//! period, per socket thread.
+//! computes for long takes at most about an epoch tick of a socket thread
+//! per period, per socket thread.
+//!
+//! A call yielding at an epoch tick after microseconds stays where it is:
+//! handed over, it would wait behind whatever the plugin threads compute
+//! until their next tick, a millisecond added to a short call.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
@@ -19,6 +24,10 @@ use tokio::task::JoinError;
 /// How long the calls of a plugin seen computing for long start on the
 /// plugin threads.
 const POOLED_FOR: Duration = Duration::from_secs(1);
+
+/// How long a call may hold its caller's thread. Wall time: a call the OS
+/// preempts is handed over too, which is why it does not count as long.
+const HELD_FOR_LONG: Duration = Duration::from_micros(100);
 
 pub struct Placement {
     origin: Instant,
@@ -41,21 +50,37 @@ impl Placement {
             .store(self.now() + nanos(POOLED_FOR), Ordering::Relaxed);
     }
 
-    /// Runs `work` to completion, here or on `plugin_threads`. Once handed
-    /// over, it completes even if the caller goes away.
+    /// Runs `work` to completion, here or on `plugin_threads`. Once it has
+    /// waited (for the host, or at an epoch tick) it completes even if the
+    /// caller goes away.
     pub async fn run<R: Send + 'static>(
         &self,
         plugin_threads: &Handle,
         work: impl Future<Output = R> + Send + 'static,
     ) -> Result<R, JoinError> {
-        let mut work = Box::pin(work);
-        if self.now() >= self.pooled_until.load(Ordering::Relaxed)
-            && let Poll::Ready(result) =
-                std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await
-        {
-            return Ok(result);
+        let work = Box::pin(work);
+        if self.now() < self.pooled_until.load(Ordering::Relaxed) {
+            return plugin_threads.spawn(work).await;
         }
-        plugin_threads.spawn(work).await
+        let mut here = Held {
+            work: Some(work),
+            held: Duration::ZERO,
+        };
+        // Most calls finish in their first poll, without a task of their own.
+        match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut here).poll(cx))).await {
+            Poll::Ready(Ran::Finished(result)) => Ok(result),
+            Poll::Ready(Ran::HandedOver(work)) => plugin_threads.spawn(work).await,
+            Poll::Pending => {
+                let plugin_threads = plugin_threads.clone();
+                let rest = tokio::spawn(async move {
+                    match here.await {
+                        Ran::Finished(result) => Ok(result),
+                        Ran::HandedOver(work) => plugin_threads.spawn(work).await,
+                    }
+                });
+                rest.await.and_then(|finished| finished)
+            }
+        }
     }
 
     fn now(&self) -> u64 {
@@ -65,6 +90,39 @@ impl Placement {
 
 fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A call polled on its caller's thread until it finishes or has held the
+/// thread for [`HELD_FOR_LONG`].
+struct Held<F> {
+    /// `None` once handed over.
+    work: Option<Pin<Box<F>>>,
+    held: Duration,
+}
+
+enum Ran<F: Future> {
+    Finished(F::Output),
+    HandedOver(Pin<Box<F>>),
+}
+
+impl<F: Future> Future for Held<F> {
+    type Output = Ran<F>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ran<F>> {
+        let work = self.work.as_mut().expect("polled after it was handed over");
+        let started = Instant::now();
+        if let Poll::Ready(result) = work.as_mut().poll(cx) {
+            return Poll::Ready(Ran::Finished(result));
+        }
+        self.held += started.elapsed();
+        match self.work.take() {
+            Some(work) if self.held > HELD_FOR_LONG => Poll::Ready(Ran::HandedOver(work)),
+            unfinished => {
+                self.work = unfinished;
+                Poll::Pending
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -89,23 +147,56 @@ mod tests {
         name.as_deref() == Some(PLUGIN_THREAD)
     }
 
-    #[tokio::test]
-    async fn calls_start_here_until_one_of_them_computes_for_long() {
-        let plugin_threads = tokio::runtime::Builder::new_multi_thread()
+    fn plugin_threads() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name(PLUGIN_THREAD)
             .build()
-            .expect("runtime");
+            .expect("runtime")
+    }
+
+    #[tokio::test]
+    async fn calls_run_here_until_they_compute_for_long() {
+        let plugin_threads = plugin_threads();
         let threads = plugin_threads.handle();
         let placement = Placement::new();
 
         assert!(!finished_there(&placement, threads, async {}).await);
-        // Pending at its first poll: it finishes on the plugin threads...
-        assert!(finished_there(&placement, threads, tokio::task::yield_now()).await);
-        // ...and the next call starts here again.
+        // Waiting is not computing: a call yielding at once stays here.
+        assert!(!finished_there(&placement, threads, tokio::task::yield_now()).await);
+        // Computing (here: blocking) for long, then done without a yield:
+        // nowhere to hand it over to in between.
+        let computes = async { std::thread::sleep(HELD_FOR_LONG * 2) };
+        assert!(!finished_there(&placement, threads, computes).await);
+        // Computing for long, then yielding (at an epoch tick): the rest
+        // runs on the plugin threads...
+        let computes_then_yields = async {
+            std::thread::sleep(HELD_FOR_LONG * 2);
+            tokio::task::yield_now().await;
+        };
+        assert!(finished_there(&placement, threads, computes_then_yields).await);
+        // ...but the next call starts here again.
         assert!(!finished_there(&placement, threads, async {}).await);
         placement.long_call();
         assert!(finished_there(&placement, threads, async {}).await);
+        plugin_threads.shutdown_background();
+    }
+
+    #[tokio::test]
+    async fn a_call_that_waited_completes_without_its_caller() {
+        let plugin_threads = plugin_threads();
+        let placement = Placement::new();
+        let (go, went) = tokio::sync::oneshot::channel::<()>();
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let call = placement.run(plugin_threads.handle(), async move {
+            went.await.expect("the test sends");
+            done.send(()).expect("the test waits");
+        });
+        // The caller gives up while the call waits.
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), call).await;
+        assert!(gave_up.is_err());
+        go.send(()).expect("the call waits");
+        finished.await.expect("the call completes");
         plugin_threads.shutdown_background();
     }
 }

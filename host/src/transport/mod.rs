@@ -39,7 +39,7 @@ pub use room_names::{
 };
 pub use routes::{NamespaceRoutes, Routes};
 pub use sockets::{
-    AckFailure, Audience, Membership, NodeSockets, PendingAck, Sockets, SocketsError,
+    AckFailure, Audience, Membership, NodeSockets, PendingAck, PluginRooms, Sockets, SocketsError,
 };
 
 /// Packets that may wait for one client, whatever their size.

@@ -15,7 +15,7 @@ use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
 use socketioxide::{AckError, BroadcastError, SocketError, SocketIo};
 
-use super::{EVERY_SOCKET, socket_room};
+use super::{EVERY_SOCKET, is_reserved, socket_room};
 use crate::bindings::Payload;
 use crate::payload::{AckArguments, Outgoing};
 use crate::recovery::{Emit, Journal, LocalDelivery, SessionStore};
@@ -78,6 +78,33 @@ pub enum Membership {
     Leave,
 }
 
+/// A socket's rooms as a join checks them against its cap.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PluginRooms {
+    /// Rooms the socket is in but the host's own (see [`is_reserved`]).
+    pub count: usize,
+    /// Whether the socket is already in the room asked about.
+    pub includes_room: bool,
+}
+
+impl PluginRooms {
+    fn among(rooms: &[String], room: &str) -> Self {
+        Self::count(rooms.iter().map(String::as_str), room)
+    }
+
+    fn count<'a>(rooms: impl IntoIterator<Item = &'a str>, room: &str) -> Self {
+        let mut counted = Self {
+            count: 0,
+            includes_room: false,
+        };
+        for each in rooms {
+            counted.includes_room |= each == room;
+            counted.count += usize::from(!is_reserved(each));
+        }
+        counted
+    }
+}
+
 #[async_trait]
 pub trait Sockets: Send + Sync + 'static {
     async fn emit(
@@ -103,6 +130,17 @@ pub trait Sockets: Send + Sync + 'static {
         namespace: &str,
         socket_id: String,
     ) -> Result<Vec<String>, SocketsError>;
+    /// How many plugin rooms a socket is in and whether `room` is one: asked
+    /// on every join, so it copies no room names where it can.
+    async fn plugin_rooms(
+        &self,
+        namespace: &str,
+        socket_id: String,
+        room: &str,
+    ) -> Result<PluginRooms, SocketsError> {
+        let rooms = self.rooms_of(namespace, socket_id).await?;
+        Ok(PluginRooms::among(&rooms, room))
+    }
     /// Sends an event to one socket, wherever it is connected, asking for
     /// its acknowledgement within `timeout`. Not journaled: a client away
     /// when it is sent never gets it, as in Socket.IO.
@@ -300,6 +338,21 @@ impl<A: Adapter> Sockets for NodeSockets<A> {
                 .map_err(transport)?,
         };
         Ok(rooms.into_iter().map(|room| room.into_owned()).collect())
+    }
+
+    async fn plugin_rooms(
+        &self,
+        namespace: &str,
+        socket_id: String,
+        room: &str,
+    ) -> Result<PluginRooms, SocketsError> {
+        if let Some(socket) = local_socket(&self.io, namespace, &socket_id) {
+            return Ok(socket.with_rooms(|rooms| {
+                PluginRooms::count(rooms.iter().map(|each| each.as_ref()), room)
+            }));
+        }
+        let rooms = self.rooms_of(namespace, socket_id).await?;
+        Ok(PluginRooms::among(&rooms, room))
     }
 
     async fn ask(

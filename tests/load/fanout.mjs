@@ -7,7 +7,7 @@
 //
 //   node tests/load/fanout.mjs [--subscribers 500] [--senders 5] [--rate 100] [--seconds 10]
 //                              [--compare node|socketioxide|cluster|socketioxide-cluster|recovery]
-//                              [--drop 0] [--addresses 8] [--settle-ms 15000]
+//                              [--drop 0] [--addresses 8] [--settle-ms 15000] [--client node|rust]
 //
 // --compare node (default): Switchboard against a plain Node socket.io server.
 // --compare socketioxide: Switchboard against the same contract written
@@ -28,11 +28,17 @@
 //   the per-address connection limits keep their defaults (100/s after a burst
 //   of 500, 1,000 open): keep subscribers / N within them.
 //
+// --client rust: the clients are tests/load/fanout-client (raw WebSocket, one
+//   thread; built here) instead of socket.io-client in this process, which
+//   cannot take 200,000 deliveries a second. Not with --drop.
+//
 // Every client reconnects (as socket.io-client does by default), so a
 // subscriber the server disconnects comes back, and is counted.
 //
 // Uses target/release/switchboard (build it with `cargo build --release`).
+import { spawn } from "node:child_process";
 import path from "node:path";
+import readline from "node:readline";
 import { parseArgs } from "node:util";
 
 import { io } from "socket.io-client";
@@ -40,7 +46,7 @@ import { io } from "socket.io-client";
 import { REPO, chatPlugin, manifestToml, writeManifest } from "../e2e/harness.mjs";
 import { startRedis } from "../e2e/redis.mjs";
 import { cpuSeconds } from "./proc.mjs";
-import { UNLIMITED_SOCKET, serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
+import { UNLIMITED_SOCKET, buildLoadTool, serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -52,6 +58,7 @@ const { values } = parseArgs({
     drop: { type: "string", default: "0" },
     addresses: { type: "string", default: "8" },
     "settle-ms": { type: "string", default: "15000" },
+    client: { type: "string", default: "node" },
   },
 });
 const SUBSCRIBERS = Number(values.subscribers);
@@ -135,7 +142,67 @@ class Tally {
  * gives sessions back (only then are subscribers dropped), `redisPid`: the
  * Redis among `pids`, whose share is reported on its own.
  */
-async function run(name, servers, pids, { recovers, redisPid }) {
+async function run(name, servers, pids, options) {
+  if (values.client === "rust") return runRustClients(name, servers, pids, options);
+  if (values.client !== "node") throw new Error(`unknown --client \`${values.client}\`: node or rust`);
+  return runNodeClients(name, servers, pids, options);
+}
+
+/** CPU seconds so far of `pids` together, and of Redis alone. */
+function cpuMeter(pids, redisPid) {
+  return {
+    total: () => pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0),
+    redis: () => (redisPid ? cpuSeconds(redisPid) : 0),
+  };
+}
+
+/** `run` with tests/load/fanout-client as the clients. */
+async function runRustClients(name, servers, pids, { redisPid }) {
+  if (DROPPED) throw new Error("--drop needs --client node");
+  const meter = cpuMeter(pids, redisPid);
+  const args = {
+    urls: servers.map((server) => server.url).join(","),
+    subscribers: SUBSCRIBERS,
+    senders: SENDERS,
+    rate: RATE,
+    seconds: SECONDS,
+    addresses: ADDRESSES,
+    "settle-ms": SETTLE_MS,
+  };
+  const child = spawn(
+    buildLoadTool("fanout-client"),
+    Object.entries(args).flatMap(([key, value]) => [`--${key}`, String(value)]),
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  let cpu, cpuOfRedis, result;
+  for await (const line of readline.createInterface({ input: child.stdout })) {
+    if (line === "sending") {
+      cpu = meter.total();
+      cpuOfRedis = meter.redis();
+    } else if (line === "delivered") {
+      cpu = meter.total() - cpu;
+      cpuOfRedis = meter.redis() - cpuOfRedis;
+    } else {
+      result = JSON.parse(line);
+    }
+  }
+  const status = await exited;
+  if (status !== 0 || !result) throw new Error(`${name}: tests/load/fanout-client exited with ${status}`);
+  await Promise.all(servers.map((server) => server.stop?.()));
+  return {
+    ...result,
+    name,
+    dropped: 0,
+    cpuMicrosPerDelivery: (cpu * 1e6) / result.deliveries,
+    redisCpuMicrosPerDelivery: redisPid ? (cpuOfRedis * 1e6) / result.deliveries : NaN,
+    p50: result.p50 ?? NaN,
+    p99: result.p99 ?? NaN,
+  };
+}
+
+/** Runs the clients in this process (socket.io-client). */
+async function runNodeClients(name, servers, pids, { recovers, redisPid }) {
   const total = Math.round(RATE * SECONDS);
   const clients = [];
   const join = async (index) => {
@@ -209,8 +276,7 @@ async function run(name, servers, pids, { recovers, redisPid }) {
     return tally;
   });
 
-  const totalCpu = () => pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
-  const redisCpu = () => (redisPid ? cpuSeconds(redisPid) : 0);
+  const { total: totalCpu, redis: redisCpu } = cpuMeter(pids, redisPid);
   const cpuBefore = totalCpu();
   const redisCpuBefore = redisCpu();
   const accepted = new Uint8Array(total);
@@ -367,6 +433,10 @@ for (const r of results.filter((result) => result.lost)) {
     `${r.name}: ${r.lossy.length} subscribers missed something; ${disconnected} of them had been disconnected, ` +
       `${renewed} came back unrecovered`,
   );
+  if (values.client === "rust") {
+    console.log(`${r.name}: lost counts what was still missing after a second ${SETTLE_MS} ms, in which ${r.late} deliveries arrived`);
+    continue;
+  }
   console.log(`${r.name}: ${r.late} deliveries arrived in another ${SETTLE_MS} ms; ${r.stillMissing} still missing after it`);
   console.log(`${r.name}: ${r.neverBack} subscribers not connected then; disconnects by reason ${JSON.stringify(r.disconnectReasons)}`);
 }

@@ -68,8 +68,8 @@ export function serveRelease(manifestPath) {
   return startServer(RELEASE_BIN, ["serve", "--manifest", manifestPath, "--listen", "127.0.0.1:0"]);
 }
 
-const BASELINE_DIR = path.join(REPO, "tests/load/socketioxide-baseline");
-const BASELINE_TARGET = path.join(REPO, "target/load-baseline");
+const LOAD_DIR = path.join(REPO, "tests/load");
+const LOAD_TARGET = path.join(REPO, "target/load-baseline");
 
 /**
  * The socketioxide baseline (tests/load/socketioxide-baseline), built in
@@ -77,13 +77,21 @@ const BASELINE_TARGET = path.join(REPO, "target/load-baseline");
  * cluster over socketioxide-redis.
  */
 export function serveSocketioxide({ env = {} } = {}) {
+  return startServer(buildLoadTool("socketioxide-baseline"), ["--listen", "127.0.0.1:0"], { env });
+}
+
+/**
+ * Builds the crate `tests/load/<name>` in release (its own workspace, into
+ * target/load-baseline, shared by the load tools' crates) and returns its binary.
+ */
+export function buildLoadTool(name) {
   const built = spawnSync(
     "cargo",
-    ["build", "--release", "--quiet", "--manifest-path", path.join(BASELINE_DIR, "Cargo.toml"), "--target-dir", BASELINE_TARGET],
+    ["build", "--release", "--quiet", "--manifest-path", path.join(LOAD_DIR, name, "Cargo.toml"), "--target-dir", LOAD_TARGET],
     { stdio: "inherit" },
   );
-  if (built.status !== 0) throw new Error("building tests/load/socketioxide-baseline failed");
-  return startServer(path.join(BASELINE_TARGET, "release/socketioxide-baseline"), ["--listen", "127.0.0.1:0"], { env });
+  if (built.status !== 0) throw new Error(`building tests/load/${name} failed`);
+  return path.join(LOAD_TARGET, "release", name);
 }
 
 /**

@@ -32,6 +32,13 @@ use crate::transport::SocketsError;
 const BATCH: u64 = PAGE as u64;
 /// How long a read waits for new entries (below the commands' timeout).
 const BLOCK_MS: u64 = 250;
+/// The least time from one read to the next after a read found entries.
+/// Under load the next read then takes several, and each socket gets them in
+/// one write instead of a write (a syscall, a TCP segment) per entry: two
+/// nodes at 400 msg/s to 2,000 subscribers spent four times one node's CPU
+/// per delivery on those writes. It adds at most this to a delivery, and
+/// only while entries keep coming faster than that.
+const COALESCE: Duration = Duration::from_millis(10);
 /// How often a node checks the stream was not reset under it.
 const RESET_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often the stream is trimmed to the recovery window.
@@ -125,6 +132,7 @@ impl StreamJournal {
     async fn read(self: Arc<Self>, reader: Client) {
         let mut backoff = Backoff::new();
         loop {
+            let read_started = tokio::time::Instant::now();
             let last = self.delivered.lock().await.clone();
             let read = reader
                 .xread::<Value, _, _>(
@@ -139,7 +147,11 @@ impl StreamJournal {
                 Ok(mut streams) => {
                     backoff = Backoff::new();
                     let entries = streams.remove(&self.key).unwrap_or_default();
+                    let busy = !entries.is_empty();
                     self.deliver(entries).await;
+                    if busy {
+                        tokio::time::sleep_until(read_started + COALESCE).await;
+                    }
                 }
                 Err(error) => {
                     let delay = backoff.delay();

@@ -8,6 +8,7 @@
 //   node tests/load/fanout.mjs [--subscribers 500] [--senders 5] [--rate 100] [--seconds 10]
 //                              [--compare node|socketioxide|cluster|socketioxide-cluster|recovery]
 //                              [--drop 0] [--addresses 8] [--settle-ms 15000] [--client node|rust]
+//                              [--plugin chat|relay]
 //
 // --compare node (default): Switchboard against a plain Node socket.io server.
 // --compare socketioxide: Switchboard against the same contract written
@@ -28,6 +29,10 @@
 //   the per-address connection limits keep their defaults (100/s after a burst
 //   of 500, 1,000 open): keep subscribers / N within them.
 //
+// --plugin relay: Switchboard serves the contract with the test-only relay
+//   plugin (no state: the baseline's contract, message ids per instance)
+//   instead of the chat plugin (a transaction on the room's counter and
+//   history per message).
 // --client rust: the clients are tests/load/fanout-client (raw WebSocket, one
 //   thread; built here) instead of socket.io-client in this process, which
 //   cannot take 200,000 deliveries a second. Not with --drop.
@@ -43,7 +48,7 @@ import { parseArgs } from "node:util";
 
 import { io } from "socket.io-client";
 
-import { REPO, chatPlugin, manifestToml, writeManifest } from "../e2e/harness.mjs";
+import { REPO, chatPlugin, manifestToml, wasm, writeManifest } from "../e2e/harness.mjs";
 import { startRedis } from "../e2e/redis.mjs";
 import { cpuSeconds } from "./proc.mjs";
 import { UNLIMITED_SOCKET, buildLoadTool, serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
@@ -59,6 +64,7 @@ const { values } = parseArgs({
     addresses: { type: "string", default: "8" },
     "settle-ms": { type: "string", default: "15000" },
     client: { type: "string", default: "node" },
+    plugin: { type: "string", default: "chat" },
   },
 });
 const SUBSCRIBERS = Number(values.subscribers);
@@ -358,12 +364,17 @@ async function runNodeClients(name, servers, pids, { recovers, redisPid }) {
   return result;
 }
 
-const chat = chatPlugin({ config: { history_size: 10 } });
+const PLUGINS = {
+  chat: chatPlugin({ config: { history_size: 10 } }),
+  relay: { name: "relay", path: wasm("relay"), namespaces: ["/"], events: ["join", "leave", "send_message", "echo"] },
+};
+const plugin = PLUGINS[values.plugin];
+if (!plugin) throw new Error(`unknown --plugin \`${values.plugin}\`: ${Object.keys(PLUGINS).join(" or ")}`);
 // A sender may send above the default event rate (`--rate` over `--senders`): not what this measures.
 const namespaces = { "/": UNLIMITED_SOCKET };
 const manifest = ({ redis, recovery = true } = {}) =>
   writeManifest(
-    manifestToml({ server: recovery ? {} : { recovery: { enabled: false } }, plugins: [chat], namespaces }) +
+    manifestToml({ server: recovery ? {} : { recovery: { enabled: false } }, plugins: [plugin], namespaces }) +
       (redis ? `\n[cluster]\nredis_url = "${redis.url}"\n` : ""),
   );
 
@@ -400,7 +411,7 @@ if (values.compare === "recovery") {
   results.push(await twoSocketioxideNodes());
 } else {
   const ours = await serveRelease(manifest());
-  results.push(await run("switchboard, one node (chat plugin)", [ours], [ours.child.pid], { recovers: true }));
+  results.push(await run(`switchboard, one node (${plugin.name} plugin)`, [ours], [ours.child.pid], { recovers: true }));
   if (values.compare === "cluster") {
     results.push(await twoNodes("switchboard, two nodes + Redis", true));
   } else if (values.compare === "socketioxide") {

@@ -115,13 +115,11 @@ impl<F: Future> Future for Held<F> {
             return Poll::Ready(Ran::Finished(result));
         }
         self.held += started.elapsed();
-        match self.work.take() {
-            Some(work) if self.held > HELD_FOR_LONG => Poll::Ready(Ran::HandedOver(work)),
-            unfinished => {
-                self.work = unfinished;
-                Poll::Pending
-            }
+        if self.held <= HELD_FOR_LONG {
+            return Poll::Pending;
         }
+        let work = self.work.take().expect("checked above");
+        Poll::Ready(Ran::HandedOver(work))
     }
 }
 

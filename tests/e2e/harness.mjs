@@ -75,6 +75,20 @@ export function chatPlugin(overrides = {}) {
   };
 }
 
+/**
+ * The test-only relay plugin (plugins/testing/relay): the load tools'
+ * contract as plain socketioxide serves it, in namespace `/`.
+ */
+export function relayPlugin(overrides = {}) {
+  return {
+    name: "relay",
+    path: wasm("relay"),
+    namespaces: ["/"],
+    events: ["join", "leave", "send_message", "echo"],
+    ...overrides,
+  };
+}
+
 /** The test-only faulty plugin's manifest entry. */
 export function faultyPlugin(overrides = {}) {
   return {

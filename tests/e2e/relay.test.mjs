@@ -13,11 +13,11 @@ import {
   emitAck,
   emitAckError,
   quiet,
+  relayPlugin,
   startHost,
   stopCleanly,
   unique,
   waitFor,
-  wasm,
 } from "./harness.mjs";
 
 describe("the relay contract (relay.wasm)", () => {
@@ -25,7 +25,7 @@ describe("the relay contract (relay.wasm)", () => {
 
   before(async () => {
     host = await startHost({
-      plugins: [{ name: "relay", path: wasm("relay"), namespaces: ["/"], events: ["join", "leave", "send_message", "echo"] }],
+      plugins: [relayPlugin()],
     });
   });
 

@@ -2,8 +2,8 @@
 // Each of `--clients` raw WebSocket clients sends `echo` and waits for its ack
 // before sending the next (one in flight each), for `--seconds`, against every
 // server in turn, one at a time on fresh processes: Switchboard (the `echo`
-// of the faulty test plugin, a wasm call per event), the same contract written
-// directly on socketioxide (tests/load/socketioxide-baseline, built here), and
+// of the test-only relay plugin, which acks `{echo: payload}` as the baselines
+// do, a wasm call per event), the same contract written directly on socketioxide (tests/load/socketioxide-baseline, built here), and
 // Node's socket.io (tests/load/baseline-server.mjs). Reports acks per second,
 // acks per server CPU-second, round-trip p50 / p99, and each server's figures
 // as a ratio to socketioxide's in the same run.
@@ -22,7 +22,7 @@
 import path from "node:path";
 import { parseArgs } from "node:util";
 
-import { REPO, faultyPlugin, manifestToml, writeManifest } from "../e2e/harness.mjs";
+import { REPO, manifestToml, relayPlugin, writeManifest } from "../e2e/harness.mjs";
 import { closedLoops } from "./closed_loop.mjs";
 import { openRawSocket } from "../e2e/raw_socket.mjs";
 import { UNLIMITED_SOCKET, serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
@@ -43,7 +43,7 @@ const SERVERS = {
     serveRelease(
       writeManifest(
         manifestToml({
-          plugins: [faultyPlugin({ namespaces: ["/"], events: ["echo"] })],
+          plugins: [relayPlugin()],
           // Each client sends as fast as its acks come back: far over the default event rate.
           namespaces: { "/": UNLIMITED_SOCKET },
         }),

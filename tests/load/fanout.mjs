@@ -48,7 +48,7 @@ import { parseArgs } from "node:util";
 
 import { io } from "socket.io-client";
 
-import { REPO, chatPlugin, manifestToml, wasm, writeManifest } from "../e2e/harness.mjs";
+import { REPO, chatPlugin, manifestToml, relayPlugin, writeManifest } from "../e2e/harness.mjs";
 import { startRedis } from "../e2e/redis.mjs";
 import { cpuSeconds } from "./proc.mjs";
 import { UNLIMITED_SOCKET, buildLoadTool, serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
@@ -366,7 +366,7 @@ async function runNodeClients(name, servers, pids, { recovers, redisPid }) {
 
 const PLUGINS = {
   chat: chatPlugin({ config: { history_size: 10 } }),
-  relay: { name: "relay", path: wasm("relay"), namespaces: ["/"], events: ["join", "leave", "send_message", "echo"] },
+  relay: relayPlugin(),
 };
 const plugin = PLUGINS[values.plugin];
 if (!plugin) throw new Error(`unknown --plugin \`${values.plugin}\`: ${Object.keys(PLUGINS).join(" or ")}`);

@@ -80,7 +80,7 @@ pub struct InstanceState {
     pub(crate) memory: MemoryLimiter,
     /// When the running call must stop; checked at every epoch tick.
     pub(crate) deadline: Instant,
-    /// Epoch ticks the running call's guest code has seen.
+    /// Epoch ticks the running call's guest code has computed through.
     pub(crate) ticks: u32,
     /// The running call's state reads and writes, committed when it returns.
     pub(crate) transaction: Transaction,

@@ -15,6 +15,7 @@
 //! `limits.queue_ms` fails with `overloaded`, so a plugin under load or
 //! attack slows only its own calls.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ use tracing::Instrument;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::budget::{Account, BudgetExhausted, IdleInstances};
-use super::engine::Ticker;
+use super::engine::{EPOCH_TICK, Ticker};
 use super::executor::Executor;
 use super::exports::{Export, Exports};
 use super::instance::{InstanceState, MemoryLimitExceeded, MemoryLimiter, Meter, PluginContext};
@@ -40,10 +41,22 @@ use crate::host_api::{Answered, HostServices};
 use crate::manifest::{InstanceModel, Limits, PluginName, PluginSpec};
 use crate::metrics;
 
-/// Epoch ticks a call's guest code sees before its plugin counts as one
-/// whose calls run long ([`Placement::long_call`]): one tick can fall in
-/// any call, two take about a tick of computing.
+/// Epoch ticks a call's guest code computes through before its plugin
+/// counts as one whose calls run long ([`Placement::long_call`]): one tick
+/// can fall in any call, two take about a tick of computing.
 const LONG_CALL_TICKS: u32 = 2;
+
+/// How long a poll of a call must have run when an epoch tick reaches it for
+/// the tick to count as computed through. A call resumed after it yielded
+/// at a tick meets the next one at once when it waited a tick or more for a
+/// thread (under load, it does): that wait is not computing.
+const COMPUTED_THROUGH_TICK: Duration = EPOCH_TICK.checked_div(4).expect("a tick divides");
+
+thread_local! {
+    /// When the poll of the guest call running on this thread started; the
+    /// epoch callback runs inside that poll.
+    static POLL_STARTED: Cell<Option<Instant>> = const { Cell::new(None) };
+}
 
 /// Idle instances kept per plugin; bursts above this make short-lived ones.
 const MAX_IDLE_INSTANCES: usize = 16;
@@ -664,12 +677,15 @@ impl Plugin {
         store.limiter_async(|state| &mut state.memory);
         let placement = self.placement.clone();
         store.epoch_deadline_callback(move |mut store| {
+            let now = Instant::now();
             let state = store.data_mut();
-            state.ticks += 1;
-            if state.ticks == LONG_CALL_TICKS {
-                placement.long_call();
+            if computed_through_tick(now) {
+                state.ticks += 1;
+                if state.ticks == LONG_CALL_TICKS {
+                    placement.long_call();
+                }
             }
-            Ok(if Instant::now() >= state.deadline {
+            Ok(if now >= state.deadline {
                 UpdateDeadline::Interrupt
             } else {
                 UpdateDeadline::Yield(1)
@@ -701,7 +717,7 @@ impl Plugin {
         let plugin = self.context.name.clone();
         let _running = self.ticker.running();
         let started = Instant::now();
-        let outcome = tokio::time::timeout(self.limits.time, call).await;
+        let outcome = tokio::time::timeout(self.limits.time, polls_noted(call)).await;
         self.call_seconds.record(started.elapsed());
         let error = match outcome {
             Ok(Ok(value)) => return Ok(value),
@@ -719,6 +735,26 @@ impl Plugin {
         }
         Err(error)
     }
+}
+
+/// Whether an epoch tick reached at `now` falls in a poll of a guest call
+/// that has computed for [`COMPUTED_THROUGH_TICK`].
+fn computed_through_tick(now: Instant) -> bool {
+    POLL_STARTED
+        .get()
+        .is_some_and(|started| now.saturating_duration_since(started) >= COMPUTED_THROUGH_TICK)
+}
+
+/// Polls `call`, noting in [`POLL_STARTED`] when each poll starts.
+async fn polls_noted<R>(call: impl Future<Output = R>) -> R {
+    let mut call = std::pin::pin!(call);
+    std::future::poll_fn(|cx| {
+        let outer = POLL_STARTED.replace(Some(Instant::now()));
+        let polled = call.as_mut().poll(cx);
+        POLL_STARTED.set(outer);
+        polled
+    })
+    .await
 }
 
 fn classify(plugin: PluginName, limits: Limits, error: &wasmtime::Error) -> CallError {
@@ -744,5 +780,31 @@ fn classify(plugin: PluginName, limits: Limits, error: &wasmtime::Error) -> Call
         plugin,
         detail: error.root_cause().to_string(),
         said: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn poll_started() -> Instant {
+        POLL_STARTED.get().expect("inside a noted poll")
+    }
+
+    #[tokio::test]
+    async fn ticks_count_the_time_a_poll_computed_not_the_wait_before_it() {
+        polls_noted(async {
+            let started = poll_started();
+            assert!(!computed_through_tick(started + COMPUTED_THROUGH_TICK / 2));
+            assert!(computed_through_tick(started + COMPUTED_THROUGH_TICK));
+            // A call that yielded at a tick and waited for a thread longer
+            // than a tick meets the next tick right after it is resumed.
+            tokio::time::sleep(EPOCH_TICK * 2).await;
+            let resumed = poll_started();
+            assert!(resumed >= started + EPOCH_TICK * 2);
+            assert!(!computed_through_tick(resumed + COMPUTED_THROUGH_TICK / 2));
+        })
+        .await;
+        assert_eq!(POLL_STARTED.get(), None, "outside any call");
     }
 }

@@ -560,3 +560,18 @@ export function unique(prefix) {
   counter += 1;
   return `${prefix}-${process.pid}-${counter}`;
 }
+
+/**
+ * The sum of a counter or gauge on a Switchboard node's `/metrics` over the
+ * series whose labels include every `labels` pair, e.g.
+ * `metric(url, "switchboard_disconnects_total", { reason: "slow_client" })`.
+ */
+export async function metric(url, name, labels = {}) {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  const wanted = Object.entries(labels).map(([key, value]) => `${key}="${value}"`);
+  return text
+    .split("\n")
+    .filter((line) => line.startsWith(`${name}{`) || line.startsWith(`${name} `))
+    .filter((line) => wanted.every((pair) => line.includes(pair)))
+    .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(" ") + 1)), 0);
+}

@@ -26,10 +26,10 @@ import { parseArgs } from "node:util";
 
 import { io } from "socket.io-client";
 
-import { FAULTY_EVENTS, manifestToml, sleep, wasm, writeManifest } from "../e2e/harness.mjs";
+import { FAULTY_EVENTS, manifestToml, metric, sleep, wasm, writeManifest } from "../e2e/harness.mjs";
 import { openRawSocket } from "../e2e/raw_socket.mjs";
 import { memoryKib, resetPeak } from "./proc.mjs";
-import { UNLIMITED_SOCKET, metric, serveRelease } from "./servers.mjs";
+import { UNLIMITED_SOCKET, serveRelease } from "./servers.mjs";
 
 const CASES = ["spin", "hog", "emit-flood", "huge-reply", "stuck-readers", "idle", "huge-handshake", "rooms", "event-flood"];
 const { values } = parseArgs({

@@ -21,10 +21,10 @@ import { parseArgs } from "node:util";
 
 import { io } from "socket.io-client";
 
-import { manifestToml, sleep, wasm, writeManifest } from "../e2e/harness.mjs";
+import { manifestToml, metric, sleep, wasm, writeManifest } from "../e2e/harness.mjs";
 import { openRawSocket } from "../e2e/raw_socket.mjs";
 import { memoryKib, resetPeak } from "./proc.mjs";
-import { UNLIMITED_SOCKET, metric, serveRelease } from "./servers.mjs";
+import { UNLIMITED_SOCKET, serveRelease } from "./servers.mjs";
 
 const { values } = parseArgs({
   options: {

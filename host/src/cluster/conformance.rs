@@ -109,7 +109,7 @@ fn new_scope(prefix: &str, max_keys: u64, max_list_items: u64) -> Scope {
 }
 
 fn open(store: &Arc<dyn StateStore>, scope: &Scope) -> Transaction {
-    Transaction::new(store.clone(), scope.clone())
+    Transaction::new(store.clone(), scope.clone(), Arc::default())
 }
 
 /// Runs `work` in a transaction of its own and commits it.

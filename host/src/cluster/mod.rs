@@ -8,6 +8,7 @@ mod backoff;
 #[cfg(test)]
 mod conformance;
 mod connect;
+mod hot_keys;
 mod liveness;
 mod memory;
 mod record;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 pub use backoff::{Backoff, retried};
 pub use connect::{ConnectError, RedisConnection, connect};
+pub use hot_keys::HotKeys;
 pub use liveness::{NodeLiveness, NodeReport, RecordedConn, Reporter};
 pub use memory::MemoryStore;
 pub use record::{Commit, Committed, Expiry, Record, Snapshot, Value, Version};

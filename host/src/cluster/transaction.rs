@@ -6,12 +6,14 @@
 //! one step that fails with [`Committed::Conflict`] when a key the call read
 //! was changed meanwhile; the caller then runs the call again on fresh state.
 //! A call that fails commits nothing. A `set` alone does not read its key, so
-//! blind writes never conflict.
+//! blind writes never conflict. Keys that conflicted are read in turn by the
+//! calls of this node ([`HotKeys`]).
 
 use std::collections::hash_map::Entry as Slot;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
+use super::hot_keys::{HotKeys, Turn};
 use super::{Commit, Committed, Expiry, Record, Scope, StateError, StateStore, Value, Version};
 
 pub struct Transaction {
@@ -19,6 +21,10 @@ pub struct Transaction {
     scope: Scope,
     keys: HashMap<String, Key>,
     lease: Option<String>,
+    hot: Arc<HotKeys>,
+    /// The call's turns on the hot keys it read, held until its commit is
+    /// done ([`Self::end_turns`]).
+    turns: Vec<Turn>,
 }
 
 /// How long a read waits before asking again for keys another call holds.
@@ -158,12 +164,14 @@ fn ranked(sorted: &BTreeMap<String, f64>) -> Vec<(String, f64)> {
 }
 
 impl Transaction {
-    pub fn new(store: Arc<dyn StateStore>, scope: Scope) -> Self {
+    pub fn new(store: Arc<dyn StateStore>, scope: Scope, hot: Arc<HotKeys>) -> Self {
         Self {
             store,
             scope,
             keys: HashMap::new(),
             lease: None,
+            hot,
+            turns: Vec::new(),
         }
     }
 
@@ -176,16 +184,29 @@ impl Transaction {
     /// Forgets everything read and written, for the next call.
     pub fn reset(&mut self) {
         self.keys.clear();
+        self.end_turns();
     }
 
-    /// Reads the keys not yet seen, in one round trip.
+    /// Lets the next call of this node read the hot keys this one read.
+    pub fn end_turns(&mut self) {
+        self.turns.clear();
+    }
+
+    /// Reads the keys not yet seen, in one round trip, each hot one in turn.
     async fn load(&mut self, keys: &[&str]) -> Result<(), StateError> {
-        let missing: Vec<String> = keys
+        let mut missing: Vec<String> = keys
             .iter()
             .filter(|key| !self.keys.contains_key(**key))
             .map(|key| (*key).to_owned())
             .collect();
         if !missing.is_empty() {
+            // In one order, so calls reading the same hot keys at once do not
+            // wait on each other's turns.
+            missing.sort_unstable();
+            missing.dedup();
+            for key in &missing {
+                self.turns.extend(self.hot.take_turn(key).await);
+            }
             let snapshots = loop {
                 // A hold lapses by itself, so this ends.
                 match self.store.read(&self.scope, &missing).await? {
@@ -262,19 +283,30 @@ impl Transaction {
 
     /// Applies what the call wrote if nothing it read has changed. With
     /// `hold`, the keys written stay unreadable to other calls until
-    /// [`Self::release`]; returns them.
+    /// [`Self::release`]; returns them. The call keeps its turns on hot
+    /// keys until [`Self::end_turns`].
     pub async fn commit(
         &mut self,
         hold: Option<&str>,
     ) -> Result<(Committed, Vec<String>), StateError> {
         let changes = self.changes();
         // Whatever the outcome, the next call starts afresh.
-        self.reset();
+        self.keys.clear();
         let Some(mut commit) = changes else {
             return Ok((Committed::Applied, Vec::new()));
         };
         commit.hold = hold.map(str::to_owned);
         let committed = self.store.commit(&self.scope, &commit).await?;
+        if committed == Committed::Conflict {
+            // What it read and wrote, others wrote meanwhile.
+            let read = |key: &String| commit.reads.iter().any(|(read, _)| read == key);
+            let contended = commit
+                .writes
+                .iter()
+                .map(|(key, _)| key)
+                .filter(|key| read(key));
+            self.hot.conflicted(contended.map(String::as_str));
+        }
         let written = commit.writes.into_iter().map(|(key, _)| key).collect();
         Ok((committed, written))
     }

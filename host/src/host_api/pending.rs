@@ -58,6 +58,13 @@ impl InstanceState {
     /// that depends on these writes emits after them. On a conflict nothing
     /// is applied; either way the instance is ready for its next call.
     pub async fn commit(&mut self) -> Result<Committed, StateError> {
+        let committed = self.apply().await;
+        // The next call of this node reading the same hot keys sees all of it.
+        self.transaction.end_turns();
+        committed
+    }
+
+    async fn apply(&mut self) -> Result<Committed, StateError> {
         let emits = std::mem::take(&mut self.pending);
         let hold = (!emits.is_empty()).then(token);
         let (committed, written) = self.transaction.commit(hold.as_deref()).await?;

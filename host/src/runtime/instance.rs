@@ -14,7 +14,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::budget::Account;
 use super::{CompiledPlugin, Export};
-use crate::cluster::{Scope, Transaction};
+use crate::cluster::{HotKeys, Scope, Transaction};
 use crate::host_api::{HostServices, PendingEmit};
 use crate::manifest::{PluginName, PluginSpec};
 
@@ -31,6 +31,8 @@ pub struct PluginContext {
     pub state: Scope,
     /// Largest state value, list item or key name.
     pub max_state_value_bytes: usize,
+    /// Keys its calls on this node take in turn.
+    pub hot_keys: Arc<HotKeys>,
     /// Whether it exports `timer-handler`, so its timers can be delivered.
     pub receives_timers: bool,
     /// Whether it exports `ack-handler`, so it can ask clients for acks.
@@ -51,6 +53,7 @@ impl PluginContext {
                 max_keys: limits.max_state_keys,
                 max_list_items: limits.max_state_list_items,
             },
+            hot_keys: Arc::default(),
             max_state_value_bytes: limits.max_state_value_bytes,
             config_json: serde_json::Value::Object(spec.config.clone()).to_string(),
             name: spec.name.clone(),
@@ -101,7 +104,11 @@ impl InstanceState {
         memory: MemoryLimiter,
     ) -> Self {
         Self {
-            transaction: Transaction::new(services.state.clone(), plugin.state.clone()),
+            transaction: Transaction::new(
+                services.state.clone(),
+                plugin.state.clone(),
+                plugin.hot_keys.clone(),
+            ),
             pending: Vec::new(),
             last_error: None,
             meter: None,

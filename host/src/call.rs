@@ -160,12 +160,12 @@ pub async fn call(
         .reloader
         .plugin(plugin)
         .ok_or_else(|| CallFailure::UnknownPlugin(plugin.to_owned()))?;
-    let conn = Conn {
+    let conn = Arc::new(Conn {
         socket_id: SOCKET_ID.to_owned(),
         namespace,
         auth: caller.auth,
         user_id: caller.user_id,
-    };
+    });
     let refusal = match running.on_connect(&conn).await {
         Ok(Ok(())) => None,
         Ok(Err(refusal)) => Some(PluginError::new(
@@ -182,7 +182,7 @@ pub async fn call(
     let mut effects = Vec::new();
     for (event, data) in events {
         let payload = payload::one_argument((*data).to_owned());
-        let outcome = match running.on_event(&conn, event, &payload, None).await {
+        let outcome = match running.on_event(&conn, event, payload, None).await {
             Ok(Ok(reply)) => reply_value(reply),
             Ok(Err(refusal)) => refused(refusal),
             Err(failure) => refused(failure.into()),

@@ -312,12 +312,12 @@ impl Plugin {
     /// `meter` is told what the call costs, its failures included.
     pub async fn on_event(
         self: &Arc<Self>,
-        conn: &Conn,
+        conn: &Arc<Conn>,
         event: &str,
-        payload: &Payload,
+        payload: Payload,
         meter: Option<Arc<dyn Meter>>,
     ) -> Result<Result<Option<Payload>, PluginError>, CallError> {
-        let arguments = Arc::new((conn.clone(), event.to_owned(), payload.clone()));
+        let arguments = Arc::new((conn.clone(), event.to_owned(), payload));
         self.isolated(move |plugin, lease| {
             let (arguments, meter) = (arguments.clone(), meter.clone());
             async move {
@@ -714,16 +714,16 @@ impl Plugin {
         &self,
         call: impl Future<Output = wasmtime::Result<R>>,
     ) -> Result<R, CallError> {
-        let plugin = self.context.name.clone();
         let _running = self.ticker.running();
         let started = Instant::now();
         let outcome = tokio::time::timeout(self.limits.time, polls_noted(call)).await;
         self.call_seconds.record(started.elapsed());
+        let plugin = || self.context.name.clone();
         let error = match outcome {
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(error)) => classify(plugin, self.limits, &error),
+            Ok(Err(error)) => classify(plugin(), self.limits, &error),
             Err(_elapsed) => CallError::Timeout {
-                plugin,
+                plugin: plugin(),
                 limit: self.limits.time,
             },
         };

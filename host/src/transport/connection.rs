@@ -177,7 +177,7 @@ pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>)
     let resumed = socket.extensions.remove::<Resumed>();
     let budget = Arc::new(CostBudget::new(&namespace.routes.load().event_rate()));
     let connection = Connection {
-        conn,
+        conn: Arc::new(conn),
         held,
         resumed,
         socket,
@@ -331,7 +331,7 @@ fn refuse_event<A: Adapter>(
 
 struct Connection<A: Adapter> {
     socket: SocketRef<A>,
-    conn: Conn,
+    conn: Arc<Conn>,
     /// Its session, with connection-state recovery on.
     held: Option<Held>,
     /// The session it resumed, until it has caught up.
@@ -515,7 +515,7 @@ impl<A: Adapter> Connection<A> {
         let span = tracing::info_span!("event", event = %Escaped(&event), plugin = %slot.spec.name.as_str());
         let plugin = slot.current();
         let meter: Arc<dyn Meter> = self.budget.clone();
-        let call = plugin.on_event(&self.conn, &event, &payload, Some(meter));
+        let call = plugin.on_event(&self.conn, &event, payload, Some(meter));
         let error = match call.instrument(span).await {
             Ok(Ok(reply)) => match reply.as_ref().map(payload::size) {
                 // Handled, but its reply is bigger than any event may be: the

@@ -53,12 +53,17 @@ impl Placement {
     /// Runs `work` to completion, here or on `plugin_threads`. Once it has
     /// waited (for the host, or at an epoch tick) it completes even if the
     /// caller goes away.
-    pub async fn run<R: Send + 'static>(
+    /// `work` comes boxed: a call's future is kilobytes, and moving it into
+    /// this one would copy it into every future awaiting it.
+    pub async fn run<F>(
         &self,
         plugin_threads: &Handle,
-        work: impl Future<Output = R> + Send + 'static,
-    ) -> Result<R, JoinError> {
-        let work = Box::pin(work);
+        work: Pin<Box<F>>,
+    ) -> Result<F::Output, JoinError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
         if self.now() < self.pooled_until.load(Ordering::Relaxed) {
             return plugin_threads.spawn(work).await;
         }
@@ -136,10 +141,13 @@ mod tests {
         work: impl Future<Output = ()> + Send + 'static,
     ) -> bool {
         let name = placement
-            .run(plugin_threads, async {
-                work.await;
-                std::thread::current().name().map(str::to_owned)
-            })
+            .run(
+                plugin_threads,
+                Box::pin(async {
+                    work.await;
+                    std::thread::current().name().map(str::to_owned)
+                }),
+            )
             .await
             .expect("the call completes");
         name.as_deref() == Some(PLUGIN_THREAD)
@@ -186,10 +194,13 @@ mod tests {
         let placement = Placement::new();
         let (go, went) = tokio::sync::oneshot::channel::<()>();
         let (done, finished) = tokio::sync::oneshot::channel();
-        let call = placement.run(plugin_threads.handle(), async move {
-            went.await.expect("the test sends");
-            done.send(()).expect("the test waits");
-        });
+        let call = placement.run(
+            plugin_threads.handle(),
+            Box::pin(async move {
+                went.await.expect("the test sends");
+                done.send(()).expect("the test waits");
+            }),
+        );
         // The caller gives up while the call waits.
         let gave_up = tokio::time::timeout(Duration::from_millis(10), call).await;
         assert!(gave_up.is_err());

@@ -477,11 +477,13 @@ impl Plugin {
         let place = self.admit().await?;
         let plugin = self.clone();
         // On a plugin thread, still in the caller's span (its socket, event).
-        let work = async move {
-            let _place = place;
-            plugin.attempts(work).await
-        }
-        .instrument(tracing::Span::current());
+        let work = Box::pin(
+            async move {
+                let _place = place;
+                plugin.attempts(work).await
+            }
+            .instrument(tracing::Span::current()),
+        );
         match self.placement.run(self.executor.handle(), work).await {
             Ok(result) => result,
             Err(failed) => match failed.try_into_panic() {

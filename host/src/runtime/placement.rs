@@ -64,12 +64,14 @@ impl Placement {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        if self.now() < self.pooled_until.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if self.since_origin(now) < self.pooled_until.load(Ordering::Relaxed) {
             return plugin_threads.spawn(work).await;
         }
         let mut here = Held {
             work: Some(work),
             held: Duration::ZERO,
+            next_poll: Some(now),
         };
         // Most calls finish in their first poll, without a task of their own.
         match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut here).poll(cx))).await {
@@ -89,7 +91,11 @@ impl Placement {
     }
 
     fn now(&self) -> u64 {
-        nanos(self.origin.elapsed())
+        self.since_origin(Instant::now())
+    }
+
+    fn since_origin(&self, instant: Instant) -> u64 {
+        nanos(instant.saturating_duration_since(self.origin))
     }
 }
 
@@ -103,6 +109,9 @@ struct Held<F> {
     /// `None` once handed over.
     work: Option<Pin<Box<F>>>,
     held: Duration,
+    /// When its next poll starts, if known already: the first, when it
+    /// was placed.
+    next_poll: Option<Instant>,
 }
 
 enum Ran<F: Future> {
@@ -114,8 +123,8 @@ impl<F: Future> Future for Held<F> {
     type Output = Ran<F>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ran<F>> {
+        let started = self.next_poll.take().unwrap_or_else(Instant::now);
         let work = self.work.as_mut().expect("polled after it was handed over");
-        let started = Instant::now();
         if let Poll::Ready(result) = work.as_mut().poll(cx) {
             return Poll::Ready(Ran::Finished(result));
         }

@@ -595,10 +595,10 @@ impl Plugin {
         store.data_mut().transaction.run_under(lease);
         store.data_mut().last_error = None;
         store.data_mut().meter = None;
-        let started = Instant::now();
-        let result = self.limited(call(store, exports)).await;
+        let started = self.start_clock(store);
+        let (took, result) = self.limited(started, call(store, exports)).await;
         if let Some(meter) = &store.data().meter {
-            meter.plugin_time(started.elapsed());
+            meter.plugin_time(took);
         }
         let result = result.map_err(|error| match error {
             CallError::Trapped { plugin, detail, .. } => CallError::Trapped {
@@ -630,26 +630,27 @@ impl Plugin {
         }
     }
 
-    /// An idle instance, or a new one when all are busy, with a fresh deadline.
+    /// An idle instance, or a new one when all are busy.
     async fn check_out(&self) -> Result<WarmInstance, CallError> {
         let idle = self.idle.lock().pop();
-        let mut instance = match idle {
-            Some(instance) => instance,
-            None => self.instantiate().await?,
-        };
-        self.start_clock(&mut instance.store);
-        Ok(instance)
+        match idle {
+            Some(instance) => Ok(instance),
+            None => self.instantiate().await,
+        }
     }
 
-    /// Gives the next call the plugin's time limit. At every epoch tick the
-    /// guest yields to the plugin threads (so a looping plugin takes turns
-    /// with the other calls) and is interrupted once the limit has passed.
-    fn start_clock(&self, store: &mut Store<InstanceState>) {
+    /// Gives the next call the plugin's time limit, from now; returns now.
+    /// At every epoch tick the guest yields to the plugin threads (so a
+    /// looping plugin takes turns with the other calls) and is interrupted
+    /// once the limit has passed.
+    fn start_clock(&self, store: &mut Store<InstanceState>) -> Instant {
+        let started = Instant::now();
         let state = store.data_mut();
-        state.deadline = Instant::now() + self.limits.time;
+        state.deadline = started + self.limits.time;
         state.memory.call_deadline = state.deadline;
         state.ticks = 0;
         store.set_epoch_deadline(1);
+        started
     }
 
     /// Returns the instance to the pool if its call succeeded; drops it otherwise.
@@ -693,15 +694,16 @@ impl Plugin {
                 UpdateDeadline::Yield(1)
             })
         });
-        self.start_clock(&mut store);
-        let (exports, init) = self
-            .limited(async {
+        let started = self.start_clock(&mut store);
+        let (_, made) = self
+            .limited(started, async {
                 let instance = self.compiled.pre.instantiate_async(&mut store).await?;
                 let exports = self.compiled.exports.load(&mut store, &instance)?;
                 let init = exports.init(&mut store, &self.context.config_json).await?;
                 Ok((exports, init))
             })
-            .await?;
+            .await;
+        let (exports, init) = made?;
         // `init` runs outside any transaction: nothing it did is kept.
         store.data_mut().discard();
         init.map_err(|error| CallError::Init {
@@ -711,15 +713,26 @@ impl Plugin {
         Ok(WarmInstance { store, exports })
     }
 
-    /// Runs guest code under the plugin's time limit and names what went wrong.
+    /// Runs guest code under the plugin's time limit from `started` and
+    /// names what went wrong; also returns how long it took.
     async fn limited<R>(
         &self,
+        started: Instant,
         call: impl Future<Output = wasmtime::Result<R>>,
-    ) -> Result<R, CallError> {
+    ) -> (Duration, Result<R, CallError>) {
         let _running = self.ticker.running();
-        let started = Instant::now();
-        let outcome = tokio::time::timeout(self.limits.time, polls_noted(call)).await;
-        self.call_seconds.record(started.elapsed());
+        let deadline = tokio::time::Instant::from_std(started + self.limits.time);
+        let outcome = tokio::time::timeout_at(deadline, polls_noted(started, call)).await;
+        let took = started.elapsed();
+        self.call_seconds.record(took);
+        (took, self.named(outcome))
+    }
+
+    /// What a call under [`Self::limited`] gave, its failure named and counted.
+    fn named<R>(
+        &self,
+        outcome: Result<wasmtime::Result<R>, tokio::time::error::Elapsed>,
+    ) -> Result<R, CallError> {
         let plugin = || self.context.name.clone();
         let error = match outcome {
             Ok(Ok(value)) => return Ok(value),
@@ -747,11 +760,14 @@ fn computed_through_tick(now: Instant) -> bool {
         .is_some_and(|started| now.saturating_duration_since(started) >= COMPUTED_THROUGH_TICK)
 }
 
-/// Polls `call`, noting in [`POLL_STARTED`] when each poll starts.
-async fn polls_noted<R>(call: impl Future<Output = R>) -> R {
+/// Polls `call`, noting in [`POLL_STARTED`] when each poll starts; the
+/// first starts at `started`.
+async fn polls_noted<R>(started: Instant, call: impl Future<Output = R>) -> R {
     let mut call = std::pin::pin!(call);
+    let mut first = Some(started);
     std::future::poll_fn(|cx| {
-        let outer = POLL_STARTED.replace(Some(Instant::now()));
+        let now = first.take().unwrap_or_else(Instant::now);
+        let outer = POLL_STARTED.replace(Some(now));
         let polled = call.as_mut().poll(cx);
         POLL_STARTED.set(outer);
         polled
@@ -795,7 +811,7 @@ mod tests {
 
     #[tokio::test]
     async fn ticks_count_the_time_a_poll_computed_not_the_wait_before_it() {
-        polls_noted(async {
+        polls_noted(Instant::now(), async {
             let started = poll_started();
             assert!(!computed_through_tick(started + COMPUTED_THROUGH_TICK / 2));
             assert!(computed_through_tick(started + COMPUTED_THROUGH_TICK));

@@ -18,7 +18,8 @@
 //!   queues and the cost budget that paces them, acks asked of clients.
 //! - [`payload`]: event payloads between Socket.IO packets and plugins.
 //! - [`cluster`]: state shared by nodes (memory or Redis), the per-call
-//!   state transaction, and the Redis connection.
+//!   state transaction and the hot keys its calls take in turn, and the
+//!   Redis connection.
 //! - [`recovery`]: connection-state recovery: the journal of emits and the
 //!   sessions clients come back to.
 //! - [`http_api`]: health, readiness, the `/api/v1` emit and room endpoints,

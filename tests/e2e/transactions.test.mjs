@@ -180,10 +180,11 @@ for (const [backend, start] of Object.entries(BACKENDS)) {
       );
       assert.deepEqual(await emitAckOk(sockets[0], "read", { key }), { value: String(total) });
       // The calls that read the key before its first conflict conflict (at
-      // most one per socket), then the key is hot. Without turns, on Redis:
-      // 285 conflicts.
+      // most one per socket: 9 on Redis here), then the key is hot; a call
+      // that waits too long for its turn goes on and may conflict. Without
+      // turns, on Redis: 285 conflicts.
       const conflicts = (await metric(nodeA.url, "switchboard_plugin_conflicts_total", { plugin: "ledger" })) - conflictsBefore;
-      assert.ok(conflicts <= 2 * SOCKETS, `${conflicts} conflicts for ${total} bumps from ${SOCKETS} sockets of one node`);
+      assert.ok(conflicts <= total / 4, `${conflicts} conflicts for ${total} bumps from ${SOCKETS} sockets of one node`);
     });
 
     test("the escape hatch goes out even when the call fails; what the call buffered does not", async () => {

@@ -3,8 +3,9 @@
 // before sending the next (one in flight each), for `--seconds`, against every
 // server in turn, one at a time on fresh processes: Switchboard (the `echo`
 // of the test-only relay plugin, which acks `{echo: payload}` as the baselines
-// do, a wasm call per event), the same contract written directly on socketioxide (tests/load/socketioxide-baseline, built here), and
-// Node's socket.io (tests/load/baseline-server.mjs). Reports acks per second,
+// do, a wasm call per event), the same contract written directly on
+// socketioxide (tests/load/socketioxide-baseline, built here), and Node's
+// socket.io (tests/load/baseline-server.mjs). Reports acks per second,
 // acks per server CPU-second, round-trip p50 / p99, and each server's figures
 // as a ratio to socketioxide's in the same run.
 //

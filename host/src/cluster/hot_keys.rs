@@ -70,21 +70,18 @@ impl HotKeys {
     pub async fn take_turn(&self, key: &str) -> Option<Turn> {
         let turn = {
             let mut hot = self.lock();
-            let known = hot.get(key)?;
             let now = Instant::now();
+            let known = hot.get_mut(key)?;
             if now.duration_since(known.warmed) >= COOL_AFTER {
                 hot.remove(key);
                 return None;
             }
-            let turn = known.turn.clone();
-            match turn.clone().try_lock_owned() {
-                Ok(taken) => return Some(taken),
-                Err(_) => {
-                    // Contended: it is still hot.
-                    hot.get_mut(key).expect("just read").warmed = now;
-                }
+            if let Ok(taken) = known.turn.clone().try_lock_owned() {
+                return Some(taken);
             }
-            turn
+            // Contended: it is still hot.
+            known.warmed = now;
+            known.turn.clone()
         };
         tokio::time::timeout(TURN_WAIT, turn.lock_owned())
             .await

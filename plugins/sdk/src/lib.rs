@@ -276,16 +276,20 @@ fn cannot_serialize(error: serde_json::Error) -> Error {
 }
 
 fn parse_json<T: DeserializeOwned>(json: &str, what: &str) -> Result<T, Error> {
-    let deserializer = &mut serde_json::Deserializer::from_str(json);
-    serde_path_to_error::deserialize(deserializer)
-        .map_err(|error| Error::invalid_payload(describe(&error, what)))
+    serde_json::from_str(json)
+        .map_err(|error| Error::invalid_payload(explain::<T>(json.as_bytes(), error, what)))
 }
 
 /// "invalid {what}: `{path}`: {problem}", without serde_json's "at line 1
-/// column N", which says little to a client.
-fn describe(error: &serde_path_to_error::Error<serde_json::Error>, what: &str) -> String {
-    let path = error.path().to_string();
-    let message = error.inner().to_string();
+/// column N", which says little to a client. The path comes from parsing
+/// `json` again, only once a plain parse failed: tracking it costs every parse.
+fn explain<T: DeserializeOwned>(json: &[u8], error: serde_json::Error, what: &str) -> String {
+    let deserializer = &mut serde_json::Deserializer::from_slice(json);
+    let (path, error) = match serde_path_to_error::deserialize::<_, T>(deserializer) {
+        Err(tracked) => (tracked.path().to_string(), tracked.into_inner()),
+        Ok(_) => (".".to_owned(), error),
+    };
+    let message = error.to_string();
     let message = message.split(" at line ").next().unwrap_or(&message);
     if path == "." {
         format!("invalid {what}: {message}")
@@ -554,9 +558,12 @@ pub mod http {
         /// Reads the JSON body into `T`; a mismatch is an `invalid_body`
         /// error that names the field and the problem.
         pub fn json<T: DeserializeOwned>(&self) -> Result<T, crate::Error> {
-            let deserializer = &mut serde_json::Deserializer::from_slice(&self.body);
-            serde_path_to_error::deserialize(deserializer)
-                .map_err(|error| crate::Error::new("invalid_body", crate::describe(&error, "body")))
+            serde_json::from_slice(&self.body).map_err(|error| {
+                crate::Error::new(
+                    "invalid_body",
+                    crate::explain::<T>(&self.body, error, "body"),
+                )
+            })
         }
     }
 

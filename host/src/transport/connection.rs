@@ -410,7 +410,9 @@ impl<A: Adapter> Connection<A> {
                     Box::pin(self.dismiss(&error, RATE_LIMITED_REASON)).await;
                     break "rate_limited";
                 }
-                () = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {}
+                // In a block: select! makes the futures of disabled branches
+                // too, and a `Sleep` reads the clock and the runtime's handle.
+                () = async { tokio::time::sleep(pause.unwrap_or_default()).await }, if pause.is_some() => {}
                 job = self.jobs.next(), if pause.is_none() => match job {
                     Job::Event(QueuedEvent { packet, ack, bytes }) => {
                         Box::pin(self.handle(packet, ack)).await;

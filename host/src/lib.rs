@@ -28,6 +28,7 @@
 //! - [`listener`]: the accept loop: connection limits, HTTP timeouts.
 //! - [`server`]: loads a manifest and serves it until shutdown.
 //! - [`escaped`]: client and plugin text made safe for log lines.
+//! - [`log_context`]: the socket and event a call serves, named in what it logs.
 //! - [`call`]: events through one plugin without a server (`switchboard call`).
 //! - [`scaffold`]: a new plugin project (`switchboard plugin new`).
 //! - `temp_dir` (tests only): scratch directories removed on drop.
@@ -41,6 +42,7 @@ pub mod host_api;
 pub mod http_api;
 pub mod identity;
 pub mod listener;
+pub mod log_context;
 pub mod manifest;
 pub mod metrics;
 pub mod payload;

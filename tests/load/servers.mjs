@@ -22,7 +22,9 @@ process.on("exit", () => {
 export function startServer(command, args, { env = {} } = {}) {
   const child = spawn(command, args, {
     stdio: ["ignore", "pipe", "inherit"],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "error", ...env },
+    // Each server's own default log filter unless RUST_LOG is set: what
+    // operators run is what is measured.
+    env: { ...process.env, ...env },
   });
   started.add(child);
   const exited = new Promise((resolve) => child.on("exit", resolve));

@@ -2,6 +2,7 @@ use super::pending::PendingEmit;
 use crate::bindings::switchboard::plugin::emit::Host;
 use crate::bindings::{Payload, PluginError};
 use crate::escaped::Escaped;
+use crate::log_context;
 use crate::manifest::is_reserved_event;
 use crate::payload::{self, Outgoing};
 use crate::runtime::InstanceState;
@@ -118,12 +119,14 @@ impl InstanceState {
         let size = payload::size(&payload);
         let limit = self.services.max_payload_bytes;
         if size > limit {
-            tracing::warn!(
-                plugin = %self.plugin.name,
-                event = %Escaped(event),
-                bytes = size,
-                "emit over server.max_payload_bytes refused"
-            );
+            log_context::logged(|| {
+                tracing::warn!(
+                    plugin = %self.plugin.name,
+                    event = %Escaped(event),
+                    bytes = size,
+                    "emit over server.max_payload_bytes refused"
+                );
+            });
             return Err(PluginError::new(
                 "payload_too_large",
                 format!(

@@ -5,6 +5,7 @@ use super::HostServices;
 use super::acks::Question;
 use crate::cluster::{Committed, StateError, token};
 use crate::escaped::Escaped;
+use crate::log_context;
 use crate::metrics;
 use crate::payload::Outgoing;
 use crate::runtime::InstanceState;
@@ -76,14 +77,18 @@ impl InstanceState {
             // Checked when the plugin made it: what fails now (the
             // transport) cannot fail a call whose state is stored.
             if let Err(error) = self.send(emit).await {
-                tracing::warn!(plugin = %self.plugin.name, event = %Escaped(&event), "emit after commit failed: {error}");
+                log_context::logged(|| {
+                    tracing::warn!(plugin = %self.plugin.name, event = %Escaped(&event), "emit after commit failed: {error}");
+                });
             }
         }
         if let Some(hold) = hold
             && let Err(error) = self.transaction.release(&hold, &written).await
         {
             // The hold lapses by itself.
-            tracing::warn!(plugin = %self.plugin.name, "state keys not released after emitting: {error}");
+            log_context::logged(|| {
+                tracing::warn!(plugin = %self.plugin.name, "state keys not released after emitting: {error}");
+            });
         }
         Ok(committed)
     }

@@ -1,6 +1,7 @@
 use crate::bindings::PluginError;
 use crate::bindings::switchboard::plugin::rooms::Host;
 use crate::escaped::Escaped;
+use crate::log_context;
 use crate::runtime::InstanceState;
 use crate::transport::{Membership, check_audience, check_membership, is_reserved};
 
@@ -85,12 +86,14 @@ impl InstanceState {
     ) -> Result<(), PluginError> {
         self.check_namespace(&namespace)?;
         if let Err(refused) = check_membership(&room) {
-            tracing::warn!(
-                plugin = %self.plugin.name,
-                namespace,
-                socket = %Escaped(&socket_id),
-                "{change:?} refused: {refused}"
-            );
+            log_context::logged(|| {
+                tracing::warn!(
+                    plugin = %self.plugin.name,
+                    namespace,
+                    socket = %Escaped(&socket_id),
+                    "{change:?} refused: {refused}"
+                );
+            });
             return Err(refused.into());
         }
         Ok(self

@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::Instrument;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use super::budget::{Account, BudgetExhausted, IdleInstances};
@@ -38,6 +37,7 @@ use crate::bindings::{Conn, Payload, PluginError};
 use crate::cluster::{Committed, token};
 use crate::escaped::Escaped;
 use crate::host_api::{Answered, HostServices};
+use crate::log_context;
 use crate::manifest::{InstanceModel, Limits, PluginName, PluginSpec};
 use crate::metrics;
 
@@ -476,14 +476,11 @@ impl Plugin {
     {
         let place = self.admit().await?;
         let plugin = self.clone();
-        // On a plugin thread, still in the caller's span (its socket, event).
-        let work = Box::pin(
-            async move {
-                let _place = place;
-                plugin.attempts(work).await
-            }
-            .instrument(tracing::Span::current()),
-        );
+        // On a plugin thread, still in the caller's context (its socket, event).
+        let work = Box::pin(log_context::carried(async move {
+            let _place = place;
+            plugin.attempts(work).await
+        }));
         match self.placement.run(self.executor.handle(), work).await {
             Ok(result) => result,
             Err(failed) => match failed.try_into_panic() {
@@ -518,7 +515,9 @@ impl Plugin {
                 let state = &self.services.state;
                 if let Err(error) = state.release_lease(&self.context.state, &lease).await {
                     // It lapses by itself.
-                    tracing::warn!(plugin = %self.context.name, "state lease not released: {error}");
+                    log_context::logged(|| {
+                        tracing::warn!(plugin = %self.context.name, "state lease not released: {error}");
+                    });
                 }
                 outcome?
             };
@@ -531,7 +530,9 @@ impl Plugin {
             plugin: self.context.name.clone(),
             attempts: MAX_ATTEMPTS,
         };
-        tracing::warn!(plugin = %self.context.name, "{}", Escaped(&conflict));
+        log_context::logged(
+            || tracing::warn!(plugin = %self.context.name, "{}", Escaped(&conflict)),
+        );
         Err(conflict)
     }
 
@@ -624,7 +625,9 @@ impl Plugin {
                     plugin: self.context.name.clone(),
                     error,
                 };
-                tracing::warn!(plugin = %self.context.name, "{}", Escaped(&error));
+                log_context::logged(
+                    || tracing::warn!(plugin = %self.context.name, "{}", Escaped(&error)),
+                );
                 Err(error)
             }
         }
@@ -746,7 +749,9 @@ impl Plugin {
         if matches!(error, CallError::NoMemoryLeft { .. }) {
             self.refusals.record(&self.context.name, &error);
         } else {
-            tracing::warn!(plugin = %self.context.name, "{}", Escaped(&error));
+            log_context::logged(
+                || tracing::warn!(plugin = %self.context.name, "{}", Escaped(&error)),
+            );
         }
         Err(error)
     }

@@ -21,7 +21,6 @@ use socketioxide::socket::{DisconnectReason, Socket};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use super::budget::CostBudget;
 use super::job_queue::{JobQueue, Refused};
@@ -29,6 +28,7 @@ use super::{EVERY_SOCKET, Held, Namespace, Resumed};
 use crate::bindings::{Conn, PluginError};
 use crate::escaped::Escaped;
 use crate::identity::{Identity, IdentityError};
+use crate::log_context::LogContext;
 use crate::metrics;
 use crate::payload::{self, Outgoing};
 use crate::recovery::{CatchUp, Missed, PAGE, Page, Recovery, recoverable};
@@ -188,12 +188,8 @@ pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>)
         budget,
     };
     let connections = connection.namespace.connections.clone();
-    let span = tracing::info_span!(
-        "socket",
-        namespace = %connection.conn.namespace,
-        socket = %connection.conn.socket_id
-    );
-    connections.spawn(connection.run().instrument(span));
+    let context = LogContext::socket(connection.conn.clone());
+    connections.spawn(context.scope(connection.run()));
 }
 
 struct EventQueue<A: Adapter> {
@@ -514,11 +510,11 @@ impl<A: Adapter> Connection<A> {
         // What the plugin logs, and what is logged of its call (a trap, a
         // timeout), names the event and the plugin (the socket's own span
         // names it and its namespace).
-        let span = tracing::info_span!("event", event = %Escaped(&event), plugin = %slot.spec.name.as_str());
+        let context = LogContext::event(self.conn.clone(), &event, slot.spec.name.as_str());
         let plugin = slot.current();
         let meter: Arc<dyn Meter> = self.budget.clone();
         let call = plugin.on_event(&self.conn, &event, payload, Some(meter));
-        let error = match call.instrument(span).await {
+        let error = match context.scope(call).await {
             Ok(Ok(reply)) => match reply.as_ref().map(payload::size) {
                 // Handled, but its reply is bigger than any event may be: the
                 // client gets why, not a packet it would be cut off for.

@@ -508,8 +508,8 @@ impl<A: Adapter> Connection<A> {
         }
         let slot = &route.slot;
         // What the plugin logs, and what is logged of its call (a trap, a
-        // timeout), names the event and the plugin (the socket's own span
-        // names it and its namespace).
+        // timeout), names the event and the plugin, the socket and its
+        // namespace.
         let context = LogContext::event(self.conn.clone(), &event, slot.spec.name.as_str());
         let plugin = slot.current();
         let meter: Arc<dyn Meter> = self.budget.clone();

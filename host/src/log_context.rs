@@ -11,6 +11,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use crate::bindings::Conn;
 use crate::escaped::Escaped;
 
@@ -42,14 +44,17 @@ impl LogContext {
     }
 }
 
-/// Runs `work` in the context the current code runs in, if any: for work
-/// handed to another task.
+/// Runs `work` in the context the current code runs in: for work handed to
+/// another task. Code outside a socket's task (a connection's admission, an
+/// HTTP route) keeps its current span instead.
 pub fn carried<F: Future>(work: F) -> impl Future<Output = F::Output> {
-    let context = CURRENT.try_with(Arc::clone).ok();
+    let context = CURRENT
+        .try_with(Arc::clone)
+        .map_err(|_| tracing::Span::current());
     async move {
         match context {
-            Some(context) => CURRENT.scope(context, work).await,
-            None => work.await,
+            Ok(context) => CURRENT.scope(context, work).await,
+            Err(span) => work.instrument(span).await,
         }
     }
 }

@@ -21,24 +21,22 @@ impl Host for InstanceState {
         if matches!(level, Level::Error) {
             self.last_error = Some(message.clone());
         }
-        // Asked first: naming the call's context makes spans.
-        let enabled = match level {
-            Level::Trace => tracing::enabled!(target: "plugin", tracing::Level::TRACE),
-            Level::Debug => tracing::enabled!(target: "plugin", tracing::Level::DEBUG),
-            Level::Info => tracing::enabled!(target: "plugin", tracing::Level::INFO),
-            Level::Warn => tracing::enabled!(target: "plugin", tracing::Level::WARN),
-            Level::Error => tracing::enabled!(target: "plugin", tracing::Level::ERROR),
-        };
-        if !enabled {
-            return;
-        }
         let message = Escaped(&message);
-        log_context::logged(|| match level {
-            Level::Trace => tracing::trace!(target: "plugin", plugin, "{message}"),
-            Level::Debug => tracing::debug!(target: "plugin", plugin, "{message}"),
-            Level::Info => tracing::info!(target: "plugin", plugin, "{message}"),
-            Level::Warn => tracing::warn!(target: "plugin", plugin, "{message}"),
-            Level::Error => tracing::error!(target: "plugin", plugin, "{message}"),
-        });
+        // Whether the line is logged is asked first: naming the call's
+        // context makes spans.
+        macro_rules! log_at {
+            ($level:expr) => {
+                if tracing::enabled!(target: "plugin", $level) {
+                    log_context::logged(|| tracing::event!(target: "plugin", $level, plugin, "{message}"));
+                }
+            };
+        }
+        match level {
+            Level::Trace => log_at!(tracing::Level::TRACE),
+            Level::Debug => log_at!(tracing::Level::DEBUG),
+            Level::Info => log_at!(tracing::Level::INFO),
+            Level::Warn => log_at!(tracing::Level::WARN),
+            Level::Error => log_at!(tracing::Level::ERROR),
+        }
     }
 }

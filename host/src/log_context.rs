@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use futures_util::future::Either;
 use tracing::Instrument;
 
 use crate::bindings::Conn;
@@ -47,15 +48,14 @@ impl LogContext {
 /// Runs `work` in the context the current code runs in: for work handed to
 /// another task. Code outside a socket's task (a connection's admission, an
 /// HTTP route) keeps its current span instead.
+///
+/// Made at once rather than by an `async` block: a block would hold `work`
+/// and, from its first poll, the scope holding `work` too, and copy it from
+/// one to the other; a call's future is kilobytes.
 pub fn carried<F: Future>(work: F) -> impl Future<Output = F::Output> {
-    let context = CURRENT
-        .try_with(Arc::clone)
-        .map_err(|_| tracing::Span::current());
-    async move {
-        match context {
-            Ok(context) => CURRENT.scope(context, work).await,
-            Err(span) => work.instrument(span).await,
-        }
+    match CURRENT.try_with(Arc::clone) {
+        Ok(context) => Either::Left(CURRENT.scope(context, work)),
+        Err(_) => Either::Right(work.instrument(tracing::Span::current())),
     }
 }
 

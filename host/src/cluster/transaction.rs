@@ -181,6 +181,11 @@ impl Transaction {
         self.lease = lease;
     }
 
+    /// Whether the call read or wrote anything.
+    pub fn touched(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
     /// Forgets everything read and written, for the next call.
     pub fn reset(&mut self) {
         self.keys.clear();

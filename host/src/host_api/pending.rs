@@ -102,6 +102,12 @@ impl InstanceState {
         emit.send(self.plugin.name.as_str(), &self.services).await
     }
 
+    /// Whether the call left anything for [`Self::commit`]: state it read
+    /// or wrote, or emits. Without, [`Self::discard`] does all it would.
+    pub fn has_effects(&self) -> bool {
+        !self.pending.is_empty() || self.transaction.touched()
+    }
+
     /// Drops what the call did: it failed.
     pub fn discard(&mut self) {
         self.pending.clear();

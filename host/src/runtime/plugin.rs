@@ -17,9 +17,12 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
@@ -104,12 +107,11 @@ impl Outcome for Response {
 }
 
 /// Calls an optional export that takes only a socket's `conn`.
-type TellConn =
-    for<'a> fn(
-        &'a mut Store<InstanceState>,
-        &'a Exports,
-        &'a Conn,
-    ) -> std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send + 'a>>;
+type TellConn = for<'a> fn(
+    &'a mut Store<InstanceState>,
+    &'a Exports,
+    &'a Conn,
+) -> Pin<Box<dyn Future<Output = wasmtime::Result<()>> + Send + 'a>>;
 
 /// A call that did not complete. The plugin's own errors are not here: they
 /// are the `Ok(Err(PluginError))` of each call.
@@ -511,7 +513,9 @@ impl Plugin {
             } else {
                 let _alone = self.retrying.write().await;
                 let lease = self.lease(attempt).await?;
-                let outcome = work(self.clone(), Some(lease.clone())).await;
+                // Boxed: a rerun is rare, and its future would otherwise sit
+                // beside the first run's in every call's.
+                let outcome = Box::pin(work(self.clone(), Some(lease.clone()))).await;
                 let state = &self.services.state;
                 if let Err(error) = state.release_lease(&self.context.state, &lease).await {
                     // It lapses by itself.
@@ -610,7 +614,11 @@ impl Plugin {
             other => other,
         });
         let committed = match &result {
-            Ok(outcome) if outcome.commits() => store.data_mut().commit().await,
+            // Boxed: what a commit may do (the cluster, emits) is kilobytes
+            // of future, which a call without effects needs none of.
+            Ok(outcome) if outcome.commits() && store.data().has_effects() => {
+                Box::pin(store.data_mut().commit()).await
+            }
             _ => {
                 store.data_mut().discard();
                 Ok(Committed::Applied)
@@ -638,7 +646,9 @@ impl Plugin {
         let idle = self.idle.lock().pop();
         match idle {
             Some(instance) => Ok(instance),
-            None => self.instantiate().await,
+            // Boxed: instantiating is rare, and its future, kilobytes, would
+            // otherwise be part of every call's.
+            None => Box::pin(self.instantiate()).await,
         }
     }
 
@@ -718,17 +728,27 @@ impl Plugin {
 
     /// Runs guest code under the plugin's time limit from `started` and
     /// names what went wrong; also returns how long it took.
-    async fn limited<R>(
+    ///
+    /// Made at once, not as an `async fn`: an argument of one is kept in
+    /// its future beside the future it is moved into, and a guest call's
+    /// future is most of a call's.
+    fn limited<R>(
         &self,
         started: Instant,
         call: impl Future<Output = wasmtime::Result<R>>,
-    ) -> (Duration, Result<R, CallError>) {
-        let _running = self.ticker.running();
+    ) -> impl Future<Output = (Duration, Result<R, CallError>)> {
+        let running = self.ticker.running();
         let deadline = tokio::time::Instant::from_std(started + self.limits.time);
-        let outcome = tokio::time::timeout_at(deadline, polls_noted(started, call)).await;
-        let took = started.elapsed();
-        self.call_seconds.record(took);
-        (took, self.named(outcome))
+        let noted = PollsNoted {
+            call,
+            first_poll: Some(started),
+        };
+        tokio::time::timeout_at(deadline, noted).map(move |outcome| {
+            let _running = running;
+            let took = started.elapsed();
+            self.call_seconds.record(took);
+            (took, self.named(outcome))
+        })
     }
 
     /// What a call under [`Self::limited`] gave, its failure named and counted.
@@ -765,19 +785,27 @@ fn computed_through_tick(now: Instant) -> bool {
         .is_some_and(|started| now.saturating_duration_since(started) >= COMPUTED_THROUGH_TICK)
 }
 
-/// Polls `call`, noting in [`POLL_STARTED`] when each poll starts; the
-/// first starts at `started`.
-async fn polls_noted<R>(started: Instant, call: impl Future<Output = R>) -> R {
-    let mut call = std::pin::pin!(call);
-    let mut first = Some(started);
-    std::future::poll_fn(|cx| {
-        let now = first.take().unwrap_or_else(Instant::now);
+pin_project_lite::pin_project! {
+    /// A guest call whose every poll notes in [`POLL_STARTED`] when it
+    /// started; the first poll's start is the call's.
+    struct PollsNoted<F> {
+        #[pin]
+        call: F,
+        first_poll: Option<Instant>,
+    }
+}
+
+impl<F: Future> Future for PollsNoted<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let now = this.first_poll.take().unwrap_or_else(Instant::now);
         let outer = POLL_STARTED.replace(Some(now));
-        let polled = call.as_mut().poll(cx);
+        let polled = this.call.poll(cx);
         POLL_STARTED.set(outer);
         polled
-    })
-    .await
+    }
 }
 
 fn classify(plugin: PluginName, limits: Limits, error: &wasmtime::Error) -> CallError {
@@ -816,7 +844,7 @@ mod tests {
 
     #[tokio::test]
     async fn ticks_count_the_time_a_poll_computed_not_the_wait_before_it() {
-        polls_noted(Instant::now(), async {
+        let call = async {
             let started = poll_started();
             assert!(!computed_through_tick(started + COMPUTED_THROUGH_TICK / 2));
             assert!(computed_through_tick(started + COMPUTED_THROUGH_TICK));
@@ -826,8 +854,9 @@ mod tests {
             let resumed = poll_started();
             assert!(resumed >= started + EPOCH_TICK * 2);
             assert!(!computed_through_tick(resumed + COMPUTED_THROUGH_TICK / 2));
-        })
-        .await;
+        };
+        let first_poll = Some(Instant::now());
+        PollsNoted { call, first_poll }.await;
         assert_eq!(POLL_STARTED.get(), None, "outside any call");
     }
 }

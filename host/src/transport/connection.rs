@@ -7,10 +7,12 @@
 //! can overtake anything else. The queue is bounded in events and in bytes,
 //! and events over the namespace's rate are refused before they are queued.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
+use futures_util::task::AtomicWaker;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use serde::Serialize;
@@ -20,7 +22,6 @@ use socketioxide::handler::{FromMessageParts, MessageHandler, Value};
 use socketioxide::socket::{DisconnectReason, Socket};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::budget::CostBudget;
 use super::job_queue::{JobQueue, Refused};
@@ -69,6 +70,40 @@ struct SocketJobs<A: Adapter> {
     queue: JobQueue<Job<A>>,
     /// Bytes of the events queued and not yet handled.
     queued_bytes: AtomicUsize,
+    /// Raised by its [`EventQueue`] when the socket keeps sending over its rate.
+    rate_limited: Alarm,
+}
+
+/// Raised once, waited for by the socket's task on every turn of its loop:
+/// an atomic and a waker, where a `CancellationToken` takes two locks each
+/// time it is polled.
+#[derive(Default)]
+struct Alarm {
+    raised: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Alarm {
+    fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    async fn raised(&self) {
+        std::future::poll_fn(|cx| {
+            if self.raised.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // Raised between the check and the registration: not woken.
+            if self.raised.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
 }
 
 /// The task's end of a socket's queue. Dropped, it closes the queue: a
@@ -95,7 +130,6 @@ impl<A: Adapter> Drop for Reader<A> {
 /// state its handlers share with its task.
 struct Registered<A: Adapter> {
     jobs: Reader<A>,
-    rate_limited: CancellationToken,
 }
 
 /// Carries [`Registered`] in the socket's extensions, which must be `Clone`.
@@ -116,8 +150,8 @@ pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, namespace: &Namespace)
     let jobs = Arc::new(SocketJobs {
         queue: JobQueue::new(),
         queued_bytes: AtomicUsize::new(0),
+        rate_limited: Alarm::default(),
     });
-    let rate_limited = CancellationToken::new();
     let rate = namespace.routes.load().event_rate();
     socket.on_fallback(EventQueue {
         jobs: jobs.clone(),
@@ -128,7 +162,6 @@ pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, namespace: &Namespace)
             count: 0,
         }),
         max_refusals: rate.burst.get(),
-        rate_limited: rate_limited.clone(),
     });
     let disconnects = jobs.clone();
     socket.on_disconnect(move |reason: DisconnectReason| {
@@ -143,10 +176,7 @@ pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, namespace: &Namespace)
             }
         }
     });
-    let registered = Registered {
-        jobs: Reader(jobs),
-        rate_limited,
-    };
+    let registered = Registered { jobs: Reader(jobs) };
     socket
         .extensions
         .insert(Pending(Arc::new(Mutex::new(Some(registered)))));
@@ -162,7 +192,7 @@ pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>)
         let _ = socket.disconnect();
         return;
     };
-    let Some(Registered { jobs, rate_limited }) = pending
+    let Some(Registered { jobs }) = pending
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .take()
@@ -184,7 +214,6 @@ pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>)
         namespace,
         expires,
         jobs,
-        rate_limited,
         budget,
     };
     let connections = connection.namespace.connections.clone();
@@ -199,8 +228,6 @@ struct EventQueue<A: Adapter> {
     refusals: Mutex<Refusals>,
     /// Refusals within [`REFUSAL_WINDOW`] that disconnect the socket.
     max_refusals: u32,
-    /// Cancelled when the socket is to be disconnected for its rate.
-    rate_limited: CancellationToken,
 }
 
 /// Events refused for their rate since `since`.
@@ -279,7 +306,7 @@ impl<A: Adapter> EventQueue<A> {
         }
         refusals.count = refusals.count.saturating_add(1);
         if refusals.count >= self.max_refusals {
-            self.rate_limited.cancel();
+            self.jobs.rate_limited.raise();
         }
     }
 }
@@ -335,10 +362,9 @@ struct Connection<A: Adapter> {
     namespace: Arc<Namespace>,
     /// When the socket's token expires; `None` for a socket without one.
     expires: Option<Instant>,
-    /// Its events and its disconnect, queued by its [`EventQueue`] and disconnect handler.
+    /// Its events and its disconnect, queued by its [`EventQueue`] and
+    /// disconnect handler, and its alarm for a socket over its rate.
     jobs: Reader<A>,
-    /// Cancelled by its [`EventQueue`] when the socket keeps sending over its rate.
-    rate_limited: CancellationToken,
     /// What its events may still cost: over it, its next event waits.
     budget: Arc<CostBudget>,
 }
@@ -370,8 +396,8 @@ impl<A: Adapter> Connection<A> {
             }
         };
         tokio::pin!(expiry);
-        let rate_limited = self.rate_limited.clone();
-        let rate_limited = rate_limited.cancelled();
+        let jobs = self.jobs.0.clone();
+        let rate_limited = jobs.rate_limited.raised();
         tokio::pin!(rate_limited);
         let gone = loop {
             // A socket whose events cost more than its budget has its next

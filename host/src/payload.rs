@@ -66,12 +66,13 @@ impl Outgoing {
         };
         let arguments = payload.args.into_iter().enumerate();
         if payload.attachments.is_empty() {
-            arguments
-                .map(|(index, arg)| {
-                    RawValue::from_string(arg).map_err(|error| invalid(index, error))
-                })
-                .collect::<Result<_, _>>()
-                .map(Self::Json)
+            // Pushed, not collected: collecting in place would reuse the
+            // strings' buffer and reallocate it to the smaller boxes' size.
+            let mut json = Vec::with_capacity(arguments.len());
+            for (index, arg) in arguments {
+                json.push(RawValue::from_string(arg).map_err(|error| invalid(index, error))?);
+            }
+            Ok(Self::Json(json))
         } else {
             let values = arguments
                 .map(|(index, arg)| {

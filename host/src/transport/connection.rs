@@ -851,3 +851,27 @@ fn event_name(packet: &Value) -> Option<String> {
         .ok()
         .map(|(event, _)| event)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_alarm_wakes_its_waiter_and_stays_raised() {
+        let alarm = Arc::new(Alarm::default());
+        let waiter = tokio::spawn({
+            let alarm = alarm.clone();
+            async move { alarm.raised().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "not raised yet");
+        alarm.raise();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by the raise")
+            .expect("the waiter did not panic");
+        tokio::time::timeout(Duration::from_secs(5), alarm.raised())
+            .await
+            .expect("raised already: a later wait ends at once");
+    }
+}

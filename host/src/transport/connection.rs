@@ -7,12 +7,10 @@
 //! can overtake anything else. The queue is bounded in events and in bytes,
 //! and events over the namespace's rate are refused before they are queued.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
-use futures_util::task::AtomicWaker;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use serde::Serialize;
@@ -24,7 +22,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::budget::CostBudget;
-use super::job_queue::{JobQueue, Refused};
+use super::job_queue::{Alarm, JobQueue, Refused};
 use super::{EVERY_SOCKET, Held, Namespace, Resumed};
 use crate::bindings::{Conn, PluginError};
 use crate::escaped::Escaped;
@@ -72,38 +70,6 @@ struct SocketJobs<A: Adapter> {
     queued_bytes: AtomicUsize,
     /// Raised by its [`EventQueue`] when the socket keeps sending over its rate.
     rate_limited: Alarm,
-}
-
-/// Raised once, waited for by the socket's task on every turn of its loop:
-/// an atomic and a waker, where a `CancellationToken` takes two locks each
-/// time it is polled.
-#[derive(Default)]
-struct Alarm {
-    raised: AtomicBool,
-    waker: AtomicWaker,
-}
-
-impl Alarm {
-    fn raise(&self) {
-        self.raised.store(true, Ordering::Release);
-        self.waker.wake();
-    }
-
-    async fn raised(&self) {
-        std::future::poll_fn(|cx| {
-            if self.raised.load(Ordering::Acquire) {
-                return Poll::Ready(());
-            }
-            self.waker.register(cx.waker());
-            // Raised between the check and the registration: not woken.
-            if self.raised.load(Ordering::Acquire) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
-    }
 }
 
 /// The task's end of a socket's queue. Dropped, it closes the queue: a
@@ -850,28 +816,4 @@ fn event_name(packet: &Value) -> Option<String> {
     payload::decode_event(text, None)
         .ok()
         .map(|(event, _)| event)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn an_alarm_wakes_its_waiter_and_stays_raised() {
-        let alarm = Arc::new(Alarm::default());
-        let waiter = tokio::spawn({
-            let alarm = alarm.clone();
-            async move { alarm.raised().await }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiter.is_finished(), "not raised yet");
-        alarm.raise();
-        tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .expect("woken by the raise")
-            .expect("the waiter did not panic");
-        tokio::time::timeout(Duration::from_secs(5), alarm.raised())
-            .await
-            .expect("raised already: a later wait ends at once");
-    }
 }

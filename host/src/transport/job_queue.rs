@@ -1,4 +1,5 @@
-//! The queue between a socket's handlers and its task.
+//! The queue between a socket's handlers and its task, and the alarm its
+//! task also waits on.
 //!
 //! A queue that holds nothing allocates nothing: an idle socket's costs a
 //! few words, where a tokio channel's was a kilobyte (its cache-padded
@@ -6,8 +7,11 @@
 //! task, so a [`Notify`] permit is all the waking it needs.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::task::Poll;
 
+use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
 
 /// Room a queue keeps once drained; a burst's is given back.
@@ -106,6 +110,38 @@ impl<T> JobQueue<T> {
     }
 }
 
+/// Raised once, waited for by the socket's task on every turn of its loop:
+/// an atomic and a waker, where a `CancellationToken` takes two locks each
+/// time it is polled.
+#[derive(Default)]
+pub(super) struct Alarm {
+    raised: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Alarm {
+    pub(super) fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    pub(super) async fn raised(&self) {
+        std::future::poll_fn(|cx| {
+            if self.raised.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // Raised between the check and the registration: not woken.
+            if self.raised.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -125,20 +161,40 @@ mod tests {
         assert_eq!(queue.next().await, 4);
     }
 
+    /// What `wait` gives, run on a task that is still waiting when `wake` is called.
+    async fn woken<T: Send + 'static>(
+        wait: impl Future<Output = T> + Send + 'static,
+        wake: impl FnOnce(),
+    ) -> T {
+        let waiter = tokio::spawn(wait);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "waits until woken");
+        wake();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .expect("the waiter did not panic")
+    }
+
     #[tokio::test]
     async fn a_waiting_reader_wakes_for_an_item() {
         let queue = Arc::new(JobQueue::new());
-        let reader = tokio::spawn({
-            let queue = queue.clone();
-            async move { queue.next().await }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        queue.push("event").expect("open");
-        let item = tokio::time::timeout(Duration::from_secs(5), reader)
-            .await
-            .expect("the reader woke")
-            .expect("the reader did not panic");
+        let reader = queue.clone();
+        let item = woken(async move { reader.next().await }, || {
+            queue.push("event").expect("open");
+        })
+        .await;
         assert_eq!(item, "event");
+    }
+
+    #[tokio::test]
+    async fn an_alarm_wakes_its_waiter_and_stays_raised() {
+        let alarm = Arc::new(Alarm::default());
+        let waiter = alarm.clone();
+        woken(async move { waiter.raised().await }, || alarm.raise()).await;
+        tokio::time::timeout(Duration::from_secs(5), alarm.raised())
+            .await
+            .expect("raised already: a later wait ends at once");
     }
 
     #[tokio::test]

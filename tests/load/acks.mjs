@@ -81,6 +81,8 @@ const median = (numbers) => {
   return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
 };
 const ratioTo = (result, baseline) => result.acksPerCpuSecond / baseline.acksPerCpuSecond;
+/** A round's result for one server. */
+const named = (results, name) => results.find((result) => result.name === name);
 
 // Round after round, the servers in turn on fresh processes: what the
 // machine does meanwhile weighs on each server alike.
@@ -93,7 +95,7 @@ for (let round = 0; round < ROUNDS; round++) {
 }
 console.log(`${CLIENTS} clients, one echo in flight each, ${SECONDS} s per server` + (ROUNDS > 1 ? `, ${ROUNDS} rounds` : ""));
 for (const results of rounds) {
-  const baseline = results.find((result) => result.name === "socketioxide");
+  const baseline = named(results, "socketioxide");
   for (const result of results) {
     const ratio = baseline ? ` (${ratioTo(result, baseline).toFixed(2)}x socketioxide)` : "";
     console.log(
@@ -107,10 +109,10 @@ for (const results of rounds) {
 }
 /** The median over the rounds of each server's ratio to socketioxide's figure in the same round. */
 const medianRatio = (name) =>
-  median(rounds.map((results) => ratioTo(results.find((result) => result.name === name), results.find((result) => result.name === "socketioxide"))));
+  median(rounds.map((results) => ratioTo(named(results, name), named(results, "socketioxide"))));
 if (ROUNDS > 1 && names.includes("socketioxide")) {
   for (const name of names) {
-    const ofServer = rounds.map((results) => results.find((result) => result.name === name));
+    const ofServer = rounds.map((results) => named(results, name));
     console.log(
       `median ${name.padEnd(12)} ${Math.round(median(ofServer.map((result) => result.acksPerCpuSecond))).toLocaleString("en")} per CPU-second` +
         `  ${medianRatio(name).toFixed(2)}x socketioxide  p99 ${median(ofServer.map((result) => result.p99)).toFixed(2)} ms`,

@@ -351,8 +351,7 @@ impl<A: Adapter> Connection<A> {
         // the loop's own state, not room for the largest call it may make.
         Box::pin(self.begin()).await;
         // One wait each for the whole loop, not a new one per event.
-        let closing = self.namespace.closing.clone();
-        let closing = closing.cancelled();
+        let closing = self.namespace.closing.cancelled();
         tokio::pin!(closing);
         let expires = self.expires;
         let expiry = async move {
@@ -362,8 +361,7 @@ impl<A: Adapter> Connection<A> {
             }
         };
         tokio::pin!(expiry);
-        let jobs = self.jobs.0.clone();
-        let rate_limited = jobs.rate_limited.raised();
+        let rate_limited = self.jobs.0.rate_limited.raised();
         tokio::pin!(rate_limited);
         let gone = loop {
             // A socket whose events cost more than its budget has its next

@@ -7,10 +7,10 @@
 //! pages unused for `dirty_decay_ms` (10 s by default), from a background
 //! thread, so an idle node shrinks too.
 
-use metrics::gauge;
-use tikv_jemalloc_ctl::{background_thread, epoch, stats};
+use metrics::{counter, gauge};
+use tikv_jemalloc_ctl::{Access, AsName, background_thread, epoch, stats};
 
-use crate::metrics::{MEMORY_ALLOCATED, MEMORY_RESIDENT};
+use crate::metrics::{MEMORY_ALLOCATED, MEMORY_ALLOCATIONS, MEMORY_RESIDENT};
 
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -36,4 +36,18 @@ pub fn record_memory() {
     if let Ok(resident) = stats::resident::read() {
         gauge!(MEMORY_RESIDENT).set(resident as f64);
     }
+    if let Some(allocations) = allocations() {
+        counter!(MEMORY_ALLOCATIONS).absolute(allocations);
+    }
+}
+
+/// Allocations made since the process started: the requests of every size
+/// class in every arena (4096 is jemalloc's `MALLCTL_ARENAS_ALL`), those a
+/// thread's cache served included.
+fn allocations() -> Option<u64> {
+    let requests = |name: &[u8]| Access::<u64>::read(name.name()).ok();
+    Some(
+        requests(b"stats.arenas.4096.small.nrequests\0")?
+            + requests(b"stats.arenas.4096.large.nrequests\0")?,
+    )
 }

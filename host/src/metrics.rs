@@ -63,6 +63,9 @@ pub const MEMORY_ALLOCATED: &str = "switchboard_memory_allocated_bytes";
 /// Bytes of physical memory the allocator holds: allocations, its own
 /// metadata and freed pages not yet given back to the OS.
 pub const MEMORY_RESIDENT: &str = "switchboard_memory_resident_bytes";
+/// Allocations the process has made since it started: their rate against
+/// the deliveries' shows what each delivery costs the allocator.
+pub const MEMORY_ALLOCATIONS: &str = "switchboard_memory_allocations_total";
 
 /// Bucket bounds (seconds) of the latency histograms: sub-millisecond to the
 /// default one-second plugin time limit and past it.
@@ -142,6 +145,11 @@ fn describe() {
         MEMORY_RESIDENT,
         Unit::Bytes,
         "Bytes of physical memory the allocator holds, freed pages not yet returned to the OS included."
+    );
+    describe_counter!(
+        MEMORY_ALLOCATIONS,
+        Unit::Count,
+        "Allocations the process has made since it started."
     );
     describe_counter!(DISCONNECTS, Unit::Count, "Sockets that left, by reason.");
     describe_counter!(

@@ -6,9 +6,10 @@ import WebSocket from "ws";
 /**
  * Connects to `namespace` on 127.0.0.1:`port` (from `localAddress` if given)
  * and resolves once the namespace accepted the socket, to
- * `{ emitWithAck(event, data), close(), pause(), closed, bufferedAmount() }`.
+ * `{ emitWithAck(event, data), close(), pause(), closed, bufferedAmount(), events() }`.
  * Pings are answered; `pause()` stops reading (the kernel's buffers then fill,
- * and the server's writes block); `closed` resolves when the connection ends.
+ * and the server's writes block); `closed` resolves when the connection ends;
+ * `events()` counts the events received.
  */
 export function openRawSocket(port, namespace, { auth, localAddress } = {}) {
   const ws = new WebSocket(`ws://127.0.0.1:${port}/socket.io/?EIO=4&transport=websocket`, {
@@ -18,6 +19,7 @@ export function openRawSocket(port, namespace, { auth, localAddress } = {}) {
   const prefix = namespace === "/" ? "" : `${namespace},`;
   const acks = new Map();
   let lastId = 0;
+  let events = 0;
   const closed = new Promise((resolve) => ws.on("close", resolve));
   return new Promise((resolve, reject) => {
     ws.on("error", reject);
@@ -37,7 +39,12 @@ export function openRawSocket(port, namespace, { auth, localAddress } = {}) {
           pause: () => ws._socket.pause(),
           closed,
           bufferedAmount: () => ws.bufferedAmount,
+          events: () => events,
         });
+      }
+      if (text.startsWith(`42${prefix}`)) {
+        events += 1;
+        return;
       }
       if (text.startsWith(`44${prefix}`)) return reject(new Error(`connect_error ${text.slice(2 + prefix.length)}`));
       if (text.startsWith(`43${prefix}`)) {

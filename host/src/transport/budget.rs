@@ -4,6 +4,7 @@
 //! spin for a second or send megabytes meet this: the socket's next event
 //! waits until its budget has refilled.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -14,22 +15,46 @@ use crate::runtime::Meter;
 /// cost is known only once it has run, so it is charged then and a bucket
 /// may go below zero: the socket's next event waits until every bucket is
 /// above zero again.
+///
+/// Charges are added up and taken from the buckets when the socket asks
+/// whether it may go on, after refilling them: one clock read and one lock
+/// per event rather than one each per charge. Refilling first is the
+/// stricter order (a full bucket gains nothing for the time a charge waited).
 pub struct CostBudget {
+    buckets: Mutex<Buckets>,
+    plugin_ns_owed: AtomicU64,
+    output_bytes_owed: AtomicU64,
+}
+
+struct Buckets {
     plugin_ms: Bucket,
     output_bytes: Bucket,
+    at: Instant,
 }
 
 impl CostBudget {
     pub fn new(rate: &EventRate) -> Self {
-        Self {
-            plugin_ms: Bucket::new(
+        Self::with_buckets(
+            Bucket::new(
                 f64::from(rate.plugin_ms_per_second.get()),
                 f64::from(rate.plugin_burst_ms.get()),
             ),
-            output_bytes: Bucket::new(
+            Bucket::new(
                 rate.output_bytes_per_second.get() as f64,
                 rate.output_burst_bytes.get() as f64,
             ),
+        )
+    }
+
+    fn with_buckets(plugin_ms: Bucket, output_bytes: Bucket) -> Self {
+        Self {
+            buckets: Mutex::new(Buckets {
+                plugin_ms,
+                output_bytes,
+                at: Instant::now(),
+            }),
+            plugin_ns_owed: AtomicU64::new(0),
+            output_bytes_owed: AtomicU64::new(0),
         }
     }
 
@@ -37,33 +62,35 @@ impl CostBudget {
     /// above zero again; `None` when it may be handled now.
     pub fn pause(&self) -> Option<Duration> {
         let now = Instant::now();
-        let wait = self
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let elapsed = now.saturating_duration_since(buckets.at).as_secs_f64();
+        buckets.at = now;
+        let plugin_ms = self.plugin_ns_owed.swap(0, Ordering::Relaxed) as f64 / 1e6;
+        let output_bytes = self.output_bytes_owed.swap(0, Ordering::Relaxed) as f64;
+        let wait = buckets
             .plugin_ms
-            .time_to_credit(now)
-            .max(self.output_bytes.time_to_credit(now));
+            .settle(elapsed, plugin_ms)
+            .max(buckets.output_bytes.settle(elapsed, output_bytes));
         (wait > 0.0).then(|| Duration::from_secs_f64(wait))
     }
 }
 
 impl Meter for CostBudget {
     fn plugin_time(&self, took: Duration) {
-        self.plugin_ms.charge(took.as_secs_f64() * 1000.0);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.plugin_ns_owed.fetch_add(nanos, Ordering::Relaxed);
     }
 
     fn output_bytes(&self, bytes: usize) {
-        self.output_bytes.charge(bytes as f64);
+        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+        self.output_bytes_owed.fetch_add(bytes, Ordering::Relaxed);
     }
 }
 
 struct Bucket {
     per_second: f64,
     burst: f64,
-    state: Mutex<Level>,
-}
-
-struct Level {
     level: f64,
-    at: Instant,
 }
 
 impl Bucket {
@@ -71,40 +98,19 @@ impl Bucket {
         Self {
             per_second,
             burst,
-            state: Mutex::new(Level {
-                level: burst,
-                at: Instant::now(),
-            }),
+            level: burst,
         }
     }
 
-    /// What is left at `now`, refilled since it was last read.
-    fn level(&self, now: Instant) -> f64 {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        self.refill(&mut state, now);
-        state.level
-    }
-
-    /// Seconds until the level is above zero.
-    fn time_to_credit(&self, now: Instant) -> f64 {
-        let level = self.level(now);
-        if level > 0.0 {
+    /// Refills the bucket for `elapsed` seconds, takes `charge` from it, and
+    /// returns the seconds until it is above zero again.
+    fn settle(&mut self, elapsed: f64, charge: f64) -> f64 {
+        self.level = (self.level + elapsed * self.per_second).min(self.burst) - charge;
+        if self.level > 0.0 {
             return 0.0;
         }
         // Past zero by a little, so the wait ends with credit.
-        (-level + 1.0) / self.per_second
-    }
-
-    fn charge(&self, amount: f64) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        self.refill(&mut state, Instant::now());
-        state.level -= amount;
-    }
-
-    fn refill(&self, state: &mut Level, now: Instant) {
-        let elapsed = now.saturating_duration_since(state.at).as_secs_f64();
-        state.level = (state.level + elapsed * self.per_second).min(self.burst);
-        state.at = now;
+        (-self.level + 1.0) / self.per_second
     }
 }
 
@@ -114,10 +120,8 @@ mod tests {
 
     #[test]
     fn a_budget_in_debt_pauses_for_as_long_as_the_refill_takes() {
-        let budget = CostBudget {
-            plugin_ms: Bucket::new(100.0, 200.0),
-            output_bytes: Bucket::new(1000.0, 1000.0),
-        };
+        let budget =
+            CostBudget::with_buckets(Bucket::new(100.0, 200.0), Bucket::new(1000.0, 1000.0));
         assert_eq!(budget.pause(), None);
         budget.plugin_time(Duration::from_millis(500));
         let pause = budget.pause().unwrap();
@@ -132,14 +136,14 @@ mod tests {
 
     #[test]
     fn a_bucket_goes_into_debt_and_refills_at_its_rate_up_to_its_burst() {
-        let bucket = Bucket::new(1000.0, 2000.0);
-        let start = Instant::now();
-        assert_eq!(bucket.level(start), 2000.0);
-        bucket.charge(3000.0);
-        let after = bucket.state.lock().unwrap().at;
-        assert!(bucket.level(after) <= -999.0);
-        // A second later at 1000 a second: back to about zero, not above the burst later.
-        assert!(bucket.level(after + Duration::from_millis(1500)) > 0.0);
-        assert_eq!(bucket.level(after + Duration::from_secs(60)), 2000.0);
+        let mut bucket = Bucket::new(1000.0, 2000.0);
+        assert_eq!(bucket.settle(0.0, 0.0), 0.0);
+        // A full bucket gains nothing from the time before a charge.
+        assert!(bucket.settle(10.0, 3000.0) > 0.9);
+        assert!(bucket.level <= -999.0);
+        // A second and a half later at 1000 a second: above zero, and never above the burst.
+        assert_eq!(bucket.settle(1.5, 0.0), 0.0);
+        assert_eq!(bucket.settle(60.0, 0.0), 0.0);
+        assert_eq!(bucket.level, 2000.0);
     }
 }

@@ -16,6 +16,7 @@ use tracing::Instrument;
 
 use crate::bindings::Conn;
 use crate::escaped::Escaped;
+use crate::manifest::PluginName;
 
 tokio::task_local! {
     static CURRENT: Arc<LogContext>;
@@ -24,7 +25,7 @@ tokio::task_local! {
 pub struct LogContext {
     conn: Arc<Conn>,
     /// The event being handled and the plugin handling it.
-    event: Option<(String, String)>,
+    event: Option<(String, PluginName)>,
 }
 
 impl LogContext {
@@ -34,8 +35,8 @@ impl LogContext {
     }
 
     /// One of the socket's events, handled by `plugin`.
-    pub fn event(conn: Arc<Conn>, event: &str, plugin: &str) -> Self {
-        let event = Some((event.to_owned(), plugin.to_owned()));
+    pub fn event(conn: Arc<Conn>, event: &str, plugin: &PluginName) -> Self {
+        let event = Some((event.to_owned(), plugin.clone()));
         Self { conn, event }
     }
 

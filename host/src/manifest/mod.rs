@@ -14,6 +14,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use environment::Environment;
@@ -242,8 +243,9 @@ pub struct Limits {
 }
 
 /// A plugin name: lowercase ASCII letters, digits, `-` and `_`, starting with a letter.
+/// Shared, not copied: every event's log context names its plugin.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PluginName(String);
+pub struct PluginName(Arc<str>);
 
 impl PluginSpec {
     /// Whether a plugin running `self` can keep running for `other`: the same
@@ -267,7 +269,7 @@ impl PluginName {
         let rest_valid =
             chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
         if starts_with_letter && rest_valid && name.len() <= 64 {
-            Ok(Self(name.to_owned()))
+            Ok(Self(name.into()))
         } else {
             Err(format!(
                 "invalid plugin name `{name}`: use 1 to 64 lowercase letters, digits, `-` or `_`, starting with a letter"

@@ -500,7 +500,7 @@ impl<A: Adapter> Connection<A> {
         // What the plugin logs, and what is logged of its call (a trap, a
         // timeout), names the event and the plugin, the socket and its
         // namespace.
-        let context = LogContext::event(self.conn.clone(), &event, slot.spec.name.as_str());
+        let context = LogContext::event(self.conn.clone(), &event, &slot.spec.name);
         let plugin = slot.current();
         let meter: Arc<dyn Meter> = self.budget.clone();
         let call = plugin.on_event(&self.conn, &event, payload, Some(meter));

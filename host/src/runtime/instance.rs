@@ -83,8 +83,6 @@ pub struct InstanceState {
     pub(crate) memory: MemoryLimiter,
     /// When the running call must stop; checked at every epoch tick.
     pub(crate) deadline: Instant,
-    /// Epoch ticks the running call's guest code has computed through.
-    pub(crate) ticks: u32,
     /// The running call's state reads and writes, committed when it returns.
     pub(crate) transaction: Transaction,
     /// The running call's emits, sent when it commits.
@@ -116,7 +114,6 @@ impl InstanceState {
             services,
             memory,
             deadline: Instant::now(),
-            ticks: 0,
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
         }

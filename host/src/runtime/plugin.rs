@@ -44,21 +44,32 @@ use crate::log_context;
 use crate::manifest::{InstanceModel, Limits, PluginName, PluginSpec};
 use crate::metrics;
 
-/// Epoch ticks a call's guest code computes through before its plugin
-/// counts as one whose calls run long ([`Placement::long_call`]): one tick
-/// can fall in any call, two take about a tick of computing.
-const LONG_CALL_TICKS: u32 = 2;
-
-/// How long a poll of a call must have run when an epoch tick reaches it for
-/// the tick to count as computed through. A call resumed after it yielded
-/// at a tick meets the next one at once when it waited a tick or more for a
-/// thread (under load, it does): that wait is not computing.
+/// CPU time a call's guest code must use between two epoch ticks for its
+/// plugin to count as one whose calls run long ([`Placement::long_call`]):
+/// a tick can fall in any call, two with this much computing between them
+/// take about a tick of it. CPU time, not wall time: on a busy machine the
+/// OS preempts a thread in the middle of a short call for milliseconds, and
+/// taking that for computing moved every call of the plugin to the plugin
+/// threads for a while, two more thread hops per call when threads are
+/// scarcest.
 const COMPUTED_THROUGH_TICK: Duration = EPOCH_TICK.checked_div(4).expect("a tick divides");
 
 thread_local! {
-    /// When the poll of the guest call running on this thread started; the
-    /// epoch callback runs inside that poll.
-    static POLL_STARTED: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// The poll of the guest call running on this thread; the epoch
+    /// callback runs inside it.
+    static POLL: Cell<Option<PollNote>> = const { Cell::new(None) };
+}
+
+/// What the epoch callback learns of the poll it runs in, and tells it.
+#[derive(Clone, Copy)]
+struct PollNote {
+    /// The thread's CPU clock when the poll started, and the CPU time the
+    /// call had used since its last tick before it. `None` until the call
+    /// met a tick: reading the clock is a system call, and most calls meet
+    /// none.
+    cpu: Option<(Duration, Duration)>,
+    /// Set by the callback: the call met a tick in this poll.
+    ticked: bool,
 }
 
 /// Idle instances kept per plugin; bursts above this make short-lived ones.
@@ -661,7 +672,6 @@ impl Plugin {
         let state = store.data_mut();
         state.deadline = started + self.limits.time;
         state.memory.call_deadline = state.deadline;
-        state.ticks = 0;
         store.set_epoch_deadline(1);
         started
     }
@@ -692,16 +702,11 @@ impl Plugin {
         let mut store = Store::new(&self.engine, state);
         store.limiter_async(|state| &mut state.memory);
         let placement = self.placement.clone();
-        store.epoch_deadline_callback(move |mut store| {
-            let now = Instant::now();
-            let state = store.data_mut();
-            if computed_through_tick(now) {
-                state.ticks += 1;
-                if state.ticks == LONG_CALL_TICKS {
-                    placement.long_call();
-                }
+        store.epoch_deadline_callback(move |store| {
+            if met_tick() {
+                placement.long_call();
             }
-            Ok(if now >= state.deadline {
+            Ok(if Instant::now() >= store.data().deadline {
                 UpdateDeadline::Interrupt
             } else {
                 UpdateDeadline::Yield(1)
@@ -741,7 +746,7 @@ impl Plugin {
         let deadline = tokio::time::Instant::from_std(started + self.limits.time);
         let noted = PollsNoted {
             call,
-            first_poll: Some(started),
+            cpu_since_tick: None,
         };
         tokio::time::timeout_at(deadline, noted).map(move |outcome| {
             let _running = running;
@@ -777,21 +782,37 @@ impl Plugin {
     }
 }
 
-/// Whether an epoch tick reached at `now` falls in a poll of a guest call
-/// that has computed for [`COMPUTED_THROUGH_TICK`].
-fn computed_through_tick(now: Instant) -> bool {
-    POLL_STARTED
-        .get()
-        .is_some_and(|started| now.saturating_duration_since(started) >= COMPUTED_THROUGH_TICK)
+/// Notes that the guest call running on this thread met an epoch tick;
+/// returns whether it used [`COMPUTED_THROUGH_TICK`] of CPU since the tick
+/// before.
+fn met_tick() -> bool {
+    let Some(mut note) = POLL.get() else {
+        return false;
+    };
+    note.ticked = true;
+    POLL.set(Some(note));
+    note.cpu.is_some_and(|(at_start, before)| {
+        before + thread_cpu().saturating_sub(at_start) >= COMPUTED_THROUGH_TICK
+    })
+}
+
+/// CPU time the calling thread has used.
+fn thread_cpu() -> Duration {
+    let time = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(time.tv_sec).unwrap_or(0),
+        u32::try_from(time.tv_nsec).unwrap_or(0),
+    )
 }
 
 pin_project_lite::pin_project! {
-    /// A guest call whose every poll notes in [`POLL_STARTED`] when it
-    /// started; the first poll's start is the call's.
+    /// A guest call whose every poll notes in [`POLL`] what the epoch
+    /// callback needs, and counts the CPU time it used since its last tick
+    /// once it met one.
     struct PollsNoted<F> {
         #[pin]
         call: F,
-        first_poll: Option<Instant>,
+        cpu_since_tick: Option<Duration>,
     }
 }
 
@@ -800,10 +821,16 @@ impl<F: Future> Future for PollsNoted<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let now = this.first_poll.take().unwrap_or_else(Instant::now);
-        let outer = POLL_STARTED.replace(Some(now));
+        let cpu = this.cpu_since_tick.map(|used| (thread_cpu(), used));
+        let outer = POLL.replace(Some(PollNote { cpu, ticked: false }));
         let polled = this.call.poll(cx);
-        POLL_STARTED.set(outer);
+        let note = POLL.replace(outer).expect("noted above");
+        *this.cpu_since_tick = if note.ticked {
+            Some(Duration::ZERO)
+        } else {
+            note.cpu
+                .map(|(at_start, used)| used + thread_cpu().saturating_sub(at_start))
+        };
         polled
     }
 }
@@ -838,25 +865,38 @@ fn classify(plugin: PluginName, limits: Limits, error: &wasmtime::Error) -> Call
 mod tests {
     use super::*;
 
-    fn poll_started() -> Instant {
-        POLL_STARTED.get().expect("inside a noted poll")
+    /// Uses `cpu` of the thread's CPU time.
+    fn compute_for(cpu: Duration) {
+        let until = thread_cpu() + cpu;
+        while thread_cpu() < until {
+            std::hint::spin_loop();
+        }
     }
 
     #[tokio::test]
-    async fn ticks_count_the_time_a_poll_computed_not_the_wait_before_it() {
+    async fn a_tick_counts_as_computed_through_for_the_cpu_the_call_used_since_the_tick_before() {
         let call = async {
-            let started = poll_started();
-            assert!(!computed_through_tick(started + COMPUTED_THROUGH_TICK / 2));
-            assert!(computed_through_tick(started + COMPUTED_THROUGH_TICK));
-            // A call that yielded at a tick and waited for a thread longer
-            // than a tick meets the next tick right after it is resumed.
-            tokio::time::sleep(EPOCH_TICK * 2).await;
-            let resumed = poll_started();
-            assert!(resumed >= started + EPOCH_TICK * 2);
-            assert!(!computed_through_tick(resumed + COMPUTED_THROUGH_TICK / 2));
+            // The first tick a call meets only starts the count.
+            compute_for(COMPUTED_THROUGH_TICK);
+            assert!(!met_tick());
+            tokio::task::yield_now().await;
+            // Waiting is not computing: a thread the OS does not run (here:
+            // asleep) uses no CPU, however long the poll takes.
+            std::thread::sleep(COMPUTED_THROUGH_TICK * 4);
+            assert!(!met_tick());
+            tokio::task::yield_now().await;
+            // Computing counts, across polls (here: with a wait for the host
+            // between them).
+            compute_for(COMPUTED_THROUGH_TICK / 2);
+            tokio::task::yield_now().await;
+            compute_for(COMPUTED_THROUGH_TICK / 2);
+            assert!(met_tick());
         };
-        let first_poll = Some(Instant::now());
-        PollsNoted { call, first_poll }.await;
-        assert_eq!(POLL_STARTED.get(), None, "outside any call");
+        PollsNoted {
+            call,
+            cpu_since_tick: None,
+        }
+        .await;
+        assert!(POLL.get().is_none(), "outside any call");
     }
 }

@@ -10,7 +10,7 @@
 // as a ratio to socketioxide's in the same run.
 //
 //   node tests/load/acks.mjs [--clients 50] [--seconds 10] [--servers switchboard,socketioxide,node]
-//                            [--rounds 1] [--min-ratio R]
+//                            [--rounds 1] [--min-ratio R] [--client node|rust]
 //
 // --rounds N: measures the servers in turn N times, each on fresh processes,
 //   and reports each server's median figures and median ratio to
@@ -19,17 +19,24 @@
 //   times socketioxide's (the median ratio over the rounds; the CI regression
 //   guard: a gross regression only, never an absolute time).
 //
+// --client rust: the clients are tests/load/clients' `acks` (one thread,
+//   built here) instead of this process. Node stalls for milliseconds now and
+//   then (its collector, its one thread), and every server's p99 shows it.
+//
 // Clients speak Engine.IO / Socket.IO on a raw WebSocket (`ws`), not
 // socket.io-client, so the client process, which shares the machine's cores
 // with the server, costs as little as it can. Uses target/release/switchboard
 // (or $SWITCHBOARD_BIN).
+import { spawn } from "node:child_process";
 import path from "node:path";
+import readline from "node:readline";
 import { parseArgs } from "node:util";
 
 import { REPO, manifestToml, relayPlugin, writeManifest } from "../e2e/harness.mjs";
 import { closedLoops } from "./closed_loop.mjs";
 import { openRawSocket } from "../e2e/raw_socket.mjs";
-import { UNLIMITED_SOCKET, serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
+import { cpuSeconds } from "./proc.mjs";
+import { UNLIMITED_SOCKET, buildLoadTool, serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -38,8 +45,10 @@ const { values } = parseArgs({
     servers: { type: "string", default: "switchboard,socketioxide,node" },
     rounds: { type: "string", default: "1" },
     "min-ratio": { type: "string" },
+    client: { type: "string", default: "node" },
   },
 });
+if (!["node", "rust"].includes(values.client)) throw new Error("--client is node or rust");
 const CLIENTS = Number(values.clients);
 const SECONDS = Number(values.seconds);
 const ROUNDS = Number(values.rounds);
@@ -62,14 +71,46 @@ const SERVERS = {
 // Every server acks `echo` with `{echo: payload}`.
 const echoRequest = async (socket, n) => (await socket.emitWithAck("echo", { n }))?.echo?.n === n;
 
+async function nodeClients(server) {
+  const port = new URL(server.url).port;
+  const sockets = await Promise.all(Array.from({ length: CLIENTS }, () => openRawSocket(port, "/")));
+  const figures = await closedLoops(sockets, { seconds: SECONDS, pid: server.child.pid, request: echoRequest });
+  for (const socket of sockets) socket.close();
+  return figures;
+}
+
+async function rustClients(server) {
+  const args = ["--url", server.url, "--clients", String(CLIENTS), "--seconds", String(SECONDS)];
+  const child = spawn(RUST_CLIENT, args, { stdio: ["ignore", "pipe", "inherit"] });
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  const pid = server.child.pid;
+  let cpu, result;
+  for await (const line of readline.createInterface({ input: child.stdout })) {
+    if (line === "measuring") cpu = cpuSeconds(pid);
+    else if (line === "done") cpu = cpuSeconds(pid) - cpu;
+    else result = JSON.parse(line);
+  }
+  const status = await exited;
+  if (status !== 0 || !result) throw new Error(`tests/load/clients' acks exited with ${status}`);
+  const elapsed = result.acks / result.perSecond;
+  return {
+    acks: result.acks,
+    wrong: result.wrong,
+    acksPerSecond: result.perSecond,
+    acksPerCpuSecond: result.acks / cpu,
+    cpuPerSecond: cpu / elapsed,
+    p50: result.p50,
+    p99: result.p99,
+  };
+}
+
+const RUST_CLIENT = values.client === "rust" ? buildLoadTool("clients", "acks") : undefined;
+const runClients = RUST_CLIENT ? rustClients : nodeClients;
+
 async function measure(name) {
   const server = await SERVERS[name]();
   try {
-    const port = new URL(server.url).port;
-    const sockets = await Promise.all(Array.from({ length: CLIENTS }, () => openRawSocket(port, "/")));
-    const figures = await closedLoops(sockets, { seconds: SECONDS, pid: server.child.pid, request: echoRequest });
-    for (const socket of sockets) socket.close();
-    return { name, ...figures };
+    return { name, ...(await runClients(server)) };
   } finally {
     await server.stop();
   }
@@ -93,7 +134,9 @@ for (let round = 0; round < ROUNDS; round++) {
   for (const name of names) results.push(await measure(name));
   rounds.push(results);
 }
-console.log(`${CLIENTS} clients, one echo in flight each, ${SECONDS} s per server` + (ROUNDS > 1 ? `, ${ROUNDS} rounds` : ""));
+console.log(
+  `${CLIENTS} ${values.client} clients, one echo in flight each, ${SECONDS} s per server` + (ROUNDS > 1 ? `, ${ROUNDS} rounds` : ""),
+);
 for (const results of rounds) {
   const baseline = named(results, "socketioxide");
   for (const result of results) {

@@ -33,7 +33,7 @@
 //   plugin (no state: the baseline's contract, message ids per instance)
 //   instead of the chat plugin (a transaction on the room's counter and
 //   history per message).
-// --client rust: the clients are tests/load/fanout-client (raw WebSocket, one
+// --client rust: the clients are tests/load/clients' `fanout` (raw WebSocket, one
 //   thread; built here) instead of socket.io-client in this process, which
 //   cannot take 200,000 deliveries a second. Not with --drop.
 //
@@ -162,7 +162,7 @@ function cpuMeter(pids, redisPid) {
   };
 }
 
-/** `run` with tests/load/fanout-client as the clients. */
+/** `run` with tests/load/clients' `fanout` as the clients. */
 async function runRustClients(name, servers, pids, { redisPid }) {
   if (DROPPED) throw new Error("--drop needs --client node");
   const meter = cpuMeter(pids, redisPid);
@@ -176,7 +176,7 @@ async function runRustClients(name, servers, pids, { redisPid }) {
     "settle-ms": SETTLE_MS,
   };
   const child = spawn(
-    buildLoadTool("fanout-client"),
+    buildLoadTool("clients", "fanout"),
     Object.entries(args).flatMap(([key, value]) => [`--${key}`, String(value)]),
     { stdio: ["ignore", "pipe", "inherit"] },
   );
@@ -194,7 +194,7 @@ async function runRustClients(name, servers, pids, { redisPid }) {
     }
   }
   const status = await exited;
-  if (status !== 0 || !result) throw new Error(`${name}: tests/load/fanout-client exited with ${status}`);
+  if (status !== 0 || !result) throw new Error(`${name}: tests/load/clients' fanout exited with ${status}`);
   await Promise.all(servers.map((server) => server.stop?.()));
   return {
     ...result,

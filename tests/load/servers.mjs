@@ -83,15 +83,16 @@ export function serveSocketioxide({ env = {} } = {}) {
 }
 
 /**
- * Builds the crate `tests/load/<name>` in release (its own workspace, into
- * target/load-baseline, shared by the load tools' crates) and returns its binary.
+ * Builds the crate `tests/load/<crate>` in release (its own workspace, into
+ * target/load-baseline, shared by the load tools' crates) and returns its
+ * binary `bin`.
  */
-export function buildLoadTool(name) {
+export function buildLoadTool(crate, bin = crate) {
   const built = spawnSync(
     "cargo",
-    ["build", "--release", "--quiet", "--manifest-path", path.join(LOAD_DIR, name, "Cargo.toml"), "--target-dir", LOAD_TARGET],
+    ["build", "--release", "--quiet", "--manifest-path", path.join(LOAD_DIR, crate, "Cargo.toml"), "--target-dir", LOAD_TARGET],
     { stdio: "inherit" },
   );
-  if (built.status !== 0) throw new Error(`building tests/load/${name} failed`);
-  return path.join(LOAD_TARGET, "release", name);
+  if (built.status !== 0) throw new Error(`building tests/load/${crate} failed`);
+  return path.join(LOAD_TARGET, "release", bin);
 }

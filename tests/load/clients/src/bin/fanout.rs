@@ -13,19 +13,18 @@
 //! subscriber received.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
+use load_clients::{Socket, connect, next_packet, percentile_ms, send};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep, sleep_until, timeout};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Parser)]
@@ -56,8 +55,6 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 const JOIN_ATTEMPTS: u32 = 3;
 const JOINING_AT_ONCE: usize = 20;
 const ACK_TIMEOUT: Duration = Duration::from_secs(120);
-
-type Socket = WebSocketStream<TcpStream>;
 
 /// What every client shares.
 struct Run {
@@ -190,46 +187,13 @@ struct Client {
 
 impl Client {
     async fn connect(&mut self) -> Result<Socket, String> {
-        let server: SocketAddr = self
-            .url
-            .trim_start_matches("http://")
-            .parse()
-            .map_err(|error| format!("{}: {error}", self.url))?;
-        let tcp = TcpSocket::new_v4().map_err(|error| error.to_string())?;
-        tcp.bind(SocketAddr::new(self.local.into(), 0))
-            .map_err(|error| error.to_string())?;
-        let stream = tcp
-            .connect(server)
-            .await
-            .map_err(|error| error.to_string())?;
-        stream
-            .set_nodelay(true)
-            .map_err(|error| error.to_string())?;
-        let request = format!("ws://{server}/socket.io/?EIO=4&transport=websocket");
-        let (mut socket, _) = tokio_tungstenite::client_async(request, stream)
-            .await
-            .map_err(|error| error.to_string())?;
-        let open = next_text(&mut socket).await?;
-        if !open.starts_with('0') {
-            return Err(format!("expected an Engine.IO open packet, got {open}"));
-        }
-        let mut connect = json!({ "user": format!("user{}", self.index) });
+        let mut auth = json!({ "user": format!("user{}", self.index) });
         if let Some(pid) = &self.session.pid {
-            connect["pid"] = json!(pid);
-            connect["offset"] = json!(self.session.offset);
+            auth["pid"] = json!(pid);
+            auth["offset"] = json!(self.session.offset);
         }
-        send(&mut socket, format!("40{connect}")).await?;
-        let reply = loop {
-            let text = next_text(&mut socket).await?;
-            if text != "2" {
-                break text;
-            }
-            send(&mut socket, "3".to_owned()).await?;
-        };
-        let Some(reply) = reply.strip_prefix("40") else {
-            return Err(format!("connection refused: {reply}"));
-        };
-        let pid = serde_json::from_str::<Value>(reply)
+        let (mut socket, reply) = connect(&self.url, self.local, &auth).await?;
+        let pid = serde_json::from_str::<Value>(&reply)
             .ok()
             .and_then(|reply| reply.get("pid")?.as_str().map(str::to_owned));
         let recovered = pid.is_some() && pid == self.session.pid;
@@ -249,10 +213,8 @@ impl Client {
             send(socket, join.clone()).await?;
             let answered = timeout(JOIN_TIMEOUT, async {
                 loop {
-                    let text = next_text(socket).await?;
-                    if text == "2" {
-                        send(socket, "3".to_owned()).await?;
-                    } else if let Some(reply) = text.strip_prefix("430") {
+                    let text = next_packet(socket).await?;
+                    if let Some(reply) = text.strip_prefix("430") {
                         return if reply.contains(r#""error""#) {
                             Err(format!("user{} could not join: {reply}", self.index))
                         } else {
@@ -401,29 +363,6 @@ impl Client {
             };
         }
     }
-}
-
-async fn next_text(socket: &mut Socket) -> Result<String, String> {
-    loop {
-        match socket.next().await {
-            Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_owned()),
-            Some(Ok(Message::Close(_))) | None => return Err("connection closed".to_owned()),
-            Some(Err(error)) => return Err(error.to_string()),
-            Some(Ok(_)) => {}
-        }
-    }
-}
-
-async fn send(socket: &mut Socket, text: String) -> Result<(), String> {
-    socket
-        .send(Message::text(text))
-        .await
-        .map_err(|error| error.to_string())
-}
-
-fn percentile_ms(sorted: &[u32], percent: usize) -> Option<f64> {
-    let index = (sorted.len() * percent / 100).min(sorted.len().checked_sub(1)?);
-    Some(f64::from(sorted[index]) / 1_000.0)
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -9,16 +9,13 @@
 //! then one JSON object: `acks`, `wrong` (acks that did not echo their
 //! `n`), `perSecond`, `p50` and `p99` round trips in ms.
 
-use std::cell::RefCell;
 use std::net::Ipv4Addr;
-use std::rc::Rc;
 use std::time::Duration;
 
 use clap::Parser;
 use load_clients::{Socket, connect, next_packet, percentile_ms, send};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::task::LocalSet;
 use tokio::time::Instant;
 
 #[derive(Parser)]
@@ -47,7 +44,7 @@ struct Sent {
     n: u64,
 }
 
-/// What the clients measure together.
+/// What a client measured.
 #[derive(Default)]
 struct Tally {
     /// Round trips, µs.
@@ -56,12 +53,12 @@ struct Tally {
 }
 
 /// Sends echoes one at a time until `until`, noting each round trip in
-/// `tally` when `measured`.
+/// `tally` when one is given.
 async fn echo_until(
     socket: &mut Socket,
     next: &mut u64,
     until: Instant,
-    tally: Option<&RefCell<Tally>>,
+    mut tally: Option<&mut Tally>,
 ) -> Result<(), String> {
     while Instant::now() < until {
         *next += 1;
@@ -70,8 +67,9 @@ async fn echo_until(
         send(socket, format!("42{n}[\"echo\",{{\"n\":{n}}}]")).await?;
         let reply = next_packet(socket).await?;
         let took = sent.elapsed();
-        let Some(tally) = tally else { continue };
-        let mut tally = tally.borrow_mut();
+        let Some(tally) = tally.as_deref_mut() else {
+            continue;
+        };
         tally
             .latencies
             .push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
@@ -86,54 +84,48 @@ async fn echo_until(
     Ok(())
 }
 
-fn main() -> Result<(), String> {
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), String> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| error.to_string())?;
-    LocalSet::new().block_on(&runtime, run(args))
-}
-
-async fn run(args: Args) -> Result<(), String> {
     let mut sockets = Vec::new();
     for index in 0..args.clients {
         let local = Ipv4Addr::new(127, 0, 0, 2 + (index % usize::from(args.addresses)) as u8);
         let (socket, _) = connect(&args.url, local, &json!({})).await?;
         sockets.push(socket);
     }
-    let tally = Rc::new(RefCell::new(Tally::default()));
-    let warm_until = Instant::now() + Duration::from_millis(args.warmup_ms);
-    let measured_from = warm_until;
+    let measured_from = Instant::now() + Duration::from_millis(args.warmup_ms);
     let until = measured_from + Duration::from_secs_f64(args.seconds);
     let clients: Vec<_> = sockets
         .into_iter()
         .map(|mut socket| {
-            let tally = tally.clone();
-            tokio::task::spawn_local(async move {
+            tokio::spawn(async move {
                 let mut next = 0;
-                echo_until(&mut socket, &mut next, warm_until, None).await?;
-                echo_until(&mut socket, &mut next, until, Some(&tally)).await
+                let mut tally = Tally::default();
+                echo_until(&mut socket, &mut next, measured_from, None).await?;
+                echo_until(&mut socket, &mut next, until, Some(&mut tally)).await?;
+                Ok::<_, String>(tally)
             })
         })
         .collect();
     tokio::time::sleep_until(measured_from).await;
     println!("measuring");
-    tokio::time::sleep_until(until).await;
+    let mut latencies = Vec::new();
+    let mut wrong = 0;
     for client in clients {
-        client.await.map_err(|error| error.to_string())??;
+        let tally = client.await.map_err(|error| error.to_string())??;
+        latencies.extend(tally.latencies);
+        wrong += tally.wrong;
     }
     println!("done");
     let elapsed = measured_from.elapsed().as_secs_f64();
-    let mut tally = tally.borrow_mut();
-    tally.latencies.sort_unstable();
-    let acks = tally.latencies.len();
+    latencies.sort_unstable();
+    let acks = latencies.len();
     let result = json!({
         "acks": acks,
-        "wrong": tally.wrong,
+        "wrong": wrong,
         "perSecond": acks as f64 / elapsed,
-        "p50": percentile_ms(&tally.latencies, 50),
-        "p99": percentile_ms(&tally.latencies, 99),
+        "p50": percentile_ms(&latencies, 50),
+        "p99": percentile_ms(&latencies, 99),
     });
     println!("{result}");
     Ok(())

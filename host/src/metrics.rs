@@ -6,6 +6,7 @@
 //! text a client chooses, so no client can grow the number of series.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 pub use metrics::{Counter, Histogram};
 use metrics::{
@@ -73,6 +74,12 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
+/// How often histogram samples are folded into their buckets. A histogram
+/// keeps each sample it records until then (20 bytes a sample with its
+/// share of the bucket's blocks), so this bounds that memory: a node making
+/// 100,000 plugin calls a second holds about 2 MB of them.
+const UPKEEP_PERIOD: Duration = Duration::from_secs(1);
+
 /// The process's metrics, rendered for `/metrics`.
 pub struct Metrics {
     handle: PrometheusHandle,
@@ -91,6 +98,7 @@ impl Metrics {
                 .unwrap_or_else(|_| PrometheusBuilder::new())
                 .build_recorder();
             let handle = recorder.handle();
+            keep_up(handle.clone());
             // Another recorder can only be there if an embedding program set
             // one: its metrics then go there, and ours render empty.
             if metrics::set_global_recorder(recorder).is_err() {
@@ -106,6 +114,24 @@ impl Metrics {
         crate::allocator::record_memory();
         self.handle.run_upkeep();
         self.handle.render()
+    }
+}
+
+/// Folds histogram samples into their buckets every [`UPKEEP_PERIOD`]
+/// from a thread of its own. Rendering `/metrics` does it too, but nothing
+/// may scrape it: samples would then pile up for every plugin call and
+/// Redis command for as long as the process runs.
+fn keep_up(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("switchboard-metrics".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_PERIOD);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start the metrics upkeep thread: histogram samples are folded only when /metrics is scraped");
     }
 }
 
@@ -262,7 +288,7 @@ pub fn ack(plugin: &str, outcome: &'static str) {
     counter!(ACKS, "plugin" => plugin.to_owned(), "outcome" => outcome).increment(1);
 }
 
-pub fn redis_command(command: &'static str, took: std::time::Duration) {
+pub fn redis_command(command: &'static str, took: Duration) {
     histogram!(REDIS_COMMAND_SECONDS, "command" => command).record(took.as_secs_f64());
 }
 

@@ -11,7 +11,9 @@
 
 use std::collections::hash_map::Entry as Slot;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::hot_keys::{HotKeys, Turn};
 use super::{Commit, Committed, Expiry, Record, Scope, StateError, StateStore, Value, Version};
@@ -30,18 +32,19 @@ pub struct Transaction {
 /// How long a read waits before asking again for keys another call holds.
 const HELD_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// A token unique to this call, for leases and holds.
+/// A token unique to this call, for leases and holds: this process's
+/// (its id and start time, taken once, since reading the id is a system
+/// call) and a count of the tokens it has made.
 pub fn token() -> String {
-    static TAKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    format!(
-        "{:x}-{:x}-{:x}",
-        std::process::id(),
-        now.as_nanos(),
-        TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    )
+    static PROCESS: OnceLock<String> = OnceLock::new();
+    static TAKEN: AtomicU64 = AtomicU64::new(0);
+    let process = PROCESS.get_or_init(|| {
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        format!("{:x}-{:x}", std::process::id(), started.as_nanos())
+    });
+    format!("{process}-{:x}", TAKEN.fetch_add(1, Ordering::Relaxed))
 }
 
 /// One key as the call sees it.

@@ -32,9 +32,9 @@ pub struct Transaction {
 /// How long a read waits before asking again for keys another call holds.
 const HELD_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// A token unique to this call, for leases and holds: this process's
-/// (its id and start time, taken once, since reading the id is a system
-/// call) and a count of the tokens it has made.
+/// A token unique to this call, for leases and holds: the process's id and
+/// start time (read once: reading the id is a system call) and a count of
+/// the tokens it has made.
 pub fn token() -> String {
     static PROCESS: OnceLock<String> = OnceLock::new();
     static TAKEN: AtomicU64 = AtomicU64::new(0);

@@ -27,16 +27,14 @@
 // socket.io-client, so the client process, which shares the machine's cores
 // with the server, costs as little as it can. Uses target/release/switchboard
 // (or $SWITCHBOARD_BIN).
-import { spawn } from "node:child_process";
 import path from "node:path";
-import readline from "node:readline";
 import { parseArgs } from "node:util";
 
 import { REPO, manifestToml, relayPlugin, writeManifest } from "../e2e/harness.mjs";
 import { closedLoops } from "./closed_loop.mjs";
 import { openRawSocket } from "../e2e/raw_socket.mjs";
 import { cpuSeconds } from "./proc.mjs";
-import { UNLIMITED_SOCKET, buildLoadTool, serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
+import { UNLIMITED_SOCKET, buildLoadTool, runLoadClient, serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -81,24 +79,15 @@ async function nodeClients(server) {
 
 async function rustClients(server) {
   const args = ["--url", server.url, "--clients", String(CLIENTS), "--seconds", String(SECONDS)];
-  const child = spawn(RUST_CLIENT, args, { stdio: ["ignore", "pipe", "inherit"] });
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  const pid = server.child.pid;
-  let cpu, result;
-  for await (const line of readline.createInterface({ input: child.stdout })) {
-    if (line === "measuring") cpu = cpuSeconds(pid);
-    else if (line === "done") cpu = cpuSeconds(pid) - cpu;
-    else result = JSON.parse(line);
-  }
-  const status = await exited;
-  if (status !== 0 || !result) throw new Error(`tests/load/clients' acks exited with ${status}`);
+  const meter = () => ({ cpu: cpuSeconds(server.child.pid) });
+  const { result, used } = await runLoadClient(RUST_CLIENT, args, { start: "measuring", end: "done", meter });
   const elapsed = result.acks / result.perSecond;
   return {
     acks: result.acks,
     wrong: result.wrong,
     acksPerSecond: result.perSecond,
-    acksPerCpuSecond: result.acks / cpu,
-    cpuPerSecond: cpu / elapsed,
+    acksPerCpuSecond: result.acks / used.cpu,
+    cpuPerSecond: used.cpu / elapsed,
     p50: result.p50,
     p99: result.p99,
   };

@@ -41,9 +41,7 @@
 // subscriber the server disconnects comes back, and is counted.
 //
 // Uses target/release/switchboard (build it with `cargo build --release`).
-import { spawn } from "node:child_process";
 import path from "node:path";
-import readline from "node:readline";
 import { parseArgs } from "node:util";
 
 import { io } from "socket.io-client";
@@ -51,7 +49,7 @@ import { io } from "socket.io-client";
 import { REPO, chatPlugin, manifestToml, relayPlugin, writeManifest } from "../e2e/harness.mjs";
 import { startRedis } from "../e2e/redis.mjs";
 import { cpuSeconds } from "./proc.mjs";
-import { UNLIMITED_SOCKET, buildLoadTool, serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
+import { UNLIMITED_SOCKET, buildLoadTool, runLoadClient, serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -175,33 +173,18 @@ async function runRustClients(name, servers, pids, { redisPid }) {
     addresses: ADDRESSES,
     "settle-ms": SETTLE_MS,
   };
-  const child = spawn(
+  const { result, used } = await runLoadClient(
     buildLoadTool("clients", "fanout"),
     Object.entries(args).flatMap(([key, value]) => [`--${key}`, String(value)]),
-    { stdio: ["ignore", "pipe", "inherit"] },
+    { start: "sending", end: "delivered", meter: () => ({ cpu: meter.total(), redis: meter.redis() }) },
   );
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  let cpu, cpuOfRedis, result;
-  for await (const line of readline.createInterface({ input: child.stdout })) {
-    if (line === "sending") {
-      cpu = meter.total();
-      cpuOfRedis = meter.redis();
-    } else if (line === "delivered") {
-      cpu = meter.total() - cpu;
-      cpuOfRedis = meter.redis() - cpuOfRedis;
-    } else {
-      result = JSON.parse(line);
-    }
-  }
-  const status = await exited;
-  if (status !== 0 || !result) throw new Error(`${name}: tests/load/clients' fanout exited with ${status}`);
   await Promise.all(servers.map((server) => server.stop?.()));
   return {
     ...result,
     name,
     dropped: 0,
-    cpuMicrosPerDelivery: (cpu * 1e6) / result.deliveries,
-    redisCpuMicrosPerDelivery: redisPid ? (cpuOfRedis * 1e6) / result.deliveries : NaN,
+    cpuMicrosPerDelivery: (used.cpu * 1e6) / result.deliveries,
+    redisCpuMicrosPerDelivery: redisPid ? (used.redis * 1e6) / result.deliveries : NaN,
     p50: result.p50 ?? NaN,
     p99: result.p99 ?? NaN,
   };

@@ -2,6 +2,7 @@
 // `... listening on http://ADDR`, or the release switchboard on a manifest.
 import { spawn, spawnSync } from "node:child_process";
 import path from "node:path";
+import readline from "node:readline";
 
 import { REPO } from "../e2e/harness.mjs";
 
@@ -95,4 +96,29 @@ export function buildLoadTool(crate, bin = crate) {
   );
   if (built.status !== 0) throw new Error(`building tests/load/${crate} failed`);
   return path.join(LOAD_TARGET, "release", bin);
+}
+
+/**
+ * Runs a load client of tests/load/clients: `binary` with `args`, which
+ * prints the line `start` when its measured phase begins, `end` when it
+ * ends, then its figures as one JSON line. Resolves to those figures
+ * (`result`) and what each reading of `meter()` (an object of counters, such
+ * as CPU seconds) rose by over the phase (`used`).
+ */
+export async function runLoadClient(binary, args, { start, end, meter }) {
+  const child = spawn(binary, args, { stdio: ["ignore", "pipe", "inherit"] });
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  let before, used, result;
+  for await (const line of readline.createInterface({ input: child.stdout })) {
+    if (line === start) {
+      before = meter();
+    } else if (line === end) {
+      used = Object.fromEntries(Object.entries(meter()).map(([key, value]) => [key, value - before[key]]));
+    } else {
+      result = JSON.parse(line);
+    }
+  }
+  const status = await exited;
+  if (status !== 0 || !result || !used) throw new Error(`${path.basename(binary)} exited with ${status}`);
+  return { result, used };
 }

@@ -13,8 +13,7 @@
 // Uses target/release/switchboard (or $SWITCHBOARD_BIN).
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
-import { io } from "socket.io-client";
-import { chatPlugin, relayPlugin, manifestToml, writeManifest, metric } from "../e2e/harness.mjs";
+import { chatPlugin, connect, emitAck, manifestToml, metric, relayPlugin, writeManifest } from "../e2e/harness.mjs";
 import { serveRelease } from "./servers.mjs";
 
 const { values } = parseArgs({
@@ -31,28 +30,22 @@ const manifest = writeManifest(
   }),
 );
 
-function connect(url, namespace) {
-  return new Promise((resolve, reject) => {
-    const socket = io(url + namespace, { forceNew: true, reconnection: false, transports: ["websocket"] });
-    socket.once("connect", () => resolve(socket));
-    socket.once("connect_error", reject);
-  });
-}
-
 const megabytes = (bytes) => (bytes / 1048576).toFixed(1);
 
 const server = await serveRelease(manifest);
 try {
   for (let round = 0; round < ROUNDS; round++) {
     const sockets = await Promise.all(
-      Array.from({ length: SOCKETS }, (_, i) => connect(server.url, i % 2 ? "/relay" : "/")),
+      Array.from({ length: SOCKETS }, (_, i) =>
+        connect(server.url, { namespace: i % 2 ? "/relay" : "/", transports: ["websocket"] }),
+      ),
     );
     await Promise.all(
       sockets.map(async (socket, i) => {
         const room = `room-${i % ROOMS}`;
-        await socket.timeout(5000).emitWithAck("join", { room });
-        if (i % 2) await socket.timeout(5000).emitWithAck("echo", { round, i, pad: "x".repeat(i) });
-        await socket.timeout(5000).emitWithAck("send_message", { room, text: `hi ${i}` });
+        await emitAck(socket, "join", { room });
+        if (i % 2) await emitAck(socket, "echo", { round, i, pad: "x".repeat(i) });
+        await emitAck(socket, "send_message", { room, text: `hi ${i}` });
       }),
     );
     sockets.forEach((socket, i) => (i % 4 < 2 ? socket.disconnect() : socket.io.engine.close()));

@@ -170,7 +170,8 @@ export function lineOf(text, needle, from = 0) {
 
 const children = new Set();
 
-function killChildren() {
+/** Kills every child the harness started that is still running. */
+export function killChildren() {
   for (const child of children) {
     try {
       child.kill("SIGKILL");

@@ -4,16 +4,22 @@ import { spawn, spawnSync } from "node:child_process";
 import path from "node:path";
 import readline from "node:readline";
 
-import { REPO } from "../e2e/harness.mjs";
+import { REPO, killChildren } from "../e2e/harness.mjs";
 
 /** How long a server may take to stop on SIGTERM before it is killed. */
 const STOP_GRACE_MS = 10000;
 
 // A tool that fails midway would leave its servers running (and holding its output open).
+// An error nothing caught ends a tool without the `exit` event (the test runner the
+// e2e harness loads rethrows it from its handler), so the monitor, which runs before
+// any handler, stops them too: the harness's children (Redis) with them.
 const started = new Set();
-process.on("exit", () => {
+function killStarted() {
   for (const child of started) child.kill("SIGKILL");
-});
+  killChildren();
+}
+process.on("exit", killStarted);
+process.on("uncaughtExceptionMonitor", killStarted);
 
 /**
  * Runs `command` (with `env` added to the environment) and resolves to

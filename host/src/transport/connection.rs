@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use futures_util::task::ArcWake;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use serde::Serialize;
@@ -22,7 +23,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::budget::CostBudget;
-use super::job_queue::{Alarm, JobQueue, Refused};
+use super::job_queue::{Alarm, JobQueue, Refused, Wakeup};
 use super::{EVERY_SOCKET, Held, Namespace, Resumed};
 use crate::bindings::{Conn, PluginError};
 use crate::escaped::Escaped;
@@ -70,6 +71,15 @@ struct SocketJobs<A: Adapter> {
     queued_bytes: AtomicUsize,
     /// Raised by its [`EventQueue`] when the socket keeps sending over its rate.
     rate_limited: Alarm,
+    /// Notes that the node's closing woke the task.
+    closing: Wakeup,
+}
+
+/// The waker the socket's task polls the node's closing with.
+impl<A: Adapter> ArcWake for SocketJobs<A> {
+    fn wake_by_ref(jobs: &Arc<Self>) {
+        jobs.closing.wake();
+    }
 }
 
 /// The task's end of a socket's queue. Dropped, it closes the queue: a
@@ -117,6 +127,7 @@ pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, namespace: &Namespace)
         queue: JobQueue::new(),
         queued_bytes: AtomicUsize::new(0),
         rate_limited: Alarm::default(),
+        closing: Wakeup::default(),
     });
     let rate = namespace.routes.load().event_rate();
     socket.on_fallback(EventQueue {
@@ -351,7 +362,11 @@ impl<A: Adapter> Connection<A> {
         // the loop's own state, not room for the largest call it may make.
         Box::pin(self.begin()).await;
         // One wait each for the whole loop, not a new one per event.
-        let closing = self.namespace.closing.cancelled();
+        let jobs = self.jobs.0.clone();
+        let closing_waker = futures_util::task::waker(jobs.clone());
+        let closing = jobs
+            .closing
+            .polled_when_woken(&closing_waker, self.namespace.closing.cancelled());
         tokio::pin!(closing);
         let expires = self.expires;
         let expiry = async move {

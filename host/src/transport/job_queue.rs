@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 
 use futures_util::task::AtomicWaker;
 use tokio::sync::Notify;
@@ -142,9 +142,42 @@ impl Alarm {
     }
 }
 
+/// For a wait that a socket's task polls on every turn of its loop but whose
+/// own poll is costly (a `CancellationToken`'s takes two locks, and the
+/// node's closing token is shared by every socket): the wait is polled with
+/// a waker that raises this alarm, and again only once it did, lowering it;
+/// every other turn costs an atomic.
+#[derive(Default)]
+pub(super) struct Wakeup(Alarm);
+
+impl Wakeup {
+    /// What the waker `wait` is polled with calls.
+    pub(super) fn wake(&self) {
+        self.0.raise();
+    }
+
+    /// Waits for `wait`, polling it with `waker`, which must call
+    /// [`Self::wake`]: first at once, then each time it has woken.
+    pub(super) async fn polled_when_woken<F: Future>(&self, waker: &Waker, wait: F) -> F::Output {
+        let Self(alarm) = self;
+        let mut wait = std::pin::pin!(wait);
+        let mut first = true;
+        std::future::poll_fn(|cx| {
+            // Registered before the check: a wake after it wakes this task.
+            alarm.waker.register(cx.waker());
+            if !std::mem::take(&mut first) && !alarm.raised.swap(false, Ordering::AcqRel) {
+                return Poll::Pending;
+            }
+            wait.as_mut().poll(&mut Context::from_waker(waker))
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
 
     use super::*;
@@ -195,6 +228,59 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), alarm.raised())
             .await
             .expect("raised already: a later wait ends at once");
+    }
+
+    /// What a [`Wakeup`] is woken through in these tests.
+    #[derive(Default)]
+    struct TestWaker(Wakeup);
+
+    impl futures_util::task::ArcWake for TestWaker {
+        fn wake_by_ref(waker: &Arc<Self>) {
+            waker.0.wake();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wait_is_polled_again_only_once_it_woke() {
+        let noted = Arc::new(TestWaker::default());
+        let waker = futures_util::task::waker(noted.clone());
+        let (cancel, polls) = (
+            tokio_util::sync::CancellationToken::new(),
+            AtomicUsize::new(0),
+        );
+        let mut cancelled = std::pin::pin!(cancel.cancelled());
+        let counted = std::future::poll_fn(|cx| {
+            polls.fetch_add(1, Ordering::Relaxed);
+            cancelled.as_mut().poll(cx)
+        });
+        let closing = noted.0.polled_when_woken(&waker, counted);
+        tokio::pin!(closing);
+        let queue = JobQueue::new();
+        // The loop of a socket's task: its jobs first, the wait on every turn.
+        for job in 0..10 {
+            queue.push(job).expect("open");
+            tokio::select! {
+                biased;
+                taken = queue.next() => assert_eq!(taken, job),
+                () = &mut closing => unreachable!("not cancelled"),
+            }
+            tokio::select! {
+                biased;
+                _ = queue.next() => unreachable!("nothing queued"),
+                () = &mut closing => unreachable!("not cancelled"),
+                () = tokio::task::yield_now() => {}
+            }
+        }
+        assert_eq!(
+            polls.load(Ordering::Relaxed),
+            1,
+            "polled once, when first waited for"
+        );
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), &mut closing)
+            .await
+            .expect("woken by the cancellation");
+        assert_eq!(polls.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]

@@ -218,7 +218,11 @@ fn main() -> ExitCode {
 fn serve(manifest: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let manifest = Manifest::load(&manifest)?;
     switchboard::allocator::return_unused_memory();
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(manifest.server.threads.get())
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let address = listen.unwrap_or(manifest.server.listen);
         let listener = TcpListener::bind(address)

@@ -519,6 +519,7 @@ pub async fn load_plugins(
             let runtime = Runtime::new(
                 manifest.server.cache_dir.clone(),
                 manifest.server.plugin_memory_bytes,
+                manifest.server.threads,
             )
             .map_err(ServeError::Engine)?;
             let compiled = compile_plugins(&runtime, &manifest)?;

@@ -2,7 +2,8 @@
 // the file, line and column, HTTP basics and graceful shutdown.
 
 import assert from "node:assert/strict";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import path from "node:path";
 import { after, describe, test } from "node:test";
 
@@ -228,6 +229,25 @@ describe("switchboard serve", () => {
     const forgotten = manifestToml({ plugins: [{ name: "idle", path: wasm("faulty") }] });
     const error = await expectCheckError(forgotten, lineOf(forgotten, 'name = "idle"'));
     assert.match(error.message, /handles no events and no routes.*`namespaces` for a plugin that only sees connections/);
+  });
+
+  test("`server.threads` is how many threads run plugin code (and serve sockets); by default one per core", async () => {
+    // Thread names as the kernel keeps them, 15 bytes: `switchboard-plugin`.
+    const pluginThreads = (host) =>
+      readdirSync(`/proc/${host.child.pid}/task`).filter(
+        (tid) => readFileSync(`/proc/${host.child.pid}/task/${tid}/comm`, "utf8").trim() === "switchboard-plu",
+      ).length;
+    for (const [server, expected] of [[{ threads: 1 }, 1], [{}, availableParallelism()]]) {
+      const host = await startHost({ server });
+      try {
+        const socket = await connect(host.url);
+        await emitAckOk(socket, "join", { room: unique("threads") });
+        assert.equal(pluginThreads(host), expected, `with ${JSON.stringify(server)}`);
+      } finally {
+        closeAllSockets();
+        await host.stop();
+      }
+    }
   });
 
   test("a bad manifest fails with the same error as check, without listening", async () => {

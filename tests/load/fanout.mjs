@@ -3,7 +3,9 @@
 // lost (expected minus received), duplicates, and out of order (a message
 // before an earlier one of the same sender, or an offset not after the
 // previous one). Measures deliveries per second, latency from send to
-// delivery (p50 / p99), and server CPU per delivery.
+// delivery (p50 / p99), server CPU per delivery, and how busy the machine's
+// cores were meanwhile (every process's CPU, the clients' too: near 100 %, the
+// latency is the machine's queue more than any server's).
 //
 //   node tests/load/fanout.mjs [--subscribers 500] [--senders 5] [--rate 100] [--seconds 10]
 //                              [--compare node|socketioxide|cluster|socketioxide-cluster|recovery]
@@ -18,6 +20,10 @@
 // --compare cluster: one Switchboard node in memory against two nodes sharing
 //   a redis-server, with the subscribers split over both nodes and the senders
 //   on the first; CPU is summed over both nodes and Redis.
+// Two nodes share this machine's cores as two machines' nodes would not: each
+// is sized to half of them (`server.threads`, and TOKIO_WORKER_THREADS for
+// socketioxide's), where each would otherwise run a thread per core and the
+// two take turns on every core. One node uses them all.
 // --compare recovery: two nodes over Redis as above, with connection-state
 //   recovery on (the default) against off, each on a fresh redis-server.
 // --drop N: halfway through the sending, N subscribers (spread over the
@@ -41,6 +47,7 @@
 // subscriber the server disconnects comes back, and is counted.
 //
 // Uses target/release/switchboard (build it with `cargo build --release`).
+import { availableParallelism } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 
@@ -48,7 +55,7 @@ import { io } from "socket.io-client";
 
 import { REPO, chatPlugin, manifestToml, relayPlugin, writeManifest } from "../e2e/harness.mjs";
 import { startRedis } from "../e2e/redis.mjs";
-import { cpuSeconds } from "./proc.mjs";
+import { cpuSeconds, machineTicks } from "./proc.mjs";
 import { UNLIMITED_SOCKET, buildLoadTool, runLoadClient, serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
 
 const { values } = parseArgs({
@@ -82,6 +89,8 @@ const JOIN_ATTEMPTS = 3;
 const JOINING_AT_ONCE = 20;
 /** Deliveries still missing after this long without one arriving are lost. */
 const SETTLE_MS = Number(values["settle-ms"]);
+/** Each of two nodes' share of the machine's cores. */
+const NODE_THREADS = Math.max(1, Math.floor(availableParallelism() / 2));
 
 function connectClient(url, user, index) {
   const socket = io(url, {
@@ -152,11 +161,29 @@ async function run(name, servers, pids, options) {
   return runNodeClients(name, servers, pids, options);
 }
 
-/** CPU seconds so far of `pids` together, and of Redis alone. */
+/**
+ * CPU so far: seconds of `pids` together (`cpu`) and of Redis alone
+ * (`redis`), and the machine's busy and total clock ticks, every process's
+ * (`busy`, `ticks`: the clients' share of the cores shows in it).
+ */
 function cpuMeter(pids, redisPid) {
+  return () => {
+    const { busy, total } = machineTicks();
+    return {
+      cpu: pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0),
+      redis: redisPid ? cpuSeconds(redisPid) : 0,
+      busy,
+      ticks: total,
+    };
+  };
+}
+
+/** What `run` reports of the CPU `used` (risen by, over the measured phase) for `deliveries`. */
+function cpuFigures(used, deliveries, redisPid) {
   return {
-    total: () => pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0),
-    redis: () => (redisPid ? cpuSeconds(redisPid) : 0),
+    cpuMicrosPerDelivery: (used.cpu * 1e6) / deliveries,
+    redisCpuMicrosPerDelivery: redisPid ? (used.redis * 1e6) / deliveries : NaN,
+    machineBusy: used.busy / used.ticks,
   };
 }
 
@@ -176,15 +203,14 @@ async function runRustClients(name, servers, pids, { redisPid }) {
   const { result, used } = await runLoadClient(
     buildLoadTool("clients", "fanout"),
     Object.entries(args).flatMap(([key, value]) => [`--${key}`, String(value)]),
-    { start: "sending", end: "delivered", meter: () => ({ cpu: meter.total(), redis: meter.redis() }) },
+    { start: "sending", end: "delivered", meter },
   );
   await Promise.all(servers.map((server) => server.stop?.()));
   return {
     ...result,
     name,
     dropped: 0,
-    cpuMicrosPerDelivery: (used.cpu * 1e6) / result.deliveries,
-    redisCpuMicrosPerDelivery: redisPid ? (used.redis * 1e6) / result.deliveries : NaN,
+    ...cpuFigures(used, result.deliveries, redisPid),
     p50: result.p50 ?? NaN,
     p99: result.p99 ?? NaN,
   };
@@ -265,9 +291,8 @@ async function runNodeClients(name, servers, pids, { recovers, redisPid }) {
     return tally;
   });
 
-  const { total: totalCpu, redis: redisCpu } = cpuMeter(pids, redisPid);
-  const cpuBefore = totalCpu();
-  const redisCpuBefore = redisCpu();
+  const meter = cpuMeter(pids, redisPid);
+  const before = meter();
   const accepted = new Uint8Array(total);
   const refused = [];
   const reasons = {};
@@ -301,8 +326,8 @@ async function runNodeClients(name, servers, pids, { recovers, redisPid }) {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
-  const cpu = totalCpu() - cpuBefore;
-  const cpuOfRedis = redisCpu() - redisCpuBefore;
+  const after = meter();
+  const used = Object.fromEntries(Object.entries(after).map(([key, value]) => [key, value - before[key]]));
   const timed = latencies.subarray(0, measured).sort();
   const sum = (field) => tallies.reduce((total, tally) => total + field(tally), 0);
   const receivedNow = () => tallies.map((tally) => tally.received(accepted));
@@ -327,8 +352,7 @@ async function runNodeClients(name, servers, pids, { recovers, redisPid }) {
     dropped: dropped.size,
     recoveries,
     perSecond: deliveries / elapsed,
-    cpuMicrosPerDelivery: (cpu * 1e6) / deliveries,
-    redisCpuMicrosPerDelivery: redisPid ? (cpuOfRedis * 1e6) / deliveries : NaN,
+    ...cpuFigures(used, deliveries, redisPid),
     p50: percentile(timed, 50),
     p99: percentile(timed, 99),
   };
@@ -355,15 +379,19 @@ const plugin = PLUGINS[values.plugin];
 if (!plugin) throw new Error(`unknown --plugin \`${values.plugin}\`: ${Object.keys(PLUGINS).join(" or ")}`);
 // A sender may send above the default event rate (`--rate` over `--senders`): not what this measures.
 const namespaces = { "/": UNLIMITED_SOCKET };
-const manifest = ({ redis, recovery = true } = {}) =>
+const manifest = ({ redis, recovery = true, threads } = {}) =>
   writeManifest(
-    manifestToml({ server: recovery ? {} : { recovery: { enabled: false } }, plugins: [plugin], namespaces }) +
+    manifestToml({
+      server: { ...(threads ? { threads } : {}), ...(recovery ? {} : { recovery: { enabled: false } }) },
+      plugins: [plugin],
+      namespaces,
+    }) +
       (redis ? `\n[cluster]\nredis_url = "${redis.url}"\n` : ""),
   );
 
 async function twoNodes(name, recovery) {
   const redis = await startRedis();
-  const clustered = manifest({ redis, recovery });
+  const clustered = manifest({ redis, recovery, threads: NODE_THREADS });
   const nodes = [await serveRelease(clustered), await serveRelease(clustered)];
   const result = await run(name, nodes, [...nodes.map((node) => node.child.pid), redis.pid], {
     recovers: recovery,
@@ -375,7 +403,7 @@ async function twoNodes(name, recovery) {
 
 async function twoSocketioxideNodes() {
   const redis = await startRedis();
-  const env = { REDIS_URL: redis.url };
+  const env = { REDIS_URL: redis.url, TOKIO_WORKER_THREADS: String(NODE_THREADS) };
   const nodes = [await serveSocketioxide({ env }), await serveSocketioxide({ env })];
   const result = await run("socketioxide, two nodes + Redis", nodes, [...nodes.map((node) => node.child.pid), redis.pid], {
     recovers: false,
@@ -410,13 +438,13 @@ console.log(
   `${SUBSCRIBERS} subscribers in one room, ${SENDERS} senders, ${RATE} msg/s for ${SECONDS} s, websocket, loopback` +
     (DROPPED ? `, ${DROPPED} subscribers dropped halfway` : ""),
 );
-console.log("| server | sends accepted | delivered | lost | duplicates | out of order | disconnects / new sockets | deliveries/s | server CPU µs/delivery | of which Redis | p50 ms | p99 ms |");
-console.log("|---|---|---|---|---|---|---|---|---|---|---|---|");
+console.log("| server | sends accepted | delivered | lost | duplicates | out of order | disconnects / new sockets | deliveries/s | server CPU µs/delivery | of which Redis | machine busy | p50 ms | p99 ms |");
+console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 const fixed = (value, digits) => (Number.isFinite(value) ? value.toFixed(digits) : "-");
 for (const r of results) {
   console.log(
     `| ${r.name} | ${r.expected / SUBSCRIBERS}/${Math.round(RATE * SECONDS)} | ${r.deliveries}/${r.expected} | ${r.lost} | ${r.duplicates} | ${r.outOfOrder} | ${r.disconnects} / ${r.newSockets} | ` +
-      `${r.perSecond.toFixed(0)} | ${r.cpuMicrosPerDelivery.toFixed(2)} | ${fixed(r.redisCpuMicrosPerDelivery, 2)} | ` +
+      `${r.perSecond.toFixed(0)} | ${r.cpuMicrosPerDelivery.toFixed(2)} | ${fixed(r.redisCpuMicrosPerDelivery, 2)} | ${(100 * r.machineBusy).toFixed(0)} % | ` +
       `${fixed(r.p50, 1)} | ${fixed(r.p99, 1)} |`,
   );
 }

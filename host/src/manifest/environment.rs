@@ -84,6 +84,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "SWITCHBOARD_SERVER_MAX_ROOMS_PER_SOCKET",
         "server.max_rooms_per_socket",
     ),
+    ("SWITCHBOARD_SERVER_THREADS", "server.threads"),
     (
         "SWITCHBOARD_SERVER_PLUGIN_MEMORY_MIB",
         "server.plugin_memory_mib",
@@ -206,10 +207,10 @@ impl Environment {
             "SWITCHBOARD_SERVER_HEADER_READ_TIMEOUT_MS",
             &mut server.header_read_timeout_ms,
         )?;
-        if let Some(idle) = self.value("SWITCHBOARD_SERVER_IDLE_TIMEOUT_MS")? {
-            let span = self.span("SWITCHBOARD_SERVER_IDLE_TIMEOUT_MS");
-            server.idle_timeout_ms = Some(Spanned::new(span, idle));
-        }
+        self.optional_spanned(
+            "SWITCHBOARD_SERVER_IDLE_TIMEOUT_MS",
+            &mut server.idle_timeout_ms,
+        )?;
         self.spanned(
             "SWITCHBOARD_SERVER_CONNECT_TIMEOUT_MS",
             &mut server.connect_timeout_ms,
@@ -230,6 +231,7 @@ impl Environment {
             "SWITCHBOARD_SERVER_PLUGIN_MEMORY_MIB",
             &mut server.plugin_memory_mib,
         )?;
+        self.optional_spanned("SWITCHBOARD_SERVER_THREADS", &mut server.threads)?;
         let recovery = &mut server.recovery;
         self.plain("SWITCHBOARD_SERVER_RECOVERY_ENABLED", &mut recovery.enabled)?;
         self.spanned(
@@ -295,6 +297,17 @@ impl Environment {
     ) -> Result<(), ManifestError> {
         if let Some(value) = self.value(variable)? {
             *field = Spanned::new(self.span(variable), value);
+        }
+        Ok(())
+    }
+
+    fn optional_spanned<T: DeserializeOwned>(
+        &mut self,
+        variable: &'static str,
+        field: &mut Option<Spanned<T>>,
+    ) -> Result<(), ManifestError> {
+        if let Some(value) = self.value(variable)? {
+            *field = Some(Spanned::new(self.span(variable), value));
         }
         Ok(())
     }

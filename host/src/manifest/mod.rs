@@ -174,6 +174,8 @@ pub struct ServerSettings {
     pub max_rooms_per_socket: usize,
     /// What all plugin instances together may hold (`plugin_memory_mib`).
     pub plugin_memory_bytes: usize,
+    /// Threads serving sockets, and as many running plugin code.
+    pub threads: NonZeroUsize,
     /// `None`: connection-state recovery is off.
     pub recovery: Option<RecoverySettings>,
 }
@@ -428,6 +430,7 @@ impl Validator<'_> {
         let mut reserved_bytes = 0usize;
 
         let connections = self.connection_limits(&server)?;
+        let threads = self.threads(server.threads.as_ref())?;
         let allowed_origins = self.allowed_origins(server.allowed_origins)?;
         let api_token = self.overrides.api_token.clone().or(file.api.token);
         let metrics = self.metrics_access(file.api.metrics, api_token.is_some())?;
@@ -537,6 +540,7 @@ impl Validator<'_> {
                 max_rooms_per_socket: usize::try_from(server.max_rooms_per_socket)
                     .unwrap_or(usize::MAX),
                 plugin_memory_bytes,
+                threads,
                 recovery,
             },
             plugins,
@@ -568,6 +572,20 @@ impl Validator<'_> {
             max_events: *recovery.max_events.get_ref(),
             max_bytes: bytes(recovery.max_bytes),
         }))
+    }
+
+    /// `server.threads`, or every core the process may use.
+    fn threads(&self, threads: Option<&Spanned<u64>>) -> Result<NonZeroUsize, ManifestError> {
+        let Some(threads) = threads else {
+            return Ok(std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN));
+        };
+        match usize::try_from(*threads.get_ref())
+            .ok()
+            .and_then(NonZeroUsize::new)
+        {
+            Some(threads) => Ok(threads),
+            None => self.invalid(threads.span(), "`threads` must be at least 1".to_owned()),
+        }
     }
 
     fn connection_limits(
@@ -1042,6 +1060,22 @@ mod tests {
         assert_eq!(
             invalid.to_string(),
             "SWITCHBOARD_SERVER_MAX_CONNECTIONS (for /srv/switchboard.toml): `max_connections` must be at least 1"
+        );
+    }
+
+    #[test]
+    fn a_node_uses_every_core_unless_told_how_many() {
+        let every = std::thread::available_parallelism().expect("the machine's cores");
+        assert_eq!(parse(CHAT).expect("valid").server.threads, every);
+        let told = parse(&format!("{CHAT}\n[server]\nthreads = 3\n")).expect("valid");
+        assert_eq!(told.server.threads.get(), 3);
+        let overridden = parse_in(CHAT, &[("SWITCHBOARD_SERVER_THREADS", "1")]).expect("valid");
+        assert_eq!(overridden.server.threads.get(), 1);
+        let none = parse(&format!("{CHAT}\n[server]\nthreads = 0\n")).expect_err("no thread");
+        assert!(
+            none.to_string()
+                .ends_with(":12:11: `threads` must be at least 1"),
+            "{none}"
         );
     }
 

@@ -119,6 +119,11 @@ pub struct ServerSection {
     /// grow within it waits up to its plugin's `limits.queue_ms`, then fails
     /// with `overloaded`.
     pub plugin_memory_mib: u64,
+    /// Cores this node uses: as many threads serve sockets, and as many run
+    /// plugin code. Unset: every core the process may use (a container's CPU
+    /// limit counts). Set it when nodes share a machine: `2` for each of two
+    /// nodes on four cores.
+    pub threads: Option<Spanned<u64>>,
     /// Connection-state recovery: `[server.recovery]`.
     pub recovery: RecoverySection,
 }
@@ -177,6 +182,7 @@ impl Default for ServerSection {
             max_auth_bytes: 8 << 10,
             max_rooms_per_socket: 128,
             plugin_memory_mib: 1_024,
+            threads: None,
             recovery: RecoverySection::default(),
         }
     }

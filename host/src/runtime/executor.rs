@@ -9,7 +9,7 @@
 //! machine the threads serving sockets get the CPU first.
 
 use std::io;
-use std::thread::available_parallelism;
+use std::num::NonZeroUsize;
 
 use tokio::runtime::{Builder, Handle, Runtime};
 
@@ -20,12 +20,11 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// One thread per core: guest code is CPU-bound, more threads would only
-    /// take turns.
-    pub fn new() -> io::Result<Self> {
-        let threads = available_parallelism().map_or(1, usize::from);
+    /// One thread per core the node uses (`threads`): guest code is
+    /// CPU-bound, more threads would only take turns.
+    pub fn new(threads: NonZeroUsize) -> io::Result<Self> {
         let runtime = Builder::new_multi_thread()
-            .worker_threads(threads)
+            .worker_threads(threads.get())
             .thread_name("switchboard-plugin")
             .on_thread_start(lower_priority)
             .enable_all()

@@ -17,6 +17,7 @@ mod plugin;
 mod refusals;
 mod slot;
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -93,8 +94,13 @@ pub struct Runtime {
 
 impl Runtime {
     /// `cache_dir: None` uses the default cache directory;
-    /// `plugin_memory_bytes` is what all instances may hold together.
-    pub fn new(cache_dir: Option<PathBuf>, plugin_memory_bytes: usize) -> wasmtime::Result<Self> {
+    /// `plugin_memory_bytes` is what all instances may hold together;
+    /// `threads`: how many run plugin code.
+    pub fn new(
+        cache_dir: Option<PathBuf>,
+        plugin_memory_bytes: usize,
+        threads: NonZeroUsize,
+    ) -> wasmtime::Result<Self> {
         let (engine, ticker) = engine::new_engine()?;
         let mut linker = Linker::new(&engine);
         // Rust's std imports WASI even when a plugin uses none of it; the
@@ -109,7 +115,7 @@ impl Runtime {
             ticker,
             linker,
             cache,
-            executor: Arc::new(executor::Executor::new()?),
+            executor: Arc::new(executor::Executor::new(threads)?),
             budget: budget::MemoryBudget::new(plugin_memory_bytes),
         })
     }

@@ -10,7 +10,7 @@
 // as a ratio to socketioxide's in the same run.
 //
 //   node tests/load/acks.mjs [--clients 50] [--seconds 10] [--servers switchboard,socketioxide,node]
-//                            [--rounds 1] [--min-ratio R] [--client node|rust]
+//                            [--rounds 1] [--min-ratio R] [--client node|rust] [--threads N]
 //
 // --rounds N: measures the servers in turn N times, each on fresh processes,
 //   and reports each server's median figures and median ratio to
@@ -22,6 +22,9 @@
 // --client rust: the clients are tests/load/clients' `acks` (one thread,
 //   built here) instead of this process. Node stalls for milliseconds now and
 //   then (its collector, its one thread), and every server's p99 shows it.
+// --threads N: Switchboard and socketioxide serve with N threads
+//   (`server.threads`, TOKIO_WORKER_THREADS) instead of one per core, leaving
+//   the client the other cores (Node's server has one thread either way).
 //
 // Clients speak Engine.IO / Socket.IO on a raw WebSocket (`ws`), not
 // socket.io-client, so the client process, which shares the machine's cores
@@ -44,6 +47,7 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "1" },
     "min-ratio": { type: "string" },
     client: { type: "string", default: "node" },
+    threads: { type: "string" },
   },
 });
 if (!["node", "rust"].includes(values.client)) throw new Error("--client is node or rust");
@@ -56,13 +60,14 @@ const SERVERS = {
     serveRelease(
       writeManifest(
         manifestToml({
+          server: values.threads ? { threads: Number(values.threads) } : {},
           plugins: [relayPlugin()],
           // Each client sends as fast as its acks come back: far over the default event rate.
           namespaces: { "/": UNLIMITED_SOCKET },
         }),
       ),
     ),
-  socketioxide: () => serveSocketioxide(),
+  socketioxide: () => serveSocketioxide({ env: values.threads ? { TOKIO_WORKER_THREADS: values.threads } : {} }),
   node: () => startServer(process.execPath, [path.join(REPO, "tests/load/baseline-server.mjs")]),
 };
 

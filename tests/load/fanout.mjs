@@ -56,7 +56,15 @@ import { io } from "socket.io-client";
 import { REPO, chatPlugin, manifestToml, relayPlugin, writeManifest } from "../e2e/harness.mjs";
 import { startRedis } from "../e2e/redis.mjs";
 import { cpuSeconds, machineTicks } from "./proc.mjs";
-import { UNLIMITED_SOCKET, buildLoadTool, runLoadClient, serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
+import {
+  UNLIMITED_SOCKET,
+  buildLoadTool,
+  risenBy,
+  runLoadClient,
+  serveRelease,
+  serveSocketioxide,
+  startServer,
+} from "./servers.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -326,8 +334,7 @@ async function runNodeClients(name, servers, pids, { recovers, redisPid }) {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
-  const after = meter();
-  const used = Object.fromEntries(Object.entries(after).map(([key, value]) => [key, value - before[key]]));
+  const used = risenBy(before, meter());
   const timed = latencies.subarray(0, measured).sort();
   const sum = (field) => tallies.reduce((total, tally) => total + field(tally), 0);
   const receivedNow = () => tallies.map((tally) => tally.received(accepted));

@@ -104,6 +104,11 @@ export function buildLoadTool(crate, bin = crate) {
   return path.join(LOAD_TARGET, "release", bin);
 }
 
+/** What each counter of `after` rose by since `before` (objects of the same keys). */
+export function risenBy(before, after) {
+  return Object.fromEntries(Object.entries(after).map(([key, value]) => [key, value - before[key]]));
+}
+
 /**
  * Runs a load client of tests/load/clients: `binary` with `args`, which
  * prints the line `start` when its measured phase begins, `end` when it
@@ -119,7 +124,7 @@ export async function runLoadClient(binary, args, { start, end, meter }) {
     if (line === start) {
       before = meter();
     } else if (line === end) {
-      used = Object.fromEntries(Object.entries(meter()).map(([key, value]) => [key, value - before[key]]));
+      used = risenBy(before, meter());
     } else {
       result = JSON.parse(line);
     }

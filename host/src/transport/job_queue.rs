@@ -146,7 +146,7 @@ impl Alarm {
 /// own poll is costly (a `CancellationToken`'s takes two locks, and the
 /// node's closing token is shared by every socket): the wait is polled with
 /// a waker that raises this alarm, and again only once it did, lowering it;
-/// every other turn costs an atomic.
+/// every other turn costs the alarm's atomics, no lock.
 #[derive(Default)]
 pub(super) struct Wakeup(Alarm);
 

@@ -67,7 +67,7 @@ const SERVERS = {
         }),
       ),
     ),
-  socketioxide: () => serveSocketioxide({ env: values.threads ? { TOKIO_WORKER_THREADS: values.threads } : {} }),
+  socketioxide: () => serveSocketioxide({ threads: values.threads }),
   node: () => startServer(process.execPath, [path.join(REPO, "tests/load/baseline-server.mjs")]),
 };
 

@@ -410,8 +410,8 @@ async function twoNodes(name, recovery) {
 
 async function twoSocketioxideNodes() {
   const redis = await startRedis();
-  const env = { REDIS_URL: redis.url, TOKIO_WORKER_THREADS: String(NODE_THREADS) };
-  const nodes = [await serveSocketioxide({ env }), await serveSocketioxide({ env })];
+  const options = { env: { REDIS_URL: redis.url }, threads: NODE_THREADS };
+  const nodes = [await serveSocketioxide(options), await serveSocketioxide(options)];
   const result = await run("socketioxide, two nodes + Redis", nodes, [...nodes.map((node) => node.child.pid), redis.pid], {
     recovers: false,
     redisPid: redis.pid,

@@ -83,10 +83,13 @@ const LOAD_TARGET = path.join(REPO, "target/load-baseline");
 /**
  * The socketioxide baseline (tests/load/socketioxide-baseline), built in
  * release on first use, on a free port; `env.REDIS_URL` makes it a node of a
- * cluster over socketioxide-redis.
+ * cluster over socketioxide-redis. `threads`: its runtime's worker threads
+ * (tokio's TOKIO_WORKER_THREADS), as `server.threads` sizes Switchboard;
+ * unset, one per core.
  */
-export function serveSocketioxide({ env = {} } = {}) {
-  return startServer(buildLoadTool("socketioxide-baseline"), ["--listen", "127.0.0.1:0"], { env });
+export function serveSocketioxide({ env = {}, threads } = {}) {
+  const workers = threads ? { TOKIO_WORKER_THREADS: String(threads) } : {};
+  return startServer(buildLoadTool("socketioxide-baseline"), ["--listen", "127.0.0.1:0"], { env: { ...env, ...workers } });
 }
 
 /**

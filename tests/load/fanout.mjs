@@ -10,7 +10,7 @@
 //   node tests/load/fanout.mjs [--subscribers 500] [--senders 5] [--rate 100] [--seconds 10]
 //                              [--compare node|socketioxide|cluster|socketioxide-cluster|recovery]
 //                              [--drop 0] [--addresses 8] [--settle-ms 15000] [--client node|rust]
-//                              [--plugin chat|relay]
+//                              [--plugin chat|relay] [--min-write-interval-ms 0]
 //
 // --compare node (default): Switchboard against a plain Node socket.io server.
 // --compare socketioxide: Switchboard against the same contract written
@@ -39,6 +39,9 @@
 //   plugin (no state: the baseline's contract, message ids per instance)
 //   instead of the chat plugin (a transaction on the room's counter and
 //   history per message).
+// --min-write-interval-ms N: Switchboard's nodes write to a WebSocket client
+//   at most once per N ms (`server.min_write_interval_ms`), the messages due
+//   meanwhile together; the baselines have no such setting.
 // --client rust: the clients are tests/load/clients' `fanout` (raw WebSocket, one
 //   thread; built here) instead of socket.io-client in this process, which
 //   cannot take 200,000 deliveries a second. Not with --drop.
@@ -78,6 +81,7 @@ const { values } = parseArgs({
     "settle-ms": { type: "string", default: "15000" },
     client: { type: "string", default: "node" },
     plugin: { type: "string", default: "chat" },
+    "min-write-interval-ms": { type: "string", default: "0" },
   },
 });
 const SUBSCRIBERS = Number(values.subscribers);
@@ -85,6 +89,7 @@ const SENDERS = Number(values.senders);
 const RATE = Number(values.rate); // messages per second, all senders together
 const SECONDS = Number(values.seconds);
 const DROPPED = Number(values.drop);
+const MIN_WRITE_INTERVAL_MS = Number(values["min-write-interval-ms"]);
 const ADDRESSES = Number(values.addresses);
 /** A client's wait before it reconnects (no randomization), as after a network blip. */
 const RECONNECT_DELAY_MS = 100;
@@ -389,7 +394,11 @@ const namespaces = { "/": UNLIMITED_SOCKET };
 const manifest = ({ redis, recovery = true, threads } = {}) =>
   writeManifest(
     manifestToml({
-      server: { ...(threads ? { threads } : {}), ...(recovery ? {} : { recovery: { enabled: false } }) },
+      server: {
+        ...(threads ? { threads } : {}),
+        ...(recovery ? {} : { recovery: { enabled: false } }),
+        ...(MIN_WRITE_INTERVAL_MS ? { min_write_interval_ms: MIN_WRITE_INTERVAL_MS } : {}),
+      },
       plugins: [plugin],
       namespaces,
     }) +
@@ -443,7 +452,8 @@ if (values.compare === "recovery") {
 
 console.log(
   `${SUBSCRIBERS} subscribers in one room, ${SENDERS} senders, ${RATE} msg/s for ${SECONDS} s, websocket, loopback` +
-    (DROPPED ? `, ${DROPPED} subscribers dropped halfway` : ""),
+    (DROPPED ? `, ${DROPPED} subscribers dropped halfway` : "") +
+    (MIN_WRITE_INTERVAL_MS ? `, Switchboard's writes to a client at least ${MIN_WRITE_INTERVAL_MS} ms apart` : ""),
 );
 console.log("| server | sends accepted | delivered | lost | duplicates | out of order | disconnects / new sockets | deliveries/s | server CPU µs/delivery | of which Redis | machine busy | p50 ms | p99 ms |");
 console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|");

@@ -41,6 +41,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "SWITCHBOARD_SERVER_WRITE_TIMEOUT_MS",
         "server.write_timeout_ms",
     ),
+    (
+        "SWITCHBOARD_SERVER_MIN_WRITE_INTERVAL_MS",
+        "server.min_write_interval_ms",
+    ),
     ("SWITCHBOARD_SERVER_STATIC_DIR", "server.static_dir"),
     ("SWITCHBOARD_SERVER_CACHE_DIR", "server.cache_dir"),
     (
@@ -175,6 +179,10 @@ impl Environment {
         self.plain(
             "SWITCHBOARD_SERVER_WRITE_TIMEOUT_MS",
             &mut server.write_timeout_ms,
+        )?;
+        self.plain(
+            "SWITCHBOARD_SERVER_MIN_WRITE_INTERVAL_MS",
+            &mut server.min_write_interval_ms,
         )?;
         self.optional("SWITCHBOARD_SERVER_STATIC_DIR", &mut server.static_dir)?;
         self.optional("SWITCHBOARD_SERVER_CACHE_DIR", &mut server.cache_dir)?;

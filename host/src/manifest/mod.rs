@@ -32,6 +32,9 @@ const DEFAULT_IDLE_TIMEOUT_MS: u64 = 5_000;
 
 /// Wasm pages (64 KiB) in a MiB.
 const PAGES_PER_MIB: u32 = 16;
+/// Beyond it, any reply to a busy client could wait longer than clients
+/// expect a reply to take.
+const MAX_MIN_WRITE_INTERVAL_MS: u64 = 1_000;
 
 /// The manifest format version this release reads.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -165,6 +168,8 @@ pub struct ServerSettings {
     /// Per client; see [`crate::transport`] for what happens beyond it.
     pub max_outbound_bytes: usize,
     pub write_timeout: Duration,
+    /// Zero: every WebSocket write as soon as the client can take it.
+    pub min_write_interval: Duration,
     pub static_dir: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
     pub allowed_origins: AllowedOrigins,
@@ -426,6 +431,15 @@ impl Validator<'_> {
         if server.write_timeout_ms == 0 {
             return self.invalid(0..0, "`write_timeout_ms` must be at least 1".to_owned());
         }
+        if server.min_write_interval_ms > MAX_MIN_WRITE_INTERVAL_MS {
+            return self.invalid(
+                0..0,
+                format!(
+                    "`min_write_interval_ms` ({}) must be at most {MAX_MIN_WRITE_INTERVAL_MS}: every reply to a busy client could wait that long",
+                    server.min_write_interval_ms
+                ),
+            );
+        }
         let plugin_memory_bytes = mib_to_bytes(server.plugin_memory_mib);
         let mut reserved_bytes = 0usize;
 
@@ -531,6 +545,7 @@ impl Validator<'_> {
                 max_outbound_bytes: usize::try_from(server.max_outbound_bytes)
                     .unwrap_or(usize::MAX),
                 write_timeout: Duration::from_millis(server.write_timeout_ms),
+                min_write_interval: Duration::from_millis(server.min_write_interval_ms),
                 static_dir: server.static_dir.map(|dir| self.base.join(dir)),
                 cache_dir: server.cache_dir.map(|dir| self.base.join(dir)),
                 allowed_origins,
@@ -1144,6 +1159,22 @@ event_burst = 9
         let zero = format!("{CHAT}\n[namespaces.\"/\"]\nevent_burst = 0\n");
         let error = parse(&zero).unwrap_err().to_string();
         assert!(error.contains("must be at least 1"), "{error}");
+    }
+
+    #[test]
+    fn writes_are_unpaced_unless_a_bounded_interval_is_set() {
+        let defaults = parse(CHAT).expect("valid manifest");
+        assert_eq!(defaults.server.min_write_interval, Duration::ZERO);
+        let set = parse_in(CHAT, &[("SWITCHBOARD_SERVER_MIN_WRITE_INTERVAL_MS", "25")])
+            .expect("valid setting");
+        assert_eq!(set.server.min_write_interval, Duration::from_millis(25));
+        let error = parse(&format!("{CHAT}\n[server]\nmin_write_interval_ms = 1001\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("`min_write_interval_ms` (1001) must be at most 1000"),
+            "{error}"
+        );
     }
 
     #[test]

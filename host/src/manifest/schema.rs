@@ -71,6 +71,11 @@ pub struct ServerSection {
     /// Longest a write to a WebSocket client may take, in milliseconds:
     /// `10000`. A client that takes longer to read is disconnected.
     pub write_timeout_ms: u64,
+    /// Least time between two writes to one WebSocket client, in
+    /// milliseconds: `0`. Events due sooner wait and go out together in the
+    /// next write: fewer system calls under heavy fanout, for up to this much
+    /// latency on a client sent to more often than this. At most `1000`.
+    pub min_write_interval_ms: u64,
     /// Directory of static files served at `/`, e.g. `"public"`.
     pub static_dir: Option<PathBuf>,
     /// Where precompiled plugin code is cached. Defaults to
@@ -168,6 +173,7 @@ impl Default for ServerSection {
             max_payload_bytes: 1_000_000,
             max_outbound_bytes: 4 << 20,
             write_timeout_ms: 10_000,
+            min_write_interval_ms: 0,
             static_dir: None,
             cache_dir: None,
             allowed_origins: None,

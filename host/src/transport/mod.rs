@@ -72,6 +72,7 @@ pub fn socket_io<A: Adapter>(
         .max_buffer_bytes(settings.max_outbound_bytes)
         .max_buffer_size(MAX_OUTBOUND_PACKETS)
         .write_timeout(settings.write_timeout)
+        .ws_min_write_interval(settings.min_write_interval)
         .ws_max_message_size(frame_limit)
         .ws_max_frame_size(frame_limit)
         .ws_read_buffer_size(WS_READ_BUFFER_BYTES)

@@ -1,0 +1,75 @@
+// `server.min_write_interval_ms`: a WebSocket client is written to at most
+// once per interval. What is due for it sooner waits, and goes out in the next
+// write with everything else due by then, in order and once each; a client
+// not written to for an interval gets its next event at once.
+//
+// Only lower bounds on time are asserted (a busy machine can make a write
+// later, never earlier), besides that the waiting events came together.
+
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+
+import {
+  closeAllSockets,
+  collect,
+  connect,
+  emitAckOk,
+  quiet,
+  relayPlugin,
+  startHost,
+  stopCleanly,
+  unique,
+  waitFor,
+} from "./harness.mjs";
+
+const INTERVAL_MS = 1000;
+const LATER = 4;
+
+let host;
+
+before(async () => {
+  host = await startHost({
+    plugins: [relayPlugin()],
+    server: { min_write_interval_ms: INTERVAL_MS },
+    namespaces: { "/": { events_per_second: 1000, event_burst: 1000 } },
+  });
+});
+
+after(async () => {
+  closeAllSockets();
+  if (host) await stopCleanly(host);
+});
+
+test("events due sooner than the interval after a write wait and go out together, in order", async () => {
+  const room = unique("paced");
+  const [sender, member] = await Promise.all([
+    connect(host.url, { auth: { user: "ada" } }),
+    connect(host.url, { auth: { user: "bob" } }),
+  ]);
+  await emitAckOk(sender, "join", { room });
+  await emitAckOk(member, "join", { room });
+  const arrivals = [];
+  const heard = collect(member, "message");
+  member.on("message", () => arrivals.push(performance.now()));
+  // Nothing written to either client for an interval: the next write is not held back.
+  await quiet(INTERVAL_MS + 200);
+
+  await emitAckOk(sender, "send_message", { room, text: "first" });
+  await waitFor(() => heard.length === 1);
+  // Due at once after the member's last write: these wait for the interval.
+  const sent = Array.from({ length: LATER }, (_, index) =>
+    sender.timeout(INTERVAL_MS * 5).emitWithAck("send_message", { room, text: `later ${index}` }),
+  );
+  await Promise.all(sent);
+  await waitFor(() => heard.length === 1 + LATER, INTERVAL_MS * 5);
+  await quiet();
+
+  assert.deepEqual(
+    heard.map(({ text }) => text),
+    ["first", ...Array.from({ length: LATER }, (_, index) => `later ${index}`)],
+  );
+  const waited = arrivals[1] - arrivals[0];
+  assert.ok(waited >= INTERVAL_MS * 0.9, `the second write came ${waited.toFixed(0)} ms after the first`);
+  const spread = arrivals[LATER] - arrivals[1];
+  assert.ok(spread < INTERVAL_MS / 2, `the waiting events came ${spread.toFixed(0)} ms apart, not in one write`);
+});

@@ -1,7 +1,8 @@
 // `server.min_write_interval_ms`: a WebSocket client is written to at most
 // once per interval. What is due for it sooner waits, and goes out in the next
 // write with everything else due by then, in order and once each; a client
-// not written to for an interval gets its next event at once.
+// not written to for an interval gets its next event at once; a client the
+// server disconnects gets what it was sent before, and the disconnect, at once.
 //
 // Only lower bounds on time are asserted (a busy machine can make a write
 // later, never earlier), besides that the waiting events came together.
@@ -12,8 +13,11 @@ import { after, before, test } from "node:test";
 import {
   closeAllSockets,
   collect,
+  collectAll,
   connect,
+  disconnected,
   emitAckOk,
+  manifestToml,
   quiet,
   relayPlugin,
   startHost,
@@ -21,17 +25,22 @@ import {
   unique,
   waitFor,
 } from "./harness.mjs";
+import { HS256_AUTH, nowS, signToken } from "./tokens.mjs";
 
 const INTERVAL_MS = 1000;
 const LATER = 4;
+const CLOCK_SKEW_S = 1;
 
 let host;
 
 before(async () => {
   host = await startHost({
-    plugins: [relayPlugin()],
-    server: { min_write_interval_ms: INTERVAL_MS },
-    namespaces: { "/": { events_per_second: 1000, event_burst: 1000 } },
+    manifest:
+      manifestToml({
+        plugins: [relayPlugin()],
+        server: { min_write_interval_ms: INTERVAL_MS },
+        namespaces: { "/": { events_per_second: 1000, event_burst: 1000 } },
+      }) + HS256_AUTH.replace("clock_skew_s = 5", `clock_skew_s = ${CLOCK_SKEW_S}`),
   });
 });
 
@@ -43,8 +52,8 @@ after(async () => {
 test("events due sooner than the interval after a write wait and go out together, in order", async () => {
   const room = unique("paced");
   const [sender, member] = await Promise.all([
-    connect(host.url, { auth: { user: "ada" } }),
-    connect(host.url, { auth: { user: "bob" } }),
+    connect(host.url, { auth: { token: signToken({ sub: "ada" }) } }),
+    connect(host.url, { auth: { token: signToken({ sub: "bob" }) } }),
   ]);
   await emitAckOk(sender, "join", { room });
   await emitAckOk(member, "join", { room });
@@ -72,4 +81,25 @@ test("events due sooner than the interval after a write wait and go out together
   assert.ok(waited >= INTERVAL_MS * 0.9, `the second write came ${waited.toFixed(0)} ms after the first`);
   const spread = arrivals[LATER] - arrivals[1];
   assert.ok(spread < INTERVAL_MS / 2, `the waiting events came ${spread.toFixed(0)} ms apart, not in one write`);
+});
+
+test("a client disconnected by the server while its writes wait gets the events before, then the disconnect", async () => {
+  const exp = nowS(2);
+  const socket = await connect(host.url, { auth: { token: signToken({ sub: "expiring", exp }) } });
+  const received = collectAll(socket);
+  const gone = disconnected(socket, 15000);
+  // Acks every 100 ms keep the client's writes waiting on the interval when its token expires.
+  const echoes = setInterval(() => socket.emit("echo", { at: Date.now() }, () => {}), 100);
+  try {
+    assert.equal(await gone, "io server disconnect");
+  } finally {
+    clearInterval(echoes);
+  }
+  assert.ok(Date.now() >= (exp + CLOCK_SKEW_S) * 1000, "not disconnected before exp + clock skew");
+  assert.deepEqual(received, [
+    {
+      event: "error",
+      data: { event: "", code: "token_expired", message: "token expired: get a new token and connect again" },
+    },
+  ]);
 });

@@ -440,6 +440,15 @@ impl Validator<'_> {
                 ),
             );
         }
+        if server.min_write_interval_ms >= server.ping_timeout_ms {
+            return self.invalid(
+                0..0,
+                format!(
+                    "`min_write_interval_ms` ({}) must be below `ping_timeout_ms` ({}): a PING waiting that long would leave the client no time to answer it",
+                    server.min_write_interval_ms, server.ping_timeout_ms
+                ),
+            );
+        }
         let plugin_memory_bytes = mib_to_bytes(server.plugin_memory_mib);
         let mut reserved_bytes = 0usize;
 
@@ -1173,6 +1182,15 @@ event_burst = 9
             .to_string();
         assert!(
             error.contains("`min_write_interval_ms` (1001) must be at most 1000"),
+            "{error}"
+        );
+        let error = parse(&format!(
+            "{CHAT}\n[server]\nmin_write_interval_ms = 500\nping_timeout_ms = 500\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("must be below `ping_timeout_ms` (500)"),
             "{error}"
         );
     }

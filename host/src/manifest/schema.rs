@@ -74,7 +74,8 @@ pub struct ServerSection {
     /// Least time between two writes to one WebSocket client, in
     /// milliseconds: `0`. Events due sooner wait and go out together in the
     /// next write: fewer system calls under heavy fanout, for up to this much
-    /// latency on a client sent to more often than this. At most `1000`.
+    /// latency on a client sent to more often than this. At most `1000`, and
+    /// below `ping_timeout_ms`.
     pub min_write_interval_ms: u64,
     /// Directory of static files served at `/`, e.g. `"public"`.
     pub static_dir: Option<PathBuf>,

@@ -32,6 +32,7 @@ const DEFAULT_IDLE_TIMEOUT_MS: u64 = 5_000;
 
 /// Wasm pages (64 KiB) in a MiB.
 const PAGES_PER_MIB: u32 = 16;
+
 /// Beyond it, any reply to a busy client could wait longer than clients
 /// expect a reply to take.
 const MAX_MIN_WRITE_INTERVAL_MS: u64 = 1_000;

@@ -83,23 +83,50 @@ test("events due sooner than the interval after a write wait and go out together
   assert.ok(spread < INTERVAL_MS / 2, `the waiting events came ${spread.toFixed(0)} ms apart, not in one write`);
 });
 
-test("a client disconnected by the server while its writes wait gets the events before, then the disconnect", async () => {
+test("an ack is written at once, however recent the client's last write", async () => {
+  const room = unique("acked");
+  const socket = await connect(host.url, { auth: { token: signToken({ sub: "cy" }) } });
+  await emitAckOk(socket, "join", { room });
+  const heard = collect(socket, "message");
+  await emitAckOk(socket, "send_message", { room, text: "to myself" });
+  await waitFor(() => heard.length === 1);
+  // The broadcast was just written: an ack now does not wait for the interval.
+  const asked = performance.now();
+  await emitAckOk(socket, "echo", { n: 1 });
+  const took = performance.now() - asked;
+  assert.ok(took < INTERVAL_MS / 2, `the ack took ${took.toFixed(0)} ms`);
+});
+
+test("a client disconnected by the server while its broadcasts wait gets what came before, then the disconnect", async () => {
+  const room = unique("expiring");
   const exp = nowS(2);
-  const socket = await connect(host.url, { auth: { token: signToken({ sub: "expiring", exp }) } });
+  const [socket, sender] = await Promise.all([
+    connect(host.url, { auth: { token: signToken({ sub: "expiring", exp }) } }),
+    connect(host.url, { auth: { token: signToken({ sub: "sender" }) } }),
+  ]);
+  await emitAckOk(socket, "join", { room });
+  await emitAckOk(sender, "join", { room });
   const received = collectAll(socket);
   const gone = disconnected(socket, 15000);
-  // Acks every 100 ms keep the client's writes waiting on the interval when its token expires.
-  const echoes = setInterval(() => socket.emit("echo", { at: Date.now() }, () => {}), 100);
+  // A message every 100 ms keeps the client's writes waiting on the interval when its token expires.
+  let sent = 0;
+  const messages = setInterval(() => sender.emit("send_message", { room, text: `${sent++}` }, () => {}), 100);
   try {
     assert.equal(await gone, "io server disconnect");
   } finally {
-    clearInterval(echoes);
+    clearInterval(messages);
   }
   assert.ok(Date.now() >= (exp + CLOCK_SKEW_S) * 1000, "not disconnected before exp + clock skew");
-  assert.deepEqual(received, [
-    {
-      event: "error",
-      data: { event: "", code: "token_expired", message: "token expired: get a new token and connect again" },
-    },
-  ]);
+  const texts = received.named("message").map(({ text }) => text);
+  assert.ok(texts.length > 0, "the client got messages before its token expired");
+  assert.deepEqual(texts, texts.map((_, index) => `${index}`), "in order, none missing or repeated");
+  assert.deepEqual(
+    received.filter(({ event }) => event !== "message"),
+    [
+      {
+        event: "error",
+        data: { event: "", code: "token_expired", message: "token expired: get a new token and connect again" },
+      },
+    ],
+  );
 });

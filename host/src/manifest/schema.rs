@@ -71,11 +71,11 @@ pub struct ServerSection {
     /// Longest a write to a WebSocket client may take, in milliseconds:
     /// `10000`. A client that takes longer to read is disconnected.
     pub write_timeout_ms: u64,
-    /// Least time between two writes to one WebSocket client, in
+    /// Least time between two writes of events to one WebSocket client, in
     /// milliseconds: `0`. Events due sooner wait and go out together in the
     /// next write: fewer system calls under heavy fanout, for up to this much
-    /// latency on a client sent to more often than this. At most `1000`, and
-    /// below `ping_timeout_ms`.
+    /// latency on a client sent events more often than this. Acks do not
+    /// start a wait. At most `1000`, and below `ping_timeout_ms`.
     pub min_write_interval_ms: u64,
     /// Directory of static files served at `/`, e.g. `"public"`.
     pub static_dir: Option<PathBuf>,

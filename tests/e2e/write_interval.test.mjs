@@ -1,8 +1,9 @@
-// `server.min_write_interval_ms`: a WebSocket client is written to at most
-// once per interval. What is due for it sooner waits, and goes out in the next
-// write with everything else due by then, in order and once each; a client
-// not written to for an interval gets its next event at once; a client the
-// server disconnects gets what it was sent before, and the disconnect, at once.
+// `server.min_write_interval_ms`: the events plugins emit are written to a
+// WebSocket client at most once per interval. An event due for it sooner
+// waits, and goes out in the next write with everything else due by then, in
+// order and once each; a client not written to for an interval gets its next
+// event at once; an ack does not wait; a client the server disconnects while
+// its events wait gets them, and the disconnect.
 //
 // Times are asserted against the interval: a write held back comes at least
 // 0.9 of it after the one before (a busy machine makes it later, never

@@ -39,9 +39,9 @@
 //   plugin (no state: the baseline's contract, message ids per instance)
 //   instead of the chat plugin (a transaction on the room's counter and
 //   history per message).
-// --min-write-interval-ms N: Switchboard's nodes write to a WebSocket client
-//   at most once per N ms (`server.min_write_interval_ms`), the messages due
-//   meanwhile together; the baselines have no such setting.
+// --min-write-interval-ms N: Switchboard's nodes write broadcasts to a
+//   WebSocket client at most once per N ms (`server.min_write_interval_ms`),
+//   the messages due meanwhile together; the baselines have no such setting.
 // --client rust: the clients are tests/load/clients' `fanout` (raw WebSocket, one
 //   thread; built here) instead of socket.io-client in this process, which
 //   cannot take 200,000 deliveries a second. Not with --drop.
@@ -453,7 +453,7 @@ if (values.compare === "recovery") {
 console.log(
   `${SUBSCRIBERS} subscribers in one room, ${SENDERS} senders, ${RATE} msg/s for ${SECONDS} s, websocket, loopback` +
     (DROPPED ? `, ${DROPPED} subscribers dropped halfway` : "") +
-    (MIN_WRITE_INTERVAL_MS ? `, Switchboard's writes to a client at least ${MIN_WRITE_INTERVAL_MS} ms apart` : ""),
+    (MIN_WRITE_INTERVAL_MS ? `, Switchboard's writes of broadcasts to a client at least ${MIN_WRITE_INTERVAL_MS} ms apart` : ""),
 );
 console.log("| server | sends accepted | delivered | lost | duplicates | out of order | disconnects / new sockets | deliveries/s | server CPU µs/delivery | of which Redis | machine busy | p50 ms | p99 ms |");
 console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|");

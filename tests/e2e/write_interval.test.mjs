@@ -2,8 +2,9 @@
 // WebSocket client at most once per interval. An event due for it sooner
 // waits, and goes out in the next write with everything else due by then, in
 // order and once each; a client not written to for an interval gets its next
-// event at once; an ack does not wait; a client the server disconnects while
-// its events wait gets them, and the disconnect.
+// event at once; an ack does not wait, and one asked for while events wait
+// ends the wait; a client the server disconnects while its events wait gets
+// them, and the disconnect.
 //
 // Times are asserted against the interval: a write held back comes at least
 // 0.9 of it after the one before (a busy machine makes it later, never
@@ -19,6 +20,7 @@ import {
   collectAll,
   connect,
   disconnected,
+  emitAck,
   emitAckOk,
   manifestToml,
   quiet,
@@ -98,6 +100,35 @@ test("an ack is written at once, however recent the client's last write", async 
   await emitAckOk(socket, "echo", { n: 1 });
   const took = performance.now() - asked;
   assert.ok(took < INTERVAL_MS / 2, `the ack took ${took.toFixed(0)} ms`);
+});
+
+test("an ack asked for while broadcasts wait ends the wait: the broadcasts come at once, then the ack", async () => {
+  const room = unique("interrupted");
+  const [sender, member] = await Promise.all([
+    connect(host.url, { auth: { token: signToken({ sub: "dee" }) } }),
+    connect(host.url, { auth: { token: signToken({ sub: "eve" }) } }),
+  ]);
+  await emitAckOk(sender, "join", { room });
+  await emitAckOk(member, "join", { room });
+  const heard = collect(member, "message");
+  await quiet(INTERVAL_MS + 200);
+  await emitAckOk(sender, "send_message", { room, text: "first" });
+  await waitFor(() => heard.length === 1);
+  // Due at once after the member's last write: this one waits for the interval.
+  sender.emit("send_message", { room, text: "waiting" }, () => {});
+  await quiet(INTERVAL_MS / 5);
+  assert.equal(heard.length, 1, "the second broadcast waits");
+
+  const asked = performance.now();
+  const reply = await emitAck(member, "echo", { n: 2 });
+  const took = performance.now() - asked;
+  const heardBeforeAck = heard.map(({ text }) => text);
+
+  assert.deepEqual(reply, { echo: { n: 2 } });
+  assert.ok(took < INTERVAL_MS / 2, `the ack took ${took.toFixed(0)} ms`);
+  assert.deepEqual(heardBeforeAck, ["first", "waiting"], "the waiting broadcast came before the ack");
+  await quiet();
+  assert.equal(heard.length, 2, "the waiting broadcast came once");
 });
 
 test("a client disconnected by the server while its broadcasts wait gets what came before, then the disconnect", async () => {

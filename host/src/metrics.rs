@@ -6,6 +6,7 @@
 //! text a client chooses, so no client can grow the number of series.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 pub use metrics::{Counter, Histogram};
@@ -13,6 +14,7 @@ use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use thread_local::ThreadLocal;
 
 /// Sockets connected to this node, per namespace.
 pub const CONNECTIONS: &str = "switchboard_connections";
@@ -58,6 +60,14 @@ pub const ACKS: &str = "switchboard_acks_total";
 /// Redis round trips the host waits on, per command: `state` (a plugin
 /// state script) and `journal` (appending an emit).
 pub const REDIS_COMMAND_SECONDS: &str = "switchboard_redis_command_seconds";
+
+/// Writes to WebSocket clients: the frames due for one client, flushed
+/// together (one system call unless its socket's buffer filled).
+pub const WEBSOCKET_WRITES: &str = "switchboard_websocket_writes_total";
+/// Frames (Engine.IO packets) those writes carried: frames per write is how
+/// many each write took together, more under load or with
+/// `min_write_interval_ms`.
+pub const WEBSOCKET_FRAMES_WRITTEN: &str = "switchboard_websocket_frames_written_total";
 
 /// Bytes the process's allocations hold (what the host and plugins use).
 pub const MEMORY_ALLOCATED: &str = "switchboard_memory_allocated_bytes";
@@ -112,6 +122,7 @@ impl Metrics {
     /// Every series in the Prometheus text format.
     pub fn render(&self) -> String {
         crate::allocator::record_memory();
+        record_websocket_writes();
         self.handle.run_upkeep();
         self.handle.render()
     }
@@ -177,6 +188,16 @@ fn describe() {
         Unit::Count,
         "Allocations the process has made since it started."
     );
+    describe_counter!(
+        WEBSOCKET_WRITES,
+        Unit::Count,
+        "Writes to WebSocket clients (the frames due for one client, flushed together)."
+    );
+    describe_counter!(
+        WEBSOCKET_FRAMES_WRITTEN,
+        Unit::Count,
+        "Frames the writes to WebSocket clients carried."
+    );
     describe_counter!(DISCONNECTS, Unit::Count, "Sockets that left, by reason.");
     describe_counter!(
         EVENTS,
@@ -222,6 +243,39 @@ fn describe() {
         Unit::Count,
         "Redis connections re-established after a loss."
     );
+}
+
+/// One thread's count of WebSocket writes and the frames they carried.
+#[derive(Default)]
+struct WriteCounts {
+    writes: AtomicU64,
+    frames: AtomicU64,
+}
+
+/// A count per thread: writers on every core add to their own, never
+/// contending for one counter at every write.
+static WRITE_COUNTS: ThreadLocal<WriteCounts> = ThreadLocal::new();
+
+/// Counts a write to a WebSocket client and the frames it carried; called by
+/// the transport after every write.
+pub fn websocket_written(frames: usize) {
+    let counts = WRITE_COUNTS.get_or_default();
+    counts.writes.fetch_add(1, Ordering::Relaxed);
+    counts.frames.fetch_add(frames as u64, Ordering::Relaxed);
+}
+
+/// Sets the write counters to the sum of every thread's count.
+fn record_websocket_writes() {
+    let (writes, frames) = WRITE_COUNTS
+        .iter()
+        .fold((0, 0), |(writes, frames), counts| {
+            (
+                writes + counts.writes.load(Ordering::Relaxed),
+                frames + counts.frames.load(Ordering::Relaxed),
+            )
+        });
+    counter!(WEBSOCKET_WRITES).absolute(writes);
+    counter!(WEBSOCKET_FRAMES_WRITTEN).absolute(frames);
 }
 
 pub fn connected(namespace: &str) {

@@ -23,6 +23,7 @@ import {
   emitAck,
   emitAckOk,
   manifestToml,
+  metric,
   quiet,
   relayPlugin,
   startHost,
@@ -67,6 +68,11 @@ test("events due sooner than the interval after a write wait and go out together
   member.on("message", () => arrivals.push(performance.now()));
   // Nothing written to either client for an interval: the next write is not held back.
   await quiet(INTERVAL_MS + 200);
+  const written = async () => ({
+    writes: await metric(host.url, "switchboard_websocket_writes_total"),
+    frames: await metric(host.url, "switchboard_websocket_frames_written_total"),
+  });
+  const before = await written();
 
   await emitAckOk(sender, "send_message", { room, text: "first" });
   await waitFor(() => heard.length === 1);
@@ -86,6 +92,14 @@ test("events due sooner than the interval after a write wait and go out together
   assert.ok(waited >= INTERVAL_MS * 0.9, `the second write came ${waited.toFixed(0)} ms after the first`);
   const spread = arrivals[LATER] - arrivals[1];
   assert.ok(spread < INTERVAL_MS / 2, `the waiting events came ${spread.toFixed(0)} ms apart, not in one write`);
+
+  // Every write counts once with its frames: the member's second write alone
+  // carried LATER frames, so the frames outnumber the writes by LATER - 1 at least.
+  const after = await written();
+  const writes = after.writes - before.writes;
+  const frames = after.frames - before.frames;
+  assert.ok(writes >= 2, `${writes} writes counted`);
+  assert.ok(frames - writes >= LATER - 1, `${frames} frames counted in ${writes} writes`);
 });
 
 test("an ack is written at once, however recent the client's last write", async () => {

@@ -73,6 +73,7 @@ pub fn socket_io<A: Adapter>(
         .max_buffer_size(MAX_OUTBOUND_PACKETS)
         .write_timeout(settings.write_timeout)
         .ws_min_write_interval(settings.min_write_interval)
+        .ws_write_observer(crate::metrics::websocket_written)
         .ws_max_message_size(frame_limit)
         .ws_max_frame_size(frame_limit)
         .ws_read_buffer_size(WS_READ_BUFFER_BYTES)

@@ -56,7 +56,7 @@ import { parseArgs } from "node:util";
 
 import { io } from "socket.io-client";
 
-import { REPO, chatPlugin, manifestToml, relayPlugin, writeManifest } from "../e2e/harness.mjs";
+import { REPO, chatPlugin, manifestToml, metric, relayPlugin, writeManifest } from "../e2e/harness.mjs";
 import { startRedis } from "../e2e/redis.mjs";
 import { cpuSeconds, machineTicks } from "./proc.mjs";
 import {
@@ -191,6 +191,20 @@ function cpuMeter(pids, redisPid) {
   };
 }
 
+/**
+ * The writes Switchboard's nodes made to WebSocket clients over the whole run
+ * and the frames they carried, from their `/metrics` (none for the
+ * baselines, which have no such series).
+ */
+async function websocketWrites(servers) {
+  const sum = async (name) =>
+    (await Promise.all(servers.map((server) => metric(server.url, name).catch(() => 0)))).reduce((a, b) => a + b, 0);
+  return {
+    writes: await sum("switchboard_websocket_writes_total"),
+    framesWritten: await sum("switchboard_websocket_frames_written_total"),
+  };
+}
+
 /** What `run` reports of the CPU `used` (risen by, over the measured phase) for `deliveries`. */
 function cpuFigures(used, deliveries, redisPid) {
   return {
@@ -218,9 +232,11 @@ async function runRustClients(name, servers, pids, { redisPid }) {
     Object.entries(args).flatMap(([key, value]) => [`--${key}`, String(value)]),
     { start: "sending", end: "delivered", meter },
   );
+  const written = await websocketWrites(servers);
   await Promise.all(servers.map((server) => server.stop?.()));
   return {
     ...result,
+    ...written,
     name,
     dropped: 0,
     ...cpuFigures(used, result.deliveries, redisPid),
@@ -379,6 +395,7 @@ async function runNodeClients(name, servers, pids, { recovers, redisPid }) {
     result.disconnectReasons = disconnectReasons;
   }
   for (const socket of clients) socket.close();
+  Object.assign(result, await websocketWrites(servers));
   await Promise.all(servers.map((server) => server.stop?.()));
   return result;
 }
@@ -478,6 +495,12 @@ for (const r of results.filter((result) => result.lost)) {
   }
   console.log(`${r.name}: ${r.late} deliveries arrived in another ${SETTLE_MS} ms; ${r.stillMissing} still missing after it`);
   console.log(`${r.name}: ${r.neverBack} subscribers not connected then; disconnects by reason ${JSON.stringify(r.disconnectReasons)}`);
+}
+for (const r of results.filter((result) => result.writes)) {
+  console.log(
+    `${r.name}: ${r.writes} writes to clients over the run, ${(r.framesWritten / r.writes).toFixed(2)} frames each ` +
+      "(switchboard_websocket_writes_total, switchboard_websocket_frames_written_total)",
+  );
 }
 for (const r of results.filter((result) => result.unansweredJoins)) {
   console.log(`${r.name}: ${r.unansweredJoins} joins went unanswered for ${JOIN_TIMEOUT_MS} ms and were sent again`);

@@ -142,6 +142,19 @@ describe("clients that stop reading", () => {
     assert.match(host.stderr(), /slow|keep up/, "the disconnect is logged");
   });
 
+  test("with min_write_interval_ms, broadcasts waiting for a stopped reader are bounded the same", async () => {
+    // Broadcasts wait in the connection's write buffer, which is written out
+    // past 128 KiB: the blocked write then holds the rest in the queue, and
+    // the byte limit ends it as without the interval.
+    const host = await startSlowHost({
+      max_payload_bytes: 100000,
+      max_outbound_bytes: 262144,
+      write_timeout_ms: 600000,
+      min_write_interval_ms: 200,
+    });
+    await floodPastAStoppedReader(host, { count: 300, size: 60000 });
+  });
+
   test("a write blocked longer than write_timeout_ms disconnects the reader", async () => {
     // A byte limit no flood here reaches: only the blocked write can end it.
     const host = await startSlowHost({ max_outbound_bytes: 1 << 30, write_timeout_ms: 500 });

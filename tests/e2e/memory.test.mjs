@@ -2,13 +2,15 @@
 // silent sockets must not hold a buffer or a task's worth of room per socket
 // it never uses (hyper's read buffer kept alive by the handshake's headers,
 // engineioxide's eagerly allocated channel block, futures sized for calls an
-// idle socket is not making, a task per session for its heartbeat).
+// idle socket is not making, a task per session for its heartbeat); and a
+// connection that once carried a large message must not keep a buffer of its
+// size (tungstenite's read and write buffers kept their largest size).
 
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 
 import { memoryKib } from "../load/proc.mjs";
-import { chatPlugin, sleep, startHost } from "./harness.mjs";
+import { chatPlugin, metric, relayPlugin, sleep, startHost, unique, waitFor } from "./harness.mjs";
 import { openRawSocket } from "./raw_socket.mjs";
 
 const CONNECTIONS = 2000;
@@ -24,12 +26,57 @@ const SETTLE_MS = 2000;
  */
 const MAX_KIB_PER_CONNECTION = 14;
 
+/**
+ * Allocated bytes a connection may still hold once a large message it
+ * carried is gone: what the connection keeps to reuse (8 KiB at most per
+ * buffer), far below the message. Before, it held the message's size: 515
+ * KiB after a 500 KB broadcast, 877 after sending 900 KB.
+ */
+const MAX_KIB_KEPT_AFTER_LARGE_MESSAGE = 64;
+const LARGE_BYTES = 500_000;
+
 const sockets = [];
 let host;
+const hosts = [];
 
 after(async () => {
   for (const socket of sockets) socket.close();
   await host?.stop();
+  for (const other of hosts) await other.stop();
+});
+
+/** Allocated KiB per connection that `act` leaves behind on a fresh node serving `connections` raw sockets. */
+async function keptAfter(connections, act) {
+  const node = await startHost({ plugins: [relayPlugin()] });
+  hosts.push(node);
+  const port = new URL(node.url).port;
+  const clients = await Promise.all(Array.from({ length: connections }, () => openRawSocket(port, "/")));
+  sockets.push(...clients);
+  await sleep(SETTLE_MS);
+  const before = await metric(node.url, "switchboard_memory_allocated_bytes");
+  await act(clients);
+  await sleep(SETTLE_MS);
+  const kept = ((await metric(node.url, "switchboard_memory_allocated_bytes")) - before) / connections / 1024;
+  for (const client of clients) client.close();
+  return kept;
+}
+
+test("a large broadcast leaves no buffer of its size in its recipients' connections", async () => {
+  const kept = await keptAfter(200, async (clients) => {
+    const room = unique("large");
+    await Promise.all(clients.map((client) => client.emitWithAck("join", { room })));
+    await clients[0].emitWithAck("send_message", { room, text: "x".repeat(LARGE_BYTES) });
+    await waitFor(() => clients.every((client) => client.events() === 1));
+  });
+  assert.ok(kept < MAX_KIB_KEPT_AFTER_LARGE_MESSAGE, `each recipient's connection kept ${kept.toFixed(1)} KiB`);
+});
+
+test("a large message from a client leaves no buffer of its size in its connection", async () => {
+  const kept = await keptAfter(50, async (clients) => {
+    // Refused as unknown after it is read: only the read side holds it.
+    for (const client of clients) await client.emitWithAck("unrouted", { text: "x".repeat(LARGE_BYTES) });
+  });
+  assert.ok(kept < MAX_KIB_KEPT_AFTER_LARGE_MESSAGE, `each sender's connection kept ${kept.toFixed(1)} KiB`);
 });
 
 test(`${CONNECTIONS} idle connections hold under ${MAX_KIB_PER_CONNECTION} KiB each`, async () => {

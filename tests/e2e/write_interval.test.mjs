@@ -55,19 +55,28 @@ after(async () => {
   if (host) await stopCleanly(host);
 });
 
-test("events due sooner than the interval after a write wait and go out together, in order", async () => {
-  const room = unique("paced");
+/**
+ * A sender and a member in a new room, neither written to for an interval,
+ * so the next write to either is not held back; `heard` collects the
+ * member's messages.
+ */
+async function quietRoom(prefix, senderName, memberName) {
+  const room = unique(prefix);
   const [sender, member] = await Promise.all([
-    connect(host.url, { auth: { token: signToken({ sub: "ada" }) } }),
-    connect(host.url, { auth: { token: signToken({ sub: "bob" }) } }),
+    connect(host.url, { auth: { token: signToken({ sub: senderName }) } }),
+    connect(host.url, { auth: { token: signToken({ sub: memberName }) } }),
   ]);
   await emitAckOk(sender, "join", { room });
   await emitAckOk(member, "join", { room });
-  const arrivals = [];
   const heard = collect(member, "message");
-  member.on("message", () => arrivals.push(performance.now()));
-  // Nothing written to either client for an interval: the next write is not held back.
   await quiet(INTERVAL_MS + 200);
+  return { room, sender, member, heard };
+}
+
+test("events due sooner than the interval after a write wait and go out together, in order", async () => {
+  const { room, sender, member, heard } = await quietRoom("paced", "ada", "bob");
+  const arrivals = [];
+  member.on("message", () => arrivals.push(performance.now()));
   const written = async () => ({
     writes: await metric(host.url, "switchboard_websocket_writes_total"),
     frames: await metric(host.url, "switchboard_websocket_frames_written_total"),
@@ -117,15 +126,7 @@ test("an ack is written at once, however recent the client's last write", async 
 });
 
 test("an ack asked for while broadcasts wait ends the wait: the broadcasts come at once, then the ack", async () => {
-  const room = unique("interrupted");
-  const [sender, member] = await Promise.all([
-    connect(host.url, { auth: { token: signToken({ sub: "dee" }) } }),
-    connect(host.url, { auth: { token: signToken({ sub: "eve" }) } }),
-  ]);
-  await emitAckOk(sender, "join", { room });
-  await emitAckOk(member, "join", { room });
-  const heard = collect(member, "message");
-  await quiet(INTERVAL_MS + 200);
+  const { room, sender, member, heard } = await quietRoom("interrupted", "dee", "eve");
   await emitAckOk(sender, "send_message", { room, text: "first" });
   await waitFor(() => heard.length === 1);
   // Due at once after the member's last write: this one waits for the interval.

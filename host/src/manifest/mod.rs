@@ -33,8 +33,8 @@ const DEFAULT_IDLE_TIMEOUT_MS: u64 = 5_000;
 /// Wasm pages (64 KiB) in a MiB.
 const PAGES_PER_MIB: u32 = 16;
 
-/// Beyond it, any event to a busy client, and an ack that joins its write,
-/// could wait longer than clients expect a reply to take.
+/// Beyond it, any event to a busy client could wait longer than clients
+/// expect an event to take.
 const MAX_MIN_WRITE_INTERVAL_MS: u64 = 1_000;
 
 /// The manifest format version this release reads.

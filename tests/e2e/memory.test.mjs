@@ -4,7 +4,8 @@
 // engineioxide's eagerly allocated channel block, futures sized for calls an
 // idle socket is not making, a task per session for its heartbeat); and a
 // connection that once carried a large message must not keep a buffer of its
-// size (tungstenite's read and write buffers kept their largest size).
+// size (tungstenite's read and write buffers kept their largest size), nor
+// one reserved for a message a client only claims to send.
 
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
@@ -30,10 +31,21 @@ const MAX_KIB_PER_CONNECTION = 14;
  * Allocated bytes a connection may still hold once a large message it
  * carried is gone: what the connection keeps to reuse (8 KiB at most per
  * buffer), far below the message. Before, it held the message's size: 515
- * KiB after a 500 KB broadcast, 877 after sending 900 KB.
+ * KiB after a 500 KB broadcast, 877 after sending 900 KB, and 2,040 for a
+ * header claiming a 1.9 MB frame.
  */
 const MAX_KIB_KEPT_AFTER_LARGE_MESSAGE = 64;
 const LARGE_BYTES = 500_000;
+
+/** The masked header of a text frame claiming `length` bytes: what a client sends before a frame's payload. */
+function frameHeader(length, { final = true } = {}) {
+  const header = Buffer.alloc(14);
+  header[0] = (final ? 0x80 : 0) | 0x1;
+  header[1] = 0x80 | 127;
+  header.writeBigUInt64BE(BigInt(length), 2);
+  header.set([1, 2, 3, 4], 10);
+  return header;
+}
 
 const sockets = [];
 let host;
@@ -77,6 +89,44 @@ test("a large message from a client leaves no buffer of its size in its connecti
     for (const client of clients) await client.emitWithAck("unrouted", { text: "x".repeat(LARGE_BYTES) });
   });
   assert.ok(kept < MAX_KIB_KEPT_AFTER_LARGE_MESSAGE, `each sender's connection kept ${kept.toFixed(1)} KiB`);
+});
+
+test("a frame's header alone reserves no memory of the length it claims", async () => {
+  const kept = await keptAfter(100, async (clients) => {
+    // Under 2x max_payload_bytes, so the frame is allowed; 10 of its bytes are sent.
+    for (const client of clients) client.writeRaw(Buffer.concat([frameHeader(1_900_000), Buffer.alloc(10, 7)]));
+  });
+  assert.ok(kept < MAX_KIB_KEPT_AFTER_LARGE_MESSAGE, `each connection holds ${kept.toFixed(1)} KiB for 10 bytes sent`);
+});
+
+test("a message a client keeps sending and never finishes ends its connection at the heartbeat's timeout", async () => {
+  const heartbeat = { ping_interval_ms: 300, ping_timeout_ms: 200 };
+  const node = await startHost({ server: heartbeat, plugins: [relayPlugin()] });
+  hosts.push(node);
+  const port = new URL(node.url).port;
+  const pingFrame = Buffer.from([0x89, 0x80, 1, 2, 3, 4]);
+  // What starts each message, then what the client sends every 50 ms.
+  const unfinished = {
+    frame: [Buffer.concat([frameHeader(1_900_000), Buffer.alloc(1000, 7)]), Buffer.alloc(1000, 7)],
+    // A new data frame would break the message off: only WebSocket pings may come between its fragments.
+    "fragmented message": [Buffer.concat([frameHeader(10, { final: false }), Buffer.alloc(10, 7)]), pingFrame],
+  };
+  for (const [what, [start, more]] of Object.entries(unfinished)) {
+    const client = await openRawSocket(port, "/");
+    sockets.push(client);
+    // An Engine.IO pong is a message of its own, which an unfinished one keeps from being read.
+    client.mute();
+    client.writeRaw(start);
+    const sending = setInterval(() => client.writeRaw(more), 50);
+    const started = Date.now();
+    await client.closed;
+    clearInterval(sending);
+    const waited = Date.now() - started;
+    const bound = heartbeat.ping_interval_ms + heartbeat.ping_timeout_ms;
+    assert.ok(waited < 4 * bound, `a ${what} sent for ${waited} ms kept its connection past ${bound} ms of heartbeat`);
+  }
+  const timedOut = () => metric(node.url, "switchboard_disconnects_total", { reason: "ping_timeout" });
+  await waitFor(async () => (await timedOut()) === 2, undefined, "both counted as ping_timeout");
 });
 
 test(`${CONNECTIONS} idle connections hold under ${MAX_KIB_PER_CONNECTION} KiB each`, async () => {

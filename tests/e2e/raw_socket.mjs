@@ -6,9 +6,10 @@ import WebSocket from "ws";
 /**
  * Connects to `namespace` on 127.0.0.1:`port` (from `localAddress` if given)
  * and resolves once the namespace accepted the socket, to
- * `{ emitWithAck(event, data), close(), pause(), closed, bufferedAmount(), events() }`.
- * Pings are answered; `pause()` stops reading (the kernel's buffers then fill,
- * and the server's writes block); `closed` resolves when the connection ends;
+ * `{ emitWithAck(event, data), close(), pause(), mute(), writeRaw(bytes), closed, bufferedAmount(), events() }`.
+ * Pings are answered until `mute()`; `pause()` stops reading (the kernel's buffers then fill,
+ * and the server's writes block); `writeRaw` writes bytes to the TCP
+ * connection as they are, past the WebSocket framing; `closed` resolves when the connection ends;
  * `events()` counts the events received.
  */
 export function openRawSocket(port, namespace, { auth, localAddress } = {}) {
@@ -20,13 +21,14 @@ export function openRawSocket(port, namespace, { auth, localAddress } = {}) {
   const acks = new Map();
   let lastId = 0;
   let events = 0;
+  let muted = false;
   const closed = new Promise((resolve) => ws.on("close", resolve));
   return new Promise((resolve, reject) => {
     ws.on("error", reject);
     ws.on("close", () => reject(new Error("closed before the namespace accepted the socket")));
     ws.on("message", (data) => {
       const text = String(data);
-      if (text === "2") return ws.send("3");
+      if (text === "2") return muted || ws.send("3");
       if (text.startsWith("0")) return ws.send(`40${prefix}${auth ? JSON.stringify(auth) : ""}`);
       if (text.startsWith(`40${prefix}`)) {
         return resolve({
@@ -37,6 +39,8 @@ export function openRawSocket(port, namespace, { auth, localAddress } = {}) {
           },
           close: () => ws.close(),
           pause: () => ws._socket.pause(),
+          mute: () => (muted = true),
+          writeRaw: (bytes) => ws._socket.write(bytes),
           closed,
           bufferedAmount: () => ws.bufferedAmount,
           events: () => events,

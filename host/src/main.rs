@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchboard::escaped::Escaped;
 use switchboard::http_api;
-use switchboard::listener::{Admission, Timeouts};
+use switchboard::listener::{Admission, RequestLimits};
 use switchboard::manifest::AllowedOrigins;
 use switchboard::{Manifest, Server};
 use tokio::net::TcpListener;
@@ -238,7 +238,7 @@ fn serve(manifest: PathBuf, listen: Option<SocketAddr>) -> anyhow::Result<()> {
         let probes = tokio::spawn(http_api::serve_while_starting(
             probe_listener,
             admission.clone(),
-            Timeouts::from(limits),
+            RequestLimits::from(limits),
             async {
                 let _ = starting_done.await;
             },

@@ -25,7 +25,7 @@ use crate::http_api::origin::{self, OriginGuard};
 use crate::http_api::plugin_routes::{PluginHttp, PluginRoutes};
 use crate::http_api::{self, ApiToken, Nodes, Readiness};
 use crate::identity::{KeyError, Verifier};
-use crate::listener::{self, Admission, Timeouts};
+use crate::listener::{self, Admission, RequestLimits};
 use crate::manifest::RecoverySettings;
 use crate::manifest::{Location, Manifest, PluginName, PluginSpec};
 use crate::metrics::{self, Metrics};
@@ -110,7 +110,7 @@ pub struct Server {
     namespaces: Arc<Namespaces>,
     reloader: Arc<Reloader>,
     admission: Arc<Admission>,
-    timeouts: Timeouts,
+    requests: RequestLimits,
 }
 
 /// Builds the sockets plugins reach from socketioxide and the journal emits go through.
@@ -436,7 +436,7 @@ impl Server {
             namespaces,
             reloader,
             admission,
-            timeouts: Timeouts::from(&manifest.server.connections),
+            requests: RequestLimits::from(&manifest.server.connections),
         })
     }
 
@@ -463,7 +463,7 @@ impl Server {
             self.listener,
             self.app,
             self.admission,
-            self.timeouts,
+            self.requests,
             async move {
                 shutdown.await;
                 tracing::info!("shutting down: closing connections");

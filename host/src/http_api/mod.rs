@@ -26,7 +26,7 @@ use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 
 use crate::cluster::{NodeLiveness, NodeReport, Reporter};
-use crate::listener::{self, Admission, Timeouts};
+use crate::listener::{self, Admission, RequestLimits};
 use crate::manifest::{MetricsAccess, is_reserved_event};
 use crate::metrics::Metrics;
 use crate::payload::Outgoing;
@@ -76,7 +76,7 @@ pub fn router(state: ApiState, plugin_http: Arc<PluginHttp>) -> Router {
 pub async fn serve_while_starting(
     listener: TcpListener,
     admission: Arc<Admission>,
-    timeouts: Timeouts,
+    requests: RequestLimits,
     started: impl Future<Output = ()> + Send + 'static,
 ) {
     let starting = Router::new()
@@ -88,7 +88,7 @@ pub async fn serve_while_starting(
                 "the server is starting: loading plugins or waiting for Redis",
             )
         });
-    listener::serve(listener, starting, admission, timeouts, started).await;
+    listener::serve(listener, starting, admission, requests, started).await;
 }
 
 /// A JSON error body: `{ "error": { "code", "message" } }`, the same shape

@@ -151,6 +151,7 @@ pub struct Admission {
     over_rate: AtomicU64,
     over_address: AtomicU64,
     header_timeouts: AtomicU64,
+    heads_too_large: AtomicU64,
     failed_accepts: AtomicU64,
     last_accept_error: Mutex<Option<String>>,
     /// The counts as last logged (the start-up responder logs first).
@@ -187,6 +188,7 @@ impl Admission {
             over_rate: AtomicU64::new(0),
             over_address: AtomicU64::new(0),
             header_timeouts: AtomicU64::new(0),
+            heads_too_large: AtomicU64::new(0),
             failed_accepts: AtomicU64::new(0),
             last_accept_error: Mutex::new(None),
             reported: Mutex::new(Counts::default()),
@@ -256,6 +258,10 @@ impl Admission {
 
     pub fn header_timed_out(&self) {
         self.header_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn head_too_large(&self) {
+        self.heads_too_large.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn accept_failed(&self, error: &std::io::Error) {
@@ -338,13 +344,17 @@ impl Admission {
              switchboard_connections_refused_total{{reason=\"too_many_connections_from_address\"}} {}\n\
              # HELP switchboard_http_header_timeouts_total Connections closed for not sending a request's headers in time.\n\
              # TYPE switchboard_http_header_timeouts_total counter\n\
-             switchboard_http_header_timeouts_total {}",
+             switchboard_http_header_timeouts_total {}\n\
+             # HELP switchboard_http_heads_too_large_total Requests refused with 431 for a head over `max_header_bytes`.\n\
+             # TYPE switchboard_http_heads_too_large_total counter\n\
+             switchboard_http_heads_too_large_total {}",
             self.open(),
             self.max_connections,
             counts.over_max,
             counts.over_rate,
             counts.over_address,
             self.header_timeouts.load(Ordering::Relaxed),
+            self.heads_too_large.load(Ordering::Relaxed),
         );
     }
 }

@@ -28,20 +28,25 @@ use crate::manifest::ConnectionLimits;
 /// such connections is small.
 const REFUSAL_READ_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How long a connection may wait for its next request.
+/// How long a connection may wait for its next request, and how large the
+/// request's head may be.
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
+pub struct RequestLimits {
     /// From the connection or the previous response to a whole request head.
     pub header_read: Duration,
     /// With no request in flight, from the connection or the previous response.
     pub idle: Duration,
+    /// Bytes of a request head read before it is refused with 431: what a
+    /// connection holds of a head, however large the client makes it.
+    pub max_head_bytes: usize,
 }
 
-impl From<&ConnectionLimits> for Timeouts {
+impl From<&ConnectionLimits> for RequestLimits {
     fn from(limits: &ConnectionLimits) -> Self {
         Self {
             header_read: limits.header_read_timeout,
             idle: limits.idle_timeout,
+            max_head_bytes: limits.max_header_bytes,
         }
     }
 }
@@ -54,15 +59,16 @@ pub async fn serve(
     refusal: Option<Refusal>,
     seat: Option<Arc<Seat>>,
     app: Router,
-    timeouts: Timeouts,
+    requests: RequestLimits,
     admission: Arc<Admission>,
     closing: CancellationToken,
 ) {
-    let timeouts = match refusal {
-        None => timeouts,
-        Some(_) => Timeouts {
-            header_read: timeouts.header_read.min(REFUSAL_READ_TIMEOUT),
-            idle: timeouts.idle.min(REFUSAL_READ_TIMEOUT),
+    let requests = match refusal {
+        None => requests,
+        Some(_) => RequestLimits {
+            header_read: requests.header_read.min(REFUSAL_READ_TIMEOUT),
+            idle: requests.idle.min(REFUSAL_READ_TIMEOUT),
+            ..requests
         },
     };
     let activity = Arc::new(Activity::new());
@@ -81,7 +87,8 @@ pub async fn serve(
     tokio::pin!(evicted);
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header_read)
+        .header_read_timeout(requests.header_read)
+        .max_buf_size(requests.max_head_bytes)
         // A connection over a limit gets one answer, then is closed.
         .keep_alive(refusal.is_none())
         .serve_connection(TokioIo::new(stream), service)
@@ -96,6 +103,8 @@ pub async fn serve(
                 if let Err(error) = served {
                     if error.is_timeout() {
                         admission.header_timed_out();
+                    } else if error.is_parse_too_large() {
+                        admission.head_too_large();
                     } else {
                         tracing::debug!("connection failed: {error}");
                     }
@@ -105,7 +114,7 @@ pub async fn serve(
             // A newer connection took its place in the reserve: close it.
             () = &mut evicted => return,
             () = closing.cancelled(), if !finishing => finishing = true,
-            () = activity.idle_for(timeouts.idle), if !finishing => finishing = true,
+            () = activity.idle_for(requests.idle), if !finishing => finishing = true,
         }
         connection.as_mut().graceful_shutdown();
     }

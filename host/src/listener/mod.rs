@@ -1,8 +1,8 @@
 //! The accept loop: admits each connection ([`admission`]) within the
 //! file-descriptor limit ([`fd_limit`]), over `max_connections` from a
-//! reserve ([`reserve`]), serves HTTP/1 on it with header and
-//! idle timeouts ([`connection`]), and on shutdown stops accepting and lets
-//! the connections finish.
+//! reserve ([`reserve`]), serves HTTP/1 on it with header and idle
+//! timeouts and a bound on request heads ([`connection`]), and on shutdown
+//! stops accepting and lets the connections finish.
 
 pub mod admission;
 mod connection;
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 pub use admission::Admission;
 use axum::Router;
-pub use connection::Timeouts;
+pub use connection::RequestLimits;
 use stream::AdmittedStream;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -34,7 +34,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     admission: Arc<Admission>,
-    timeouts: Timeouts,
+    requests: RequestLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let report = tokio::spawn(admission.clone().report(REPORT_PERIOD));
@@ -69,7 +69,7 @@ pub async fn serve(
             refusal,
             seat,
             app.clone(),
-            timeouts,
+            requests,
             admission.clone(),
             closing.clone(),
         ));

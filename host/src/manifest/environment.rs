@@ -76,6 +76,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "server.idle_timeout_ms",
     ),
     (
+        "SWITCHBOARD_SERVER_MAX_HEADER_BYTES",
+        "server.max_header_bytes",
+    ),
+    (
         "SWITCHBOARD_SERVER_CONNECT_TIMEOUT_MS",
         "server.connect_timeout_ms",
     ),
@@ -218,6 +222,10 @@ impl Environment {
         self.optional_spanned(
             "SWITCHBOARD_SERVER_IDLE_TIMEOUT_MS",
             &mut server.idle_timeout_ms,
+        )?;
+        self.spanned(
+            "SWITCHBOARD_SERVER_MAX_HEADER_BYTES",
+            &mut server.max_header_bytes,
         )?;
         self.spanned(
             "SWITCHBOARD_SERVER_CONNECT_TIMEOUT_MS",

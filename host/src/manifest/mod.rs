@@ -29,6 +29,9 @@ use toml::Spanned;
 /// How long a keep-alive connection waits for its next request unless the
 /// manifest says otherwise: Node's `keepAliveTimeout` is 5 s too.
 const DEFAULT_IDLE_TIMEOUT_MS: u64 = 5_000;
+/// The least `max_header_bytes`: hyper's own floor, and the 8 KiB most
+/// servers take as a minimum.
+const MIN_HEADER_BYTES: u64 = 8_192;
 
 /// Wasm pages (64 KiB) in a MiB.
 const PAGES_PER_MIB: u32 = 16;
@@ -207,6 +210,7 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
+    pub max_header_bytes: usize,
 }
 
 /// New connections allowed from one client address.
@@ -628,6 +632,15 @@ impl Validator<'_> {
         let header_read_timeout_ms =
             positive(&server.header_read_timeout_ms, "header_read_timeout_ms")?;
         let connect_timeout_ms = positive(&server.connect_timeout_ms, "connect_timeout_ms")?;
+        let max_header_bytes = &server.max_header_bytes;
+        if *max_header_bytes.get_ref() < MIN_HEADER_BYTES {
+            return self.invalid(
+                max_header_bytes.span(),
+                format!(
+                    "`max_header_bytes` must be at least {MIN_HEADER_BYTES}: browsers send request heads up to that size"
+                ),
+            );
+        }
         let idle_timeout_ms = match &server.idle_timeout_ms {
             None => DEFAULT_IDLE_TIMEOUT_MS.min(header_read_timeout_ms),
             Some(idle) if *idle.get_ref() > header_read_timeout_ms => {
@@ -664,6 +677,7 @@ impl Validator<'_> {
             header_read_timeout: Duration::from_millis(header_read_timeout_ms),
             idle_timeout: Duration::from_millis(idle_timeout_ms),
             connect_timeout: Duration::from_millis(connect_timeout_ms),
+            max_header_bytes: usize::try_from(*max_header_bytes.get_ref()).unwrap_or(usize::MAX),
         })
     }
 
@@ -1523,6 +1537,7 @@ event_burst = 9
         assert_eq!(limits.max_connections, 10_000);
         assert_eq!(limits.idle_timeout, Duration::from_secs(5));
         assert_eq!(limits.connect_timeout, Duration::from_secs(45));
+        assert_eq!(limits.max_header_bytes, 16_384);
         let rate = limits.per_address.expect("on by default");
         assert_eq!((rate.per_second.get(), rate.burst.get()), (100, 500));
 
@@ -1557,6 +1572,13 @@ event_burst = 9
         let error = server("max_connections = 0\n").unwrap_err().to_string();
         assert!(
             error.contains("`max_connections` must be at least 1"),
+            "{error}"
+        );
+        let error = server("max_header_bytes = 4096\n").unwrap_err().to_string();
+        assert!(
+            error.starts_with(
+                "/srv/switchboard.toml:3:20: `max_header_bytes` must be at least 8192"
+            ),
             "{error}"
         );
     }

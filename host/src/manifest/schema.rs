@@ -102,6 +102,9 @@ pub struct ServerSection {
     /// How long a client has to send a request's headers, counted from when
     /// it connects or got its previous response, in milliseconds: `10000`.
     pub header_read_timeout_ms: Spanned<u64>,
+    /// Largest request head (request line and headers), in bytes: `16384`,
+    /// as Node's HTTP server. A larger one gets `431`; at least `8192`.
+    pub max_header_bytes: Spanned<u64>,
     /// How long a connection with no request in flight stays open, in
     /// milliseconds: `5000`, and at most `header_read_timeout_ms`.
     pub idle_timeout_ms: Option<Spanned<u64>>,
@@ -183,6 +186,7 @@ impl Default for ServerSection {
             connection_burst_per_ip: Spanned::new(0..0, 500),
             max_connections_per_ip: 1_000,
             header_read_timeout_ms: Spanned::new(0..0, 10_000),
+            max_header_bytes: Spanned::new(0..0, 16_384),
             idle_timeout_ms: None,
             connect_timeout_ms: Spanned::new(0..0, 45_000),
             max_queued_bytes_per_socket: 4 << 20,

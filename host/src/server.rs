@@ -21,6 +21,7 @@ use crate::cluster::{
     self, MemoryStore, NodeLiveness, NodeReport, RedisStore, Reporter, StateStore,
 };
 use crate::host_api::HostServices;
+use crate::http_api::body_deadline::body_deadline;
 use crate::http_api::origin::{self, OriginGuard};
 use crate::http_api::plugin_routes::{PluginHttp, PluginRoutes};
 use crate::http_api::{self, ApiToken, Nodes, Readiness};
@@ -425,7 +426,12 @@ impl Server {
             ))
             .layer(axum::middleware::from_fn_with_state(guard, origin::guard))
             // A body that stops arriving holds its connection no longer than
-            // headers may take (long-polling POSTs included).
+            // headers may take (long-polling POSTs included), and one that
+            // keeps arriving no longer than `body_timeout_ms` in all.
+            .layer(axum::middleware::from_fn_with_state(
+                manifest.server.connections.body_timeout,
+                body_deadline,
+            ))
             .layer(RequestBodyTimeoutLayer::new(
                 manifest.server.connections.header_read_timeout,
             ));

@@ -18,6 +18,7 @@ import {
   collect,
   connect,
   emitAckOk,
+  faultyPlugin,
   manifestToml,
   spawnServe,
   startHost,
@@ -265,6 +266,40 @@ describe("connection admission", () => {
     );
     await waitFor(() => stalled.isClosed() || stalled.received().length > 0, 5000, "the stalled body to be given up");
     assert.doesNotMatch(stalled.received(), /^HTTP\/1\.1 2/, "no success for half a body");
+  });
+
+  test("a request body that keeps arriving but never ends is given up after body_timeout_ms", async () => {
+    const started = await host({
+      manifest: manifestToml({
+        server: { header_read_timeout_ms: 2000, idle_timeout_ms: 1000, body_timeout_ms: 1000 },
+        plugins: [faultyPlugin({ routes: [{ method: "POST", path: "/apps/echo/{thing}", auth: "none" }] })],
+      }),
+    });
+    const handshake = await rawGet(started.port, "/socket.io/?EIO=4&transport=polling");
+    const { sid } = JSON.parse(handshake.body.slice(1));
+    const posts = {
+      "a long-polling POST": `/socket.io/?EIO=4&transport=polling&sid=${sid}`,
+      "a plugin route's POST": "/apps/echo/slow",
+    };
+    for (const [what, path] of Object.entries(posts)) {
+      const trickler = silent(started.port);
+      await trickler.opened;
+      trickler.socket.write(
+        `POST ${path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: text/plain\r\ncontent-length: 100000\r\n\r\n`,
+      );
+      // 100 bytes every 100 ms: never a pause the header timeout would end.
+      const sending = setInterval(() => trickler.socket.writable && trickler.socket.write("4".repeat(100)), 100);
+      try {
+        await waitFor(() => trickler.isClosed() || /\r\n\r\n/.test(trickler.received()), 5000, `${what} to be given up`);
+      } finally {
+        clearInterval(sending);
+      }
+      assert.match(trickler.received(), /^HTTP\/1\.1 4\d\d/, `${what}: ${trickler.received().slice(0, 200)}`);
+      if (path.startsWith("/apps/")) {
+        assert.match(trickler.received(), /^HTTP\/1\.1 408/);
+        await waitFor(() => trickler.received().includes('"body_incomplete"'), TIMEOUT_MS, "the JSON reason");
+      }
+    }
   });
 
   test("an Engine.IO session that never sends the Socket.IO CONNECT is closed after connect_timeout_ms", async () => {

@@ -1,8 +1,10 @@
 //! The HTTP side: health and readiness probes, `/api/v1` for backends to
 //! push events to sockets and read room membership on any node, the routes
-//! plugins serve ([`plugin_routes`]), the `[api]` token ([`token`]) and the
-//! Origin policy in front of Socket.IO ([`origin`]).
+//! plugins serve ([`plugin_routes`]), the `[api]` token ([`token`]), the
+//! Origin policy in front of Socket.IO ([`origin`]) and the deadline of a
+//! request's body ([`body_deadline`]).
 
+pub mod body_deadline;
 pub mod origin;
 pub mod plugin_routes;
 pub mod token;

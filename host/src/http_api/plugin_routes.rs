@@ -11,6 +11,7 @@ use axum::body::{Body, to_bytes};
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use http_body_util::LengthLimitError;
 use tower_http::services::ServeDir;
 
 use super::ApiError;
@@ -128,15 +129,22 @@ impl PluginHttp {
     ) -> Result<Response, ApiError> {
         let (parts, body) = request.into_parts();
         let user_id = self.authenticate(target.auth, &parts.headers)?;
-        let body = to_bytes(body, self.max_body_bytes).await.map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!(
-                    "the body is over {} bytes (server.max_payload_bytes)",
-                    self.max_body_bytes
+        let body = to_bytes(body, self.max_body_bytes).await.map_err(|error| {
+            match error.into_inner().downcast::<LengthLimitError>() {
+                Ok(_) => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!(
+                        "the body is over {} bytes (server.max_payload_bytes)",
+                        self.max_body_bytes
+                    ),
                 ),
-            )
+                Err(cut_short) => ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_incomplete",
+                    format!("the body did not arrive whole: {cut_short}"),
+                ),
+            }
         })?;
         let request = http_handler::Request {
             method: parts.method.as_str().to_owned(),

@@ -80,6 +80,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "server.max_header_bytes",
     ),
     (
+        "SWITCHBOARD_SERVER_BODY_TIMEOUT_MS",
+        "server.body_timeout_ms",
+    ),
+    (
         "SWITCHBOARD_SERVER_CONNECT_TIMEOUT_MS",
         "server.connect_timeout_ms",
     ),
@@ -226,6 +230,10 @@ impl Environment {
         self.spanned(
             "SWITCHBOARD_SERVER_MAX_HEADER_BYTES",
             &mut server.max_header_bytes,
+        )?;
+        self.spanned(
+            "SWITCHBOARD_SERVER_BODY_TIMEOUT_MS",
+            &mut server.body_timeout_ms,
         )?;
         self.spanned(
             "SWITCHBOARD_SERVER_CONNECT_TIMEOUT_MS",

@@ -211,6 +211,7 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
     pub max_header_bytes: usize,
+    pub body_timeout: Duration,
 }
 
 /// New connections allowed from one client address.
@@ -632,6 +633,7 @@ impl Validator<'_> {
         let header_read_timeout_ms =
             positive(&server.header_read_timeout_ms, "header_read_timeout_ms")?;
         let connect_timeout_ms = positive(&server.connect_timeout_ms, "connect_timeout_ms")?;
+        let body_timeout_ms = positive(&server.body_timeout_ms, "body_timeout_ms")?;
         let max_header_bytes = &server.max_header_bytes;
         if *max_header_bytes.get_ref() < MIN_HEADER_BYTES {
             return self.invalid(
@@ -678,6 +680,7 @@ impl Validator<'_> {
             idle_timeout: Duration::from_millis(idle_timeout_ms),
             connect_timeout: Duration::from_millis(connect_timeout_ms),
             max_header_bytes: usize::try_from(*max_header_bytes.get_ref()).unwrap_or(usize::MAX),
+            body_timeout: Duration::from_millis(body_timeout_ms),
         })
     }
 
@@ -1538,6 +1541,7 @@ event_burst = 9
         assert_eq!(limits.idle_timeout, Duration::from_secs(5));
         assert_eq!(limits.connect_timeout, Duration::from_secs(45));
         assert_eq!(limits.max_header_bytes, 16_384);
+        assert_eq!(limits.body_timeout, Duration::from_secs(45));
         let rate = limits.per_address.expect("on by default");
         assert_eq!((rate.per_second.get(), rate.burst.get()), (100, 500));
 

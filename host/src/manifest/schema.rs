@@ -102,6 +102,10 @@ pub struct ServerSection {
     /// How long a client has to send a request's headers, counted from when
     /// it connects or got its previous response, in milliseconds: `10000`.
     pub header_read_timeout_ms: Spanned<u64>,
+    /// How long a request's body may take to arrive whole, counted from its
+    /// headers, in milliseconds: `45000`. A body that pauses for longer than
+    /// `header_read_timeout_ms` is given up sooner.
+    pub body_timeout_ms: Spanned<u64>,
     /// Largest request head (request line and headers), in bytes: `16384`,
     /// as Node's HTTP server. A larger one gets `431`; at least `8192`.
     pub max_header_bytes: Spanned<u64>,
@@ -187,6 +191,7 @@ impl Default for ServerSection {
             max_connections_per_ip: 1_000,
             header_read_timeout_ms: Spanned::new(0..0, 10_000),
             max_header_bytes: Spanned::new(0..0, 16_384),
+            body_timeout_ms: Spanned::new(0..0, 45_000),
             idle_timeout_ms: None,
             connect_timeout_ms: Spanned::new(0..0, 45_000),
             max_queued_bytes_per_socket: 4 << 20,

@@ -2,11 +2,14 @@
 //! records, named and described in one place.
 //!
 //! Labels only take values the manifest or the host bounds (namespaces,
-//! plugin names, the events a manifest routes, host reasons), never free
-//! text a client chooses, so no client can grow the number of series.
+//! plugin names, the events a manifest routes, host reasons, and at most
+//! [`MAX_CODES_PER_EVENT`] of the error codes a plugin gives per event),
+//! never free text a client chooses, so no client can grow the number of
+//! series.
 
-use std::sync::OnceLock;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 pub use metrics::{Counter, Histogram};
@@ -294,6 +297,45 @@ pub fn event_handled(namespace: &str, plugin: &str, event: &str, outcome: &str) 
     events_handled(namespace, plugin, event, outcome).increment(1);
 }
 
+/// Distinct error codes one event's calls are counted under.
+pub const MAX_CODES_PER_EVENT: usize = 32;
+/// The longest error code counted under its own name.
+const MAX_CODE_LABEL_BYTES: usize = 64;
+/// What codes past those bounds are counted under.
+const OTHER_CODE: &str = "other";
+
+/// The error codes one event has been counted under. A plugin's codes are
+/// meant to be a fixed set, but a buggy one may make them up from what
+/// clients send: past [`MAX_CODES_PER_EVENT`] distinct codes, or for one
+/// over 64 bytes, the count goes to `other` (the client still gets the
+/// plugin's code), so the registry and `/metrics` stay bounded.
+#[derive(Default)]
+pub struct CodeLabels {
+    seen: Mutex<HashSet<Box<str>>>,
+}
+
+impl CodeLabels {
+    /// The label to count `code` under; `on_first_other` runs the first
+    /// time a code is counted as `other`.
+    pub fn label<'a>(&self, code: &'a str, on_first_other: impl FnOnce()) -> &'a str {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if seen.contains(code) {
+            return code;
+        }
+        if code.len() <= MAX_CODE_LABEL_BYTES && seen.len() < MAX_CODES_PER_EVENT {
+            seen.insert(code.into());
+            return code;
+        }
+        if seen.insert(OTHER_CODE.into()) {
+            on_first_other();
+        }
+        OTHER_CODE
+    }
+}
+
 /// The counter of one event's calls with one outcome: routes keep the
 /// successful one's, so the event path counts without a registry lookup.
 pub fn events_handled(namespace: &str, plugin: &str, event: &str, outcome: &str) -> Counter {
@@ -359,4 +401,35 @@ pub fn plugin_conflicted(plugin: &str) {
 
 pub fn redis_reconnected() {
     counter!(REDIS_RECONNECTS).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_past_the_bound_are_counted_as_other() {
+        let labels = CodeLabels::default();
+        let mut warned = 0;
+        let codes: Vec<String> = (0..MAX_CODES_PER_EVENT + 5)
+            .map(|n| format!("code_{n}"))
+            .collect();
+        let counted: Vec<&str> = codes
+            .iter()
+            .map(|code| labels.label(code, || warned += 1))
+            .collect();
+        assert_eq!(counted[..MAX_CODES_PER_EVENT], codes[..MAX_CODES_PER_EVENT]);
+        assert!(
+            counted[MAX_CODES_PER_EVENT..]
+                .iter()
+                .all(|&label| label == OTHER_CODE)
+        );
+        assert_eq!(warned, 1, "warned once");
+        // Codes already counted keep their name.
+        assert_eq!(labels.label("code_3", || warned += 1), "code_3");
+
+        let fresh = CodeLabels::default();
+        assert_eq!(fresh.label(&"x".repeat(65), || ()), OTHER_CODE);
+        assert_eq!(fresh.label(&"x".repeat(64), || ()), "x".repeat(64));
+    }
 }

@@ -15,6 +15,7 @@ import {
   emitAckError,
   emitAckOk,
   faultyPlugin,
+  metric,
   quiet,
   startHost,
   unique,
@@ -155,6 +156,27 @@ describe("faulty plugin", () => {
       assert.equal(error.code, "deliberate", JSON.stringify(error));
       assert.ok(error.message.length > 0);
       await assertEchoWorks(socket, "after fail");
+    } finally {
+      socket.close();
+    }
+  });
+
+  test("error codes a plugin makes up from client input reach each client, and /metrics counts at most 32 of them by name", async () => {
+    const socket = await faulty();
+    try {
+      const codes = Array.from({ length: 40 }, (_, n) => `made_up_${n}_${unique("c").replace(/\W/g, "_")}`);
+      for (const code of codes) {
+        const error = await emitAckError(socket, "fail", { code });
+        assert.equal(error.code, code, "the client gets the plugin's code as it was");
+      }
+      const text = await (await fetch(`${host.url}/metrics`)).text();
+      const failSeries = text.split("\n").filter((line) => line.startsWith("switchboard_events_total{") && line.includes('event="fail"'));
+      // `ok`, 32 codes by name, and `other`.
+      assert.ok(failSeries.length <= 34, `${failSeries.length} series for fail:\n${failSeries.join("\n")}`);
+      assert.ok(!text.includes(codes.at(-1)), "the 40th made-up code has no series of its own");
+      assert.ok((await metric(host.url, "switchboard_events_total", { event: "fail", outcome: "other" })) >= 8);
+      await waitFor(() => /more than 32 distinct error codes/.test(host.stderr()), TIMEOUT_MS, "the warning to the plugin's author");
+      await assertEchoWorks(socket, "after made-up codes");
     } finally {
       socket.close();
     }

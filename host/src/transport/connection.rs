@@ -550,12 +550,16 @@ impl<A: Adapter> Connection<A> {
             Ok(Err(refusal)) => refusal,
             Err(failure) => failure.into(),
         };
-        metrics::event_handled(
-            &self.conn.namespace,
-            slot.spec.name.as_str(),
-            &event,
-            &error.code,
-        );
+        let plugin_name = slot.spec.name.as_str();
+        let outcome = route.failure_codes.label(&error.code, || {
+            tracing::warn!(
+                "plugin `{plugin_name}` failed `{}` with more than {} distinct error codes, or one over 64 bytes: \
+                 further ones are counted as `other` in switchboard_events_total (a plugin's codes are meant to be a fixed set)",
+                Escaped(&event),
+                metrics::MAX_CODES_PER_EVENT,
+            );
+        });
+        metrics::event_handled(&self.conn.namespace, plugin_name, &event, outcome);
         reply_error(&self.socket, ack, &event, &error);
     }
 

@@ -28,6 +28,8 @@ pub struct EventRoute {
     /// Its calls that succeeded, the common outcome, counted without a
     /// metrics lookup per event.
     pub handled_ok: metrics::Counter,
+    /// The error codes its calls failed with, as counted.
+    pub failure_codes: metrics::CodeLabels,
 }
 
 impl Routes {
@@ -58,6 +60,7 @@ impl Routes {
                             event,
                             "ok",
                         ),
+                        failure_codes: metrics::CodeLabels::default(),
                     };
                     routes.events.insert(event.clone(), route);
                 }

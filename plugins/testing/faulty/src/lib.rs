@@ -20,6 +20,13 @@ use switchboard_sdk::{
     Config, Conn, Error, Payload, Plugin, clock, emit, export_plugin, http, log, state, timers,
 };
 
+/// `fail`'s argument: the error code to fail with, made from what the client
+/// sent, as a careless plugin might.
+#[derive(Deserialize)]
+struct Fail {
+    code: String,
+}
+
 #[derive(Deserialize)]
 struct Claim {
     key: String,
@@ -109,7 +116,13 @@ impl Plugin for Faulty {
                     std::hint::black_box(&hoard);
                 }
             }
-            "fail" => Err(Error::new("deliberate", "asked to fail")),
+            "fail" => {
+                let code = payload.parse::<Fail>().map(|fail| fail.code);
+                Err(Error::new(
+                    code.as_deref().unwrap_or("deliberate"),
+                    "asked to fail",
+                ))
+            }
             "log" => {
                 let text: String = payload.parse()?;
                 log::info(&text);

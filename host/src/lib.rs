@@ -30,6 +30,8 @@
 //! - [`server`]: loads a manifest and serves it until shutdown.
 //! - [`escaped`]: client and plugin text made safe for log lines.
 //! - [`log_context`]: the socket and event a call serves, named in what it logs.
+//! - [`log_output`]: log lines to stderr from a bounded queue, never blocking
+//!   the thread that logs.
 //! - [`call`]: events through one plugin without a server (`switchboard call`).
 //! - [`scaffold`]: a new plugin project (`switchboard plugin new`).
 //! - `temp_dir` (tests only): scratch directories removed on drop.
@@ -44,6 +46,7 @@ pub mod http_api;
 pub mod identity;
 pub mod listener;
 pub mod log_context;
+pub mod log_output;
 pub mod manifest;
 pub mod metrics;
 pub mod payload;

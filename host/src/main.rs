@@ -13,6 +13,7 @@ use switchboard::listener::{Admission, RequestLimits};
 use switchboard::manifest::AllowedOrigins;
 use switchboard::{Manifest, Server};
 use tokio::net::TcpListener;
+use tracing_appender::non_blocking::WorkerGuard;
 
 #[derive(Parser)]
 #[command(
@@ -37,9 +38,12 @@ enum LogFormat {
 /// What is logged when `RUST_LOG` is not set.
 const DEFAULT_LOG_FILTER: &str = "info,socketioxide=warn,engineioxide=warn";
 
-fn init_logging(format: LogFormat) {
+/// Installs the log subscriber; keep the guard until the end, which writes
+/// out the lines still queued.
+fn init_logging(format: LogFormat) -> WorkerGuard {
+    let (writer, guard) = switchboard::log_output::to_stderr();
     let subscriber = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
@@ -51,6 +55,7 @@ fn init_logging(format: LogFormat) {
         }
         LogFormat::Json => subscriber.json().with_current_span(true).init(),
     }
+    guard
 }
 
 #[derive(Subcommand)]
@@ -159,7 +164,7 @@ impl ManifestArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let logging = init_logging(cli.log_format);
     let result = match cli.command {
         Command::Serve { manifest, listen } => serve(manifest.into_path(), listen),
         Command::Check { manifest } => check(manifest.into_path()),
@@ -205,6 +210,8 @@ fn main() -> ExitCode {
             sdk_path,
         }),
     };
+    // The log's last lines before the error line.
+    drop(logging);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -71,6 +71,8 @@ pub const WEBSOCKET_WRITES: &str = "switchboard_websocket_writes_total";
 /// many each write took together, more under load or with
 /// `min_write_interval_ms`.
 pub const WEBSOCKET_FRAMES_WRITTEN: &str = "switchboard_websocket_frames_written_total";
+/// Log lines dropped because stderr took them slower than they came.
+pub const LOG_LINES_DROPPED: &str = "switchboard_log_lines_dropped_total";
 
 /// Bytes the process's allocations hold (what the host and plugins use).
 pub const MEMORY_ALLOCATED: &str = "switchboard_memory_allocated_bytes";
@@ -126,6 +128,9 @@ impl Metrics {
     pub fn render(&self) -> String {
         crate::allocator::record_memory();
         record_websocket_writes();
+        if let Some(dropped) = DROPPED_LOG_LINES.get() {
+            counter!(LOG_LINES_DROPPED).absolute(dropped() as u64);
+        }
         self.handle.run_upkeep();
         self.handle.render()
     }
@@ -139,13 +144,44 @@ fn keep_up(handle: PrometheusHandle) {
     let spawned = std::thread::Builder::new()
         .name("switchboard-metrics".into())
         .spawn(move || {
+            let mut dropped_lines_told = 0;
             loop {
                 std::thread::sleep(UPKEEP_PERIOD);
                 handle.run_upkeep();
+                tell_dropped_log_lines(&mut dropped_lines_told);
             }
         });
     if let Err(error) = spawned {
         tracing::warn!(%error, "cannot start the metrics upkeep thread: histogram samples are folded only when /metrics is scraped");
+    }
+}
+
+/// How many log lines the log's writer has dropped (`log_output`).
+static DROPPED_LOG_LINES: OnceLock<Box<dyn Fn() -> usize + Send + Sync>> = OnceLock::new();
+
+/// Has `/metrics` count the log lines `dropped` says were dropped, and the
+/// upkeep thread warn of them.
+pub fn count_dropped_log_lines(dropped: impl Fn() -> usize + Send + Sync + 'static) {
+    let _ = DROPPED_LOG_LINES.set(Box::new(dropped));
+}
+
+/// Warns of log lines dropped since `told` were. The warning may be dropped
+/// too, while stderr is still stalled: then it is tried again, with the
+/// larger count, until one gets through.
+fn tell_dropped_log_lines(told: &mut usize) {
+    let Some(dropped) = DROPPED_LOG_LINES.get() else {
+        return;
+    };
+    let before = dropped();
+    if before == *told {
+        return;
+    }
+    tracing::warn!(
+        "{} log lines were dropped: stderr took them slower than they came (switchboard_log_lines_dropped_total)",
+        before - *told
+    );
+    if dropped() == before {
+        *told = before;
     }
 }
 
@@ -240,6 +276,11 @@ fn describe() {
         EMITS_REFUSED,
         Unit::Count,
         "Emits refused before reaching anyone, by reason (outbox_full)."
+    );
+    describe_counter!(
+        LOG_LINES_DROPPED,
+        Unit::Count,
+        "Log lines dropped because stderr took them slower than they came."
     );
     describe_counter!(
         REDIS_RECONNECTS,

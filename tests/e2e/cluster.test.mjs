@@ -14,6 +14,7 @@ import {
   emitAck,
   emitAckOk,
   faultyPlugin,
+  logged,
   manifestToml,
   quiet,
   runSwitchboard,
@@ -521,7 +522,7 @@ describe("a journal reset under the nodes", () => {
       await waitFor(() => receivedA.length === 1 && receivedB.length === 1, 10000, "the notice on both nodes");
       await quiet();
       assert.deepEqual([receivedA, receivedB], [[{ n: 1 }], [{ n: 1 }]]);
-      assert.match(nodeA.stderr(), /journal was reset/);
+      await logged(nodeA, /journal was reset/);
     } finally {
       closeAllSockets();
       await Promise.all([nodeA.stop(), nodeB.stop()]);
@@ -591,7 +592,7 @@ describe("Redis problems", () => {
     const port = await freePort();
     const host = await startHost({ manifest: clusterManifest(`redis://:secret-pw@127.0.0.1:${port}`, { fallback: "local" }) });
     try {
-      assert.match(host.stderr(), /running this node alone, in memory/);
+      await logged(host, /running this node alone, in memory/);
       assert.doesNotMatch(host.stderr(), /secret-pw/);
       const client = await connect(host.url, { auth: { user: "alone" } });
       const ack = await emitAckOk(client, "join", { room: "solo" });

@@ -520,6 +520,15 @@ export function collectAll(socket) {
   return received;
 }
 
+/**
+ * Resolves to the match once `proc`'s stderr matches `pattern`: log lines
+ * reach stderr from the node's log thread, not always before what a test saw
+ * the node do.
+ */
+export function logged(proc, pattern, timeout = TIMEOUT_MS) {
+  return waitFor(() => proc.stderr().match(pattern), timeout, () => `${pattern} in the log:\n${tail(proc.stderr())}`);
+}
+
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { afterEach, test } from "node:test";
 
-import { closeAllSockets, connect, emitAck, emitAckOk, faultyPlugin, startHost, waitFor } from "./harness.mjs";
+import { closeAllSockets, connect, emitAck, emitAckOk, faultyPlugin, metric, startHost, waitFor } from "./harness.mjs";
 
 let host;
 
@@ -71,6 +71,35 @@ test("a trapping plugin's log lines name the socket, namespace, event and plugin
   assert.match(panic.fields.message, /panicked at .*lib\.rs:\d+:\d+/, "with its location");
   assert.equal(panic.level, "ERROR");
   assert.ok(inContext(panic), JSON.stringify(panic));
-  const trap = records().find((record) => /crashed/.test(record.fields?.message ?? ""));
-  assert.ok(trap && inContext(trap), `the trap's line with its context: ${JSON.stringify(trap)}`);
+  // Lines reach stderr from the log's own thread, not always before the reply.
+  const trap = await waitFor(() => records().find((record) => /crashed/.test(record.fields?.message ?? "")), undefined,
+    "the trap's line");
+  assert.ok(inContext(trap), `the trap's line with its context: ${JSON.stringify(trap)}`);
+});
+
+test("a plugin logging while stderr is not read holds up no one: lines past the queue are dropped, counted and reported", async () => {
+  host = await startHost({
+    plugins: [faultyPlugin({ events: ["echo", "log"] })],
+    namespaces: { "/faulty": { events_per_second: 100_000, event_burst: 100_000 } },
+  });
+  const loggers = await Promise.all(Array.from({ length: 5 }, () => connect(host.url, { namespace: "/faulty" })));
+  const other = await connect(host.url, { namespace: "/faulty" });
+  // The reader of the node's stderr stops, as a stalled log pipe does: its buffers fill.
+  host.child.stderr.pause();
+  try {
+    // 6,000 lines of 1 KB: more than stderr's buffers and the 4,096 queued lines together.
+    const logged = await Promise.all(
+      loggers.map(async (socket) => {
+        for (let n = 0; n < 1200; n += 1) await emitAckOk(socket, "log", "x".repeat(1000));
+      }),
+    );
+    assert.equal(logged.length, 5);
+    assert.deepEqual(await emitAckOk(other, "echo", "still here"), { echo: "still here", marker: "faulty" });
+    assert.equal((await fetch(`${host.url}/healthz`)).status, 200);
+  } finally {
+    host.child.stderr.resume();
+  }
+  const dropped = await metric(host.url, "switchboard_log_lines_dropped_total");
+  assert.ok(dropped > 0, "lines were dropped and counted");
+  await waitFor(() => /log lines were dropped: stderr took them slower than they came/.test(host.stderr()), 5000, "the warning");
 });

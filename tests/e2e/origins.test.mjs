@@ -17,6 +17,7 @@ import {
   connect,
   emitAckOk,
   lineOf,
+  logged,
   manifestToml,
   quiet,
   runCheck,
@@ -101,7 +102,7 @@ describe("allowed_origins with exact and wildcard origins", () => {
       assertRefused(response, body, origin);
       assert.ok(!body.includes('"sid"'), `no session was opened for ${origin}`);
     }
-    assert.match(host.stderr(), /refused a Socket\.IO request.*evil\.example/);
+    await logged(host, /refused a Socket\.IO request.*evil\.example/);
   });
 
   test("a page not allowed is refused on the WebSocket upgrade", async () => {

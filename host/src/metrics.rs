@@ -35,6 +35,8 @@ pub const BUDGETS_EXHAUSTED: &str = "switchboard_budgets_exhausted_total";
 /// Plugin calls whose commit found state they read changed by another call,
 /// per plugin: each is run again, or fails with `conflict` after the last.
 pub const PLUGIN_CONFLICTS: &str = "switchboard_plugin_conflicts_total";
+/// Log lines a plugin wrote past its `limits.log_lines_per_second`, dropped.
+pub const PLUGIN_LOG_LINES_DROPPED: &str = "switchboard_plugin_log_lines_dropped_total";
 /// Whether this node's Redis connections are up (1) or not (0).
 pub const REDIS_CONNECTED: &str = "switchboard_redis_connected";
 /// Times this node's Redis connections came back after a loss.
@@ -278,6 +280,11 @@ fn describe() {
         "Emits refused before reaching anyone, by reason (outbox_full)."
     );
     describe_counter!(
+        PLUGIN_LOG_LINES_DROPPED,
+        Unit::Count,
+        "Log lines a plugin wrote past its limits.log_lines_per_second, dropped, by plugin."
+    );
+    describe_counter!(
         LOG_LINES_DROPPED,
         Unit::Count,
         "Log lines dropped because stderr took them slower than they came."
@@ -414,6 +421,10 @@ pub fn emit_refused(reason: &'static str) {
 /// call records without a registry lookup.
 pub fn plugin_call_seconds(plugin: &str) -> Histogram {
     histogram!(PLUGIN_CALL_SECONDS, "plugin" => plugin.to_owned())
+}
+
+pub fn plugin_log_lines_dropped(plugin: &str) -> Counter {
+    counter!(PLUGIN_LOG_LINES_DROPPED, "plugin" => plugin.to_owned())
 }
 
 pub fn plugin_failed(plugin: &str, code: &'static str) {

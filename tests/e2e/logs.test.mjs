@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { afterEach, test } from "node:test";
 
-import { closeAllSockets, connect, emitAck, emitAckOk, faultyPlugin, metric, startHost, waitFor } from "./harness.mjs";
+import { closeAllSockets, connect, emitAck, emitAckOk, faultyPlugin, logged, metric, startHost, waitFor } from "./harness.mjs";
 
 let host;
 
@@ -79,7 +79,8 @@ test("a trapping plugin's log lines name the socket, namespace, event and plugin
 
 test("a plugin logging while stderr is not read holds up no one: lines past the queue are dropped, counted and reported", async () => {
   host = await startHost({
-    plugins: [faultyPlugin({ events: ["echo", "log"] })],
+    // Over its own rate, its lines would be dropped before they reach the queue.
+    plugins: [faultyPlugin({ events: ["echo", "log"], limits: { log_lines_per_second: 1_000_000 } })],
     namespaces: { "/faulty": { events_per_second: 100_000, event_burst: 100_000 } },
   });
   const loggers = await Promise.all(Array.from({ length: 5 }, () => connect(host.url, { namespace: "/faulty" })));
@@ -102,4 +103,15 @@ test("a plugin logging while stderr is not read holds up no one: lines past the 
   const dropped = await metric(host.url, "switchboard_log_lines_dropped_total");
   assert.ok(dropped > 0, "lines were dropped and counted");
   await waitFor(() => /log lines were dropped: stderr took them slower than they came/.test(host.stderr()), 5000, "the warning");
+});
+
+test("a plugin logging past limits.log_lines_per_second has the rest dropped, counted and warned of", async () => {
+  host = await startHost({ plugins: [faultyPlugin({ events: ["log"], limits: { log_lines_per_second: 5 } })] });
+  const socket = await connect(host.url, { namespace: "/faulty" });
+  for (let n = 0; n < 50; n += 1) await emitAckOk(socket, "log", `rated line ${n}`);
+  await logged(host, /plugin `faulty` logged faster than limits\.log_lines_per_second: 1 line\(s\) dropped/);
+  const dropped = await metric(host.url, "switchboard_plugin_log_lines_dropped_total", { plugin: "faulty" });
+  assert.ok(dropped >= 30, `${dropped} dropped`);
+  const lines = () => host.stderr().split("\n").filter((line) => /rated line \d+/.test(line)).length;
+  await waitFor(() => lines() + dropped === 50, undefined, () => `every line logged or counted: ${lines()} logged, ${dropped} dropped`);
 });

@@ -1,11 +1,66 @@
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
 use crate::bindings::Level;
 use crate::bindings::switchboard::plugin::log::Host;
 use crate::escaped::Escaped;
 use crate::log_context;
+use crate::manifest::PluginName;
+use crate::metrics;
 use crate::runtime::InstanceState;
 
 /// Longest message kept from one log call; a plugin cannot flood the log with one line.
 const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// Least time between two warnings of a plugin's dropped lines.
+const DROPS_REPORTED_EVERY: Duration = Duration::from_secs(10);
+
+/// How many lines a plugin's instances may log together
+/// (`limits.log_lines_per_second`), and what was dropped past it.
+#[derive(Debug)]
+pub struct LogRate {
+    lines: DefaultDirectRateLimiter,
+    dropped: metrics::Counter,
+    /// Lines dropped since the last warning, and when it was.
+    unreported: Mutex<(u64, Option<Instant>)>,
+}
+
+impl LogRate {
+    pub fn new(plugin: &PluginName, per_second: NonZeroU32) -> Self {
+        Self {
+            lines: RateLimiter::direct(Quota::per_second(per_second)),
+            dropped: metrics::plugin_log_lines_dropped(plugin.as_str()),
+            unreported: Mutex::new((0, None)),
+        }
+    }
+
+    /// Whether a line may be logged now; a line that may not is counted,
+    /// and warned of on the first drop and then every ten seconds at most.
+    fn admit(&self, plugin: &str) -> bool {
+        if self.lines.check().is_ok() {
+            return true;
+        }
+        self.dropped.increment(1);
+        let mut unreported = self
+            .unreported
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (count, warned_at) = &mut *unreported;
+        *count += 1;
+        let now = Instant::now();
+        if warned_at.is_none_or(|at| now.duration_since(at) >= DROPS_REPORTED_EVERY) {
+            tracing::warn!(
+                plugin,
+                "plugin `{plugin}` logged faster than limits.log_lines_per_second: {count} line(s) dropped"
+            );
+            *unreported = (0, Some(now));
+        }
+        false
+    }
+}
 
 impl Host for InstanceState {
     async fn log(&mut self, level: Level, mut message: String) {
@@ -22,11 +77,13 @@ impl Host for InstanceState {
             self.last_error = Some(message.clone());
         }
         let message = Escaped(&message);
+        let rate = &self.plugin.log_rate;
         // Whether the line is logged is asked first: naming the call's
-        // context makes spans.
+        // context makes spans. A line the filter drops is not counted
+        // against the plugin's rate.
         macro_rules! log_at {
             ($level:expr) => {
-                if tracing::enabled!(target: "plugin", $level) {
+                if tracing::enabled!(target: "plugin", $level) && rate.admit(plugin) {
                     log_context::logged(|| tracing::event!(target: "plugin", $level, plugin, "{message}"));
                 }
             };

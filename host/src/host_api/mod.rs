@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 pub use acks::{AckWaits, Answered};
 pub use clock::Clock;
+pub use log::LogRate;
 pub use pending::PendingEmit;
 
 use crate::bindings::PluginError;

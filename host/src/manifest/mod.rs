@@ -253,6 +253,8 @@ pub struct Limits {
     /// Wasm pages (64 KiB) its instances may grow by during calls, together,
     /// a second and at once.
     pub memory_growth_pages: NonZeroU32,
+    /// Log lines its instances may write a second, together, and at once.
+    pub log_lines_per_second: NonZeroU32,
 }
 
 /// A plugin name: lowercase ASCII letters, digits, `-` and `_`, starting with a letter.
@@ -950,6 +952,7 @@ impl Validator<'_> {
             || limits.max_state_list_items == 0
             || limits.max_pending_acks == 0
             || limits.memory_growth_mib_per_second == 0
+            || limits.log_lines_per_second == 0
         {
             return self.invalid(
                 section.name.span(),
@@ -982,6 +985,8 @@ impl Validator<'_> {
                         .saturating_mul(PAGES_PER_MIB),
                 )
                 .unwrap_or(NonZeroU32::MAX),
+                log_lines_per_second: NonZeroU32::new(limits.log_lines_per_second)
+                    .unwrap_or(NonZeroU32::MIN),
             },
             instances: section.instances,
             config,
@@ -1158,6 +1163,7 @@ history_size = 20
         assert_eq!(defaults.server.max_rooms_per_socket, 128);
         assert_eq!(defaults.plugins[0].limits.max_state_value_bytes, 64 << 10);
         assert_eq!(defaults.plugins[0].limits.max_state_keys, 100_000);
+        assert_eq!(defaults.plugins[0].limits.log_lines_per_second.get(), 1_000);
         assert_eq!(defaults.event_rate("/"), EventRate::default());
         assert_eq!(EventRate::default().per_second.get(), 100);
         let set = parse(

@@ -454,6 +454,11 @@ pub struct LimitsSection {
     /// kernel work (page faults, then unmapping it) that slows every socket
     /// of the node, not only the plugin's calls.
     pub memory_growth_mib_per_second: u32,
+    /// Log lines its instances together may write a second on this node,
+    /// and in bursts of as many: `1000`. Further lines are dropped and
+    /// counted, so one plugin cannot crowd the others' and the host's lines
+    /// out of the log.
+    pub log_lines_per_second: u32,
 }
 
 impl Default for LimitsSection {
@@ -468,6 +473,7 @@ impl Default for LimitsSection {
             queue_ms: 100,
             max_pending_acks: 10_000,
             memory_growth_mib_per_second: 256,
+            log_lines_per_second: 1_000,
         }
     }
 }

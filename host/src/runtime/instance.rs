@@ -15,7 +15,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::budget::Account;
 use super::{CompiledPlugin, Export};
 use crate::cluster::{HotKeys, Scope, Transaction};
-use crate::host_api::{HostServices, PendingEmit};
+use crate::host_api::{HostServices, LogRate, PendingEmit};
 use crate::manifest::{PluginName, PluginSpec};
 
 /// Per-plugin facts every instance of it shares.
@@ -39,6 +39,8 @@ pub struct PluginContext {
     pub receives_acks: bool,
     /// Acks it may wait for at once on this node.
     pub max_pending_acks: usize,
+    /// The lines its instances may log.
+    pub log_rate: LogRate,
 }
 
 impl PluginContext {
@@ -56,6 +58,7 @@ impl PluginContext {
             hot_keys: Arc::default(),
             max_state_value_bytes: limits.max_state_value_bytes,
             config_json: serde_json::Value::Object(spec.config.clone()).to_string(),
+            log_rate: LogRate::new(&spec.name, limits.log_lines_per_second),
             name: spec.name.clone(),
             namespaces: spec.namespaces.clone(),
             config: spec.config.clone(),

@@ -14,6 +14,7 @@ import {
   collectAll,
   connect,
   disconnected,
+  emitAck,
   emitAckOk,
   faultyPlugin,
   logged,
@@ -309,6 +310,30 @@ test("a timer whose handler traps is dropped; the next timer still fires", async
   await quiet(200);
   assert.deepEqual(fired, [{ key: "after", payload: "still here" }]);
   await logged(host, /timer `trap` dropped: plugin `faulty` crashed/);
+});
+
+test("a plugin at limits.max_timers schedules no new timer until one is cancelled or fires", async (t) => {
+  const host = await startHost({ plugins: [faultyPlugin({ limits: { max_timers: 2 } })] });
+  t.after(async () => {
+    closeAllSockets();
+    await host.stop();
+  });
+  const socket = await connect(host.url, { namespace: "/faulty" });
+  const fired = collect(socket, "timer");
+  const schedule = (key, delay_ms) => emitAck(socket, "schedule", { key, delay_ms, payload: key });
+  assert.deepEqual(await schedule("soon", 300), { scheduled: "soon" });
+  assert.deepEqual(await schedule("later", 60_000), { scheduled: "later" });
+  const refused = await schedule("third", 60_000);
+  assert.equal(refused.error?.code, "quota_exceeded", JSON.stringify(refused));
+  assert.match(refused.error.message, /2 timers pending.*limits\.max_timers/);
+  // A pending timer can be moved; a cancelled one makes room.
+  assert.deepEqual(await schedule("later", 50_000), { scheduled: "later" });
+  assert.deepEqual(await emitAckOk(socket, "cancel", { key: "later" }), { cancelled: true });
+  assert.deepEqual(await schedule("third", 60_000), { scheduled: "third" });
+  // So does one that fired.
+  await waitFor(() => fired.length === 1, 5000, "the timer due soon");
+  assert.deepEqual(fired, [{ key: "soon", payload: "soon" }]);
+  await waitFor(async () => !(await schedule("fourth", 60_000)).error, 5000, "room after the timer fired");
 });
 
 for (const algorithm of ["RS256", "ES256"]) {

@@ -49,6 +49,10 @@ pub enum StateError {
     )]
     TooManyKeys { max: u64 },
     #[error(
+        "this plugin has {max} timers pending, its limit (plugins.limits.max_timers); cancel some or let them fire"
+    )]
+    TooManyTimers { max: u64 },
+    #[error(
         "`{key}` would hold more than {max} items (plugins.limits.max_state_list_items); trim it first"
     )]
     ListTooLong { key: String, max: u64 },
@@ -68,9 +72,10 @@ impl StateError {
             Self::WrongType { .. } => "wrong_type",
             Self::NotAnInteger { .. } => "not_an_integer",
             Self::Overflow { .. } | Self::NotAFiniteScore { .. } => "overflow",
-            Self::TooManyKeys { .. } | Self::ListTooLong { .. } | Self::TooLarge { .. } => {
-                "quota_exceeded"
-            }
+            Self::TooManyKeys { .. }
+            | Self::TooManyTimers { .. }
+            | Self::ListTooLong { .. }
+            | Self::TooLarge { .. } => "quota_exceeded",
             Self::Backend(_) => "state_unavailable",
         }
     }

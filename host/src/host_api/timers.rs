@@ -46,7 +46,7 @@ impl Host for InstanceState {
         Ok(self
             .services
             .timers
-            .schedule(plugin, &key, at_ms, &payload)
+            .schedule(plugin, &key, at_ms, &payload, self.plugin.max_timers)
             .await?)
     }
 

@@ -255,6 +255,8 @@ pub struct Limits {
     pub memory_growth_pages: NonZeroU32,
     /// Log lines its instances may write a second, together, and at once.
     pub log_lines_per_second: NonZeroU32,
+    /// Timers it may have pending in the cluster.
+    pub max_timers: u64,
 }
 
 /// A plugin name: lowercase ASCII letters, digits, `-` and `_`, starting with a letter.
@@ -953,6 +955,7 @@ impl Validator<'_> {
             || limits.max_pending_acks == 0
             || limits.memory_growth_mib_per_second == 0
             || limits.log_lines_per_second == 0
+            || limits.max_timers == 0
         {
             return self.invalid(
                 section.name.span(),
@@ -987,6 +990,7 @@ impl Validator<'_> {
                 .unwrap_or(NonZeroU32::MAX),
                 log_lines_per_second: NonZeroU32::new(limits.log_lines_per_second)
                     .unwrap_or(NonZeroU32::MIN),
+                max_timers: limits.max_timers,
             },
             instances: section.instances,
             config,
@@ -1164,6 +1168,7 @@ history_size = 20
         assert_eq!(defaults.plugins[0].limits.max_state_value_bytes, 64 << 10);
         assert_eq!(defaults.plugins[0].limits.max_state_keys, 100_000);
         assert_eq!(defaults.plugins[0].limits.log_lines_per_second.get(), 1_000);
+        assert_eq!(defaults.plugins[0].limits.max_timers, 100_000);
         assert_eq!(defaults.event_rate("/"), EventRate::default());
         assert_eq!(EventRate::default().per_second.get(), 100);
         let set = parse(

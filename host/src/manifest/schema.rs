@@ -454,6 +454,10 @@ pub struct LimitsSection {
     /// kernel work (page faults, then unmapping it) that slows every socket
     /// of the node, not only the plugin's calls.
     pub memory_growth_mib_per_second: u32,
+    /// Timers the plugin may have pending (in the cluster): `100000`.
+    /// Scheduling a new key past it fails with `quota_exceeded`;
+    /// rescheduling a pending one works.
+    pub max_timers: u64,
     /// Log lines its instances together may write a second on this node,
     /// and in bursts of as many: `1000`. Further lines are dropped and
     /// counted, so one plugin cannot crowd the others' and the host's lines
@@ -474,6 +478,7 @@ impl Default for LimitsSection {
             max_pending_acks: 10_000,
             memory_growth_mib_per_second: 256,
             log_lines_per_second: 1_000,
+            max_timers: 100_000,
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct PluginContext {
     pub max_pending_acks: usize,
     /// The lines its instances may log.
     pub log_rate: LogRate,
+    /// Timers it may have pending.
+    pub max_timers: u64,
 }
 
 impl PluginContext {
@@ -59,6 +61,7 @@ impl PluginContext {
             max_state_value_bytes: limits.max_state_value_bytes,
             config_json: serde_json::Value::Object(spec.config.clone()).to_string(),
             log_rate: LogRate::new(&spec.name, limits.log_lines_per_second),
+            max_timers: limits.max_timers,
             name: spec.name.clone(),
             namespaces: spec.namespaces.clone(),
             config: spec.config.clone(),

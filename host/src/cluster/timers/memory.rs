@@ -10,8 +10,30 @@ use crate::cluster::StateError;
 
 #[derive(Default)]
 pub struct MemoryTimers {
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
     /// Member → (due at, payload).
-    pending: Mutex<HashMap<String, (u64, String)>>,
+    timers: HashMap<String, (u64, String)>,
+    /// Timers pending per plugin.
+    per_plugin: HashMap<String, u64>,
+}
+
+impl Pending {
+    fn remove(&mut self, member: &str) -> Option<(u64, String)> {
+        let removed = self.timers.remove(member)?;
+        if let Some((plugin, _)) = split_member(member)
+            && let Some(count) = self.per_plugin.get_mut(plugin)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.per_plugin.remove(plugin);
+            }
+        }
+        Some(removed)
+    }
 }
 
 impl MemoryTimers {
@@ -21,10 +43,10 @@ impl MemoryTimers {
 
     /// When the earliest pending timer is due.
     pub fn next_due_ms(&self) -> Option<u64> {
-        self.pending().values().map(|(at, _)| *at).min()
+        self.pending().timers.values().map(|(at, _)| *at).min()
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, String)>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -39,9 +61,18 @@ impl TimerStore for MemoryTimers {
         key: &str,
         at_ms: u64,
         payload: &str,
+        max_timers: u64,
     ) -> Result<(), StateError> {
-        self.pending()
-            .insert(member(plugin, key), (at_ms, payload.to_owned()));
+        let mut pending = self.pending();
+        let member = member(plugin, key);
+        if !pending.timers.contains_key(&member) {
+            let count = pending.per_plugin.entry(plugin.to_owned()).or_default();
+            if *count >= max_timers {
+                return Err(StateError::TooManyTimers { max: max_timers });
+            }
+            *count += 1;
+        }
+        pending.timers.insert(member, (at_ms, payload.to_owned()));
         Ok(())
     }
 
@@ -53,6 +84,7 @@ impl TimerStore for MemoryTimers {
     async fn claim_due(&self, now_ms: u64, limit: usize) -> Result<Vec<DueTimer>, StateError> {
         let mut pending = self.pending();
         let mut due: Vec<(u64, String)> = pending
+            .timers
             .iter()
             .filter(|(_, (at, _))| *at <= now_ms)
             .map(|(member, (at, _))| (*at, member.clone()))

@@ -38,12 +38,15 @@ pub struct DueTimer {
 #[async_trait]
 pub trait TimerStore: Send + Sync + 'static {
     /// Schedules or replaces `plugin`'s timer `key` for `at_ms` (Unix ms).
+    /// A new key while `plugin` has `max_timers` timers not yet delivered
+    /// fails with [`StateError::TooManyTimers`].
     async fn schedule(
         &self,
         plugin: &str,
         key: &str,
         at_ms: u64,
         payload: &str,
+        max_timers: u64,
     ) -> Result<(), StateError>;
     /// True when a pending timer was removed.
     async fn cancel(&self, plugin: &str, key: &str) -> Result<bool, StateError>;

@@ -1,6 +1,7 @@
 //! Timers in Redis, shared by every node: a sorted set of due times, a hash
-//! of payloads and a sorted set of leases, all under one hash tag so each
-//! Lua script touches a single Redis Cluster slot.
+//! of payloads (a timer exists while its payload does), a sorted set of
+//! leases and a hash of each plugin's count of timers, all under one hash
+//! tag so each Lua script touches a single Redis Cluster slot.
 
 use async_trait::async_trait;
 use fred::prelude::{Client, LuaInterface};
@@ -8,23 +9,51 @@ use fred::prelude::{Client, LuaInterface};
 use super::{DueTimer, LEASE, TimerStore, member, split_member};
 use crate::cluster::StateError;
 
-/// KEYS = [due, payloads, leases]; ARGV = [member, at, payload].
+/// KEYS = [due, payloads, leases, counts]; ARGV = [member, at, payload,
+/// plugin, max timers]. Returns 0, scheduling nothing, for a new timer of a
+/// plugin that has max timers.
 const SCHEDULE: &str = r"
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then
+  if tonumber(redis.call('HGET', KEYS[4], ARGV[4]) or '0') >= tonumber(ARGV[5]) then
+    return 0
+  end
+  redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
+end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 ";
 
-/// KEYS = [due, payloads, leases]; ARGV = [member].
-const CANCEL: &str = r"
+/// Lua: `forget()` counts a timer of plugin ARGV[2] gone, its payload
+/// deleted (KEYS[4] the counts); a count from before counts were kept never
+/// goes below zero.
+macro_rules! with_forget {
+    ($script:literal) => {
+        concat!(
+            r"
+local function forget()
+  if redis.call('HINCRBY', KEYS[4], ARGV[2], -1) <= 0 then
+    redis.call('HDEL', KEYS[4], ARGV[2])
+  end
+end
+",
+            $script
+        )
+    };
+}
+
+/// KEYS = [due, payloads, leases, counts]; ARGV = [member, plugin].
+const CANCEL: &str = with_forget!(
+    r"
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
+if redis.call('HDEL', KEYS[2], ARGV[1]) == 1 then forget() end
 return removed
-";
+"
+);
 
-/// KEYS = [due, payloads, leases]; ARGV = [now, lease until, limit].
+/// KEYS = [due, payloads, leases, counts]; ARGV = [now, lease until, limit].
 /// Expired leases become due again (unless rescheduled meanwhile), then the
 /// earliest due timers move to the leases: returns member, payload pairs.
 const CLAIM_DUE: &str = r"
@@ -44,14 +73,17 @@ end
 return claimed
 ";
 
-/// KEYS = [due, payloads, leases]; ARGV = [member]. A timer scheduled again
-/// while it was being delivered has no lease any more and keeps its payload.
-const COMPLETE: &str = r"
+/// KEYS = [due, payloads, leases, counts]; ARGV = [member, plugin]. A timer
+/// scheduled again while it was being delivered has no lease any more and
+/// keeps its payload.
+const COMPLETE: &str = with_forget!(
+    r"
 if redis.call('ZREM', KEYS[3], ARGV[1]) == 1 and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  redis.call('HDEL', KEYS[2], ARGV[1])
+  if redis.call('HDEL', KEYS[2], ARGV[1]) == 1 then forget() end
 end
 return 1
-";
+"
+);
 
 pub struct RedisTimers {
     client: Client,
@@ -63,7 +95,7 @@ impl RedisTimers {
         let tag = format!("{{{prefix}:timers}}");
         Self {
             client,
-            keys: ["due", "payloads", "leases"]
+            keys: ["due", "payloads", "leases", "counts"]
                 .map(|name| format!("{tag}:{name}"))
                 .to_vec(),
         }
@@ -89,13 +121,24 @@ impl TimerStore for RedisTimers {
         key: &str,
         at_ms: u64,
         payload: &str,
+        max_timers: u64,
     ) -> Result<(), StateError> {
-        let arguments = vec![member(plugin, key), at_ms.to_string(), payload.to_owned()];
-        self.eval::<i64>(SCHEDULE, arguments).await.map(drop)
+        let arguments = vec![
+            member(plugin, key),
+            at_ms.to_string(),
+            payload.to_owned(),
+            plugin.to_owned(),
+            max_timers.to_string(),
+        ];
+        match self.eval::<i64>(SCHEDULE, arguments).await? {
+            0 => Err(StateError::TooManyTimers { max: max_timers }),
+            _ => Ok(()),
+        }
     }
 
     async fn cancel(&self, plugin: &str, key: &str) -> Result<bool, StateError> {
-        let removed: i64 = self.eval(CANCEL, vec![member(plugin, key)]).await?;
+        let arguments = vec![member(plugin, key), plugin.to_owned()];
+        let removed: i64 = self.eval(CANCEL, arguments).await?;
         Ok(removed == 1)
     }
 
@@ -121,7 +164,7 @@ impl TimerStore for RedisTimers {
     }
 
     async fn complete(&self, timer: &DueTimer) -> Result<(), StateError> {
-        let arguments = vec![member(&timer.plugin, &timer.key)];
+        let arguments = vec![member(&timer.plugin, &timer.key), timer.plugin.clone()];
         self.eval::<i64>(COMPLETE, arguments).await.map(drop)
     }
 }
@@ -155,7 +198,7 @@ mod tests {
         let node_a = RedisTimers::new(client(&server).await, "test");
         let node_b = RedisTimers::new(client(&server).await, "test");
         node_a
-            .schedule("auction", "close:1", 100, "1")
+            .schedule("auction", "close:1", 100, "1", 10)
             .await
             .unwrap();
         let (claimed_a, claimed_b) =

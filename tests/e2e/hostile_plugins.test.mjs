@@ -109,3 +109,26 @@ test("a reply over max_payload_bytes reaches the client as an error, not as a pa
   assert.equal((await emitAckOk(client, "huge", { size: 100 })).length, 100);
   await logged(host, /reply over server\.max_payload_bytes not sent/);
 });
+
+test("a call's emits hold at most the plugin's memory_mib until it returns: past it they are refused, the rest delivered", async (t) => {
+  const MEMORY_MIB = 8;
+  const small = await startHost({
+    // The burst of up to 8 MB reaches the member at once: room for it, so it is not cut off as slow.
+    server: { max_outbound_bytes: 4 * (MEMORY_MIB << 20) },
+    plugins: [
+      { name: "greedy", path: wasm("greedy"), namespaces: ["/greedy"], events: ["join_rooms", "flood"], limits: { memory_mib: MEMORY_MIB } },
+    ],
+  });
+  t.after(() => small.stop());
+  const room = unique("held");
+  const member = await connect(small.url, { namespace: "/greedy" });
+  await emitAckOk(member, "join_rooms", { prefix: room, count: 1 });
+  const flood = collect(member, "flood");
+  // 100 emits of 200 KB would hold 20 MB until the call returns.
+  const reply = await emitAckOk(member, "flood", { room: `${room}0`, count: 100, size: 200_000 });
+  const fitting = Math.floor((MEMORY_MIB << 20) / 200_000);
+  assert.ok(reply.sent >= fitting - 1 && reply.sent <= fitting, JSON.stringify(reply));
+  assert.deepEqual(reply.refused, { quota_exceeded: 100 - reply.sent });
+  await waitFor(() => flood.length === reply.sent, 10000, () => `${reply.sent} flood events (got ${flood.length})`);
+  assert.deepEqual(flood.map((event) => event.n), [...Array(reply.sent).keys()]);
+});

@@ -132,11 +132,7 @@ impl Host for InstanceState {
                 ),
             ));
         }
-        let asked_in_this_call = self
-            .pending
-            .iter()
-            .filter(|emit| emit.question.is_some())
-            .count();
+        let asked_in_this_call = self.pending.questions();
         let waiting = self.services.acks.waiting(plugin.name.as_str()) + asked_in_this_call;
         if waiting >= plugin.max_pending_acks {
             return Err(PluginError::new(
@@ -155,10 +151,12 @@ impl Host for InstanceState {
             timeout: Duration::from_millis(u64::from(timeout_ms)),
         };
         let emit = self.checked_emit_to_socket(&namespace, &socket_id, &event, payload)?;
-        self.pending.push(PendingEmit {
-            question: Some(question),
-            ..emit
-        });
-        Ok(())
+        self.pending.push(
+            PendingEmit {
+                question: Some(question),
+                ..emit
+            },
+            plugin.memory_bytes,
+        )
     }
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 pub use acks::{AckWaits, Answered};
 pub use clock::Clock;
 pub use log::LogRate;
-pub use pending::PendingEmit;
+pub use pending::{PendingEmit, PendingEmits};
 
 use crate::bindings::PluginError;
 use crate::bindings::switchboard::plugin::types;

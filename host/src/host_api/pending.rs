@@ -3,6 +3,7 @@
 
 use super::HostServices;
 use super::acks::Question;
+use crate::bindings::PluginError;
 use crate::cluster::{Committed, StateError, token};
 use crate::escaped::Escaped;
 use crate::log_context;
@@ -21,6 +22,59 @@ pub struct PendingEmit {
     pub bytes: usize,
     /// When it asks its one socket for an ack (`acks.to-socket`).
     pub question: Option<Question>,
+}
+
+/// What an emit holds besides its payload and names: its record, boxed
+/// payload and audience.
+const EMIT_RECORD_BYTES: usize = 128;
+
+/// A call's emits, waiting for it to commit, and the memory they hold there.
+/// It is bounded: a plugin emitting in a loop made the node hold every emit
+/// until its call returned, 900 MB for a thousand emits of 900 KB, outside
+/// the plugin's own memory limit.
+#[derive(Default)]
+pub struct PendingEmits {
+    emits: Vec<PendingEmit>,
+    held_bytes: usize,
+}
+
+impl PendingEmits {
+    /// Adds `emit`, unless the call's emits would then hold more than
+    /// `max_bytes` (the plugin's `limits.memory_mib`).
+    pub fn push(&mut self, emit: PendingEmit, max_bytes: usize) -> Result<(), PluginError> {
+        let held = emit.bytes + emit.namespace.len() + emit.event.len() + EMIT_RECORD_BYTES;
+        if self.held_bytes + held > max_bytes {
+            return Err(PluginError::new(
+                "quota_exceeded",
+                format!(
+                    "this call's emits would hold more than {} MiB until it returns (plugins.limits.memory_mib): \
+                     emit less in one call, or once to a room rather than to each of its sockets",
+                    max_bytes >> 20
+                ),
+            ));
+        }
+        self.held_bytes += held;
+        self.emits.push(emit);
+        Ok(())
+    }
+
+    /// The emits that ask their socket for an ack.
+    pub fn questions(&self) -> usize {
+        self.emits
+            .iter()
+            .filter(|emit| emit.question.is_some())
+            .count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.emits.is_empty()
+    }
+
+    /// Takes them all, in the order they were made.
+    pub fn take(&mut self) -> Vec<PendingEmit> {
+        self.held_bytes = 0;
+        std::mem::take(&mut self.emits)
+    }
 }
 
 impl PendingEmit {
@@ -66,7 +120,7 @@ impl InstanceState {
     }
 
     async fn apply(&mut self) -> Result<Committed, StateError> {
-        let emits = std::mem::take(&mut self.pending);
+        let emits = self.pending.take();
         let hold = (!emits.is_empty()).then(token);
         let (committed, written) = self.transaction.commit(hold.as_deref()).await?;
         if committed == Committed::Conflict {
@@ -110,7 +164,7 @@ impl InstanceState {
 
     /// Drops what the call did: it failed.
     pub fn discard(&mut self) {
-        self.pending.clear();
+        self.pending.take();
         self.transaction.reset();
     }
 }

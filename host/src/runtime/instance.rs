@@ -15,7 +15,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::budget::Account;
 use super::{CompiledPlugin, Export};
 use crate::cluster::{HotKeys, Scope, Transaction};
-use crate::host_api::{HostServices, LogRate, PendingEmit};
+use crate::host_api::{HostServices, LogRate, PendingEmits};
 use crate::manifest::{PluginName, PluginSpec};
 
 /// Per-plugin facts every instance of it shares.
@@ -43,6 +43,9 @@ pub struct PluginContext {
     pub log_rate: LogRate,
     /// Timers it may have pending.
     pub max_timers: u64,
+    /// Its instances' memory limit, which also bounds what one call's
+    /// emits hold until it returns.
+    pub memory_bytes: usize,
 }
 
 impl PluginContext {
@@ -62,6 +65,7 @@ impl PluginContext {
             config_json: serde_json::Value::Object(spec.config.clone()).to_string(),
             log_rate: LogRate::new(&spec.name, limits.log_lines_per_second),
             max_timers: limits.max_timers,
+            memory_bytes: limits.memory_bytes,
             name: spec.name.clone(),
             namespaces: spec.namespaces.clone(),
             config: spec.config.clone(),
@@ -92,7 +96,7 @@ pub struct InstanceState {
     /// The running call's state reads and writes, committed when it returns.
     pub(crate) transaction: Transaction,
     /// The running call's emits, sent when it commits.
-    pub(crate) pending: Vec<PendingEmit>,
+    pub(crate) pending: PendingEmits,
     /// The last error the running call logged, for a trap to say why.
     pub(crate) last_error: Option<String>,
     /// Told what the running call costs, when a socket's event caused it.
@@ -113,7 +117,7 @@ impl InstanceState {
                 plugin.state.clone(),
                 plugin.hot_keys.clone(),
             ),
-            pending: Vec::new(),
+            pending: PendingEmits::default(),
             last_error: None,
             meter: None,
             plugin,

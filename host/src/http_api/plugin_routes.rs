@@ -142,7 +142,7 @@ impl PluginHttp {
                 Err(cut_short) => ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
                     "body_incomplete",
-                    format!("the body did not arrive whole: {cut_short}"),
+                    format!("the body was cut short: {cut_short}"),
                 ),
             }
         })?;

@@ -151,12 +151,9 @@ impl Host for InstanceState {
             timeout: Duration::from_millis(u64::from(timeout_ms)),
         };
         let emit = self.checked_emit_to_socket(&namespace, &socket_id, &event, payload)?;
-        self.pending.push(
-            PendingEmit {
-                question: Some(question),
-                ..emit
-            },
-            plugin.memory_bytes,
-        )
+        self.pending.push(PendingEmit {
+            question: Some(question),
+            ..emit
+        })
     }
 }

@@ -76,7 +76,7 @@ impl InstanceState {
         payload: Payload,
     ) -> Result<(), PluginError> {
         let emit = self.checked_emit(namespace, room, except, event, payload)?;
-        self.pending.push(emit, self.plugin.memory_bytes)
+        self.pending.push(emit)
     }
 
     /// An emit to one socket the plugin may make, or why not.

@@ -32,17 +32,27 @@ const EMIT_RECORD_BYTES: usize = 128;
 /// It is bounded: a plugin emitting in a loop made the node hold every emit
 /// until its call returned, 900 MB for a thousand emits of 900 KB, outside
 /// the plugin's own memory limit.
-#[derive(Default)]
 pub struct PendingEmits {
     emits: Vec<PendingEmit>,
     held_bytes: usize,
+    /// The plugin's `limits.memory_mib`, in bytes.
+    max_bytes: usize,
 }
 
 impl PendingEmits {
-    /// Adds `emit`, unless the call's emits would then hold more than
-    /// `max_bytes` (the plugin's `limits.memory_mib`).
-    pub fn push(&mut self, emit: PendingEmit, max_bytes: usize) -> Result<(), PluginError> {
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            emits: Vec::new(),
+            held_bytes: 0,
+            max_bytes,
+        }
+    }
+
+    /// Adds `emit`, unless the call's emits would then hold more than the
+    /// plugin's `limits.memory_mib`.
+    pub fn push(&mut self, emit: PendingEmit) -> Result<(), PluginError> {
         let held = emit.bytes + emit.namespace.len() + emit.event.len() + EMIT_RECORD_BYTES;
+        let max_bytes = self.max_bytes;
         if self.held_bytes + held > max_bytes {
             return Err(PluginError::new(
                 "quota_exceeded",

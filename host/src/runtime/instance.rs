@@ -117,7 +117,7 @@ impl InstanceState {
                 plugin.state.clone(),
                 plugin.hot_keys.clone(),
             ),
-            pending: PendingEmits::default(),
+            pending: PendingEmits::new(plugin.memory_bytes),
             last_error: None,
             meter: None,
             plugin,

@@ -31,7 +31,8 @@
 //! - [`escaped`]: client and plugin text made safe for log lines.
 //! - [`log_context`]: the socket and event a call serves, named in what it logs.
 //! - [`log_output`]: log lines to stderr from a bounded queue, never blocking
-//!   the thread that logs.
+//!   the thread that logs, and warnings of what happens many times at once,
+//!   with a count.
 //! - [`call`]: events through one plugin without a server (`switchboard call`).
 //! - [`scaffold`]: a new plugin project (`switchboard plugin new`).
 //! - `temp_dir` (tests only): scratch directories removed on drop.

@@ -1,6 +1,4 @@
 use std::num::NonZeroU32;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
@@ -8,6 +6,7 @@ use crate::bindings::Level;
 use crate::bindings::switchboard::plugin::log::Host;
 use crate::escaped::Escaped;
 use crate::log_context;
+use crate::log_output::ThrottledWarning;
 use crate::manifest::PluginName;
 use crate::metrics;
 use crate::runtime::InstanceState;
@@ -15,17 +14,13 @@ use crate::runtime::InstanceState;
 /// Longest message kept from one log call; a plugin cannot flood the log with one line.
 const MAX_MESSAGE_BYTES: usize = 4096;
 
-/// Least time between two warnings of a plugin's dropped lines.
-const DROPS_REPORTED_EVERY: Duration = Duration::from_secs(10);
-
 /// How many lines a plugin's instances may log together
 /// (`limits.log_lines_per_second`), and what was dropped past it.
 #[derive(Debug)]
 pub struct LogRate {
     lines: DefaultDirectRateLimiter,
     dropped: metrics::Counter,
-    /// Lines dropped since the last warning, and when it was.
-    unreported: Mutex<(u64, Option<Instant>)>,
+    dropped_warning: ThrottledWarning,
 }
 
 impl LogRate {
@@ -33,7 +28,7 @@ impl LogRate {
         Self {
             lines: RateLimiter::direct(Quota::per_second(per_second)),
             dropped: metrics::plugin_log_lines_dropped(plugin.as_str()),
-            unreported: Mutex::new((0, None)),
+            dropped_warning: ThrottledWarning::default(),
         }
     }
 
@@ -44,19 +39,11 @@ impl LogRate {
             return true;
         }
         self.dropped.increment(1);
-        let mut unreported = self
-            .unreported
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (count, warned_at) = &mut *unreported;
-        *count += 1;
-        let now = Instant::now();
-        if warned_at.is_none_or(|at| now.duration_since(at) >= DROPS_REPORTED_EVERY) {
+        if let Some(count) = self.dropped_warning.occurred() {
             tracing::warn!(
                 plugin,
                 "plugin `{plugin}` logged faster than limits.log_lines_per_second: {count} line(s) dropped"
             );
-            *unreported = (0, Some(now));
         }
         false
     }

@@ -33,8 +33,11 @@ const CHROMIUM_ARGS = [
   "--disable-component-update",
   "--disable-sync",
 ];
-/** A page's first load starts a renderer and three sockets: slow on a busy machine. */
-const PAGE_LOAD_TIMEOUT_MS = 20000;
+/**
+ * A page's first load starts a renderer and three sockets: slow on a busy
+ * machine (two cores, shared with another test file).
+ */
+const PAGE_LOAD_TIMEOUT_MS = 60000;
 
 /** examples/demo/switchboard.toml, its plugins taken from WASM_DIR (where this run's builds are). */
 function demoManifest() {
@@ -73,20 +76,33 @@ describe("the demo page on two nodes, in Chromium", () => {
   const pageErrors = [];
   const userOf = new Map();
 
-  /** A browser context of its own (no shared cookies or storage) with the page of `user` on `node`. */
+  /**
+   * A browser context of its own (no shared cookies or storage) with the page
+   * of `user` on `node`. Should the page not load, the error tells what the
+   * browser and the node reported meanwhile.
+   */
   async function openDemo(node, user) {
     const context = await browser.newContext({ viewport: { width: 1200, height: 480 } });
     const page = await context.newPage();
     userOf.set(page, user);
     page.on("pageerror", (error) => pageErrors.push(`${user}: ${error.message}`));
-    await page.goto(`${node.url}/#user=${user}&token=${tokenFor(user)}`);
+    const reported = [];
+    page.on("console", (message) => reported.push(`console ${message.type()}: ${message.text()}`));
+    page.on("requestfailed", (request) => reported.push(`${request.method()} ${request.url()} failed: ${request.failure()?.errorText}`));
+    page.on("crash", () => reported.push("the page crashed"));
     const ready = (p) =>
       p.evaluate(() => [
         document.getElementById("message").disabled,
         document.getElementById("auction-status").textContent,
         document.getElementById("notifications-status").textContent,
       ]);
-    await shows(page, ready, [false, "connected", "connected"], `${user}'s page (chat joined, sockets connected)`, PAGE_LOAD_TIMEOUT_MS);
+    try {
+      await page.goto(`${node.url}/#user=${user}&token=${tokenFor(user)}`, { timeout: PAGE_LOAD_TIMEOUT_MS });
+      await shows(page, ready, [false, "connected", "connected"], `${user}'s page (chat joined, sockets connected)`, PAGE_LOAD_TIMEOUT_MS);
+    } catch (error) {
+      error.message += `\n${user}'s browser reported:\n${reported.join("\n") || "nothing"}\nits node's stderr, the end:\n${node.stderr().slice(-3000)}`;
+      throw error;
+    }
     return page;
   }
 

@@ -132,3 +132,35 @@ test("a call's emits hold at most the plugin's memory_mib until it returns: past
   await waitFor(() => flood.length === reply.sent, 10000, () => `${reply.sent} flood events (got ${flood.length})`);
   assert.deepEqual(flood.map((event) => event.n), [...Array(reply.sent).keys()]);
 });
+
+test("a call's state holds at most the plugin's memory_mib until it returns: past it writes and reads are refused, the rest committed", async (t) => {
+  const MEMORY_MIB = 8;
+  const SIZE = 200_000;
+  const small = await startHost({
+    plugins: [
+      {
+        name: "greedy",
+        path: wasm("greedy"),
+        namespaces: ["/greedy"],
+        events: ["fill", "gather"],
+        limits: { memory_mib: MEMORY_MIB, max_state_value_bytes: SIZE },
+      },
+    ],
+  });
+  t.after(() => small.stop());
+  const client = await connect(small.url, { namespace: "/greedy" });
+  // 100 keys of 200 KB would hold 20 MB until the call returns.
+  const first = await emitAckOk(client, "fill", { prefix: "big", count: 100, size: SIZE });
+  const fitting = Math.floor((MEMORY_MIB << 20) / SIZE);
+  assert.ok(first.written >= fitting - 1 && first.written <= fitting, JSON.stringify(first));
+  assert.deepEqual(first.refused, { quota_exceeded: 100 - first.written });
+  // What fitted was committed, and one call can read it back.
+  assert.equal(await emitAckOk(client, "gather", { prefix: "big", count: 100 }), first.written);
+  // Twice as much, written over two calls, is more than one call may read.
+  const second = await emitAckOk(client, "fill", { prefix: "big", from: first.written, count: first.written, size: SIZE });
+  assert.deepEqual(second, { written: first.written, refused: {} });
+  const error = await emitAckError(client, "gather", { prefix: "big", count: 2 * first.written });
+  assert.equal(error.code, "quota_exceeded");
+  assert.match(error.message, /more than 8 MiB of state .*memory_mib/);
+  assert.equal(await emitAckOk(client, "gather", { prefix: "big", count: first.written }), first.written);
+});

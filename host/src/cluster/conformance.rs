@@ -17,12 +17,51 @@ pub async fn check_all(store: Arc<dyn StateStore>) {
     collections_are_capped(&store).await;
     a_lease_holder_cannot_be_overtaken(&store).await;
     held_keys_wait_for_their_release(&store).await;
+    a_call_holds_at_most_max_call_bytes(&store).await;
+}
+
+async fn a_call_holds_at_most_max_call_bytes(store: &Arc<dyn StateStore>) {
+    let scope = &Scope {
+        max_call_bytes: 8192,
+        ..new_scope("plugin:call-bytes:", 100, 100)
+    };
+    fn too_large<T>(result: Result<T, StateError>) -> bool {
+        matches!(result, Err(StateError::CallTooLarge { max: 8192 }))
+    }
+    let value = "x".repeat(1000);
+    let keys: Vec<String> = (0..9).map(|n| format!("k{n}")).collect();
+    let mut writer = open(store, scope);
+    // A key of 1,000 bytes holds 1,130 with its name and records: seven fit.
+    for key in &keys[..7] {
+        writer.set(key, value.clone(), None).unwrap();
+    }
+    assert!(too_large(writer.set(&keys[7], value.clone(), None)));
+    // Making a key smaller makes room.
+    writer.set(&keys[0], "small".into(), None).unwrap();
+    writer.set(&keys[7], value.clone(), None).unwrap();
+    assert!(too_large(
+        writer.list_push("list", vec![value.clone()]).await
+    ));
+    assert_eq!(
+        writer.len("list").await.unwrap(),
+        0,
+        "a refused change is not made"
+    );
+    assert_eq!(writer.commit(None).await.unwrap().0, Committed::Applied);
+    store_value(store, scope, &keys[8], &value).await;
+    // What a call reads counts as well.
+    let mut reader = open(store, scope);
+    let read = reader.get_many(&keys[..8]).await.unwrap();
+    assert_eq!(read[0].as_deref(), Some("small"));
+    assert_eq!(read[7].as_ref(), Some(&value));
+    assert!(too_large(reader.get(&keys[8]).await));
+    assert!(too_large(open(store, scope).get_many(&keys).await));
 }
 
 async fn held_keys_wait_for_their_release(store: &Arc<dyn StateStore>) {
     let scope = &new_scope("plugin:holds:", 100, 100);
     let mut writer = open(store, scope);
-    writer.set("held", "1".into(), None);
+    writer.set("held", "1".into(), None).unwrap();
     let (committed, written) = writer.commit(Some("token")).await.unwrap();
     assert_eq!(committed, Committed::Applied);
     assert_eq!(written, ["held"]);
@@ -67,7 +106,7 @@ async fn a_lease_holder_cannot_be_overtaken(store: &Arc<dyn StateStore>) {
     holder.run_under(Some("holder".to_owned()));
     assert_eq!(holder.incr("hot", 1).await.unwrap(), 1);
     let mut other = open(store, scope);
-    other.set("cold", "x".into(), None);
+    other.set("cold", "x".into(), None).unwrap();
     assert_eq!(
         other.commit(None).await.unwrap().0,
         Committed::Conflict,
@@ -105,6 +144,7 @@ fn new_scope(prefix: &str, max_keys: u64, max_list_items: u64) -> Scope {
         prefix: prefix.to_owned(),
         max_keys,
         max_list_items,
+        max_call_bytes: 1 << 20,
     }
 }
 
@@ -126,7 +166,7 @@ async fn committed<R>(
 
 async fn store_value(store: &Arc<dyn StateStore>, scope: &Scope, key: &str, value: &str) {
     let mut transaction = open(store, scope);
-    transaction.set(key, value.to_owned(), None);
+    transaction.set(key, value.to_owned(), None).unwrap();
     assert_eq!(
         transaction.commit(None).await.unwrap().0,
         Committed::Applied
@@ -137,7 +177,7 @@ async fn strings_counters_and_compare_and_swap(store: &Arc<dyn StateStore>) {
     let scope = &new_scope("plugin:strings:", 100, 100);
     let mut t = open(store, scope);
     assert_eq!(t.get("a").await.unwrap(), None);
-    t.set("a", "1".into(), None);
+    t.set("a", "1".into(), None).unwrap();
     assert_eq!(t.incr("a", 41).await.unwrap(), 42);
     assert_eq!(t.incr("fresh", -2).await.unwrap(), -2);
     assert!(
@@ -154,7 +194,7 @@ async fn strings_counters_and_compare_and_swap(store: &Arc<dyn StateStore>) {
         t.incr("a", 1).await,
         Err(StateError::NotAnInteger { .. })
     ));
-    t.set("big", i64::MAX.to_string(), None);
+    t.set("big", i64::MAX.to_string(), None).unwrap();
     assert!(matches!(
         t.incr("big", 1).await,
         Err(StateError::Overflow { .. })
@@ -192,7 +232,7 @@ async fn strings_counters_and_compare_and_swap(store: &Arc<dyn StateStore>) {
 async fn a_call_sees_its_own_writes_and_nothing_uncommitted(store: &Arc<dyn StateStore>) {
     let scope = &new_scope("plugin:own:", 100, 100);
     let mut t = open(store, scope);
-    t.set("k", "mine".into(), None);
+    t.set("k", "mine".into(), None).unwrap();
     assert!(t.set_add("voters", "ann".into()).await.unwrap());
     assert_eq!(t.get("k").await.unwrap().as_deref(), Some("mine"));
     assert!(!t.set_add("voters", "ann".into()).await.unwrap());
@@ -211,8 +251,8 @@ async fn changed_reads_conflict_and_blind_writes_do_not(store: &Arc<dyn StateSto
     let mut second = open(store, scope);
     assert_eq!(first.incr("count", 1).await.unwrap(), 1);
     assert_eq!(second.incr("count", 1).await.unwrap(), 1);
-    first.set("blind", "first".into(), None);
-    second.set("blind", "second".into(), None);
+    first.set("blind", "first".into(), None).unwrap();
+    second.set("blind", "second".into(), None).unwrap();
     assert_eq!(first.commit(None).await.unwrap().0, Committed::Applied);
     assert_eq!(second.commit(None).await.unwrap().0, Committed::Conflict);
     let mut check = open(store, scope);
@@ -222,8 +262,8 @@ async fn changed_reads_conflict_and_blind_writes_do_not(store: &Arc<dyn StateSto
     // Blind writes of the same key both commit; the last one stays.
     let mut first = open(store, scope);
     let mut second = open(store, scope);
-    first.set("blind", "1".into(), None);
-    second.set("blind", "2".into(), None);
+    first.set("blind", "1".into(), None).unwrap();
+    second.set("blind", "2".into(), None).unwrap();
     assert_eq!(first.commit(None).await.unwrap().0, Committed::Applied);
     assert_eq!(second.commit(None).await.unwrap().0, Committed::Applied);
 
@@ -231,7 +271,7 @@ async fn changed_reads_conflict_and_blind_writes_do_not(store: &Arc<dyn StateSto
     // immediate increment of a key read, and a deletion.
     let mut reader = open(store, scope);
     assert_eq!(reader.get("later").await.unwrap(), None);
-    reader.set("other", "x".into(), None);
+    reader.set("other", "x".into(), None).unwrap();
     store_value(store, scope, "later", "v").await;
     assert_eq!(reader.commit(None).await.unwrap().0, Committed::Conflict);
     let mut reader = open(store, scope);
@@ -256,11 +296,11 @@ async fn changed_reads_conflict_and_blind_writes_do_not(store: &Arc<dyn StateSto
 async fn values_expire(store: &Arc<dyn StateStore>) {
     let scope = &new_scope("plugin:expiry:", 100, 100);
     committed(store, scope, async |t| {
-        t.set("k", "v".into(), Some(30));
+        t.set("k", "v".into(), Some(30)).unwrap();
         assert!(t.compare_and_swap("c", None, "v".into(), Some(30)).await?);
-        t.set("kept", "v".into(), Some(30));
+        t.set("kept", "v".into(), Some(30)).unwrap();
         assert!(t.expire("kept", None).await?);
-        t.set("counter", "1".into(), Some(60_000));
+        t.set("counter", "1".into(), Some(60_000)).unwrap();
         Ok(())
     })
     .await
@@ -287,7 +327,7 @@ async fn lists_follow_redis_indexing(store: &Arc<dyn StateStore>) {
     committed(store, scope, async |t| {
         let values = ["a", "b", "c", "d"].map(String::from).to_vec();
         assert_eq!(t.list_push("l", values).await?, 4);
-        t.set("text", "t".into(), None);
+        t.set("text", "t".into(), None).unwrap();
         Ok(())
     })
     .await
@@ -377,7 +417,7 @@ async fn keys_are_counted_per_scope(store: &Arc<dyn StateStore>) {
     let scope = &new_scope("plugin:quota:", 3, 100);
     let other = &new_scope("plugin:other:", 3, 100);
     committed(store, scope, async |t| {
-        t.set("a", "1".into(), None);
+        t.set("a", "1".into(), None).unwrap();
         t.incr("b", 1).await?;
         t.list_push("c", vec!["x".into()]).await
     })
@@ -387,11 +427,11 @@ async fn keys_are_counted_per_scope(store: &Arc<dyn StateStore>) {
         matches!(result, Err(StateError::TooManyKeys { max: 3 }))
     };
     let mut t = open(store, scope);
-    t.set("d", "1".into(), None);
+    t.set("d", "1".into(), None).unwrap();
     assert!(full(t.commit(None).await.map(|(committed, _)| committed)));
     let mut t = open(store, scope);
     assert!(t.set_add("d", "x".into()).await.unwrap());
-    t.set("a", "changed".into(), None);
+    t.set("a", "changed".into(), None).unwrap();
     assert!(
         full(t.commit(None).await.map(|(committed, _)| committed)),
         "one key too many fails the whole call"
@@ -408,14 +448,14 @@ async fn keys_are_counted_per_scope(store: &Arc<dyn StateStore>) {
     // Existing keys can still be written, other scopes are not affected, and
     // a call that deletes as many keys as it creates fits.
     committed(store, scope, async |t| {
-        t.set("a", "2".into(), None);
+        t.set("a", "2".into(), None).unwrap();
         t.incr("b", 1).await
     })
     .await
     .unwrap();
     store_value(store, other, "d", "1").await;
     committed(store, scope, async |t| {
-        t.set("d", "1".into(), None);
+        t.set("d", "1".into(), None).unwrap();
         t.delete("a").await
     })
     .await

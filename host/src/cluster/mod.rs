@@ -56,6 +56,11 @@ pub enum StateError {
         "`{key}` would hold more than {max} items (plugins.limits.max_state_list_items); trim it first"
     )]
     ListTooLong { key: String, max: u64 },
+    #[error(
+        "this call would hold more than {} MiB of state until it returns (plugins.limits.memory_mib): \
+         read and write fewer or smaller keys in one call", max >> 20
+    )]
+    CallTooLarge { max: usize },
     #[error("{what} is {size} bytes; the limit is {max} (plugins.limits.max_state_value_bytes)")]
     TooLarge {
         what: String,
@@ -75,6 +80,7 @@ impl StateError {
             Self::TooManyKeys { .. }
             | Self::TooManyTimers { .. }
             | Self::ListTooLong { .. }
+            | Self::CallTooLarge { .. }
             | Self::TooLarge { .. } => "quota_exceeded",
             Self::Backend(_) => "state_unavailable",
         }
@@ -87,12 +93,15 @@ impl StateError {
 /// keys fails with [`StateError::TooManyKeys`]; writes to existing keys, and
 /// deletes, always work. Expired keys do not count. A collection (list, hash,
 /// set, sorted set) holds at most `max_list_items` items
-/// ([`StateError::ListTooLong`]).
+/// ([`StateError::ListTooLong`]). One call's [`Transaction`] holds at most
+/// `max_call_bytes` of the keys it read and wrote
+/// ([`StateError::CallTooLarge`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
     pub prefix: String,
     pub max_keys: u64,
     pub max_list_items: u64,
+    pub max_call_bytes: usize,
 }
 
 /// Where plugin state lives. Plugins never call it directly: a call's

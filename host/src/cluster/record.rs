@@ -25,6 +25,22 @@ impl Value {
         }
     }
 
+    /// The memory it holds in a transaction: its strings' bytes, and each
+    /// item's own record (a `String`, and a sorted set's score besides).
+    pub fn bytes(&self) -> usize {
+        const ITEM: usize = size_of::<String>();
+        let strings = |items: &mut dyn Iterator<Item = &String>| {
+            items.map(|item| ITEM + item.len()).sum::<usize>()
+        };
+        match self {
+            Self::Text(text) => text.len(),
+            Self::List(list) => strings(&mut list.iter()),
+            Self::Hash(hash) => strings(&mut hash.iter().flat_map(|(field, value)| [field, value])),
+            Self::Set(set) => strings(&mut set.iter()),
+            Self::Sorted(sorted) => strings(&mut sorted.keys()) + sorted.len() * size_of::<f64>(),
+        }
+    }
+
     /// Redis deletes a collection that becomes empty; so do both backends.
     pub fn is_empty_collection(&self) -> bool {
         !matches!(self, Self::Text(_)) && self.items() == 0

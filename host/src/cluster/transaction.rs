@@ -7,7 +7,8 @@
 //! was changed meanwhile; the caller then runs the call again on fresh state.
 //! A call that fails commits nothing. A `set` alone does not read its key, so
 //! blind writes never conflict. Keys that conflicted are read in turn by the
-//! calls of this node ([`HotKeys`]).
+//! calls of this node ([`HotKeys`]). What the call holds of its keys is
+//! bounded in bytes ([`Scope::max_call_bytes`]).
 
 use std::collections::hash_map::Entry as Slot;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -22,6 +23,7 @@ pub struct Transaction {
     store: Arc<dyn StateStore>,
     scope: Scope,
     keys: HashMap<String, Key>,
+    budget: Budget,
     lease: Option<String>,
     hot: Arc<HotKeys>,
     /// The call's turns on the hot keys it read, held until its commit is
@@ -53,6 +55,37 @@ struct Key {
     /// The version read, when the call's result depends on it.
     read: Option<Version>,
     written: bool,
+    /// What it holds ([`held_bytes`]).
+    bytes: usize,
+}
+
+/// What a key costs a call besides its value's bytes: its slot, its name's
+/// record and its value's.
+const KEY_RECORD_BYTES: usize = 128;
+
+fn held_bytes(key: &str, record: Option<&Record>) -> usize {
+    KEY_RECORD_BYTES + key.len() + record.map_or(0, |record| record.value.bytes())
+}
+
+/// The bytes a call's keys hold, within the scope's `max_call_bytes`. It is
+/// bounded: one call writing 5,000 keys of 60 KB made the node hold 815 MiB
+/// until it returned, outside the plugin's own memory limit.
+struct Budget {
+    held: usize,
+    max: usize,
+}
+
+impl Budget {
+    /// Trades `released` bytes held for `taken`, unless the call would then
+    /// hold more than `max`.
+    fn trade(&mut self, released: usize, taken: usize) -> Result<(), StateError> {
+        let held = self.held - released + taken;
+        if taken > released && held > self.max {
+            return Err(StateError::CallTooLarge { max: self.max });
+        }
+        self.held = held;
+        Ok(())
+    }
 }
 
 /// A kind of collection a key may hold, and how it sits in a [`Value`].
@@ -170,6 +203,10 @@ impl Transaction {
     pub fn new(store: Arc<dyn StateStore>, scope: Scope, hot: Arc<HotKeys>) -> Self {
         Self {
             store,
+            budget: Budget {
+                held: 0,
+                max: scope.max_call_bytes,
+            },
             scope,
             keys: HashMap::new(),
             lease: None,
@@ -191,8 +228,13 @@ impl Transaction {
 
     /// Forgets everything read and written, for the next call.
     pub fn reset(&mut self) {
-        self.keys.clear();
+        self.take_keys();
         self.end_turns();
+    }
+
+    fn take_keys(&mut self) -> HashMap<String, Key> {
+        self.budget.held = 0;
+        std::mem::take(&mut self.keys)
     }
 
     /// Lets the next call of this node read the hot keys this one read.
@@ -222,13 +264,20 @@ impl Transaction {
                     None => tokio::time::sleep(HELD_POLL).await,
                 }
             };
-            for (key, snapshot) in missing.into_iter().zip(snapshots) {
+            let bytes: Vec<usize> = missing
+                .iter()
+                .zip(&snapshots)
+                .map(|(key, snapshot)| held_bytes(key, snapshot.record.as_ref()))
+                .collect();
+            self.budget.trade(0, bytes.iter().sum())?;
+            for ((key, snapshot), bytes) in missing.into_iter().zip(snapshots).zip(bytes) {
                 self.keys.insert(
                     key,
                     Key {
                         record: snapshot.record,
                         read: Some(snapshot.version),
                         written: false,
+                        bytes,
                     },
                 );
             }
@@ -243,7 +292,8 @@ impl Transaction {
     }
 
     /// Applies `change` to a copy of the key's record and keeps it if it
-    /// succeeds, changes something and leaves collections within the quota.
+    /// succeeds, changes something and leaves collections and the call
+    /// within their quotas.
     async fn modify<R>(
         &mut self,
         key: &str,
@@ -265,25 +315,30 @@ impl Transaction {
             });
         }
         if record != slot.record {
-            slot.record = record.filter(|record| !record.value.is_empty_collection());
+            let record = record.filter(|record| !record.value.is_empty_collection());
+            let bytes = held_bytes(key, record.as_ref());
+            self.budget.trade(slot.bytes, bytes)?;
+            slot.record = record;
+            slot.bytes = bytes;
             slot.written = true;
         }
         Ok(result)
     }
 
-    /// What to commit: `None` when there is nothing to write and at most one
-    /// key was read (a single read is already a consistent snapshot).
-    pub fn changes(&self) -> Option<Commit> {
+    /// What to commit of `keys`: `None` when there is nothing to write and
+    /// at most one key was read (a single read is already a consistent
+    /// snapshot).
+    fn changes(&self, keys: HashMap<String, Key>) -> Option<Commit> {
         let mut commit = Commit {
             lease: self.lease.clone(),
             ..Commit::default()
         };
-        for (key, slot) in &self.keys {
+        for (key, slot) in keys {
             if let Some(version) = slot.read {
                 commit.reads.push((key.clone(), version));
             }
             if slot.written {
-                commit.writes.push((key.clone(), slot.record.clone()));
+                commit.writes.push((key, slot.record));
             }
         }
         (!commit.writes.is_empty() || commit.reads.len() > 1).then_some(commit)
@@ -297,10 +352,9 @@ impl Transaction {
         &mut self,
         hold: Option<&str>,
     ) -> Result<(Committed, Vec<String>), StateError> {
-        let changes = self.changes();
         // Whatever the outcome, the next call starts afresh.
-        self.keys.clear();
-        let Some(mut commit) = changes else {
+        let keys = self.take_keys();
+        let Some(mut commit) = self.changes(keys) else {
             return Ok((Committed::Applied, Vec::new()));
         };
         commit.hold = hold.map(str::to_owned);
@@ -341,25 +395,31 @@ impl Transaction {
     }
 
     /// A blind write: replaces whatever the key held without reading it.
-    pub fn set(&mut self, key: &str, value: String, ttl_ms: Option<u64>) {
+    pub fn set(&mut self, key: &str, value: String, ttl_ms: Option<u64>) -> Result<(), StateError> {
         let record = Some(Record {
             value: Value::Text(value),
             expiry: expiry(ttl_ms),
         });
+        let bytes = held_bytes(key, record.as_ref());
         match self.keys.entry(key.to_owned()) {
             Slot::Occupied(mut slot) => {
                 let slot = slot.get_mut();
+                self.budget.trade(slot.bytes, bytes)?;
                 slot.record = record;
+                slot.bytes = bytes;
                 slot.written = true;
             }
             Slot::Vacant(slot) => {
+                self.budget.trade(0, bytes)?;
                 slot.insert(Key {
                     record,
                     read: None,
                     written: true,
+                    bytes,
                 });
             }
         }
+        Ok(())
     }
 
     /// True when the key existed.

@@ -51,7 +51,7 @@ impl Host for InstanceState {
         ttl_ms: Option<u64>,
     ) -> Result<(), PluginError> {
         self.check_value(&key, &value)?;
-        self.transaction.set(&key, value, ttl_ms);
+        self.transaction.set(&key, value, ttl_ms)?;
         Ok(())
     }
 

@@ -44,7 +44,7 @@ pub struct PluginContext {
     /// Timers it may have pending.
     pub max_timers: u64,
     /// Its instances' memory limit, which also bounds what one call's
-    /// emits hold until it returns.
+    /// emits, and its state (`state.max_call_bytes`), hold until it returns.
     pub memory_bytes: usize,
 }
 
@@ -59,6 +59,7 @@ impl PluginContext {
                 prefix: format!("plugin:{}:", spec.name),
                 max_keys: limits.max_state_keys,
                 max_list_items: limits.max_state_list_items,
+                max_call_bytes: limits.memory_bytes,
             },
             hot_keys: Arc::default(),
             max_state_value_bytes: limits.max_state_value_bytes,

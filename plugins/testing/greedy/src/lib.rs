@@ -8,7 +8,12 @@
 //! (`{ key, values }`: `state.list-push`), `flood` (`{ room, count, size }`:
 //! emits `count` events of `size` bytes to `room`, going on after failures,
 //! and acks how many went out and the failures' codes) and `huge`
-//! (`{ size }`: acks a string of `size` bytes).
+//! (`{ size }`: acks a string of `size` bytes), `fill` (`{ prefix, from?,
+//! count, size }`: sets the keys `{prefix}{n}` for `count` n from `from` to
+//! `size` bytes in one call, going on after refusals, and acks how many it
+//! set and the refusals' codes) and `gather`
+//! (`{ prefix, count }`: reads those keys one by one in one call and acks
+//! how many exist).
 
 use std::collections::BTreeMap;
 
@@ -48,26 +53,50 @@ struct Flood {
 }
 
 #[derive(Deserialize)]
+struct Fill {
+    prefix: String,
+    #[serde(default)]
+    from: u32,
+    count: u32,
+    size: usize,
+}
+
+#[derive(Deserialize)]
+struct Gather {
+    prefix: String,
+    count: u32,
+}
+
+#[derive(Deserialize)]
 struct Huge {
     size: usize,
 }
 
 struct Greedy;
 
+/// How many `attempts` succeeded, and the codes of those that failed with
+/// their counts: the plugin goes on after a refusal.
+fn tally(attempts: impl Iterator<Item = Result<(), Error>>) -> (u32, BTreeMap<String, u32>) {
+    let mut succeeded = 0;
+    let mut refused = BTreeMap::new();
+    for attempt in attempts {
+        match attempt {
+            Ok(()) => succeeded += 1,
+            Err(error) => *refused.entry(error.code).or_default() += 1,
+        }
+    }
+    (succeeded, refused)
+}
+
 impl Plugin for Greedy {
     fn on_event(conn: &Conn, event: &str, payload: Payload) -> Result<Option<Payload>, Error> {
         match event {
             "join_rooms" => {
                 let request: JoinRooms = payload.parse_object()?;
-                let mut joined = 0;
-                let mut refused: BTreeMap<String, u32> = BTreeMap::new();
-                for index in 0..request.count {
+                let (joined, refused) = tally((0..request.count).map(|index| {
                     let room = format!("{}{index}", request.prefix);
-                    match rooms::join(&conn.namespace, &conn.socket_id, &room) {
-                        Ok(()) => joined += 1,
-                        Err(error) => *refused.entry(error.code).or_default() += 1,
-                    }
-                }
+                    rooms::join(&conn.namespace, &conn.socket_id, &room)
+                }));
                 let rooms = rooms::rooms_of(&conn.namespace, &conn.socket_id)?;
                 Ok(Some(Payload::new(&json!({
                     "joined": joined,
@@ -95,18 +124,37 @@ impl Plugin for Greedy {
             "flood" => {
                 let request: Flood = payload.parse_object()?;
                 let filler = "x".repeat(request.size);
-                let mut sent = 0;
-                let mut refused: BTreeMap<String, u32> = BTreeMap::new();
-                for n in 0..request.count {
+                let (sent, refused) = tally((0..request.count).map(|n| {
                     let flood = json!({ "n": n, "filler": filler });
-                    match emit::to_room(&conn.namespace, &request.room, "flood", &flood) {
-                        Ok(()) => sent += 1,
-                        Err(error) => *refused.entry(error.code).or_default() += 1,
-                    }
-                }
+                    emit::to_room(&conn.namespace, &request.room, "flood", &flood)
+                }));
                 Ok(Some(Payload::new(
                     &json!({ "sent": sent, "refused": refused }),
                 )?))
+            }
+            "fill" => {
+                let request: Fill = payload.parse_object()?;
+                let value = "x".repeat(request.size);
+                let keys = request.from..request.from + request.count;
+                let (written, refused) = tally(
+                    keys.map(|n| state::set(&format!("{}{n}", request.prefix), &value, None)),
+                );
+                Ok(Some(Payload::new(
+                    &json!({ "written": written, "refused": refused }),
+                )?))
+            }
+            "gather" => {
+                let request: Gather = payload.parse_object()?;
+                let mut found = 0;
+                // One at a time, each value dropped once counted: the
+                // plugin's memory need not hold them all, the host's
+                // transaction does.
+                for n in 0..request.count {
+                    if state::get(&format!("{}{n}", request.prefix))?.is_some() {
+                        found += 1;
+                    }
+                }
+                Ok(Some(Payload::new(&found)?))
             }
             "huge" => {
                 let request: Huge = payload.parse_object()?;

@@ -15,7 +15,8 @@
 //!   and the answers to acks plugins wait for.
 //! - [`identity`]: JWT verification: who a socket or HTTP caller is, and until when.
 //! - [`transport`]: Socket.IO namespaces, connect checks, per-socket event
-//!   queues and the cost budget that paces them, acks asked of clients.
+//!   queues, the rates and cost budget (per connection and namespace) that
+//!   pace them, acks asked of clients.
 //! - [`payload`]: event payloads between Socket.IO packets and plugins.
 //! - [`cluster`]: state shared by nodes (memory or Redis), the per-call
 //!   state transaction and the hot keys its calls take in turn, and the

@@ -6,6 +6,8 @@
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 
+import WebSocket from "ws";
+
 import {
   TIMEOUT_MS,
   chatPlugin,
@@ -209,7 +211,65 @@ describe("event rate", () => {
     };
     assert.equal(await waitFor(reason), "rate limited");
   });
+
+  test("a client that leaves a namespace and connects again keeps its connection's rate: connects count as events, and one that keeps connecting over it is cut off", async () => {
+    const host = await start({
+      plugins: [faultyPlugin()],
+      namespaces: { "/faulty": { events_per_second: 1, event_burst: 5 } },
+    });
+    const flood = await reconnectingFlood(host.port, "/faulty", { rounds: 200, perRound: 5 });
+    // Each socket had a full burst of its own: 1,000 echoes in well under a second.
+    assert.ok(flood.served + flood.connects <= 5 + Math.ceil(flood.seconds), JSON.stringify(flood));
+    assert.ok(flood.connectErrors.length >= 1, JSON.stringify(flood));
+    for (const message of flood.connectErrors) assert.match(message, /^rate_limited: .*events_per_second/);
+    assert.ok(flood.closed, `the connection stayed open: ${JSON.stringify(flood)}`);
+    // Another connection has a rate of its own.
+    await assertEchoWorks(await connect(host.url, { namespace: "/faulty" }), "another connection");
+  });
 });
+
+/**
+ * Opens a raw WebSocket to `port` and, round after round, connects it to
+ * `namespace`, sends `perRound` echoes and leaves: a client bypassing its
+ * namespace's rate by reconnecting, as it could while each socket had a rate
+ * of its own. Stops when the connection ends or after `rounds`. Resolves to
+ * the echoes served, the refusals, the connect errors' messages and the
+ * seconds taken.
+ */
+async function reconnectingFlood(port, namespace, { rounds, perRound }) {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/socket.io/?EIO=4&transport=websocket`);
+  const outcome = { served: 0, limited: 0, connects: 0, connectErrors: [], closed: false };
+  const closed = new Promise((resolve) => ws.on("close", resolve)).then(() => (outcome.closed = true));
+  let answered = () => {};
+  const answer = () => new Promise((resolve) => (answered = resolve));
+  ws.on("message", (data) => {
+    const text = String(data);
+    if (text === "2") return ws.send("3");
+    if (text.startsWith(`40${namespace},`)) outcome.connects += 1;
+    else if (text.startsWith(`44${namespace},`)) outcome.connectErrors.push(JSON.parse(text.slice(namespace.length + 3)).message);
+    else if (text.startsWith(`43${namespace},`)) text.includes("rate_limited") ? (outcome.limited += 1) : (outcome.served += 1);
+    else return;
+    answered();
+  });
+  await new Promise((resolve) => ws.once("open", resolve));
+  const started = Date.now();
+  for (let round = 0, id = 0; round < rounds && !outcome.closed; round++) {
+    let reply = answer();
+    ws.send(`40${namespace},`);
+    await Promise.race([reply, closed]);
+    if (outcome.connects === round + 1 - outcome.connectErrors.length) {
+      for (let n = 0; n < perRound && !outcome.closed; n++) {
+        reply = answer();
+        ws.send(`42${namespace},${++id}["echo",{"n":${n}}]`);
+        await Promise.race([reply, closed]);
+      }
+      ws.send(`41${namespace},`);
+    }
+  }
+  const seconds = (Date.now() - started) / 1000;
+  ws.close();
+  return { ...outcome, seconds };
+}
 
 /** The value of `switchboard_budgets_exhausted_total` for `namespace` (0 before any). */
 async function exhausted(host, namespace) {

@@ -12,8 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures_util::task::ArcWake;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-
 use serde::Serialize;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, SocketRef};
@@ -22,8 +20,8 @@ use socketioxide::socket::{DisconnectReason, Socket};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::budget::CostBudget;
 use super::job_queue::{Alarm, JobQueue, Refused, Wakeup};
+use super::rates::SocketRates;
 use super::{EVERY_SOCKET, Held, Namespace, Resumed};
 use crate::bindings::{Conn, PluginError};
 use crate::escaped::Escaped;
@@ -44,9 +42,6 @@ const RATE_LIMITED_REASON: &str = "rate limited";
 /// Events a socket may have waiting before further ones are refused with
 /// `overloaded` (their bytes are bounded too, by `max_queued_bytes_per_socket`).
 const QUEUE_CAPACITY: usize = 256;
-/// A socket that has `event_burst` events refused within this window is
-/// disconnected: it ignores the `rate_limited` errors it is sent.
-const REFUSAL_WINDOW: Duration = Duration::from_secs(10);
 
 enum Job<A: Adapter> {
     Event(QueuedEvent<A>),
@@ -106,6 +101,7 @@ impl<A: Adapter> Drop for Reader<A> {
 /// state its handlers share with its task.
 struct Registered<A: Adapter> {
     jobs: Reader<A>,
+    rates: Arc<SocketRates>,
 }
 
 /// Carries [`Registered`] in the socket's extensions, which must be `Clone`.
@@ -122,23 +118,21 @@ impl<A: Adapter> Clone for Pending<A> {
 /// client may send events as soon as it has it, before the connect handler
 /// has run (under load, a `join` sent at once was lost that way). Events
 /// wait in the queue until [`start`].
-pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, namespace: &Namespace) {
+pub(super) fn register<A: Adapter>(
+    socket: &SocketRef<A>,
+    namespace: &Namespace,
+    rates: Arc<SocketRates>,
+) {
     let jobs = Arc::new(SocketJobs {
         queue: JobQueue::new(),
         queued_bytes: AtomicUsize::new(0),
         rate_limited: Alarm::default(),
         closing: Wakeup::default(),
     });
-    let rate = namespace.routes.load().event_rate();
     socket.on_fallback(EventQueue {
         jobs: jobs.clone(),
         max_queued_bytes: namespace.limits.max_queued_bytes,
-        limiter: RateLimiter::direct(Quota::per_second(rate.per_second).allow_burst(rate.burst)),
-        refusals: Mutex::new(Refusals {
-            since: Instant::now(),
-            count: 0,
-        }),
-        max_refusals: rate.burst.get(),
+        rates: rates.clone(),
     });
     let disconnects = jobs.clone();
     socket.on_disconnect(move |reason: DisconnectReason| {
@@ -153,7 +147,10 @@ pub(super) fn register<A: Adapter>(socket: &SocketRef<A>, namespace: &Namespace)
             }
         }
     });
-    let registered = Registered { jobs: Reader(jobs) };
+    let registered = Registered {
+        jobs: Reader(jobs),
+        rates,
+    };
     socket
         .extensions
         .insert(Pending(Arc::new(Mutex::new(Some(registered)))));
@@ -169,7 +166,7 @@ pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>)
         let _ = socket.disconnect();
         return;
     };
-    let Some(Registered { jobs }) = pending
+    let Some(Registered { jobs, rates }) = pending
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .take()
@@ -182,7 +179,6 @@ pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>)
         .and_then(|identity| deadline(identity.expires_at_s));
     let held = socket.extensions.get::<Held>();
     let resumed = socket.extensions.remove::<Resumed>();
-    let budget = Arc::new(CostBudget::new(&namespace.routes.load().event_rate()));
     let connection = Connection {
         conn: Arc::new(conn),
         held,
@@ -191,7 +187,7 @@ pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>)
         namespace,
         expires,
         jobs,
-        budget,
+        rates,
     };
     let connections = connection.namespace.connections.clone();
     let context = LogContext::socket(connection.conn.clone());
@@ -201,16 +197,7 @@ pub(super) fn start<A: Adapter>(socket: SocketRef<A>, namespace: Arc<Namespace>)
 struct EventQueue<A: Adapter> {
     jobs: Arc<SocketJobs<A>>,
     max_queued_bytes: usize,
-    limiter: DefaultDirectRateLimiter,
-    refusals: Mutex<Refusals>,
-    /// Refusals within [`REFUSAL_WINDOW`] that disconnect the socket.
-    max_refusals: u32,
-}
-
-/// Events refused for their rate since `since`.
-struct Refusals {
-    since: Instant,
-    count: u32,
+    rates: Arc<SocketRates>,
 }
 
 /// Marks our handler apart from socketioxide's closure handlers.
@@ -223,8 +210,10 @@ impl<A: Adapter> MessageHandler<A, Queued> for EventQueue<A> {
             ack
         });
         let socket = SocketRef::from(socket);
-        if self.limiter.check().is_err() {
-            self.count_refusal();
+        if let Err(over) = self.rates.take_event() {
+            if over.persistently {
+                self.jobs.rate_limited.raise();
+            }
             let error = PluginError::new(
                 "rate_limited",
                 "this socket sends events faster than its namespace allows; slow down, or it is disconnected",
@@ -262,28 +251,6 @@ impl<A: Adapter> MessageHandler<A, Queued> for EventQueue<A> {
                 ),
             );
             refuse(&socket, &packet, ack, &error);
-        }
-    }
-}
-
-impl<A: Adapter> EventQueue<A> {
-    /// Counts an event refused for its rate; at `max_refusals` within
-    /// [`REFUSAL_WINDOW`], has the socket disconnected.
-    fn count_refusal(&self) {
-        let mut refusals = self
-            .refusals
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let now = Instant::now();
-        if now.duration_since(refusals.since) > REFUSAL_WINDOW {
-            *refusals = Refusals {
-                since: now,
-                count: 0,
-            };
-        }
-        refusals.count = refusals.count.saturating_add(1);
-        if refusals.count >= self.max_refusals {
-            self.jobs.rate_limited.raise();
         }
     }
 }
@@ -342,8 +309,9 @@ struct Connection<A: Adapter> {
     /// Its events and its disconnect, queued by its [`EventQueue`] and
     /// disconnect handler, and its alarm for a socket over its rate.
     jobs: Reader<A>,
-    /// What its events may still cost: over it, its next event waits.
-    budget: Arc<CostBudget>,
+    /// Its events' rate and what they may still cost: over it, its next
+    /// event waits.
+    rates: Arc<SocketRates>,
 }
 
 /// `expires_at_s` (Unix seconds) on the monotonic clock; `None` if so far
@@ -383,7 +351,7 @@ impl<A: Adapter> Connection<A> {
             // one wait until the budget refills, while more queue up to the
             // queue's limits: a client waiting for its acks is slowed, not
             // refused, and one that is not fills its queue (`overloaded`).
-            let pause = self.budget.pause();
+            let pause = self.rates.costs.pause();
             if pause.is_some() {
                 metrics::budget_exhausted(&self.conn.namespace);
             }
@@ -517,7 +485,7 @@ impl<A: Adapter> Connection<A> {
         // namespace.
         let context = LogContext::event(self.conn.clone(), &event, &slot.spec.name);
         let plugin = slot.current();
-        let meter: Arc<dyn Meter> = self.budget.clone();
+        let meter: Arc<dyn Meter> = self.rates.clone();
         let call = plugin.on_event(&self.conn, &event, payload, Some(meter));
         let error = match context.scope(call).await {
             Ok(Ok(reply)) => match reply.as_ref().map(payload::size) {
@@ -539,7 +507,7 @@ impl<A: Adapter> Connection<A> {
                     )
                 }
                 reply_bytes => {
-                    self.budget.output_bytes(reply_bytes.unwrap_or(0));
+                    self.rates.output_bytes(reply_bytes.unwrap_or(0));
                     route.handled_ok.increment(1);
                     if let Some(ack) = ack {
                         send_ack(ack, reply);

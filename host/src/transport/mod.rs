@@ -1,10 +1,11 @@
 //! Socket.IO on axum via socketioxide: one namespace per manifest namespace,
 //! plugins asked on connect ([`Namespace::admit`]), events queued per socket and
-//! handled in order ([`connection`]).
+//! handled in order ([`connection`]) within their connection's rates ([`rates`]).
 
 mod budget;
 mod connection;
 mod job_queue;
+mod rates;
 mod request_head;
 mod room_names;
 mod routes;
@@ -354,14 +355,28 @@ struct Resumed {
 pub struct Denied(String);
 
 impl Namespace {
-    /// Connect middleware: the `auth` object must be within its limit and
-    /// the socket's token valid, then every plugin of the namespace must
-    /// allow it.
+    /// Connect middleware: the connect must be within the connection's
+    /// rate in the namespace, the `auth` object within its limit and the
+    /// socket's token valid, then every plugin of the namespace must allow
+    /// it.
     async fn admit<A: Adapter>(
         &self,
         socket: SocketRef<A>,
         auth: HandshakeAuth,
     ) -> Result<(), Denied> {
+        let rates = rates::socket_rates(
+            socket.req_parts(),
+            socket.ns(),
+            &self.routes.load().event_rate(),
+        );
+        if let Err(over) = rates.take_event() {
+            if over.persistently {
+                socket.close_transport();
+            }
+            return Err(Denied(
+                "rate_limited: this connection connects to the namespace faster than its events_per_second allows; wait before connecting again".to_owned(),
+            ));
+        }
         if auth.0.len() > self.limits.max_auth_bytes {
             return Err(Denied(format!(
                 "payload_too_large: the handshake `auth` is {} bytes; the limit is {} (server.max_auth_bytes)",
@@ -378,7 +393,7 @@ impl Namespace {
             .map_err(|refused| Denied(refused.to_string()))?;
         let user_id = identity.as_ref().map(|identity| identity.user_id.clone());
         if socket.recovered() {
-            return self.readmit(&socket, &auth, identity).await;
+            return self.readmit(&socket, &auth, identity, rates).await;
         }
         // The socket's room lets plugins address this socket by id wherever
         // it is connected; the user's room reaches all of the user's sockets.
@@ -424,7 +439,7 @@ impl Namespace {
             // Read by the socket's task, which disconnects it when the token expires.
             socket.extensions.insert(identity);
         }
-        connection::register(&socket, self);
+        connection::register(&socket, self, rates);
         Ok(())
     }
 
@@ -436,6 +451,7 @@ impl Namespace {
         socket: &SocketRef<A>,
         auth: &HandshakeAuth,
         identity: Option<Identity>,
+        rates: Arc<rates::SocketRates>,
     ) -> Result<(), Denied> {
         let (Some(recovery), Some(pid)) = (&self.recovery, socket.pid()) else {
             return Err(Denied("session_expired: reconnect".to_owned()));
@@ -464,7 +480,7 @@ impl Namespace {
         }
         let offset = auth.offset().unwrap_or_else(|| session.opened_at.clone());
         socket.extensions.insert(Resumed { session, offset });
-        connection::register(socket, self);
+        connection::register(socket, self, rates);
         Ok(())
     }
 

@@ -6,11 +6,16 @@
 //! read buffer, so every idle socket would keep that whole buffer alive.
 //! Copying the URI and the few headers the server reads frees it, and the
 //! rest of the headers (a browser's cookies and user agent, say) with it.
+//!
+//! The head of a request that opens a session also carries the session's
+//! [`ConnectionRates`].
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
+
+use super::rates::ConnectionRates;
 
 /// The headers of a Socket.IO request read after this middleware: to answer
 /// it (engineioxide: the WebSocket key, a long-polling POST's content type),
@@ -37,8 +42,9 @@ impl SocketIoPath {
 }
 
 /// A Socket.IO `request` with its URI and the headers the server reads in
-/// allocations of their own, and no other header. Other requests are left as
-/// they are: they do not outlive their response.
+/// allocations of their own, and no other header, and with new
+/// [`ConnectionRates`] when it opens a session (it has no `sid`). Other
+/// requests are left as they are: they do not outlive their response.
 pub async fn own_request_head(State(path): State<SocketIoPath>, request: Request) -> Request {
     if !path.covers(request.uri().path()) {
         return request;
@@ -57,7 +63,16 @@ pub async fn own_request_head(State(path): State<SocketIoPath>, request: Request
         }
     }
     head.headers = headers;
+    if opens_session(&head.uri) {
+        head.extensions.insert(ConnectionRates::default());
+    }
     Request::from_parts(head, body)
+}
+
+/// Whether the request opens an Engine.IO session: it names none (`sid`).
+fn opens_session(uri: &Uri) -> bool {
+    !uri.query()
+        .is_some_and(|query| query.split('&').any(|pair| pair.starts_with("sid=")))
 }
 
 fn owned_uri(uri: &Uri) -> Uri {
@@ -132,6 +147,24 @@ mod tests {
             .expect("a request");
         let passed = own_request_head(socket_io_path(), request).await;
         assert_eq!(passed.headers()[header::COOKIE], "session=a-long-cookie");
+    }
+
+    #[tokio::test]
+    async fn a_request_opening_a_session_carries_new_rates_and_others_none() {
+        for (uri, opens) in [
+            ("/socket.io/?EIO=4&transport=polling", true),
+            ("/socket.io/?EIO=4&transport=websocket", true),
+            ("/socket.io/?EIO=4&transport=polling&sid=abc", false),
+            ("/socket.io/?sid=abc&EIO=4&transport=websocket", false),
+        ] {
+            let request = Request::builder()
+                .uri(uri)
+                .body(Body::empty())
+                .expect("a request");
+            let owned = own_request_head(socket_io_path(), request).await;
+            let carries = owned.extensions().get::<ConnectionRates>().is_some();
+            assert_eq!(carries, opens, "{uri}");
+        }
     }
 
     #[test]

@@ -24,10 +24,11 @@
 //! - [`recovery`]: connection-state recovery: the journal of emits and the
 //!   sessions clients come back to.
 //! - [`http_api`]: health, readiness, the `/api/v1` emit and room endpoints,
-//!   the API token and the Origin policy in front of Socket.IO.
+//!   plugin routes and their callers' rates, the API token and the Origin
+//!   policy in front of Socket.IO.
 //! - [`reload`]: hot reload of plugin components (file watch, API, SIGHUP).
-//! - [`listener`]: the accept loop: connection limits, HTTP timeouts and
-//!   request-head size.
+//! - [`listener`]: the accept loop: connection limits, HTTP timeouts,
+//!   request-head size and the client's address for each request.
 //! - [`server`]: loads a manifest and serves it until shutdown.
 //! - [`escaped`]: client and plugin text made safe for log lines.
 //! - [`log_context`]: the socket and event a call serves, named in what it logs.

@@ -37,6 +37,8 @@ pub const BUDGETS_EXHAUSTED: &str = "switchboard_budgets_exhausted_total";
 pub const PLUGIN_CONFLICTS: &str = "switchboard_plugin_conflicts_total";
 /// Log lines a plugin wrote past its `limits.log_lines_per_second`, dropped.
 pub const PLUGIN_LOG_LINES_DROPPED: &str = "switchboard_plugin_log_lines_dropped_total";
+/// Route requests refused for their caller's rates, per plugin.
+pub const ROUTE_RATE_LIMITED: &str = "switchboard_route_requests_rate_limited_total";
 /// Whether this node's Redis connections are up (1) or not (0).
 pub const REDIS_CONNECTED: &str = "switchboard_redis_connected";
 /// Times this node's Redis connections came back after a loss.
@@ -280,6 +282,11 @@ fn describe() {
         "Emits refused before reaching anyone, by reason (outbox_full)."
     );
     describe_counter!(
+        ROUTE_RATE_LIMITED,
+        Unit::Count,
+        "Plugin route requests refused (429) for their caller's limits.route_requests_per_second or route_plugin_ms_per_second, by plugin."
+    );
+    describe_counter!(
         PLUGIN_LOG_LINES_DROPPED,
         Unit::Count,
         "Log lines a plugin wrote past its limits.log_lines_per_second, dropped, by plugin."
@@ -425,6 +432,10 @@ pub fn plugin_call_seconds(plugin: &str) -> Histogram {
 
 pub fn plugin_log_lines_dropped(plugin: &str) -> Counter {
     counter!(PLUGIN_LOG_LINES_DROPPED, "plugin" => plugin.to_owned())
+}
+
+pub fn route_rate_limited(plugin: &str) {
+    counter!(ROUTE_RATE_LIMITED, "plugin" => plugin.to_owned()).increment(1);
 }
 
 pub fn plugin_failed(plugin: &str, code: &'static str) {

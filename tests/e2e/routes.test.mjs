@@ -4,6 +4,7 @@
 
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
+import http from "node:http";
 import { after, before, describe, test } from "node:test";
 
 import { faultyPlugin, manifestToml, startHost, waitFor } from "./harness.mjs";
@@ -17,11 +18,11 @@ const ROUTES = [
   { method: "PUT", path: "/apps/backend", auth: "api-token" },
 ];
 
-function manifest(routes) {
+function manifest(routes, limits = {}) {
   return (
     manifestToml({
       server: { max_payload_bytes: 1000 },
-      plugins: [faultyPlugin({ routes, limits: { time_ms: 300 } })],
+      plugins: [faultyPlugin({ routes, limits: { time_ms: 300, ...limits } })],
     }) +
     HS256_AUTH +
     `\n[api]\ntoken = "${API_TOKEN}"\n`
@@ -110,5 +111,78 @@ describe("plugin HTTP routes", () => {
       "the new route",
     );
     assert.equal(added.path, "/apps/added");
+  });
+});
+
+/**
+ * A GET of `path` on `host` from the loopback address `from`, with `token`
+ * as its bearer: resolves to `{ status, retryAfter, body }`.
+ */
+function getFrom(host, path, { from, token }) {
+  return new Promise((resolve, reject) => {
+    const headers = token ? { authorization: `Bearer ${token}` } : {};
+    const request = http.get(`${host.url}${path}`, { localAddress: from, headers, agent: false }, (response) => {
+      let text = "";
+      response.on("data", (chunk) => (text += chunk));
+      response.on("end", () =>
+        resolve({ status: response.statusCode, retryAfter: response.headers["retry-after"], body: JSON.parse(text) }),
+      );
+    });
+    request.on("error", reject);
+  });
+}
+
+describe("each caller's rates on plugin routes", () => {
+  const hosts = [];
+  after(() => Promise.all(hosts.map((host) => host.stop())));
+  async function start(limits) {
+    const host = await startHost({ manifest: manifest(ROUTES, limits) });
+    hosts.push(host);
+    return host;
+  }
+
+  test("a caller over route_requests_per_second gets 429 rate_limited with Retry-After; other addresses and users are apart", async () => {
+    const host = await start({ route_requests_per_second: 1, route_request_burst: 3 });
+    /** Six requests at once: the burst of three is served, and (but for what refills meanwhile) no more. */
+    const sixTimes = async (request) => {
+      const replies = [];
+      for (let n = 0; n < 6; n++) replies.push(await request());
+      assert.deepEqual(replies.slice(0, 3).map((reply) => reply.status), [200, 200, 200]);
+      const refused = replies.filter((reply) => reply.status === 429);
+      assert.ok(refused.length >= 2, JSON.stringify(replies.map((reply) => reply.status)));
+      return refused;
+    };
+    const refused = await sixTimes(() => getFrom(host, "/apps/public", { from: "127.0.0.1" }));
+    for (const reply of refused) {
+      assert.equal(reply.body.error.code, "rate_limited");
+      assert.match(reply.body.error.message, /route_requests_per_second/);
+      assert.equal(reply.retryAfter, "1");
+    }
+    assert.equal((await getFrom(host, "/apps/public", { from: "127.0.0.2" })).status, 200, "another address");
+    assert.equal((await getFrom(host, "/apps/faults/none", { from: "127.0.0.3" })).status, 200, "another route, another address");
+    // A user route counts the user, not the address: from 127.0.0.1, over its rate on `none` routes.
+    const asAlice = await sixTimes(() =>
+      fetch(`${host.url}/apps/echo/x`, { method: "POST", headers: { authorization: `Bearer ${tokenFor("alice")}` } }),
+    );
+    const bob = await fetch(`${host.url}/apps/echo/x`, { method: "POST", headers: { authorization: `Bearer ${tokenFor("bob")}` } });
+    assert.equal(bob.status, 200, "another user");
+    // The backend's API token is not limited.
+    for (let n = 0; n < 6; n++) assert.equal((await call(host, "PUT", "/apps/backend", { token: API_TOKEN })).status, 200);
+    // `/metrics` asks for the API token where there is one.
+    const metrics = await (await fetch(`${host.url}/metrics`, { headers: { authorization: `Bearer ${API_TOKEN}` } })).text();
+    const counted = new RegExp(`^switchboard_route_requests_rate_limited_total\\{plugin="faulty"\\} ${refused.length + asAlice.length}$`, "m");
+    assert.match(metrics, counted);
+  });
+
+  test("a caller whose calls took more than route_plugin_ms_per_second allows waits until it is repaid; others are served", async () => {
+    const host = await start({ route_requests_per_second: 0, route_plugin_ms_per_second: 10, route_plugin_burst_ms: 1000 });
+    // Each spin runs to time_ms (300 ms): four put the caller 200 ms in debt.
+    for (let n = 0; n < 4; n++) assert.equal((await getFrom(host, "/apps/faults/spin", { from: "127.0.0.1" })).status, 504);
+    const refused = await getFrom(host, "/apps/public", { from: "127.0.0.1" });
+    assert.equal(refused.status, 429);
+    assert.match(refused.body.error.message, /route_plugin_ms_per_second/);
+    // Nearly 200 ms (less what refilled meanwhile) at 10 ms a second.
+    assert.ok(Number(refused.retryAfter) >= 15 && Number(refused.retryAfter) <= 30, `Retry-After: ${refused.retryAfter}`);
+    assert.equal((await getFrom(host, "/apps/public", { from: "127.0.0.2" })).status, 200, "another address");
   });
 });

@@ -1,6 +1,7 @@
 //! HTTP routes the manifest maps to plugins: matched by method and path,
-//! authenticated (a user's JWT, the API token, or nothing, per route), then
-//! handed to the plugin's `on-http`. Anything no route matches goes to the
+//! authenticated (a user's JWT, the API token, or nothing, per route), held
+//! to the caller's rates ([`CallerRates`]), then handed to the plugin's
+//! `on-http`. Anything no route matches goes to the
 //! static files, if any, else gets a JSON 404.
 
 use std::collections::HashMap;
@@ -15,16 +16,21 @@ use http_body_util::LengthLimitError;
 use tower_http::services::ServeDir;
 
 use super::ApiError;
+use super::caller_rates::{Caller, CallerMeter, CallerRates};
 use super::token::{ApiToken, check_api_token};
 use crate::bindings::exports::switchboard::plugin::http_handler;
 use crate::cluster::StateError;
 use crate::identity::{IdentityError, Verifier, bearer_token};
+use crate::listener::ClientAddress;
 use crate::manifest::RouteAuth;
-use crate::runtime::{CallError, PluginSlot};
+use crate::metrics;
+use crate::runtime::{CallError, Meter, PluginSlot};
 
 struct Target {
     slot: Arc<PluginSlot>,
     auth: RouteAuth,
+    /// Its plugin's, shared by the plugin's routes.
+    rates: Arc<CallerRates>,
 }
 
 /// Every plugin route, per method.
@@ -34,14 +40,17 @@ pub struct PluginRoutes {
 }
 
 impl PluginRoutes {
-    /// The manifest has already refused conflicting routes.
+    /// The manifest has already refused conflicting routes. Each caller's
+    /// allowance starts afresh.
     pub fn new<'a>(slots: impl IntoIterator<Item = &'a Arc<PluginSlot>>) -> Self {
         let mut methods: HashMap<String, matchit::Router<Target>> = HashMap::new();
         for slot in slots {
+            let rates = Arc::new(CallerRates::new(slot.spec.limits.route_rate));
             for route in &slot.spec.routes {
                 let target = Target {
                     slot: slot.clone(),
                     auth: route.auth,
+                    rates: rates.clone(),
                 };
                 let router = methods.entry(route.method.clone()).or_default();
                 if let Err(conflict) = router.insert(route.path.clone(), target) {
@@ -129,6 +138,29 @@ impl PluginHttp {
     ) -> Result<Response, ApiError> {
         let (parts, body) = request.into_parts();
         let user_id = self.authenticate(target.auth, &parts.headers)?;
+        let caller = match (target.auth, &user_id) {
+            (RouteAuth::User, Some(user_id)) => Some(Caller::User(user_id.clone())),
+            (RouteAuth::None, _) => parts
+                .extensions
+                .get::<ClientAddress>()
+                .map(|client| Caller::Address(client.0)),
+            _ => None,
+        };
+        if let Some(caller) = &caller {
+            target.rates.take_request(caller).map_err(|over| {
+                metrics::route_rate_limited(target.slot.spec.name.as_str());
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!(
+                        "this caller asks plugin `{}` more than its limits allow (route_requests_per_second, route_plugin_ms_per_second); retry after {} s",
+                        target.slot.spec.name,
+                        over.retry_after_s()
+                    ),
+                )
+                .retry_after(over.retry_after_s())
+            })?;
+        }
         let body = to_bytes(body, self.max_body_bytes).await.map_err(|error| {
             match error.into_inner().downcast::<LengthLimitError>() {
                 Ok(_) => ApiError::new(
@@ -156,7 +188,13 @@ impl PluginHttp {
             user_id,
         };
         let plugin = target.slot.current();
-        let response = plugin.on_http(&request).await.map_err(|failure| {
+        let meter = caller.map(|caller| {
+            Arc::new(CallerMeter {
+                rates: target.rates.clone(),
+                caller,
+            }) as Arc<dyn Meter>
+        });
+        let response = plugin.on_http(&request, meter).await.map_err(|failure| {
             let status = match failure {
                 CallError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                 CallError::Init { .. }

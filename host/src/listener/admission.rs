@@ -380,7 +380,7 @@ impl Counts {
 
 /// The address a client's connections are counted under: an IPv6 client
 /// usually holds a whole /64, so its connections count together.
-fn address_key(address: IpAddr) -> IpAddr {
+pub fn address_key(address: IpAddr) -> IpAddr {
     match address.to_canonical() {
         IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
         v4 => v4,

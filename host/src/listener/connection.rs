@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -51,13 +52,24 @@ impl From<&ConnectionLimits> for RequestLimits {
     }
 }
 
+/// How a connection was admitted.
+pub struct Admitted {
+    /// `Some`: the connection is over a limit.
+    pub refusal: Option<Refusal>,
+    /// Its place in the reserve, if over `max_connections`.
+    pub seat: Option<Arc<Seat>>,
+    pub client: ClientAddress,
+}
+
 /// Serves HTTP/1 (and upgrades) on `stream` until the client closes, a
-/// timeout passes, or `closing` asks every connection to finish. `refusal`:
-/// the connection is over a limit; `seat`: its place in the reserve.
+/// timeout passes, or `closing` asks every connection to finish.
 pub async fn serve(
     stream: AdmittedStream,
-    refusal: Option<Refusal>,
-    seat: Option<Arc<Seat>>,
+    Admitted {
+        refusal,
+        seat,
+        client,
+    }: Admitted,
     app: Router,
     requests: RequestLimits,
     admission: Arc<Admission>,
@@ -74,6 +86,7 @@ pub async fn serve(
     let activity = Arc::new(Activity::new());
     let service = ConnectionService {
         app,
+        client,
         refusal,
         seat: seat.clone(),
         activity: activity.clone(),
@@ -173,10 +186,16 @@ impl Drop for InFlight {
     }
 }
 
+/// The client a request came from, as the per-address limits count it (an
+/// IPv6 /64), in the request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientAddress(pub IpAddr);
+
 /// The app, or for a connection over a limit its refusal, with each request
-/// counted in flight.
+/// counted in flight and its [`ClientAddress`].
 struct ConnectionService {
     app: Router,
+    client: ClientAddress,
     refusal: Option<Refusal>,
     seat: Option<Arc<Seat>>,
     activity: Arc<Activity>,
@@ -187,7 +206,8 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(self.client);
         let in_flight = self.activity.begin();
         if let Some(seat) = &self.seat {
             seat.request_read();

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 pub use admission::Admission;
 use axum::Router;
+pub use connection::ClientAddress;
 pub use connection::RequestLimits;
 use stream::AdmittedStream;
 use tokio::net::TcpListener;
@@ -63,11 +64,14 @@ pub async fn serve(
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {error}");
         }
-        let (refusal, seat) = (ticket.refusal, ticket.seat());
+        let admitted = connection::Admitted {
+            refusal: ticket.refusal,
+            seat: ticket.seat(),
+            client: ClientAddress(admission::address_key(peer.ip())),
+        };
         connections.spawn(connection::serve(
             AdmittedStream::new(tcp, ticket),
-            refusal,
-            seat,
+            admitted,
             app.clone(),
             requests,
             admission.clone(),

@@ -257,6 +257,19 @@ pub struct Limits {
     pub log_lines_per_second: NonZeroU32,
     /// Timers it may have pending in the cluster.
     pub max_timers: u64,
+    /// What each caller of its routes may ask of it.
+    pub route_rate: RouteRate,
+}
+
+/// What each caller of a plugin's routes may ask of it on this node: a
+/// bucket of requests and one of plugin time, each refilled continuously up
+/// to its burst. A rate of 0 does not limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteRate {
+    pub requests_per_second: u32,
+    pub request_burst: NonZeroU32,
+    pub plugin_ms_per_second: u32,
+    pub plugin_burst_ms: NonZeroU32,
 }
 
 /// A plugin name: lowercase ASCII letters, digits, `-` and `_`, starting with a letter.
@@ -956,10 +969,14 @@ impl Validator<'_> {
             || limits.memory_growth_mib_per_second == 0
             || limits.log_lines_per_second == 0
             || limits.max_timers == 0
+            || limits.route_request_burst == 0
+            || limits.route_plugin_burst_ms == 0
         {
             return self.invalid(
                 section.name.span(),
-                format!("plugin `{name}`: every `limits` value must be at least 1"),
+                format!(
+                    "plugin `{name}`: every `limits` value must be at least 1 (but `route_requests_per_second` and `route_plugin_ms_per_second`, which may be 0 for no limit)"
+                ),
             );
         }
         let config = serde_json::to_value(&section.config)
@@ -991,6 +1008,14 @@ impl Validator<'_> {
                 log_lines_per_second: NonZeroU32::new(limits.log_lines_per_second)
                     .unwrap_or(NonZeroU32::MIN),
                 max_timers: limits.max_timers,
+                route_rate: RouteRate {
+                    requests_per_second: limits.route_requests_per_second,
+                    request_burst: NonZeroU32::new(limits.route_request_burst)
+                        .unwrap_or(NonZeroU32::MIN),
+                    plugin_ms_per_second: limits.route_plugin_ms_per_second,
+                    plugin_burst_ms: NonZeroU32::new(limits.route_plugin_burst_ms)
+                        .unwrap_or(NonZeroU32::MIN),
+                },
             },
             instances: section.instances,
             config,

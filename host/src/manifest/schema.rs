@@ -463,6 +463,21 @@ pub struct LimitsSection {
     /// counted, so one plugin cannot crowd the others' and the host's lines
     /// out of the log.
     pub log_lines_per_second: u32,
+    /// Requests each caller of its routes may make a second on this node, on
+    /// average: `20`; `0` for no limit. A caller is the user on `user`
+    /// routes and the client's address (an IPv6 /64) on `none` routes;
+    /// `api-token` routes are not limited. Over it a request gets `429
+    /// rate_limited` with `Retry-After`.
+    pub route_requests_per_second: u32,
+    /// ... at once: `40`.
+    pub route_request_burst: u32,
+    /// Plugin time each caller's route requests may take a second, on
+    /// average, in milliseconds: `250`; `0` for no limit. A call's time is
+    /// charged once it has run; while its caller is in debt, its requests
+    /// get `429 rate_limited`.
+    pub route_plugin_ms_per_second: u32,
+    /// ... at once: `2000`.
+    pub route_plugin_burst_ms: u32,
 }
 
 impl Default for LimitsSection {
@@ -479,6 +494,10 @@ impl Default for LimitsSection {
             memory_growth_mib_per_second: 256,
             log_lines_per_second: 1_000,
             max_timers: 100_000,
+            route_requests_per_second: 20,
+            route_request_burst: 40,
+            route_plugin_ms_per_second: 250,
+            route_plugin_burst_ms: 2_000,
         }
     }
 }

@@ -447,14 +447,20 @@ impl Plugin {
         .await
     }
 
-    pub async fn on_http(self: &Arc<Self>, request: &Request) -> Result<Response, CallError> {
+    /// `meter` is told the plugin time the call takes, its failures included.
+    pub async fn on_http(
+        self: &Arc<Self>,
+        request: &Request,
+        meter: Option<Arc<dyn Meter>>,
+    ) -> Result<Response, CallError> {
         self.require(Export::HttpHandler)?;
         let request = Arc::new(request.clone());
         self.isolated(move |plugin, lease| {
-            let request = request.clone();
+            let (request, meter) = (request.clone(), meter.clone());
             async move {
                 plugin
                     .call(lease, async |store, exports| {
+                        store.data_mut().meter = meter;
                         let response = exports.handle(store, &request).await?;
                         Ok(response.expect("checked by `require`"))
                     })

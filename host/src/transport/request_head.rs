@@ -16,6 +16,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 
 use super::rates::ConnectionRates;
+use crate::listener::ClientAddress;
 
 /// The headers of a Socket.IO request read after this middleware: to answer
 /// it (engineioxide: the WebSocket key, a long-polling POST's content type),
@@ -63,6 +64,8 @@ pub async fn own_request_head(State(path): State<SocketIoPath>, request: Request
         }
     }
     head.headers = headers;
+    // Kept for as long as the session: only what it reads.
+    head.extensions.remove::<ClientAddress>();
     if opens_session(&head.uri) {
         head.extensions.insert(ConnectionRates::default());
     }

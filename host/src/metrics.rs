@@ -37,6 +37,8 @@ pub const BUDGETS_EXHAUSTED: &str = "switchboard_budgets_exhausted_total";
 pub const PLUGIN_CONFLICTS: &str = "switchboard_plugin_conflicts_total";
 /// Log lines a plugin wrote past its `limits.log_lines_per_second`, dropped.
 pub const PLUGIN_LOG_LINES_DROPPED: &str = "switchboard_plugin_log_lines_dropped_total";
+/// Times a connection's reading paused for `packets_per_second_per_connection`.
+pub const READS_PACED: &str = "switchboard_reads_paced_total";
 /// Route requests refused for their caller's rates, per plugin.
 pub const ROUTE_RATE_LIMITED: &str = "switchboard_route_requests_rate_limited_total";
 /// Whether this node's Redis connections are up (1) or not (0).
@@ -282,6 +284,11 @@ fn describe() {
         "Emits refused before reaching anyone, by reason (outbox_full)."
     );
     describe_counter!(
+        READS_PACED,
+        Unit::Count,
+        "Times a connection's reading paused because it sent packets faster than server.packets_per_second_per_connection."
+    );
+    describe_counter!(
         ROUTE_RATE_LIMITED,
         Unit::Count,
         "Plugin route requests refused (429) for their caller's limits.route_requests_per_second or route_plugin_ms_per_second, by plugin."
@@ -432,6 +439,10 @@ pub fn plugin_call_seconds(plugin: &str) -> Histogram {
 
 pub fn plugin_log_lines_dropped(plugin: &str) -> Counter {
     counter!(PLUGIN_LOG_LINES_DROPPED, "plugin" => plugin.to_owned())
+}
+
+pub fn read_paced() {
+    counter!(READS_PACED).increment(1);
 }
 
 pub fn route_rate_limited(plugin: &str) {

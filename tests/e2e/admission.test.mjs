@@ -27,6 +27,7 @@ import {
   waitFor,
   writeManifest,
 } from "./harness.mjs";
+import { openRawSocket } from "./raw_socket.mjs";
 import { freePort, startRedis } from "./redis.mjs";
 
 /** Connections over `max_connections` read for a request at once (listener/admission.rs). */
@@ -319,6 +320,29 @@ describe("connection admission", () => {
     assert.ok(!frames.some((frame) => frame.startsWith("40")), `no namespace was joined: ${frames}`);
     assert.ok(client.socket.connected);
     await client.roundTrip();
+  });
+
+  test("a connection flooding packets is read at packets_per_second_per_connection: slowed down, nothing dropped, others served", async () => {
+    const started = await host({
+      server: { packets_per_second_per_connection: 1000, packet_burst_per_connection: 100 },
+      plugins: [faultyPlugin()],
+    });
+    const flooder = await openRawSocket(started.port, "/faulty");
+    // 3,000 Engine.IO pongs in masked WebSocket frames, then an event: read
+    // at 1,000 packets a second, the event waits about three seconds.
+    const pong = Buffer.from([0x81, 0x81, 0, 0, 0, 0, 0x33]);
+    flooder.writeRaw(Buffer.concat(Array(3000).fill(pong)));
+    const order = [];
+    const flooded = flooder.emitWithAck("echo", { n: "after the flood" }).then((reply) => {
+      order.push("flooder");
+      return reply;
+    });
+    const bystander = await connect(started.url, { namespace: "/faulty", transports: ["websocket"] });
+    assert.deepEqual((await emitAckOk(bystander, "echo", { n: "beside" })).echo, { n: "beside" });
+    order.push("bystander");
+    assert.deepEqual((await flooded).echo, { n: "after the flood" });
+    assert.deepEqual(order, ["bystander", "flooder"]);
+    assert.ok((await metric(started, "switchboard_reads_paced_total")) >= 1);
   });
 
   test("a request left half-sent while the node waits for Redis does not hold up its start", async () => {

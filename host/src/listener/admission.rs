@@ -21,7 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::fd_limit::connection_capacity;
 use super::reserve::{Reserve, Seat};
 use crate::http_api::ApiError;
-use crate::manifest::{AddressRate, ConnectionLimits};
+use crate::manifest::{ConnectionLimits, Rate};
 
 /// Connections over `max_connections` that are still read: `/healthz`,
 /// `/readyz` and `/metrics` are answered on them, anything else gets a 503.
@@ -172,7 +172,7 @@ impl Admission {
         admission
     }
 
-    fn with_capacity(max_connections: usize, per_address: Option<AddressRate>) -> Self {
+    fn with_capacity(max_connections: usize, per_address: Option<Rate>) -> Self {
         Self {
             max_connections,
             open: Arc::new(Semaphore::new(max_connections)),
@@ -396,8 +396,8 @@ mod tests {
 
     const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-    fn rate(per_second: u32, burst: u32) -> Option<AddressRate> {
-        Some(AddressRate {
+    fn rate(per_second: u32, burst: u32) -> Option<Rate> {
+        Some(Rate {
             per_second: NonZeroU32::new(per_second).expect("nonzero"),
             burst: NonZeroU32::new(burst).expect("nonzero"),
         })

@@ -68,6 +68,14 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "server.max_connections_per_ip",
     ),
     (
+        "SWITCHBOARD_SERVER_PACKETS_PER_SECOND_PER_CONNECTION",
+        "server.packets_per_second_per_connection",
+    ),
+    (
+        "SWITCHBOARD_SERVER_PACKET_BURST_PER_CONNECTION",
+        "server.packet_burst_per_connection",
+    ),
+    (
         "SWITCHBOARD_SERVER_HEADER_READ_TIMEOUT_MS",
         "server.header_read_timeout_ms",
     ),
@@ -218,6 +226,14 @@ impl Environment {
         self.plain(
             "SWITCHBOARD_SERVER_MAX_CONNECTIONS_PER_IP",
             &mut server.max_connections_per_ip,
+        )?;
+        self.plain(
+            "SWITCHBOARD_SERVER_PACKETS_PER_SECOND_PER_CONNECTION",
+            &mut server.packets_per_second_per_connection,
+        )?;
+        self.spanned(
+            "SWITCHBOARD_SERVER_PACKET_BURST_PER_CONNECTION",
+            &mut server.packet_burst_per_connection,
         )?;
         self.spanned(
             "SWITCHBOARD_SERVER_HEADER_READ_TIMEOUT_MS",

@@ -203,8 +203,11 @@ pub struct RecoverySettings {
 pub struct ConnectionLimits {
     /// As configured; the listener lowers it to what the file-descriptor limit allows.
     pub max_connections: usize,
-    /// `None`: any address may open connections as fast as it likes.
-    pub per_address: Option<AddressRate>,
+    /// New connections allowed from one client address; `None`: any
+    /// address may open connections as fast as it likes.
+    pub per_address: Option<Rate>,
+    /// Incoming packets read per connection; `None`: as fast as they come.
+    pub packets: Option<Rate>,
     /// Connections one address may hold open; `None`: as many as it likes.
     pub open_per_address: Option<NonZeroUsize>,
     pub header_read_timeout: Duration,
@@ -214,9 +217,9 @@ pub struct ConnectionLimits {
     pub body_timeout: Duration,
 }
 
-/// New connections allowed from one client address.
+/// So many a second on average, `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AddressRate {
+pub struct Rate {
     pub per_second: NonZeroU32,
     pub burst: NonZeroU32,
 }
@@ -674,22 +677,23 @@ impl Validator<'_> {
             }
             Some(idle) => positive(idle, "idle_timeout_ms")?,
         };
-        let per_address = match NonZeroU32::new(server.connections_per_second_per_ip) {
-            None => None,
-            Some(per_second) => {
-                let burst = &server.connection_burst_per_ip;
-                let Some(burst) = NonZeroU32::new(*burst.get_ref()) else {
-                    return self.invalid(
-                        burst.span(),
-                        "`connection_burst_per_ip` must be at least 1; to turn the per-address limit off, set `connections_per_second_per_ip = 0`".to_owned(),
-                    );
-                };
-                Some(AddressRate { per_second, burst })
-            }
-        };
+        let per_address = self.rate(
+            server.connections_per_second_per_ip,
+            &server.connection_burst_per_ip,
+            ("connections_per_second_per_ip", "connection_burst_per_ip"),
+        )?;
+        let packets = self.rate(
+            server.packets_per_second_per_connection,
+            &server.packet_burst_per_connection,
+            (
+                "packets_per_second_per_connection",
+                "packet_burst_per_connection",
+            ),
+        )?;
         Ok(ConnectionLimits {
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
             per_address,
+            packets,
             open_per_address: NonZeroUsize::new(
                 usize::try_from(server.max_connections_per_ip).unwrap_or(usize::MAX),
             ),
@@ -699,6 +703,26 @@ impl Validator<'_> {
             max_header_bytes: usize::try_from(*max_header_bytes.get_ref()).unwrap_or(usize::MAX),
             body_timeout: Duration::from_millis(body_timeout_ms),
         })
+    }
+
+    /// `per_second` with its `burst`; `None` when `per_second` is 0 (no
+    /// limit). `names`: the two settings'.
+    fn rate(
+        &self,
+        per_second: u32,
+        burst: &Spanned<u32>,
+        (rate_name, burst_name): (&str, &str),
+    ) -> Result<Option<Rate>, ManifestError> {
+        let Some(per_second) = NonZeroU32::new(per_second) else {
+            return Ok(None);
+        };
+        let Some(burst) = NonZeroU32::new(*burst.get_ref()) else {
+            return self.invalid(
+                burst.span(),
+                format!("`{burst_name}` must be at least 1; to turn the limit off, set `{rate_name} = 0`"),
+            );
+        };
+        Ok(Some(Rate { per_second, burst }))
     }
 
     fn allowed_origins(
@@ -1600,15 +1624,21 @@ event_burst = 9
             error.starts_with("/srv/switchboard.toml:4:19: `idle_timeout_ms` (3000) is longer than `header_read_timeout_ms` (2000)"),
             "{error}"
         );
-        let error = server("connection_burst_per_ip = 0\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.starts_with(
-                "/srv/switchboard.toml:3:27: `connection_burst_per_ip` must be at least 1"
+        for (burst, rate) in [
+            ("connection_burst_per_ip", "connections_per_second_per_ip"),
+            (
+                "packet_burst_per_connection",
+                "packets_per_second_per_connection",
             ),
-            "{error}"
-        );
+        ] {
+            let error = server(&format!("{burst} = 0\n")).unwrap_err().to_string();
+            assert!(
+                error.ends_with(&format!(
+                    "`{burst}` must be at least 1; to turn the limit off, set `{rate} = 0`"
+                )),
+                "{error}"
+            );
+        }
         let error = server("max_connections = 0\n").unwrap_err().to_string();
         assert!(
             error.contains("`max_connections` must be at least 1"),

@@ -99,6 +99,14 @@ pub struct ServerSection {
     /// Connections one client address (one IPv6 /64) may hold open at once:
     /// `1000` (room for a NAT of many users); `0` turns it off.
     pub max_connections_per_ip: u32,
+    /// Incoming packets read per second from one connection (Engine.IO
+    /// packets, WebSocket messages, pings included): `1000`; `0` turns it
+    /// off. Past it, reading the connection pauses until the rate allows
+    /// the next packet: the client is slowed down, nothing is dropped.
+    pub packets_per_second_per_connection: u32,
+    /// Packets one connection may send at once before the per-second rate
+    /// applies: `2000`.
+    pub packet_burst_per_connection: Spanned<u32>,
     /// How long a client has to send a request's headers, counted from when
     /// it connects or got its previous response, in milliseconds: `10000`.
     pub header_read_timeout_ms: Spanned<u64>,
@@ -189,6 +197,8 @@ impl Default for ServerSection {
             connections_per_second_per_ip: 100,
             connection_burst_per_ip: Spanned::new(0..0, 500),
             max_connections_per_ip: 1_000,
+            packets_per_second_per_connection: 1_000,
+            packet_burst_per_connection: Spanned::new(0..0, 2_000),
             header_read_timeout_ms: Spanned::new(0..0, 10_000),
             max_header_bytes: Spanned::new(0..0, 16_384),
             body_timeout_ms: Spanned::new(0..0, 45_000),

@@ -37,7 +37,7 @@ import { REPO, manifestToml, relayPlugin, writeManifest } from "../e2e/harness.m
 import { closedLoops } from "./closed_loop.mjs";
 import { openRawSocket } from "../e2e/raw_socket.mjs";
 import { cpuSeconds } from "./proc.mjs";
-import { UNLIMITED_CONNECTION, UNLIMITED_SOCKET, buildLoadTool, runLoadClient, serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
+import { UNLIMITED_SOCKET, buildLoadTool, runLoadClient, serveRelease, serveSocketioxide, startServer } from "./servers.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -60,7 +60,7 @@ const SERVERS = {
     serveRelease(
       writeManifest(
         manifestToml({
-          server: { ...UNLIMITED_CONNECTION, ...(values.threads ? { threads: Number(values.threads) } : {}) },
+          server: values.threads ? { threads: Number(values.threads) } : {},
           plugins: [relayPlugin()],
           // Each client sends as fast as its acks come back: far over the default event rate.
           namespaces: { "/": UNLIMITED_SOCKET },

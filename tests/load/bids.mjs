@@ -15,7 +15,7 @@ import { auctionPlugin } from "../e2e/apps.mjs";
 import { manifestToml, writeManifest } from "../e2e/harness.mjs";
 import { startRedis } from "../e2e/redis.mjs";
 import { HS256_AUTH, tokenFor } from "../e2e/tokens.mjs";
-import { UNLIMITED_CONNECTION, UNLIMITED_SOCKET, serveRelease } from "./servers.mjs";
+import { UNLIMITED_SOCKET, serveRelease } from "./servers.mjs";
 
 const { values } = parseArgs({
   options: { bidders: { type: "string", default: "40" }, seconds: { type: "string", default: "10" } },
@@ -80,9 +80,9 @@ const plugins = [auctionPlugin()];
 const namespaces = { "/auction": UNLIMITED_SOCKET };
 const redis = await startRedis();
 const clustered = writeManifest(
-  manifestToml({ server: UNLIMITED_CONNECTION, plugins, namespaces }) + HS256_AUTH + `\n[cluster]\nredis_url = "${redis.url}"\nprefix = "bids"\n`,
+  manifestToml({ plugins, namespaces }) + HS256_AUTH + `\n[cluster]\nredis_url = "${redis.url}"\nprefix = "bids"\n`,
 );
-const alone = writeManifest(manifestToml({ server: UNLIMITED_CONNECTION, plugins, namespaces }) + HS256_AUTH);
+const alone = writeManifest(manifestToml({ plugins, namespaces }) + HS256_AUTH);
 
 const nodes = await Promise.all([serveRelease(clustered), serveRelease(clustered)]);
 const cluster = await run(nodes.map((node) => node.url));

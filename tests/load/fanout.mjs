@@ -60,7 +60,6 @@ import { REPO, chatPlugin, manifestToml, metric, relayPlugin, writeManifest } fr
 import { startRedis } from "../e2e/redis.mjs";
 import { cpuSeconds, machineTicks } from "./proc.mjs";
 import {
-  UNLIMITED_CONNECTION,
   UNLIMITED_SOCKET,
   buildLoadTool,
   risenBy,
@@ -413,7 +412,6 @@ const manifest = ({ redis, recovery = true, threads } = {}) =>
   writeManifest(
     manifestToml({
       server: {
-        ...UNLIMITED_CONNECTION,
         ...(threads ? { threads } : {}),
         ...(recovery ? {} : { recovery: { enabled: false } }),
         ...(MIN_WRITE_INTERVAL_MS ? { min_write_interval_ms: MIN_WRITE_INTERVAL_MS } : {}),

@@ -29,7 +29,7 @@ import { manifestToml, tempDir, unique, wasm, writeManifest } from "../e2e/harne
 import { openRawSocket } from "../e2e/raw_socket.mjs";
 import { closedLoops } from "./closed_loop.mjs";
 import { memoryKib } from "./proc.mjs";
-import { RELEASE_BIN, UNLIMITED_CONNECTION, UNLIMITED_SOCKET, serveRelease } from "./servers.mjs";
+import { RELEASE_BIN, UNLIMITED_SOCKET, serveRelease } from "./servers.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -48,7 +48,7 @@ const MAX_MEMORY_MIB = 256;
 function manifestFor(plugin, cacheDir, limits) {
   return writeManifest(
     manifestToml({
-      server: { ...UNLIMITED_CONNECTION, cache_dir: cacheDir },
+      server: { cache_dir: cacheDir },
       plugins: [{ name: plugin, path: wasm(plugin), namespaces: ["/"], events: EVENTS, limits }],
       // Each client sends as fast as its acks come back: far over the default event rate.
       namespaces: { "/": UNLIMITED_SOCKET },

@@ -17,7 +17,7 @@ import { io } from "socket.io-client";
 
 import { chatPlugin, manifestToml, writeManifest } from "../e2e/harness.mjs";
 import { startRedis } from "../e2e/redis.mjs";
-import { UNLIMITED_CONNECTION, UNLIMITED_SOCKET, serveRelease } from "./servers.mjs";
+import { UNLIMITED_SOCKET, serveRelease } from "./servers.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -31,7 +31,7 @@ const RATE = Number(values.rate);
 
 // Every client connects from 127.0.0.1: no per-address limits; the sender
 // may send faster than the default event rate.
-const server = { ...UNLIMITED_CONNECTION, connections_per_second_per_ip: 0, max_connections_per_ip: 0 };
+const server = { connections_per_second_per_ip: 0, max_connections_per_ip: 0 };
 const namespaces = { "/": UNLIMITED_SOCKET };
 const plugins = [chatPlugin({ config: { history_size: 10 } })];
 const redis = values.cluster ? await startRedis() : undefined;

@@ -70,14 +70,6 @@ export const UNLIMITED_SOCKET = {
   output_burst_bytes: 1_000_000_000_000,
 };
 
-/**
- * `[server]` settings that read a connection's packets as fast as the load
- * tools' clients send them (`packets_per_second_per_connection` paces a
- * connection at 1,000 a second by default; one client sending as fast as its
- * acks return sends more).
- */
-export const UNLIMITED_CONNECTION = { packets_per_second_per_connection: 0 };
-
 export const RELEASE_BIN = process.env.SWITCHBOARD_BIN ?? path.join(REPO, "target/release/switchboard");
 
 /** `switchboard serve` from target/release (or $SWITCHBOARD_BIN) on a free port. */

@@ -24,7 +24,7 @@ import { io } from "socket.io-client";
 import { manifestToml, metric, sleep, wasm, writeManifest } from "../e2e/harness.mjs";
 import { openRawSocket } from "../e2e/raw_socket.mjs";
 import { memoryKib, resetPeak } from "./proc.mjs";
-import { UNLIMITED_CONNECTION, UNLIMITED_SOCKET, serveRelease } from "./servers.mjs";
+import { UNLIMITED_SOCKET, serveRelease } from "./servers.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -39,7 +39,6 @@ const NAMESPACE = "/greedy";
 const ROOM = { prefix: "stuck", count: 1 }; // the room `stuck0`
 
 const manifest = manifestToml({
-  server: UNLIMITED_CONNECTION,
   plugins: [{ name: "greedy", path: wasm("greedy"), namespaces: [NAMESPACE], events: ["join_rooms", "flood"] }],
   namespaces: { [NAMESPACE]: UNLIMITED_SOCKET },
 });

@@ -16,7 +16,7 @@ import { io } from "socket.io-client";
 
 import { manifestToml, unique, wasm, writeManifest } from "../e2e/harness.mjs";
 import { startRedis } from "../e2e/redis.mjs";
-import { UNLIMITED_CONNECTION, UNLIMITED_SOCKET, serveRelease } from "./servers.mjs";
+import { UNLIMITED_SOCKET, serveRelease } from "./servers.mjs";
 
 const { values } = parseArgs({
   options: { clients: { type: "string", default: "32" }, seconds: { type: "string", default: "5" } },
@@ -32,7 +32,7 @@ const plugin = {
   limits: { time_ms: 10_000, queue_ms: 60_000 },
 };
 const namespaces = { "/ledger": UNLIMITED_SOCKET };
-const server = { ...UNLIMITED_CONNECTION, connections_per_second_per_ip: 10_000, connection_burst_per_ip: 10_000 };
+const server = { connections_per_second_per_ip: 10_000, connection_burst_per_ip: 10_000 };
 
 function connect(url) {
   const socket = io(`${url}/ledger`, { transports: ["websocket"], forceNew: true });

@@ -478,7 +478,7 @@ impl Validator<'_> {
         let plugin_memory_bytes = mib_to_bytes(server.plugin_memory_mib);
         let mut reserved_bytes = 0usize;
 
-        let connections = self.connection_limits(&server)?;
+        let mut connections = self.connection_limits(&server)?;
         let threads = self.threads(server.threads.as_ref())?;
         let allowed_origins = self.allowed_origins(server.allowed_origins)?;
         let api_token = self.overrides.api_token.clone().or(file.api.token);
@@ -563,6 +563,14 @@ impl Validator<'_> {
             .map(|cluster| self.cluster(cluster))
             .transpose()?;
         let recovery = self.recovery(&server.recovery)?;
+        // A connection's packets are read at least as fast as any namespace
+        // lets its events come, so the pace never slows what a namespace allows.
+        if let Some(packets) = &mut connections.packets {
+            for rate in event_rates.values() {
+                packets.per_second = packets.per_second.max(rate.per_second);
+                packets.burst = packets.burst.max(rate.burst);
+            }
+        }
         Ok(Manifest {
             path: self.path.to_owned(),
             cluster,
@@ -1246,6 +1254,27 @@ event_burst = 9
         let zero = format!("{CHAT}\n[namespaces.\"/\"]\nevent_burst = 0\n");
         let error = parse(&zero).unwrap_err().to_string();
         assert!(error.contains("must be at least 1"), "{error}");
+    }
+
+    #[test]
+    fn a_connection_s_packets_are_read_at_least_as_fast_as_a_namespace_allows_events() {
+        let packets = |manifest: &str| {
+            let pace = parse(manifest)
+                .expect("valid manifest")
+                .server
+                .connections
+                .packets;
+            pace.map(|rate| (rate.per_second.get(), rate.burst.get()))
+        };
+        assert_eq!(packets(CHAT), Some((1_000, 2_000)));
+        let fast =
+            format!("{CHAT}\n[namespaces.\"/\"]\nevents_per_second = 5000\nevent_burst = 9\n");
+        assert_eq!(packets(&fast), Some((5_000, 2_000)));
+        let unpaced = CHAT.replace(
+            "version = 1\n",
+            "version = 1\n[server]\npackets_per_second_per_connection = 0\n",
+        );
+        assert_eq!(packets(&unpaced), None);
     }
 
     #[test]

@@ -100,12 +100,13 @@ pub struct ServerSection {
     /// `1000` (room for a NAT of many users); `0` turns it off.
     pub max_connections_per_ip: u32,
     /// Incoming packets read per second from one connection (Engine.IO
-    /// packets, WebSocket messages, pings included): `1000`; `0` turns it
-    /// off. Past it, reading the connection pauses until the rate allows
-    /// the next packet: the client is slowed down, nothing is dropped.
+    /// packets, WebSocket messages, pings included): `1000`, and never less
+    /// than a namespace's `events_per_second`; `0` turns it off. Past it,
+    /// reading the connection pauses until the rate allows the next packet:
+    /// the client is slowed down, nothing is dropped.
     pub packets_per_second_per_connection: u32,
     /// Packets one connection may send at once before the per-second rate
-    /// applies: `2000`.
+    /// applies: `2000`, and never less than a namespace's `event_burst`.
     pub packet_burst_per_connection: Spanned<u32>,
     /// How long a client has to send a request's headers, counted from when
     /// it connects or got its previous response, in milliseconds: `10000`.

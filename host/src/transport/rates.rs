@@ -98,6 +98,7 @@ type NamespaceRates = (Box<str>, Arc<SocketRates>);
 /// has there, made from `rate` for its first socket there.
 pub fn socket_rates(request: &Parts, namespace: &str, rate: &EventRate) -> Arc<SocketRates> {
     let Some(ConnectionRates(namespaces)) = request.extensions.get::<ConnectionRates>() else {
+        // A session not opened over HTTP: the dispatch benchmark's.
         return Arc::new(SocketRates::new(rate));
     };
     let mut namespaces = namespaces.lock().unwrap_or_else(PoisonError::into_inner);

@@ -412,6 +412,10 @@ export function connect(url, { auth, transports, namespace = "/", timeout = TIME
       clearTimeout(timer);
       socket.off("connect", onConnect);
       socket.close();
+      // A transport's error says what failed (an HTTP status, a socket error) only here.
+      if (error.description !== undefined) {
+        error.message += ` (${error.description?.message ?? JSON.stringify(error.description)})`;
+      }
       reject(error);
     };
     socket.once("connect", onConnect);

@@ -6,6 +6,8 @@
 //!   the settings the environment gives instead.
 //! - [`metrics`]: the Prometheus series the host records, and their recorder.
 //! - [`allocator`]: jemalloc as the process's allocator, and its figures.
+//! - [`allowance`]: refilling buckets (rates, cost budgets) and bytes a call
+//!   holds within a bound.
 //! - [`runtime`]: the wasmtime engine, compiled plugins, warm instance pools,
 //!   the plugin threads, the memory all instances share, and the adapter
 //!   that keeps plugins built against WIT 0.1 working.
@@ -40,6 +42,7 @@
 //! - `temp_dir` (tests only): scratch directories removed on drop.
 
 pub mod allocator;
+pub mod allowance;
 pub mod bindings;
 pub mod call;
 pub mod cluster;

@@ -18,12 +18,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::hot_keys::{HotKeys, Turn};
 use super::{Commit, Committed, Expiry, Record, Scope, StateError, StateStore, Value, Version};
+use crate::allowance::{HeldBytes, OverBound};
 
 pub struct Transaction {
     store: Arc<dyn StateStore>,
     scope: Scope,
     keys: HashMap<String, Key>,
-    budget: Budget,
+    held: HeldBytes,
     lease: Option<String>,
     hot: Arc<HotKeys>,
     /// The call's turns on the hot keys it read, held until its commit is
@@ -67,24 +68,12 @@ fn held_bytes(key: &str, record: Option<&Record>) -> usize {
     KEY_RECORD_BYTES + key.len() + record.map_or(0, |record| record.value.bytes())
 }
 
-/// The bytes a call's keys hold, within the scope's `max_call_bytes`. It is
-/// bounded: one call writing 5,000 keys of 60 KB made the node hold 815 MiB
-/// until it returned, outside the plugin's own memory limit.
-struct Budget {
-    held: usize,
-    max: usize,
-}
-
-impl Budget {
-    /// Trades `released` bytes held for `taken`, unless the call would then
-    /// hold more than `max`.
-    fn trade(&mut self, released: usize, taken: usize) -> Result<(), StateError> {
-        let held = self.held - released + taken;
-        if taken > released && held > self.max {
-            return Err(StateError::CallTooLarge { max: self.max });
-        }
-        self.held = held;
-        Ok(())
+/// The bytes a call's keys hold are bounded by the scope's `max_call_bytes`:
+/// one call writing 5,000 keys of 60 KB made the node hold 815 MiB until it
+/// returned, outside the plugin's own memory limit.
+impl From<OverBound> for StateError {
+    fn from(OverBound { max }: OverBound) -> Self {
+        StateError::CallTooLarge { max }
     }
 }
 
@@ -203,10 +192,7 @@ impl Transaction {
     pub fn new(store: Arc<dyn StateStore>, scope: Scope, hot: Arc<HotKeys>) -> Self {
         Self {
             store,
-            budget: Budget {
-                held: 0,
-                max: scope.max_call_bytes,
-            },
+            held: HeldBytes::new(scope.max_call_bytes),
             scope,
             keys: HashMap::new(),
             lease: None,
@@ -233,7 +219,7 @@ impl Transaction {
     }
 
     fn take_keys(&mut self) -> HashMap<String, Key> {
-        self.budget.held = 0;
+        self.held.release_all();
         std::mem::take(&mut self.keys)
     }
 
@@ -269,7 +255,7 @@ impl Transaction {
                 .zip(&snapshots)
                 .map(|(key, snapshot)| held_bytes(key, snapshot.record.as_ref()))
                 .collect();
-            self.budget.trade(0, bytes.iter().sum())?;
+            self.held.trade(0, bytes.iter().sum())?;
             for ((key, snapshot), bytes) in missing.into_iter().zip(snapshots).zip(bytes) {
                 self.keys.insert(
                     key,
@@ -317,7 +303,7 @@ impl Transaction {
         if record != slot.record {
             let record = record.filter(|record| !record.value.is_empty_collection());
             let bytes = held_bytes(key, record.as_ref());
-            self.budget.trade(slot.bytes, bytes)?;
+            self.held.trade(slot.bytes, bytes)?;
             slot.record = record;
             slot.bytes = bytes;
             slot.written = true;
@@ -404,13 +390,13 @@ impl Transaction {
         match self.keys.entry(key.to_owned()) {
             Slot::Occupied(mut slot) => {
                 let slot = slot.get_mut();
-                self.budget.trade(slot.bytes, bytes)?;
+                self.held.trade(slot.bytes, bytes)?;
                 slot.record = record;
                 slot.bytes = bytes;
                 slot.written = true;
             }
             Slot::Vacant(slot) => {
-                self.budget.trade(0, bytes)?;
+                self.held.trade(0, bytes)?;
                 slot.insert(Key {
                     record,
                     read: None,

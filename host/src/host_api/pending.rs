@@ -3,6 +3,7 @@
 
 use super::HostServices;
 use super::acks::Question;
+use crate::allowance::{HeldBytes, OverBound};
 use crate::bindings::PluginError;
 use crate::cluster::{Committed, StateError, token};
 use crate::escaped::Escaped;
@@ -34,36 +35,32 @@ const EMIT_RECORD_BYTES: usize = 128;
 /// the plugin's own memory limit.
 pub struct PendingEmits {
     emits: Vec<PendingEmit>,
-    held_bytes: usize,
-    /// The plugin's `limits.memory_mib`, in bytes.
-    max_bytes: usize,
+    /// Within the plugin's `limits.memory_mib`.
+    held: HeldBytes,
 }
 
 impl PendingEmits {
     pub fn new(max_bytes: usize) -> Self {
         Self {
             emits: Vec::new(),
-            held_bytes: 0,
-            max_bytes,
+            held: HeldBytes::new(max_bytes),
         }
     }
 
     /// Adds `emit`, unless the call's emits would then hold more than the
     /// plugin's `limits.memory_mib`.
     pub fn push(&mut self, emit: PendingEmit) -> Result<(), PluginError> {
-        let held = emit.bytes + emit.namespace.len() + emit.event.len() + EMIT_RECORD_BYTES;
-        let max_bytes = self.max_bytes;
-        if self.held_bytes + held > max_bytes {
-            return Err(PluginError::new(
+        let bytes = emit.bytes + emit.namespace.len() + emit.event.len() + EMIT_RECORD_BYTES;
+        self.held.trade(0, bytes).map_err(|OverBound { max }| {
+            PluginError::new(
                 "quota_exceeded",
                 format!(
                     "this call's emits would hold more than {} MiB until it returns (plugins.limits.memory_mib): \
                      emit less in one call, or once to a room rather than to each of its sockets",
-                    max_bytes >> 20
+                    max >> 20
                 ),
-            ));
-        }
-        self.held_bytes += held;
+            )
+        })?;
         self.emits.push(emit);
         Ok(())
     }
@@ -82,7 +79,7 @@ impl PendingEmits {
 
     /// Takes them all, in the order they were made.
     pub fn take(&mut self) -> Vec<PendingEmit> {
-        self.held_bytes = 0;
+        self.held.release_all();
         std::mem::take(&mut self.emits)
     }
 }

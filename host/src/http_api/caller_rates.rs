@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::allowance::Bucket;
 use crate::manifest::RouteRate;
 use crate::runtime::Meter;
 
@@ -30,10 +31,10 @@ pub struct CallerRates {
 }
 
 /// What a caller has left: requests and plugin milliseconds, as of `at`.
-/// Plugin time may go below zero: it is charged once a call has run.
+/// Plugin time may go into debt: it is charged once a call has run.
 struct Allowance {
-    requests: f64,
-    plugin_ms: f64,
+    requests: Bucket,
+    plugin_ms: Bucket,
     at: Instant,
 }
 
@@ -80,28 +81,27 @@ impl CallerRates {
         let now = Instant::now();
         let mut callers = self.callers.lock().unwrap_or_else(PoisonError::into_inner);
         if !callers.contains_key(caller) && callers.len() >= MAX_CALLERS {
-            callers.retain(|_, allowance| !self.refilled(allowance, now));
+            callers.retain(|_, allowance| !allowance.refilled(now));
             if callers.len() >= MAX_CALLERS {
                 return Err(OverRate {
                     retry_after: Duration::from_secs(1),
                 });
             }
         }
-        let allowance = callers.entry(caller.clone()).or_insert_with(|| Allowance {
-            requests: f64::from(self.rate.request_burst.get()),
-            plugin_ms: f64::from(self.rate.plugin_burst_ms.get()),
-            at: now,
-        });
-        self.refill(allowance, now);
-        let wait_requests = wait(1.0 - allowance.requests, self.rate.requests_per_second);
-        let wait_plugin = wait(-allowance.plugin_ms, self.rate.plugin_ms_per_second);
-        let wait = wait_requests.max(wait_plugin);
+        let allowance = callers
+            .entry(caller.clone())
+            .or_insert_with(|| self.new_allowance(now));
+        allowance.refill(now);
+        let wait = allowance
+            .requests
+            .wait_for(1.0)
+            .max(allowance.plugin_ms.wait_for(0.0));
         if wait > 0.0 {
             return Err(OverRate {
                 retry_after: Duration::from_secs_f64(wait),
             });
         }
-        allowance.requests -= 1.0;
+        allowance.requests.take(1.0);
         Ok(())
     }
 
@@ -109,46 +109,39 @@ impl CallerRates {
     pub fn charge(&self, caller: &Caller, took: Duration) {
         let mut callers = self.callers.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(allowance) = callers.get_mut(caller) {
-            allowance.plugin_ms -= took.as_secs_f64() * 1000.0;
+            allowance.plugin_ms.take(took.as_secs_f64() * 1000.0);
         }
     }
 
-    fn refill(&self, allowance: &mut Allowance, now: Instant) {
-        let elapsed = now.saturating_duration_since(allowance.at).as_secs_f64();
-        allowance.at = now;
-        // A rate of 0 does not limit: its bucket is always full.
-        let refilled = |level: f64, per_second: u32, burst: u32| match per_second {
-            0 => f64::from(burst),
-            _ => (level + elapsed * f64::from(per_second)).min(f64::from(burst)),
-        };
+    fn new_allowance(&self, now: Instant) -> Allowance {
         let rate = &self.rate;
-        allowance.requests = refilled(
-            allowance.requests,
-            rate.requests_per_second,
-            rate.request_burst.get(),
-        );
-        allowance.plugin_ms = refilled(
-            allowance.plugin_ms,
-            rate.plugin_ms_per_second,
-            rate.plugin_burst_ms.get(),
-        );
-    }
-
-    /// Whether the caller would be as good as new: nothing to remember.
-    fn refilled(&self, allowance: &mut Allowance, now: Instant) -> bool {
-        self.refill(allowance, now);
-        allowance.requests >= f64::from(self.rate.request_burst.get())
-            && allowance.plugin_ms >= f64::from(self.rate.plugin_burst_ms.get())
+        Allowance {
+            requests: Bucket::new(
+                f64::from(rate.requests_per_second),
+                f64::from(rate.request_burst.get()),
+            ),
+            plugin_ms: Bucket::new(
+                f64::from(rate.plugin_ms_per_second),
+                f64::from(rate.plugin_burst_ms.get()),
+            ),
+            at: now,
+        }
     }
 }
 
-/// Seconds until `missing` has refilled at `per_second`; 0 when nothing is
-/// missing (a bucket that does not limit never misses anything).
-fn wait(missing: f64, per_second: u32) -> f64 {
-    if missing <= 0.0 {
-        return 0.0;
+impl Allowance {
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.requests.refill(elapsed);
+        self.plugin_ms.refill(elapsed);
     }
-    missing / f64::from(per_second)
+
+    /// Whether the caller would be as good as new: nothing to remember.
+    fn refilled(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.requests.is_full() && self.plugin_ms.is_full()
+    }
 }
 
 #[cfg(test)]

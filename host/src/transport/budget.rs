@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::allowance::Bucket;
 use crate::manifest::EventRate;
 use crate::runtime::Meter;
 
@@ -67,10 +68,11 @@ impl CostBudget {
         buckets.at = now;
         let plugin_ms = self.plugin_ns_owed.swap(0, Ordering::Relaxed) as f64 / 1e6;
         let output_bytes = self.output_bytes_owed.swap(0, Ordering::Relaxed) as f64;
-        let wait = buckets
-            .plugin_ms
-            .settle(elapsed, plugin_ms)
-            .max(buckets.output_bytes.settle(elapsed, output_bytes));
+        let wait = settle(&mut buckets.plugin_ms, elapsed, plugin_ms).max(settle(
+            &mut buckets.output_bytes,
+            elapsed,
+            output_bytes,
+        ));
         (wait > 0.0).then(|| Duration::from_secs_f64(wait))
     }
 }
@@ -87,31 +89,16 @@ impl Meter for CostBudget {
     }
 }
 
-struct Bucket {
-    per_second: f64,
-    burst: f64,
-    level: f64,
-}
-
-impl Bucket {
-    fn new(per_second: f64, burst: f64) -> Self {
-        Self {
-            per_second,
-            burst,
-            level: burst,
-        }
+/// Refills `bucket` for `elapsed` seconds, takes `charge` from it, and
+/// returns the seconds until it is above zero again.
+fn settle(bucket: &mut Bucket, elapsed: f64, charge: f64) -> f64 {
+    bucket.refill(elapsed);
+    bucket.take(charge);
+    if !bucket.is_in_debt() {
+        return 0.0;
     }
-
-    /// Refills the bucket for `elapsed` seconds, takes `charge` from it, and
-    /// returns the seconds until it is above zero again.
-    fn settle(&mut self, elapsed: f64, charge: f64) -> f64 {
-        self.level = (self.level + elapsed * self.per_second).min(self.burst) - charge;
-        if self.level > 0.0 {
-            return 0.0;
-        }
-        // Past zero by a little, so the wait ends with credit.
-        (-self.level + 1.0) / self.per_second
-    }
+    // Past zero by a little, so the wait ends with credit.
+    bucket.wait_for(1.0)
 }
 
 #[cfg(test)]
@@ -132,18 +119,5 @@ mod tests {
         budget.output_bytes(5000);
         let pause = budget.pause().unwrap();
         assert!(pause >= Duration::from_millis(3900), "{pause:?}");
-    }
-
-    #[test]
-    fn a_bucket_goes_into_debt_and_refills_at_its_rate_up_to_its_burst() {
-        let mut bucket = Bucket::new(1000.0, 2000.0);
-        assert_eq!(bucket.settle(0.0, 0.0), 0.0);
-        // A full bucket gains nothing from the time before a charge.
-        assert!(bucket.settle(10.0, 3000.0) > 0.9);
-        assert!(bucket.level <= -999.0);
-        // A second and a half later at 1000 a second: above zero, and never above the burst.
-        assert_eq!(bucket.settle(1.5, 0.0), 0.0);
-        assert_eq!(bucket.settle(60.0, 0.0), 0.0);
-        assert_eq!(bucket.level, 2000.0);
     }
 }

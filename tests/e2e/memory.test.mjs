@@ -26,6 +26,12 @@ const SETTLE_MS = 2000;
  * hyper's read buffer.
  */
 const MAX_KIB_PER_CONNECTION = 14;
+/**
+ * Bytes allocated per idle connection (jemalloc's count, steadier than RSS),
+ * which this debug build must stay under: 10.8 to 10.9 KiB; 11.8 with
+ * tungstenite's read buffer kept while the connection has nothing to read.
+ */
+const MAX_ALLOCATED_KIB_PER_CONNECTION = 11.3;
 
 /**
  * Allocated bytes a connection may still hold once a large message it
@@ -136,6 +142,7 @@ test(`${CONNECTIONS} idle connections hold under ${MAX_KIB_PER_CONNECTION} KiB e
   sockets.push(await openRawSocket(port, "/"));
   await sleep(SETTLE_MS);
   const before = memoryKib(host.child.pid).rss;
+  const allocatedBefore = await metric(host.url, "switchboard_memory_allocated_bytes");
   for (let opened = 0; opened < CONNECTIONS; opened += 20) {
     const batch = Array.from({ length: 20 }, (_, n) =>
       openRawSocket(port, "/", { localAddress: `127.0.0.${2 + Math.floor((opened + n) / PER_ADDRESS)}` }),
@@ -147,5 +154,11 @@ test(`${CONNECTIONS} idle connections hold under ${MAX_KIB_PER_CONNECTION} KiB e
   assert.ok(
     perConnection < MAX_KIB_PER_CONNECTION,
     `an idle connection holds ${perConnection.toFixed(1)} KiB of the server's memory`,
+  );
+  const allocated = await metric(host.url, "switchboard_memory_allocated_bytes");
+  const allocatedPerConnection = (allocated - allocatedBefore) / CONNECTIONS / 1024;
+  assert.ok(
+    allocatedPerConnection < MAX_ALLOCATED_KIB_PER_CONNECTION,
+    `an idle connection has ${allocatedPerConnection.toFixed(2)} KiB allocated`,
   );
 });

@@ -286,7 +286,7 @@ fn describe() {
     describe_counter!(
         READS_PACED,
         Unit::Count,
-        "Times a connection's reading paused because it sent packets faster than server.packets_per_second_per_connection."
+        "Times a connection's reading paused because it sent packets or bytes faster than server.packets_per_second_per_connection or bytes_per_second_per_connection."
     );
     describe_counter!(
         ROUTE_RATE_LIMITED,

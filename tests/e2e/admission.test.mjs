@@ -20,6 +20,7 @@ import {
   emitAckOk,
   faultyPlugin,
   logged,
+  sleep,
   manifestToml,
   spawnServe,
   startHost,
@@ -343,6 +344,36 @@ describe("connection admission", () => {
     assert.deepEqual((await flooded).echo, { n: "after the flood" });
     assert.deepEqual(order, ["bystander", "flooder"]);
     assert.ok((await metric(started, "switchboard_reads_paced_total")) >= 1);
+  });
+
+  test("a connection sending one message as endless empty fragments is read at bytes_per_second_per_connection: slowed down, others served", async () => {
+    const started = await host({
+      server: { max_payload_bytes: 10000, bytes_per_second_per_connection: 20000, byte_burst_per_connection: 20000 },
+      plugins: [faultyPlugin()],
+    });
+    const flooder = await openRawSocket(started.port, "/faulty");
+    // A text frame, not final, then empty continuation frames (masked, as a
+    // client's must be): a message that never completes a packet and never
+    // grows toward the message size limit. Unpaced, the node read them as
+    // fast as they came, a core's worth.
+    const mask = [1, 2, 3, 4];
+    flooder.writeRaw(Buffer.from([0x01, 0x81, ...mask, 0x34 ^ 1]));
+    const fragments = Buffer.concat(Array(10000).fill(Buffer.from([0x00, 0x80, ...mask])));
+    let written = 0;
+    const until = Date.now() + 3000;
+    while (Date.now() < until) {
+      if (flooder.unsent() < fragments.length) {
+        flooder.writeRaw(fragments);
+        written += fragments.length;
+      }
+      await sleep(5);
+    }
+    const bystander = await connect(started.url, { namespace: "/faulty", transports: ["websocket"] });
+    assert.deepEqual((await emitAckOk(bystander, "echo", { n: "beside" })).echo, { n: "beside" });
+    assert.ok((await metric(started, "switchboard_reads_paced_total")) >= 1, "the flooder's reads paced");
+    // Read at 20,000 bytes a second, the rest waits in the kernel's buffers
+    // (a few MB on loopback); unpaced, it was read as fast as it came.
+    assert.ok(written < 24_000_000, `${written} bytes of fragments taken in 3 s`);
   });
 
   test("a request left half-sent while the node waits for Redis does not hold up its start", async () => {

@@ -6,10 +6,11 @@ import WebSocket from "ws";
 /**
  * Connects to `namespace` on 127.0.0.1:`port` (from `localAddress` if given)
  * and resolves once the namespace accepted the socket, to
- * `{ emitWithAck(event, data), close(), pause(), mute(), writeRaw(bytes), closed, bufferedAmount(), events() }`.
+ * `{ emitWithAck(event, data), close(), pause(), mute(), writeRaw(bytes), unsent(), closed, bufferedAmount(), events() }`.
  * Pings are answered until `mute()`; `pause()` stops reading (the kernel's buffers then fill,
  * and the server's writes block); `writeRaw` writes bytes to the TCP
- * connection as they are, past the WebSocket framing; `closed` resolves when the connection ends;
+ * connection as they are, past the WebSocket framing, and `unsent()` is how many of them wait in this
+ * process for the kernel to take them; `closed` resolves when the connection ends;
  * `events()` counts the events received.
  */
 export function openRawSocket(port, namespace, { auth, localAddress } = {}) {
@@ -41,6 +42,7 @@ export function openRawSocket(port, namespace, { auth, localAddress } = {}) {
           pause: () => ws._socket.pause(),
           mute: () => (muted = true),
           writeRaw: (bytes) => ws._socket.write(bytes),
+          unsent: () => ws._socket.writableLength,
           closed,
           bufferedAmount: () => ws.bufferedAmount,
           events: () => events,

@@ -76,6 +76,14 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "server.packet_burst_per_connection",
     ),
     (
+        "SWITCHBOARD_SERVER_BYTES_PER_SECOND_PER_CONNECTION",
+        "server.bytes_per_second_per_connection",
+    ),
+    (
+        "SWITCHBOARD_SERVER_BYTE_BURST_PER_CONNECTION",
+        "server.byte_burst_per_connection",
+    ),
+    (
         "SWITCHBOARD_SERVER_HEADER_READ_TIMEOUT_MS",
         "server.header_read_timeout_ms",
     ),
@@ -234,6 +242,14 @@ impl Environment {
         self.spanned(
             "SWITCHBOARD_SERVER_PACKET_BURST_PER_CONNECTION",
             &mut server.packet_burst_per_connection,
+        )?;
+        self.plain(
+            "SWITCHBOARD_SERVER_BYTES_PER_SECOND_PER_CONNECTION",
+            &mut server.bytes_per_second_per_connection,
+        )?;
+        self.spanned(
+            "SWITCHBOARD_SERVER_BYTE_BURST_PER_CONNECTION",
+            &mut server.byte_burst_per_connection,
         )?;
         self.spanned(
             "SWITCHBOARD_SERVER_HEADER_READ_TIMEOUT_MS",

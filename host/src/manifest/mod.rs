@@ -208,6 +208,8 @@ pub struct ConnectionLimits {
     pub per_address: Option<Rate>,
     /// Incoming packets read per connection; `None`: as fast as they come.
     pub packets: Option<Rate>,
+    /// Incoming bytes read per connection; `None`: as fast as they come.
+    pub bytes: Option<Rate>,
     /// Connections one address may hold open; `None`: as many as it likes.
     pub open_per_address: Option<NonZeroUsize>,
     pub header_read_timeout: Duration,
@@ -698,10 +700,25 @@ impl Validator<'_> {
                 "packet_burst_per_connection",
             ),
         )?;
+        let mut bytes = self.rate(
+            server.bytes_per_second_per_connection,
+            &server.byte_burst_per_connection,
+            (
+                "bytes_per_second_per_connection",
+                "byte_burst_per_connection",
+            ),
+        )?;
+        // The largest WebSocket message the transport reads passes in one burst.
+        if let Some(bytes) = &mut bytes {
+            let largest_message = server.max_payload_bytes.saturating_mul(2);
+            let floor = NonZeroU32::new(u32::try_from(largest_message).unwrap_or(u32::MAX));
+            bytes.burst = bytes.burst.max(floor.unwrap_or(NonZeroU32::MIN));
+        }
         Ok(ConnectionLimits {
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
             per_address,
             packets,
+            bytes,
             open_per_address: NonZeroUsize::new(
                 usize::try_from(server.max_connections_per_ip).unwrap_or(usize::MAX),
             ),
@@ -1278,6 +1295,28 @@ event_burst = 9
     }
 
     #[test]
+    fn a_connection_s_byte_burst_holds_the_largest_message_read() {
+        let bytes = |settings: &str| {
+            let manifest = CHAT.replace(
+                "version = 1\n",
+                &format!("version = 1\n[server]\n{settings}"),
+            );
+            let pace = parse(&manifest)
+                .expect("valid manifest")
+                .server
+                .connections
+                .bytes;
+            pace.map(|rate| (rate.per_second.get(), rate.burst.get()))
+        };
+        assert_eq!(bytes(""), Some((1 << 20, 4 << 20)));
+        assert_eq!(
+            bytes("max_payload_bytes = 3000000\nmax_outbound_bytes = 8000000\n"),
+            Some((1 << 20, 6_000_000))
+        );
+        assert_eq!(bytes("bytes_per_second_per_connection = 0\n"), None);
+    }
+
+    #[test]
     fn writes_are_unpaced_unless_a_bounded_interval_is_set() {
         let defaults = parse(CHAT).expect("valid manifest");
         assert_eq!(defaults.server.min_write_interval, Duration::ZERO);
@@ -1658,6 +1697,10 @@ event_burst = 9
             (
                 "packet_burst_per_connection",
                 "packets_per_second_per_connection",
+            ),
+            (
+                "byte_burst_per_connection",
+                "bytes_per_second_per_connection",
             ),
         ] {
             let error = server(&format!("{burst} = 0\n")).unwrap_err().to_string();

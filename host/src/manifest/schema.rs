@@ -108,6 +108,16 @@ pub struct ServerSection {
     /// Packets one connection may send at once before the per-second rate
     /// applies: `2000`, and never less than a namespace's `event_burst`.
     pub packet_burst_per_connection: Spanned<u32>,
+    /// Incoming bytes read per second from one connection (every byte of a
+    /// WebSocket connection, frame headers and control frames included, and
+    /// the packets of long-polling POSTs): `1048576` (1 MiB); `0` turns it
+    /// off. Past it, reading pauses as for `packets_per_second_per_connection`.
+    pub bytes_per_second_per_connection: u32,
+    /// Bytes one connection may send at once before the per-second rate
+    /// applies: `4194304` (4 MiB), and never less than twice
+    /// `max_payload_bytes` (the largest WebSocket message read), so the
+    /// largest event is never slowed.
+    pub byte_burst_per_connection: Spanned<u32>,
     /// How long a client has to send a request's headers, counted from when
     /// it connects or got its previous response, in milliseconds: `10000`.
     pub header_read_timeout_ms: Spanned<u64>,
@@ -200,6 +210,8 @@ impl Default for ServerSection {
             max_connections_per_ip: 1_000,
             packets_per_second_per_connection: 1_000,
             packet_burst_per_connection: Spanned::new(0..0, 2_000),
+            bytes_per_second_per_connection: 1 << 20,
+            byte_burst_per_connection: Spanned::new(0..0, 4 << 20),
             header_read_timeout_ms: Spanned::new(0..0, 10_000),
             max_header_bytes: Spanned::new(0..0, 16_384),
             body_timeout_ms: Spanned::new(0..0, 45_000),

@@ -67,6 +67,15 @@ pub fn socket_io<A: Adapter>(
         ),
         None => builder,
     };
+    // Bytes too: large packets, or a WebSocket message sent as endless empty
+    // fragments (never a packet, never nearer the message size limit), kept
+    // a core busy reading one connection.
+    let builder = match settings.connections.bytes {
+        Some(rate) => builder.incoming_byte_pace(
+            IncomingPace::new(rate.per_second, rate.burst).on_pause(crate::metrics::read_paced),
+        ),
+        None => builder,
+    };
     builder
         .req_path(settings.path.clone())
         .ping_interval(settings.ping_interval)

@@ -41,6 +41,12 @@ const MAX_ALLOCATED_KIB_PER_CONNECTION = 11.3;
  * header claiming a 1.9 MB frame.
  */
 const MAX_KIB_KEPT_AFTER_LARGE_MESSAGE = 64;
+/**
+ * Allocated bytes a connection may still hold once it was sent a 6 KB reply
+ * and then a heartbeat (SETTLE_MS is longer than the test's ping interval):
+ * 8 KiB of write buffer before it followed the writes down.
+ */
+const MAX_KIB_KEPT_AFTER_A_FEW_KB = 2;
 const LARGE_BYTES = 500_000;
 
 /** The masked header of a text frame claiming `length` bytes: what a client sends before a frame's payload. */
@@ -64,8 +70,8 @@ after(async () => {
 });
 
 /** Allocated KiB per connection that `act` leaves behind on a fresh node serving `connections` raw sockets. */
-async function keptAfter(connections, act) {
-  const node = await startHost({ plugins: [relayPlugin()] });
+async function keptAfter(connections, act, server = {}) {
+  const node = await startHost({ server, plugins: [relayPlugin()] });
   hosts.push(node);
   const port = new URL(node.url).port;
   const clients = await Promise.all(Array.from({ length: connections }, () => openRawSocket(port, "/")));
@@ -78,6 +84,17 @@ async function keptAfter(connections, act) {
   for (const client of clients) client.close();
   return kept;
 }
+
+test("a connection sent a reply of a few KB keeps no room for it once it has written a heartbeat", async () => {
+  // A chat client joining a room gets its history (9 KB for 50 messages)
+  // and may then stay quiet for hours: it kept 8 KiB of write buffer.
+  const kept = await keptAfter(
+    200,
+    (clients) => Promise.all(clients.map((client) => client.emitWithAck("echo", { text: "x".repeat(6000) }))),
+    { ping_interval_ms: 500 },
+  );
+  assert.ok(kept < MAX_KIB_KEPT_AFTER_A_FEW_KB, `each connection kept ${kept.toFixed(1)} KiB`);
+});
 
 test("a large broadcast leaves no buffer of its size in its recipients' connections", async () => {
   const kept = await keptAfter(200, async (clients) => {

@@ -235,6 +235,34 @@ describe("transport limits", () => {
   }
 });
 
+describe("binary attachments", () => {
+  // An event's attachments wait, held by the node, until the last one comes:
+  // a client declaring one more than it sent had the node hold 10 MB per
+  // connection (socketioxide's bound) for as long as it stayed.
+  for (const [what, send] of [
+    [
+      "more bytes than 2x max_payload_bytes",
+      (ws) => {
+        ws.send(`453-["send_message",{"_placeholder":true,"num":0}]`);
+        ws.send(Buffer.alloc(1.5 * MAX_PAYLOAD, 1));
+        ws.send(Buffer.alloc(1.5 * MAX_PAYLOAD, 2));
+      },
+    ],
+    ["more than 1,000 of them", (ws) => ws.send(`451001-["send_message",{"_placeholder":true,"num":0}]`)],
+  ]) {
+    test(`an event declaring ${what} closes its connection; others are unaffected`, async () => {
+      const raw = await rawSocket();
+      try {
+        send(raw.ws);
+        await waitFor(() => raw.state.closed, TIMEOUT_MS, "the connection closed");
+        await assertOthersUnaffected();
+      } finally {
+        raw.ws.close();
+      }
+    });
+  }
+});
+
 /**
  * A raw Engine.IO v4 WebSocket client. Collects text frames; answers pings.
  */

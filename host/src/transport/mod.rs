@@ -23,7 +23,7 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use socketioxide::handler::{ConnectHandler, FromConnectParts, Value};
 use socketioxide::socket::Socket;
-use socketioxide::{SocketIo, SocketIoBuilder};
+use socketioxide::{ParserConfig, SocketIo, SocketIoBuilder};
 use socketioxide_core::adapter::DefinedAdapter;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -46,10 +46,15 @@ pub use sockets::{
 
 /// Packets that may wait for one client, whatever their size.
 const MAX_OUTBOUND_PACKETS: usize = 4096;
-/// What a WebSocket reads at a time. Every connection holds this much from its
-/// start, idle or not (engineioxide's default is 4 KiB); a larger frame is
-/// still read whole, into a buffer reserved for it, this many bytes a read.
+/// What a WebSocket reads at a time (engineioxide's default is 4 KiB); held
+/// while a connection reads, released while it has nothing to read. A larger
+/// frame is still read whole, into a buffer reserved for it, this many bytes
+/// a read.
 const WS_READ_BUFFER_BYTES: usize = 1024;
+/// Binary attachments one event may declare. Each waits, held by the
+/// connection, until the last has come; socketioxide's default (10,000)
+/// let a connection hold half a megabyte of them one byte each.
+const MAX_ATTACHMENTS: usize = 1000;
 
 /// Builds the Socket.IO layer and its handle from the `[server]` settings,
 /// on the adapter `builder` was given.
@@ -77,6 +82,15 @@ pub fn socket_io<A: Adapter>(
         None => builder,
     };
     builder
+        // An event's attachments wait whole until the last one comes: bounded
+        // as its frames are, or a client declaring one more than it sends had
+        // the node hold 10 MB per connection (socketioxide's default) for as
+        // long as it stayed connected. Past it, the connection is closed.
+        .with_parser(
+            ParserConfig::common()
+                .max_incoming_binary_buf_size(frame_limit)
+                .max_incoming_binaries(MAX_ATTACHMENTS),
+        )
         .req_path(settings.path.clone())
         .ping_interval(settings.ping_interval)
         .ping_timeout(settings.ping_timeout)

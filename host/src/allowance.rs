@@ -51,7 +51,7 @@ impl Bucket {
         self.level >= self.burst
     }
 
-    /// Below zero: in debt.
+    /// At or below zero: in debt.
     pub fn is_in_debt(&self) -> bool {
         self.level <= 0.0
     }

@@ -68,9 +68,9 @@ fn held_bytes(key: &str, record: Option<&Record>) -> usize {
     KEY_RECORD_BYTES + key.len() + record.map_or(0, |record| record.value.bytes())
 }
 
-/// The bytes a call's keys hold are bounded by the scope's `max_call_bytes`:
-/// one call writing 5,000 keys of 60 KB made the node hold 815 MiB until it
-/// returned, outside the plugin's own memory limit.
+/// A call whose keys would hold more than the scope's `max_call_bytes` (one
+/// call writing 5,000 keys of 60 KB made the node hold 815 MiB until it
+/// returned, outside the plugin's own memory limit).
 impl From<OverBound> for StateError {
     fn from(OverBound { max }: OverBound) -> Self {
         StateError::CallTooLarge { max }

@@ -32,7 +32,7 @@ use tracing::Instrument;
 use crate::bindings::Conn;
 use crate::cluster::{Backoff, NodeLiveness};
 use crate::identity::{Identity, IdentityError, Verifier, bearer_token};
-use crate::manifest::ServerSettings;
+use crate::manifest::{Rate, ServerSettings};
 use crate::recovery::{Lease, Recovery, Session};
 pub use request_head::{SocketIoPath, own_request_head};
 pub use room_names::{
@@ -59,33 +59,30 @@ const MAX_ATTACHMENTS: usize = 1000;
 /// Builds the Socket.IO layer and its handle from the `[server]` settings,
 /// on the adapter `builder` was given.
 pub fn socket_io<A: Adapter>(
-    builder: SocketIoBuilder<A>,
+    mut builder: SocketIoBuilder<A>,
     settings: &ServerSettings,
 ) -> (socketioxide::layer::SocketIoLayer<A>, SocketIo<A>) {
     let frame_limit =
         usize::try_from(settings.max_payload_bytes.saturating_mul(2)).unwrap_or(usize::MAX);
+    let pace = |rate: Rate| {
+        IncomingPace::new(rate.per_second, rate.burst).on_pause(crate::metrics::read_paced)
+    };
     // A client flooding tiny packets (pongs, noops, pings) is read at the
     // pace, not as fast as it sends: two such connections took 1.8 cores.
-    let builder = match settings.connections.packets {
-        Some(rate) => builder.incoming_pace(
-            IncomingPace::new(rate.per_second, rate.burst).on_pause(crate::metrics::read_paced),
-        ),
-        None => builder,
-    };
+    if let Some(rate) = settings.connections.packets {
+        builder = builder.incoming_pace(pace(rate));
+    }
     // Bytes too: large packets, or a WebSocket message sent as endless empty
     // fragments (never a packet, never nearer the message size limit), kept
     // a core busy reading one connection.
-    let builder = match settings.connections.bytes {
-        Some(rate) => builder.incoming_byte_pace(
-            IncomingPace::new(rate.per_second, rate.burst).on_pause(crate::metrics::read_paced),
-        ),
-        None => builder,
-    };
+    if let Some(rate) = settings.connections.bytes {
+        builder = builder.incoming_byte_pace(pace(rate));
+    }
     builder
         // An event's attachments wait whole until the last one comes: bounded
         // as its frames are, or a client declaring one more than it sends had
-        // the node hold 10 MB per connection (socketioxide's default) for as
-        // long as it stayed connected. Past it, the connection is closed.
+        // the node hold 10 MB per connection (socketioxide's default) until the
+        // packet's completion timeout, a minute. Past it, the connection is closed.
         .with_parser(
             ParserConfig::common()
                 .max_incoming_binary_buf_size(frame_limit)

@@ -149,6 +149,18 @@ describe("bad input with an ack", () => {
     assert.equal(observed.filter((e) => e.event === "message" && e.data.text.startsWith("zzz")).length, 0);
   });
 
+  test("an event of many tiny arguments counts what they hold: payload_too_large, connection kept", async () => {
+    // 1,000 arguments of one byte: 2 KB of text, 33 KB held as arguments.
+    // Counting their text alone, twenty such events of 400,000 arguments
+    // made a node hold 442 MiB while they waited for their plugin.
+    const reply = await bad.timeout(TIMEOUT_MS).emitWithAck("send_message", ...Array(1000).fill(0));
+    assertError(reply.error, "payload_too_large");
+    assert.match(reply.error.message, /counting 32 for each argument/);
+    assert.equal(bad.connected, true);
+    await emitAckOk(bad, "send_message", { room, text: "small again" });
+    await assertOthersUnaffected();
+  });
+
   test("an event over max_payload_bytes to an unknown event → unknown_event or payload_too_large", async () => {
     // Either check may come first; both are errors to this client only.
     const error = await emitAckError(bad, "nope", "z".repeat(MAX_PAYLOAD + 500));

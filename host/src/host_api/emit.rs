@@ -4,7 +4,7 @@ use crate::bindings::{Payload, PluginError};
 use crate::escaped::Escaped;
 use crate::log_context;
 use crate::manifest::is_reserved_event;
-use crate::payload::{self, Outgoing};
+use crate::payload::{self, Outgoing, PART_RECORD_BYTES};
 use crate::runtime::InstanceState;
 use crate::transport::{Audience, check_audience, socket_room};
 
@@ -129,7 +129,7 @@ impl InstanceState {
             return Err(PluginError::new(
                 "payload_too_large",
                 format!(
-                    "`{}` carries {size} bytes; an emit may carry {limit} (server.max_payload_bytes)",
+                    "`{}` carries {size} bytes, counting {PART_RECORD_BYTES} for each argument; an emit may carry {limit} (server.max_payload_bytes)",
                     Escaped(event)
                 ),
             ));

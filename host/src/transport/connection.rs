@@ -28,7 +28,7 @@ use crate::escaped::Escaped;
 use crate::identity::{Identity, IdentityError};
 use crate::log_context::LogContext;
 use crate::metrics;
-use crate::payload::{self, Outgoing};
+use crate::payload::{self, Outgoing, PART_RECORD_BYTES};
 use crate::recovery::{CatchUp, Missed, PAGE, Page, Recovery, recoverable};
 use crate::runtime::Meter;
 
@@ -474,7 +474,7 @@ impl<A: Adapter> Connection<A> {
             let error = PluginError::new(
                 "payload_too_large",
                 format!(
-                    "`{event}` carries {size} bytes; the limit is {max_payload_bytes} (server.max_payload_bytes)"
+                    "`{event}` carries {size} bytes, counting {PART_RECORD_BYTES} for each argument; the limit is {max_payload_bytes} (server.max_payload_bytes)"
                 ),
             );
             return refuse_event(&self.socket, ack, &event, &error);
@@ -501,7 +501,7 @@ impl<A: Adapter> Connection<A> {
                     PluginError::new(
                         "payload_too_large",
                         format!(
-                            "the reply to `{}` carries {bytes} bytes; the limit is {max_payload_bytes} (server.max_payload_bytes)",
+                            "the reply to `{}` carries {bytes} bytes, counting {PART_RECORD_BYTES} for each argument; the limit is {max_payload_bytes} (server.max_payload_bytes)",
                             Escaped(&event)
                         ),
                     )

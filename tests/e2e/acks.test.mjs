@@ -13,8 +13,9 @@ import { startRedis } from "./redis.mjs";
 
 const started = [];
 
-function manifest({ cluster, limits } = {}) {
+function manifest({ cluster, limits, server } = {}) {
   const text = manifestToml({
+    server,
     plugins: [{ name: "conformance", path: wasm("conformance"), namespaces: ["/"], events: ["ask"], limits }],
   });
   return cluster ? `${text}\n[cluster]\nredis_url = "${cluster}"\nprefix = "${unique("acks")}"\n` : text;
@@ -102,6 +103,20 @@ describe("one node", () => {
       assert.equal(reply?.error?.code, code, JSON.stringify(reply));
     }
   });
+});
+
+test("an answer over max_payload_bytes is not delivered: payload_too_large, its many tiny arguments counted too", async () => {
+  const node = await host({ server: { max_payload_bytes: 10000 } });
+  const [asker, asked] = await Promise.all([connect(node.url), connect(node.url)]);
+  const answers = [() => "x".repeat(15000), () => Array(1000).fill(0), () => ["fits"]];
+  asked.on("question", (which, callback) => {
+    const answer = answers[which]();
+    callback(...(Array.isArray(answer) ? answer : [answer]));
+  });
+  // A 15 KB answer (under the transport's 2x); 1,000 one-byte arguments (2 KB of text, 33 KB held as arguments).
+  assert.equal((await ask(asker, { to: asked.id }, 0)).error, "payload_too_large");
+  assert.equal((await ask(asker, { to: asked.id }, 1)).error, "payload_too_large");
+  assert.deepEqual((await ask(asker, { to: asked.id }, 2)).args, ["fits"]);
 });
 
 test("a plugin waiting for max_pending_acks answers is refused another with overloaded, until one comes", async () => {

@@ -13,8 +13,9 @@ use super::pending::PendingEmit;
 use crate::bindings::switchboard::plugin::acks::Host;
 use crate::bindings::{Payload, PluginError};
 use crate::metrics;
+use crate::payload;
 use crate::runtime::InstanceState;
-use crate::transport::PendingAck;
+use crate::transport::{AckFailure, PendingAck};
 
 /// The longest a plugin may wait for a client's answer.
 const MAX_TIMEOUT_MS: u32 = 300_000;
@@ -67,12 +68,20 @@ impl AckWaits {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Waits, off the call that asked, for `pending` and delivers it.
-    pub(super) fn wait(self: &Arc<Self>, question: Question, pending: PendingAck) {
+    /// Waits, off the call that asked, for `pending` and delivers it; an
+    /// answer over `max_payload_bytes` is not delivered, the plugin is told why.
+    pub(super) fn wait(
+        self: &Arc<Self>,
+        question: Question,
+        pending: PendingAck,
+        max_payload_bytes: usize,
+    ) {
         *self.lock().entry(question.plugin.clone()).or_default() += 1;
         let waits = self.clone();
         tokio::spawn(async move {
-            let answer = pending.await;
+            let answer = pending
+                .await
+                .and_then(|payload| within(payload, max_payload_bytes));
             {
                 let mut waiting = waits.lock();
                 if let Some(count) = waiting.get_mut(&question.plugin) {
@@ -96,6 +105,16 @@ impl AckWaits {
             .await;
         });
     }
+}
+
+/// An answer is bounded as an event is: one of many tiny arguments held
+/// twenty times its size until its plugin had it.
+fn within(payload: Payload, max: usize) -> Result<Payload, AckFailure> {
+    let bytes = payload::size(&payload);
+    if bytes > max {
+        return Err(AckFailure::TooLarge { bytes, max });
+    }
+    Ok(payload)
 }
 
 impl Host for InstanceState {

@@ -105,7 +105,9 @@ impl PendingEmit {
                         question.timeout,
                     )
                     .await?;
-                services.acks.wait(question, answer);
+                services
+                    .acks
+                    .wait(question, answer, services.max_payload_bytes);
             }
         }
         metrics::emitted(plugin);

@@ -17,7 +17,7 @@ use socketioxide::{AckError, BroadcastError, SocketError, SocketIo};
 
 use super::{EVERY_SOCKET, is_reserved, socket_room};
 use crate::bindings::Payload;
-use crate::payload::{AckArguments, Outgoing};
+use crate::payload::{AckArguments, Outgoing, PART_RECORD_BYTES};
 use crate::recovery::{Emit, Journal, LocalDelivery, SessionStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,10 @@ pub enum AckFailure {
     NotConnected(String),
     #[error("the client's answer is not valid Socket.IO data: {0}")]
     Invalid(String),
+    #[error(
+        "the client's answer carries {bytes} bytes, counting {PART_RECORD_BYTES} for each argument; the limit is {max} (server.max_payload_bytes)"
+    )]
+    TooLarge { bytes: usize, max: usize },
     #[error("{0}")]
     Transport(String),
 }
@@ -55,6 +59,7 @@ impl AckFailure {
             Self::Disconnected => "disconnected",
             Self::NotConnected(_) => "not_connected",
             Self::Invalid(_) => "invalid_ack",
+            Self::TooLarge { .. } => "payload_too_large",
             Self::Transport(_) => "transport_error",
         }
     }

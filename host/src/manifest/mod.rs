@@ -162,6 +162,14 @@ pub struct ClusterSettings {
     pub ca_file: Option<PathBuf>,
 }
 
+/// The most one frame (a WebSocket message, a long-polling POST, an event's
+/// binary attachments) may carry before the transport closes its connection:
+/// twice `max_payload_bytes`, so an event over `max_payload_bytes` but within
+/// this gets a clear error from the host instead.
+pub fn transport_limit(max_payload_bytes: u64) -> u64 {
+    max_payload_bytes.saturating_mul(2)
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
@@ -710,7 +718,7 @@ impl Validator<'_> {
         )?;
         // The largest WebSocket message the transport reads passes in one burst.
         if let Some(bytes) = &mut bytes {
-            let largest_message = server.max_payload_bytes.saturating_mul(2);
+            let largest_message = transport_limit(server.max_payload_bytes);
             let floor = NonZeroU32::new(u32::try_from(largest_message).unwrap_or(u32::MAX));
             bytes.burst = bytes.burst.max(floor.unwrap_or(NonZeroU32::MIN));
         }

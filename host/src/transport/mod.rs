@@ -32,7 +32,7 @@ use tracing::Instrument;
 use crate::bindings::Conn;
 use crate::cluster::{Backoff, NodeLiveness};
 use crate::identity::{Identity, IdentityError, Verifier, bearer_token};
-use crate::manifest::{Rate, ServerSettings};
+use crate::manifest::{self, Rate, ServerSettings};
 use crate::recovery::{Lease, Recovery, Session};
 pub use request_head::{SocketIoPath, own_request_head};
 pub use room_names::{
@@ -62,8 +62,8 @@ pub fn socket_io<A: Adapter>(
     mut builder: SocketIoBuilder<A>,
     settings: &ServerSettings,
 ) -> (socketioxide::layer::SocketIoLayer<A>, SocketIo<A>) {
-    let frame_limit =
-        usize::try_from(settings.max_payload_bytes.saturating_mul(2)).unwrap_or(usize::MAX);
+    let transport_limit = manifest::transport_limit(settings.max_payload_bytes);
+    let frame_limit = usize::try_from(transport_limit).unwrap_or(usize::MAX);
     let pace = |rate: Rate| {
         IncomingPace::new(rate.per_second, rate.burst).on_pause(crate::metrics::read_paced)
     };
@@ -94,7 +94,7 @@ pub fn socket_io<A: Adapter>(
         .connect_timeout(settings.connections.connect_timeout)
         // Events over `max_payload_bytes` get a clear error from the host; only
         // frames far beyond it are refused by the transport itself.
-        .max_payload(settings.max_payload_bytes.saturating_mul(2))
+        .max_payload(transport_limit)
         // A client that cannot keep up is disconnected (reason "client did not
         // keep up with the packets sent to it"), never left connected while its
         // events are dropped: the bound is in bytes; the packet count only

@@ -10,42 +10,80 @@ use serde_json::value::RawValue;
 
 use crate::bindings::{Payload, PluginError};
 
-/// Splits an incoming event packet (`["event", arg, ...]` plus attachments)
-/// into its name and a [`Payload`] of its arguments, each as written.
-pub fn decode_event(
+/// An incoming event packet (`["event", arg, ...]` plus attachments) split
+/// into its name and its arguments as written, borrowed from the packet: what
+/// it would hold is known ([`Self::size`]) before anything is copied.
+pub struct EventParts<'a> {
+    pub event: String,
+    /// The event's name, then its arguments.
+    parts: Vec<&'a RawValue>,
+    attachments: Option<VecDeque<Bytes>>,
+}
+
+pub fn split_event(
     packet: &str,
     attachments: Option<VecDeque<Bytes>>,
-) -> Result<(String, Payload), serde_json::Error> {
+) -> Result<EventParts<'_>, serde_json::Error> {
     let parts: Vec<&RawValue> = serde_json::from_str(packet)?;
-    let (event, args) = parts
-        .split_first()
+    let name = parts
+        .first()
         .ok_or_else(|| de::Error::custom("an event packet needs an event name"))?;
-    let event: String = serde_json::from_str(event.get())?;
-    let args = args.iter().map(|arg| arg.get().to_owned()).collect();
-    let attachments = attachments
-        .map(|attachments| {
-            attachments
-                .into_iter()
-                .map(|bytes| bytes.to_vec())
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok((event, Payload { args, attachments }))
+    let event: String = serde_json::from_str(name.get())?;
+    Ok(EventParts {
+        event,
+        parts,
+        attachments,
+    })
+}
+
+impl EventParts<'_> {
+    fn args(&self) -> impl Iterator<Item = &RawValue> {
+        self.parts.iter().skip(1).copied()
+    }
+
+    /// What its [`Payload`] counts against `max_payload_bytes` ([`size`]).
+    pub fn size(&self) -> usize {
+        let attachments = self.attachments.iter().flatten();
+        held(
+            self.args().map(|arg| arg.get().len()).sum::<usize>()
+                + attachments.clone().map(Bytes::len).sum::<usize>(),
+            self.parts.len() - 1 + attachments.count(),
+        )
+    }
+
+    /// Its name, and its arguments and attachments copied out of the packet.
+    pub fn into_event(self) -> (String, Payload) {
+        let args = self.args().map(|arg| arg.get().to_owned()).collect();
+        let attachments = self
+            .attachments
+            .into_iter()
+            .flatten()
+            .map(|bytes| bytes.to_vec())
+            .collect();
+        (self.event, Payload { args, attachments })
+    }
 }
 
 /// What each argument or attachment holds besides its bytes: its record and
 /// its allocation's rounding.
 pub const PART_RECORD_BYTES: usize = 32;
 
+/// What `bytes` in `parts` arguments and attachments count against
+/// `max_payload_bytes`.
+fn held(bytes: usize, parts: usize) -> usize {
+    bytes + parts * PART_RECORD_BYTES
+}
+
 /// Size a payload counts against `max_payload_bytes`: what it holds, so an
 /// event of many tiny arguments is bounded as a large one is. Counting their
 /// text alone, twenty events of 400,000 one-byte arguments (0.8 MB each)
 /// made the node hold 442 MiB while they waited for their plugin.
 pub fn size(payload: &Payload) -> usize {
-    let parts = payload.args.len() + payload.attachments.len();
-    payload.args.iter().map(String::len).sum::<usize>()
-        + payload.attachments.iter().map(Vec::len).sum::<usize>()
-        + parts * PART_RECORD_BYTES
+    held(
+        payload.args.iter().map(String::len).sum::<usize>()
+            + payload.attachments.iter().map(Vec::len).sum::<usize>(),
+        payload.args.len() + payload.attachments.len(),
+    )
 }
 
 /// One argument of JSON text.
@@ -407,19 +445,29 @@ mod tests {
         let mut with_attachment = payload(&["{}"]);
         with_attachment.attachments.push(vec![0; 10]);
         assert_eq!(size(&with_attachment), 12 + 2 * PART_RECORD_BYTES);
+        // Known before the arguments are copied out of the packet, the same.
+        let attachments = Some([Bytes::from(vec![0; 10])].into());
+        let parts = split_event(r#"["e",1,"22",{}]"#, attachments).unwrap();
+        let counted = parts.size();
+        assert_eq!(counted, 1 + 4 + 2 + 10 + 4 * PART_RECORD_BYTES);
+        assert_eq!(counted, size(&parts.into_event().1));
+    }
+
+    fn decode_event(packet: &str) -> Result<(String, Payload), serde_json::Error> {
+        split_event(packet, None).map(EventParts::into_event)
     }
 
     #[test]
     fn decodes_zero_one_and_several_arguments_as_written() {
-        let (event, payload) = decode_event(r#"["ping"]"#, None).unwrap();
+        let (event, payload) = decode_event(r#"["ping"]"#).unwrap();
         assert_eq!(event, "ping");
         assert!(payload.args.is_empty());
-        let (_, payload) = decode_event(r#"["join", {"room": "a b", "at": 1.50}]"#, None).unwrap();
+        let (_, payload) = decode_event(r#"["join", {"room": "a b", "at": 1.50}]"#).unwrap();
         assert_eq!(payload.args, [r#"{"room": "a b", "at": 1.50}"#]);
-        let (_, payload) = decode_event(r#"["pair",1,"two",[3]]"#, None).unwrap();
+        let (_, payload) = decode_event(r#"["pair",1,"two",[3]]"#).unwrap();
         assert_eq!(payload.args, ["1", r#""two""#, "[3]"]);
-        assert!(decode_event("[]", None).is_err());
-        assert!(decode_event(r#"[1, 2]"#, None).is_err());
+        assert!(decode_event("[]").is_err());
+        assert!(decode_event(r#"[1, 2]"#).is_err());
     }
 
     #[test]

@@ -438,27 +438,24 @@ impl<A: Adapter> Connection<A> {
     }
 
     async fn handle(&self, packet: Value, ack: Option<AckSender<A>>) {
-        let (event, payload) = match packet {
-            Value::Str(text, attachments) => match payload::decode_event(&text, attachments) {
-                Ok(decoded) => decoded,
-                Err(error) => {
-                    let error = PluginError::new(
-                        "invalid_packet",
-                        format!("cannot read the event: {error}"),
-                    );
-                    return refuse_event(&self.socket, ack, "", &error);
-                }
-            },
-            Value::Bytes(_) => {
-                let error = PluginError::new(
-                    "invalid_packet",
-                    "an event must start with its name as text",
-                );
+        let Value::Str(text, attachments) = packet else {
+            let error = PluginError::new(
+                "invalid_packet",
+                "an event must start with its name as text",
+            );
+            return refuse_event(&self.socket, ack, "", &error);
+        };
+        let parts = match payload::split_event(&text, attachments) {
+            Ok(parts) => parts,
+            Err(error) => {
+                let error =
+                    PluginError::new("invalid_packet", format!("cannot read the event: {error}"));
                 return refuse_event(&self.socket, ack, "", &error);
             }
         };
+        let event = &parts.event;
         let routes = self.namespace.routes.load_full();
-        let Some(route) = routes.handler(&event) else {
+        let Some(route) = routes.handler(event) else {
             let error = PluginError::new(
                 "unknown_event",
                 format!(
@@ -466,9 +463,11 @@ impl<A: Adapter> Connection<A> {
                     self.conn.namespace
                 ),
             );
-            return refuse_event(&self.socket, ack, &event, &error);
+            return refuse_event(&self.socket, ack, event, &error);
         };
-        let size = payload::size(&payload);
+        // Checked before the arguments are copied out of the packet: an event
+        // of 400,000 one-byte arguments took 22 MiB to copy.
+        let size = parts.size();
         let max_payload_bytes = self.namespace.limits.max_payload_bytes;
         if size > max_payload_bytes {
             let error = PluginError::new(
@@ -477,8 +476,9 @@ impl<A: Adapter> Connection<A> {
                     "`{event}` carries {size} bytes, counting {PART_RECORD_BYTES} for each argument; the limit is {max_payload_bytes} (server.max_payload_bytes)"
                 ),
             );
-            return refuse_event(&self.socket, ack, &event, &error);
+            return refuse_event(&self.socket, ack, event, &error);
         }
+        let (event, payload) = parts.into_event();
         let slot = &route.slot;
         // What the plugin logs, and what is logged of its call (a trap, a
         // timeout), names the event and the plugin, the socket and its
@@ -798,7 +798,7 @@ fn disconnect_label(reason: &DisconnectReason) -> &'static str {
 
 fn event_name(packet: &Value) -> Option<String> {
     let text = packet.as_str()?;
-    payload::decode_event(text, None)
+    payload::split_event(text, None)
         .ok()
-        .map(|(event, _)| event)
+        .map(|parts| parts.event)
 }

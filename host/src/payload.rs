@@ -86,6 +86,25 @@ pub fn size(payload: &Payload) -> usize {
     )
 }
 
+/// A payload over `server.max_payload_bytes`, counted as [`size`] counts
+/// it; its message follows what carries it (an event, a reply, an emit).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error(
+    "carries {bytes} bytes, counting {PART_RECORD_BYTES} for each argument; the limit is {limit} (server.max_payload_bytes)"
+)]
+pub struct TooLarge {
+    pub bytes: usize,
+    pub limit: usize,
+}
+
+/// Whether a payload of `bytes` (as [`size`] counts them) is within `limit`.
+pub fn within(bytes: usize, limit: usize) -> Result<(), TooLarge> {
+    if bytes > limit {
+        return Err(TooLarge { bytes, limit });
+    }
+    Ok(())
+}
+
 /// One argument of JSON text.
 pub fn one_argument(json: String) -> Payload {
     Payload {
@@ -451,6 +470,16 @@ mod tests {
         let counted = parts.size();
         assert_eq!(counted, 1 + 4 + 2 + 10 + 4 * PART_RECORD_BYTES);
         assert_eq!(counted, size(&parts.into_event().1));
+    }
+
+    #[test]
+    fn a_payload_at_the_limit_is_within_it_and_one_byte_more_says_how_it_counts() {
+        assert!(within(100, 100).is_ok());
+        let too_large = within(101, 100).unwrap_err();
+        assert_eq!(
+            too_large.to_string(),
+            "carries 101 bytes, counting 32 for each argument; the limit is 100 (server.max_payload_bytes)"
+        );
     }
 
     fn decode_event(packet: &str) -> Result<(String, Payload), serde_json::Error> {

@@ -15,7 +15,7 @@ use crate::bindings::{Payload, PluginError};
 use crate::metrics;
 use crate::payload;
 use crate::runtime::InstanceState;
-use crate::transport::{AckFailure, PendingAck};
+use crate::transport::PendingAck;
 
 /// The longest a plugin may wait for a client's answer.
 const MAX_TIMEOUT_MS: u32 = 300_000;
@@ -79,9 +79,12 @@ impl AckWaits {
         *self.lock().entry(question.plugin.clone()).or_default() += 1;
         let waits = self.clone();
         tokio::spawn(async move {
-            let answer = pending
-                .await
-                .and_then(|payload| within(payload, max_payload_bytes));
+            // Bounded as an event is: one of many tiny arguments was held
+            // twenty times its size until its plugin had it.
+            let answer = pending.await.and_then(|payload| {
+                payload::within(payload::size(&payload), max_payload_bytes)?;
+                Ok(payload)
+            });
             {
                 let mut waiting = waits.lock();
                 if let Some(count) = waiting.get_mut(&question.plugin) {
@@ -105,16 +108,6 @@ impl AckWaits {
             .await;
         });
     }
-}
-
-/// An answer is bounded as an event is: one of many tiny arguments held
-/// twenty times its size until its plugin had it.
-fn within(payload: Payload, max: usize) -> Result<Payload, AckFailure> {
-    let bytes = payload::size(&payload);
-    if bytes > max {
-        return Err(AckFailure::TooLarge { bytes, max });
-    }
-    Ok(payload)
 }
 
 impl Host for InstanceState {

@@ -4,7 +4,7 @@ use crate::bindings::{Payload, PluginError};
 use crate::escaped::Escaped;
 use crate::log_context;
 use crate::manifest::is_reserved_event;
-use crate::payload::{self, Outgoing, PART_RECORD_BYTES};
+use crate::payload::{self, Outgoing};
 use crate::runtime::InstanceState;
 use crate::transport::{Audience, check_audience, socket_room};
 
@@ -116,8 +116,7 @@ impl InstanceState {
             check_audience(room)?;
         }
         let size = payload::size(&payload);
-        let limit = self.services.max_payload_bytes;
-        if size > limit {
+        if let Err(too_large) = payload::within(size, self.services.max_payload_bytes) {
             log_context::logged(|| {
                 tracing::warn!(
                     plugin = %self.plugin.name,
@@ -128,10 +127,7 @@ impl InstanceState {
             });
             return Err(PluginError::new(
                 "payload_too_large",
-                format!(
-                    "`{}` carries {size} bytes, counting {PART_RECORD_BYTES} for each argument; an emit may carry {limit} (server.max_payload_bytes)",
-                    Escaped(event)
-                ),
+                format!("the emit of `{}` {too_large}", Escaped(event)),
             ));
         }
         Ok(PendingEmit {

@@ -28,7 +28,7 @@ use crate::escaped::Escaped;
 use crate::identity::{Identity, IdentityError};
 use crate::log_context::LogContext;
 use crate::metrics;
-use crate::payload::{self, Outgoing, PART_RECORD_BYTES};
+use crate::payload::{self, Outgoing};
 use crate::recovery::{CatchUp, Missed, PAGE, Page, Recovery, recoverable};
 use crate::runtime::Meter;
 
@@ -467,15 +467,9 @@ impl<A: Adapter> Connection<A> {
         };
         // Checked before the arguments are copied out of the packet: an event
         // of 400,000 one-byte arguments took 22 MiB to copy.
-        let size = parts.size();
         let max_payload_bytes = self.namespace.limits.max_payload_bytes;
-        if size > max_payload_bytes {
-            let error = PluginError::new(
-                "payload_too_large",
-                format!(
-                    "`{event}` carries {size} bytes, counting {PART_RECORD_BYTES} for each argument; the limit is {max_payload_bytes} (server.max_payload_bytes)"
-                ),
-            );
+        if let Err(too_large) = payload::within(parts.size(), max_payload_bytes) {
+            let error = PluginError::new("payload_too_large", format!("`{event}` {too_large}"));
             return refuse_event(&self.socket, ack, event, &error);
         }
         let (event, payload) = parts.into_event();
@@ -488,33 +482,33 @@ impl<A: Adapter> Connection<A> {
         let meter: Arc<dyn Meter> = self.rates.clone();
         let call = plugin.on_event(&self.conn, &event, payload, Some(meter));
         let error = match context.scope(call).await {
-            Ok(Ok(reply)) => match reply.as_ref().map(payload::size) {
-                // Handled, but its reply is bigger than any event may be: the
-                // client gets why, not a packet it would be cut off for.
-                Some(bytes) if bytes > max_payload_bytes => {
-                    tracing::warn!(
-                        plugin = %slot.spec.name.as_str(),
-                        event = %Escaped(&event),
-                        bytes,
-                        "reply over server.max_payload_bytes not sent"
-                    );
-                    PluginError::new(
-                        "payload_too_large",
-                        format!(
-                            "the reply to `{}` carries {bytes} bytes, counting {PART_RECORD_BYTES} for each argument; the limit is {max_payload_bytes} (server.max_payload_bytes)",
-                            Escaped(&event)
-                        ),
-                    )
-                }
-                reply_bytes => {
-                    self.rates.output_bytes(reply_bytes.unwrap_or(0));
-                    route.handled_ok.increment(1);
-                    if let Some(ack) = ack {
-                        send_ack(ack, reply);
+            Ok(Ok(reply)) => {
+                let reply_bytes = reply.as_ref().map_or(0, payload::size);
+                match payload::within(reply_bytes, max_payload_bytes) {
+                    Ok(()) => {
+                        self.rates.output_bytes(reply_bytes);
+                        route.handled_ok.increment(1);
+                        if let Some(ack) = ack {
+                            send_ack(ack, reply);
+                        }
+                        return;
                     }
-                    return;
+                    // Handled, but its reply is bigger than any event may be:
+                    // the client gets why, not a packet it would be cut off for.
+                    Err(too_large) => {
+                        tracing::warn!(
+                            plugin = %slot.spec.name.as_str(),
+                            event = %Escaped(&event),
+                            bytes = reply_bytes,
+                            "reply over server.max_payload_bytes not sent"
+                        );
+                        PluginError::new(
+                            "payload_too_large",
+                            format!("the reply to `{}` {too_large}", Escaped(&event)),
+                        )
+                    }
                 }
-            },
+            }
             Ok(Err(refusal)) => refusal,
             Err(failure) => failure.into(),
         };

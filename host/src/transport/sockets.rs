@@ -17,7 +17,7 @@ use socketioxide::{AckError, BroadcastError, SocketError, SocketIo};
 
 use super::{EVERY_SOCKET, is_reserved, socket_room};
 use crate::bindings::Payload;
-use crate::payload::{AckArguments, Outgoing, PART_RECORD_BYTES};
+use crate::payload::{AckArguments, Outgoing, TooLarge};
 use crate::recovery::{Emit, Journal, LocalDelivery, SessionStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,10 +43,8 @@ pub enum AckFailure {
     NotConnected(String),
     #[error("the client's answer is not valid Socket.IO data: {0}")]
     Invalid(String),
-    #[error(
-        "the client's answer carries {bytes} bytes, counting {PART_RECORD_BYTES} for each argument; the limit is {max} (server.max_payload_bytes)"
-    )]
-    TooLarge { bytes: usize, max: usize },
+    #[error("the client's answer {0}")]
+    TooLarge(#[from] TooLarge),
     #[error("{0}")]
     Transport(String),
 }
@@ -59,7 +57,7 @@ impl AckFailure {
             Self::Disconnected => "disconnected",
             Self::NotConnected(_) => "not_connected",
             Self::Invalid(_) => "invalid_ack",
-            Self::TooLarge { .. } => "payload_too_large",
+            Self::TooLarge(_) => "payload_too_large",
             Self::Transport(_) => "transport_error",
         }
     }

@@ -421,8 +421,15 @@ impl Server {
         let app = http_api::router(api, plugin_http)
             .layer(layer)
             .layer(axum::middleware::map_request_with_state(
-                socket_io_path,
+                socket_io_path.clone(),
                 transport::own_request_head,
+            ))
+            .layer(axum::middleware::map_request_with_state(
+                transport::SessionDoor {
+                    path: socket_io_path,
+                    admission: admission.clone(),
+                },
+                transport::admit_session,
             ))
             .layer(axum::middleware::from_fn_with_state(guard, origin::guard))
             // A body that stops arriving holds its connection no longer than

@@ -7,6 +7,7 @@
 // keep being served.
 
 import assert from "node:assert/strict";
+import http from "node:http";
 import { connect as connectTcp } from "node:net";
 import { afterEach, describe, test } from "node:test";
 import WebSocket from "ws";
@@ -81,6 +82,56 @@ function rawGet(port, path, { localAddress = "127.0.0.1", headers = "" } = {}) {
     socket.on("end", done);
     socket.on("error", done);
   });
+}
+
+/** The Engine.IO long-polling handshake: a request that opens a session. */
+const HANDSHAKE = "/socket.io/?EIO=4&transport=polling";
+
+/**
+ * Sends GETs of `paths` one after another on one keep-alive connection (from
+ * `localAddress`) and resolves to their `{ status, body, head }`; fails if a
+ * later one did not reuse the connection.
+ */
+async function getsOnOneConnection(port, paths, { localAddress = "127.0.0.1" } = {}) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const answers = [];
+  try {
+    for (const [n, path] of paths.entries()) {
+      const answer = await new Promise((resolve, reject) => {
+        const request = http.get({ host: "127.0.0.1", port, path, agent, localAddress }, (response) => {
+          let body = "";
+          response.setEncoding("utf8");
+          response.on("data", (chunk) => {
+            body += chunk;
+          });
+          response.on("end", () => resolve({ status: response.statusCode, body, headers: response.headers }));
+        });
+        request.on("error", reject);
+        if (n > 0) request.on("socket", () => assert.ok(request.reusedSocket, `request ${n} reused the connection`));
+      });
+      answers.push(answer);
+    }
+  } finally {
+    agent.destroy();
+  }
+  return answers;
+}
+
+/** Closes a long-polling session as its client would: a close packet. */
+async function closeSession(port, handshakeBody, localAddress) {
+  const { sid } = JSON.parse(handshakeBody.slice(1));
+  const closed = await new Promise((resolve, reject) => {
+    const request = http.request(
+      { host: "127.0.0.1", port, method: "POST", path: `${HANDSHAKE}&sid=${sid}`, localAddress, headers: { "content-type": "text/plain" } },
+      (response) => {
+        response.resume();
+        response.on("end", () => resolve(response.statusCode));
+      },
+    );
+    request.on("error", reject);
+    request.end("1");
+  });
+  assert.equal(closed, 200);
 }
 
 /** Resolves to a metric's value from /metrics (public: no API token here). */
@@ -253,6 +304,49 @@ describe("connection admission", () => {
     for (const connection of held) connection.socket.destroy();
     await waitFor(async () => (await rawGet(started.port, "/healthz", { localAddress: "127.0.0.2" })).status === 200, TIMEOUT_MS,
       "the address to be admitted again");
+  });
+
+  test("long-polling handshakes over one keep-alive connection are charged to its address's rate, past the connection's first", async () => {
+    const BURST = 5;
+    const started = await host({ server: { connections_per_second_per_ip: 1, connection_burst_per_ip: BURST } });
+    // The connection takes one of the burst; its first handshake comes with it.
+    const answers = await getsOnOneConnection(started.port, Array(BURST + 3).fill(HANDSHAKE), { localAddress: "127.0.0.4" });
+    const opened = answers.slice(0, BURST);
+    assert.ok(opened.every((answer) => answer.status === 200 && answer.body.startsWith('0{"sid"')), JSON.stringify(opened));
+    const limited = answers.slice(BURST).filter((answer) => answer.status === 429);
+    assert.ok(limited.length > 0, `past the burst, refused: ${JSON.stringify(answers.slice(BURST))}`);
+    assert.equal(JSON.parse(limited[0].body).error.code, "rate_limited");
+    assert.equal(limited[0].headers["retry-after"], "1");
+    assert.equal(await metric(started, "switchboard_engine_sessions_open", "127.0.0.5"), answers.length - limited.length);
+    // Another address is another client.
+    await (await chatter(started.url, { localAddress: "127.0.0.5" })).roundTrip();
+  });
+
+  test("an address opening sessions over one connection holds at most max_connections_per_ip of them, and gets them back as they close", async () => {
+    const MAX = 3;
+    const started = await host({ server: { max_connections_per_ip: MAX } });
+    const answers = await getsOnOneConnection(started.port, Array(MAX + 2).fill(HANDSHAKE), { localAddress: "127.0.0.6" });
+    assert.deepEqual(answers.map((answer) => answer.status), [200, 200, 200, 429, 429]);
+    assert.equal(JSON.parse(answers[MAX].body).error.code, "too_many_connections_from_address");
+    assert.equal(await metric(started, "switchboard_engine_sessions_open", "127.0.0.7"), MAX);
+    await (await chatter(started.url, { localAddress: "127.0.0.7" })).roundTrip();
+
+    await closeSession(started.port, answers[0].body, "127.0.0.6");
+    await waitFor(
+      async () => (await getsOnOneConnection(started.port, [HANDSHAKE], { localAddress: "127.0.0.6" }))[0].status === 200,
+      TIMEOUT_MS,
+      "a session admitted once one closed",
+    );
+  });
+
+  test("over max_connections sessions, however few connections carry them, a handshake gets 503 too_many_connections", async () => {
+    const MAX = 4;
+    const started = await host({ server: { max_connections: MAX, max_connections_per_ip: 0, connections_per_second_per_ip: 0 } });
+    const answers = await getsOnOneConnection(started.port, Array(MAX + 1).fill(HANDSHAKE));
+    assert.deepEqual(answers.map((answer) => answer.status), [200, 200, 200, 200, 503]);
+    assert.equal(JSON.parse(answers[MAX].body).error.code, "too_many_connections");
+    assert.deepEqual([(await rawGet(started.port, "/healthz")).status, await metric(started, "switchboard_engine_sessions_open")], [200, MAX]);
+    assert.ok((await metric(started, 'switchboard_connections_refused_total{reason="too_many_connections"}')) >= 1);
   });
 
   test("a request body that stops arriving is given up after header_read_timeout_ms", async () => {

@@ -3,6 +3,11 @@
 //! is still read briefly, from a small reserve, so it can be told why (and,
 //! over `max_connections`, so probes keep answering, see [`super::reserve`]);
 //! a connection over the rate once its reserve is taken is closed at once.
+//!
+//! Engine.IO sessions are admitted under the same limits, apart from the
+//! connections that carry them ([`Admission::admit_session`]): a long-polling
+//! handshake is a request like any other, and one keep-alive connection
+//! opened 7,000 sessions a second, each held until its connect timeout.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -94,6 +99,14 @@ enum Place {
 #[derive(Default)]
 struct OpenByAddress(Mutex<HashMap<IpAddr, usize>>);
 
+/// An Engine.IO session let in ([`Admission::admit_session`]), in the
+/// extensions of the request that opened it, which the session keeps until
+/// it closes: its seat is given back with them.
+#[derive(Clone)]
+pub struct SessionSeat {
+    _place: Arc<Place>,
+}
+
 /// One connection's count against its address, given back when it closes.
 struct AddressSlot {
     counts: Arc<OpenByAddress>,
@@ -147,6 +160,10 @@ pub struct Admission {
     per_address: Option<DefaultKeyedRateLimiter<IpAddr>>,
     /// With `max_connections_per_ip`: its limit, and what each address holds.
     open_per_address: Option<(NonZeroUsize, Arc<OpenByAddress>)>,
+    /// Sessions open, at most `max_connections`.
+    sessions: Arc<Semaphore>,
+    /// With `max_connections_per_ip`: the sessions each address holds.
+    sessions_per_address: Option<Arc<OpenByAddress>>,
     over_max: AtomicU64,
     over_rate: AtomicU64,
     over_address: AtomicU64,
@@ -162,17 +179,18 @@ impl Admission {
     /// Admission as `limits` say, `max_connections` lowered to what the
     /// file descriptors allow.
     pub fn new(limits: &ConnectionLimits) -> Self {
-        let mut admission = Self::with_capacity(
+        Self::with_capacity(
             connection_capacity(limits.max_connections),
             limits.per_address,
-        );
-        admission.open_per_address = limits
-            .open_per_address
-            .map(|limit| (limit, Arc::new(OpenByAddress::default())));
-        admission
+            limits.open_per_address,
+        )
     }
 
-    fn with_capacity(max_connections: usize, per_address: Option<Rate>) -> Self {
+    fn with_capacity(
+        max_connections: usize,
+        per_address: Option<Rate>,
+        open_per_address: Option<NonZeroUsize>,
+    ) -> Self {
         Self {
             max_connections,
             open: Arc::new(Semaphore::new(max_connections)),
@@ -183,7 +201,10 @@ impl Admission {
                     Quota::per_second(rate.per_second).allow_burst(rate.burst),
                 )
             }),
-            open_per_address: None,
+            open_per_address: open_per_address
+                .map(|limit| (limit, Arc::new(OpenByAddress::default()))),
+            sessions: Arc::new(Semaphore::new(max_connections)),
+            sessions_per_address: open_per_address.map(|_| Arc::new(OpenByAddress::default())),
             over_max: AtomicU64::new(0),
             over_rate: AtomicU64::new(0),
             over_address: AtomicU64::new(0),
@@ -227,6 +248,54 @@ impl Admission {
                 })
             }
         }
+    }
+
+    /// Admits an Engine.IO session opened from `address`: at most
+    /// `max_connections` sessions and `max_connections_per_ip` from one
+    /// address, whichever transport they use. One opened on a connection
+    /// that served a request before (a connection is charged to its
+    /// address's rate once, when accepted) is also charged to the rate.
+    /// The seat is held as long as the session.
+    pub fn admit_session(
+        &self,
+        address: IpAddr,
+        on_reused_connection: bool,
+    ) -> Result<SessionSeat, Refusal> {
+        let address = address_key(address);
+        let over_rate = on_reused_connection
+            && self
+                .per_address
+                .as_ref()
+                .is_some_and(|limiter| limiter.check_key(&address).is_err());
+        if over_rate {
+            self.over_rate.fetch_add(1, Ordering::Relaxed);
+            return Err(Refusal::RateLimited);
+        }
+        let address_slot = match (&self.open_per_address, &self.sessions_per_address) {
+            (Some((limit, _)), Some(counts)) => match counts.take(address, *limit) {
+                Some(slot) => Some(slot),
+                None => {
+                    self.over_address.fetch_add(1, Ordering::Relaxed);
+                    return Err(Refusal::TooManyFromAddress);
+                }
+            },
+            _ => None,
+        };
+        let Ok(permit) = self.sessions.clone().try_acquire_owned() else {
+            self.over_max.fetch_add(1, Ordering::Relaxed);
+            return Err(Refusal::TooManyConnections);
+        };
+        Ok(SessionSeat {
+            _place: Arc::new(Place::Permit {
+                _permit: permit,
+                _address: address_slot,
+            }),
+        })
+    }
+
+    /// Sessions admitted and still open.
+    pub fn sessions_open(&self) -> usize {
+        self.max_connections - self.sessions.available_permits()
     }
 
     /// A connection over its address's limits: it gets a 429 from the rate
@@ -334,6 +403,9 @@ impl Admission {
             "# HELP switchboard_connections_open TCP connections admitted and open.\n\
              # TYPE switchboard_connections_open gauge\n\
              switchboard_connections_open {}\n\
+             # HELP switchboard_engine_sessions_open Engine.IO sessions open, whatever their transport, counted against the same limits.\n\
+             # TYPE switchboard_engine_sessions_open gauge\n\
+             switchboard_engine_sessions_open {}\n\
              # HELP switchboard_connections_max `max_connections`, as the file-descriptor limit allows.\n\
              # TYPE switchboard_connections_max gauge\n\
              switchboard_connections_max {}\n\
@@ -349,6 +421,7 @@ impl Admission {
              # TYPE switchboard_http_heads_too_large_total counter\n\
              switchboard_http_heads_too_large_total {}",
             self.open(),
+            self.sessions_open(),
             self.max_connections,
             counts.over_max,
             counts.over_rate,
@@ -405,7 +478,7 @@ mod tests {
 
     #[test]
     fn over_max_connections_the_reserve_is_refused_and_its_longest_waiting_evicted() {
-        let admission = Admission::with_capacity(2, None);
+        let admission = Admission::with_capacity(2, None, None);
         let admitted: Vec<_> = (0..2).map(|_| admission.admit(LOOPBACK)).collect();
         assert!(
             admitted
@@ -444,11 +517,7 @@ mod tests {
 
     #[test]
     fn an_address_holds_at_most_max_connections_per_ip_and_gets_them_back_as_they_close() {
-        let mut admission = Admission::with_capacity(100, None);
-        admission.open_per_address = Some((
-            NonZeroUsize::new(2).expect("nonzero"),
-            Arc::new(OpenByAddress::default()),
-        ));
+        let admission = Admission::with_capacity(100, None, NonZeroUsize::new(2));
         let held: Vec<_> = (0..2)
             .map(|_| admission.admit(LOOPBACK).expect("admitted"))
             .collect();
@@ -471,7 +540,7 @@ mod tests {
 
     #[test]
     fn one_address_over_its_burst_is_rate_limited_and_others_are_not() {
-        let admission = Admission::with_capacity(100, rate(1, 3));
+        let admission = Admission::with_capacity(100, rate(1, 3), None);
         let tickets: Vec<_> = (0..3).map(|_| admission.admit(LOOPBACK)).collect();
         assert!(
             tickets
@@ -496,6 +565,53 @@ mod tests {
             address_key(mapped.into()),
             IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))
         );
+    }
+
+    #[test]
+    fn sessions_are_held_within_the_connection_limits_and_given_back_as_they_close() {
+        let admission = Admission::with_capacity(3, None, NonZeroUsize::new(2));
+        let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+        let held: Vec<_> = (0..2)
+            .map(|_| admission.admit_session(LOOPBACK, true).expect("admitted"))
+            .collect();
+        assert_eq!(
+            admission.admit_session(LOOPBACK, true).err(),
+            Some(Refusal::TooManyFromAddress)
+        );
+        let third = admission.admit_session(other, true).expect("admitted");
+        assert_eq!(
+            admission.admit_session(other, true).err(),
+            Some(Refusal::TooManyConnections)
+        );
+        assert_eq!(admission.sessions_open(), 3);
+        // Connections are counted apart.
+        assert!(
+            admission
+                .admit(other)
+                .is_some_and(|ticket| ticket.refusal.is_none())
+        );
+        drop((held, third));
+        assert_eq!(admission.sessions_open(), 0);
+        assert!(admission.admit_session(LOOPBACK, true).is_ok());
+        assert_eq!(admission.counts().over_address, 1);
+        assert_eq!(admission.counts().over_max, 1);
+    }
+
+    #[test]
+    fn a_session_is_charged_to_its_address_s_rate_only_on_a_connection_that_served_before() {
+        let admission = Admission::with_capacity(100, rate(1, 3), None);
+        // The connection's own admission took the rate's first place.
+        assert!(admission.admit(LOOPBACK).is_some());
+        let seats: Vec<_> = (0..10)
+            .map(|_| admission.admit_session(LOOPBACK, false).expect("admitted"))
+            .collect();
+        let reused: Vec<_> = (0..3)
+            .map(|_| admission.admit_session(LOOPBACK, true))
+            .collect();
+        assert!(reused[..2].iter().all(Result::is_ok));
+        assert_eq!(reused[2].as_ref().err(), Some(&Refusal::RateLimited));
+        assert_eq!(admission.counts().over_rate, 1);
+        assert_eq!(seats.len() + 2, admission.sessions_open());
     }
 
     #[test]

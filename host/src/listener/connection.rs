@@ -6,7 +6,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -90,6 +90,7 @@ pub async fn serve(
         refusal,
         seat: seat.clone(),
         activity: activity.clone(),
+        served_a_request: AtomicBool::new(false),
     };
     let evicted = async {
         match &seat {
@@ -191,6 +192,11 @@ impl Drop for InFlight {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientAddress(pub IpAddr);
 
+/// In the extensions of a request that is not its connection's first: the
+/// connection's admission counted against its address only once.
+#[derive(Debug, Clone, Copy)]
+pub struct ReusedConnection;
+
 /// The app, or for a connection over a limit its refusal, with each request
 /// counted in flight and its [`ClientAddress`].
 struct ConnectionService {
@@ -199,6 +205,7 @@ struct ConnectionService {
     refusal: Option<Refusal>,
     seat: Option<Arc<Seat>>,
     activity: Arc<Activity>,
+    served_a_request: AtomicBool,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnectionService {
@@ -208,6 +215,9 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         request.extensions_mut().insert(self.client);
+        if self.served_a_request.swap(true, Ordering::Relaxed) {
+            request.extensions_mut().insert(ReusedConnection);
+        }
         let in_flight = self.activity.begin();
         if let Some(seat) = &self.seat {
             seat.request_read();

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 pub use admission::Admission;
 use axum::Router;
-pub use connection::ClientAddress;
 pub use connection::RequestLimits;
+pub use connection::{ClientAddress, ReusedConnection};
 use stream::AdmittedStream;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

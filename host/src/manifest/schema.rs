@@ -87,8 +87,9 @@ pub struct ServerSection {
     /// any. Unset: only pages of the same host and port as the request.
     /// Clients that send no `Origin` (not browsers) are not affected.
     pub allowed_origins: Option<Vec<Spanned<String>>>,
-    /// TCP connections this node keeps open at once: `10000`. Never more
-    /// than the process's file-descriptor limit allows.
+    /// TCP connections this node keeps open at once, and Engine.IO sessions
+    /// (counted apart): `10000`. Never more than the process's
+    /// file-descriptor limit allows.
     pub max_connections: Spanned<u64>,
     /// New connections per second from one client address (one IPv6 /64):
     /// `100`; `0` turns the per-address limit off.
@@ -96,8 +97,9 @@ pub struct ServerSection {
     /// New connections one address may open at once before the per-second
     /// rate applies: `500`.
     pub connection_burst_per_ip: Spanned<u32>,
-    /// Connections one client address (one IPv6 /64) may hold open at once:
-    /// `1000` (room for a NAT of many users); `0` turns it off.
+    /// Connections one client address (one IPv6 /64) may hold open at once,
+    /// and sessions (counted apart): `1000` (room for a NAT of many users);
+    /// `0` turns it off.
     pub max_connections_per_ip: u32,
     /// Incoming packets read per second from one connection (Engine.IO
     /// packets, WebSocket messages, pings included): `1000`, and never less

@@ -34,7 +34,7 @@ use crate::cluster::{Backoff, NodeLiveness};
 use crate::identity::{Identity, IdentityError, Verifier, bearer_token};
 use crate::manifest::{self, Rate, ServerSettings};
 use crate::recovery::{Lease, Recovery, Session};
-pub use request_head::{SocketIoPath, own_request_head};
+pub use request_head::{SessionDoor, SocketIoPath, admit_session, own_request_head};
 pub use room_names::{
     EVERY_SOCKET, RoomNameError, check_audience, check_membership, is_reserved, socket_room,
     user_room,

@@ -8,15 +8,18 @@
 //! rest of the headers (a browser's cookies and user agent, say) with it.
 //!
 //! The head of a request that opens a session also carries the session's
-//! [`ConnectionRates`].
+//! [`ConnectionRates`], and its seat among the sessions the node admits
+//! ([`admit_session`]).
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
+use axum::response::Response;
 
 use super::rates::ConnectionRates;
-use crate::listener::ClientAddress;
+use crate::listener::admission::{Admission, Refusal};
+use crate::listener::{ClientAddress, ReusedConnection};
 
 /// The headers of a Socket.IO request read after this middleware: to answer
 /// it (engineioxide: the WebSocket key, a long-polling POST's content type),
@@ -40,6 +43,41 @@ impl SocketIoPath {
         path.strip_prefix(&*self.0)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || self.0.ends_with('/'))
     }
+}
+
+/// Where sessions open, and who admits them.
+#[derive(Clone)]
+pub struct SessionDoor {
+    pub path: SocketIoPath,
+    pub admission: Arc<Admission>,
+}
+
+/// Admits a request that opens an Engine.IO session (a GET that names no
+/// `sid`: a long-polling handshake or a WebSocket without one) as
+/// [`Admission::admit_session`] decides, its seat put in its extensions, or
+/// refuses it as a connection over the same limit is refused.
+pub async fn admit_session(
+    State(door): State<SessionDoor>,
+    mut request: Request,
+) -> Result<Request, Response> {
+    let opens = request.method() == Method::GET
+        && door.path.covers(request.uri().path())
+        && opens_session(request.uri());
+    if !opens {
+        return Ok(request);
+    }
+    // Every request from the listener has its address.
+    let extensions = request.extensions();
+    let Some(&ClientAddress(address)) = extensions.get::<ClientAddress>() else {
+        return Ok(request);
+    };
+    let reused = extensions.get::<ReusedConnection>().is_some();
+    let seat = door
+        .admission
+        .admit_session(address, reused)
+        .map_err(Refusal::response)?;
+    request.extensions_mut().insert(seat);
+    Ok(request)
 }
 
 /// A Socket.IO `request` with its URI and the headers the server reads in
@@ -66,6 +104,7 @@ pub async fn own_request_head(State(path): State<SocketIoPath>, request: Request
     head.headers = headers;
     // Kept for as long as the session: only what it reads.
     head.extensions.remove::<ClientAddress>();
+    head.extensions.remove::<ReusedConnection>();
     if opens_session(&head.uri) {
         head.extensions.insert(ConnectionRates::default());
     }

@@ -48,7 +48,8 @@ pub const REDIS_RECONNECTS: &str = "switchboard_redis_reconnects_total";
 
 /// Sessions of connection-state recovery, per namespace and outcome:
 /// `recovered`, `expired` (the client did not come back in time),
-/// `too_late` (its missed events left the journal while it reconnected).
+/// `too_late` (its missed events left the journal while it reconnected),
+/// `not_kept` (`max_waiting_sessions` waited already).
 pub const SESSIONS: &str = "switchboard_sessions_total";
 
 /// Bytes of emits waiting in this node's outbox for the cluster's Redis.
@@ -271,7 +272,7 @@ fn describe() {
     describe_counter!(
         SESSIONS,
         Unit::Count,
-        "Sessions of sockets that lost their connection, by outcome: recovered, expired, too_late."
+        "Sessions of sockets that lost their connection, by outcome: recovered, expired, too_late, not_kept."
     );
     describe_gauge!(
         OUTBOX_BYTES,

@@ -274,6 +274,7 @@ impl Server {
                 journal,
                 sessions,
                 settings.max_disconnection,
+                settings.max_waiting_sessions,
                 manifest.server.connections.connect_timeout,
                 durable,
                 Box::new({

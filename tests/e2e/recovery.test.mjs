@@ -288,6 +288,35 @@ describe("connection-state recovery", () => {
     assert.ok(received.length < 20, "messages sent while it was away are not replayed to a new socket");
   });
 
+  test("past max_waiting_sessions a lost connection's session is not kept: its plugins see it go at once, its client gets a new socket", async () => {
+    const started = await host({ server: { "recovery.max_waiting_sessions": 1 } });
+    const [kept, notKept] = [
+      await connect(started.url, { auth: { user: unique("kept") }, ...RECONNECTING }),
+      await connect(started.url, { auth: { user: unique("not-kept") }, ...RECONNECTING }),
+    ];
+    const watcher = await connect(started.url, { auth: { user: unique("watcher") } });
+    const ids = [kept.id, notKept.id];
+    const held = [holdAwayOnDisconnect(kept), holdAwayOnDisconnect(notKept)];
+    for (const [n, socket] of [kept, notKept].entries()) {
+      socket.io.engine.close();
+      await held[n].away;
+    }
+    const reasonOf = (socket_id) => emitAckOk(watcher, "disconnect_reason", { socket_id });
+    assert.equal(
+      await waitFor(() => reasonOf(ids[1]), undefined, "on-disconnect of the session not kept"),
+      "client gracefully closed the connection",
+    );
+    assert.equal(await reasonOf(ids[0]), null, "the session kept is not over");
+    const metrics = await fetch(`${started.url}/metrics`, { headers: { authorization: `Bearer ${API_TOKEN}` } });
+    assert.match(await metrics.text(), /^switchboard_sessions_total\{namespace="\/",outcome="not_kept"\} 1$/m);
+
+    for (const { comeBack } of held) await comeBack();
+    await waitFor(() => kept.connected && notKept.connected, undefined, "both to reconnect");
+    assert.deepEqual([kept.recovered, kept.id], [true, ids[0]]);
+    assert.equal(notKept.recovered, false);
+    assert.notEqual(notKept.id, ids[1]);
+  });
+
   test("a client that disconnects on purpose does not recover; its plugins see it go at once", async () => {
     const started = await host();
     const reader = await connect(started.url, { auth: { user: unique("leaver") } });

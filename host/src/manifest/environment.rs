@@ -133,6 +133,10 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "SWITCHBOARD_SERVER_RECOVERY_MAX_BYTES",
         "server.recovery.max_bytes",
     ),
+    (
+        "SWITCHBOARD_SERVER_RECOVERY_MAX_WAITING_SESSIONS",
+        "server.recovery.max_waiting_sessions",
+    ),
     ("SWITCHBOARD_CLUSTER_CA_FILE", "cluster.ca_file"),
     ("SWITCHBOARD_CLUSTER_PREFIX", "cluster.prefix"),
     (
@@ -301,6 +305,10 @@ impl Environment {
         self.plain(
             "SWITCHBOARD_SERVER_RECOVERY_MAX_BYTES",
             &mut recovery.max_bytes,
+        )?;
+        self.spanned(
+            "SWITCHBOARD_SERVER_RECOVERY_MAX_WAITING_SESSIONS",
+            &mut recovery.max_waiting_sessions,
         )?;
         // Only a node of a cluster has these; the URL is what makes one.
         if let Some(cluster) = &mut file.cluster {

@@ -204,6 +204,7 @@ pub struct RecoverySettings {
     pub max_disconnection: Duration,
     pub max_events: u64,
     pub max_bytes: usize,
+    pub max_waiting_sessions: usize,
 }
 
 /// Which connections the node admits and how long it waits for them.
@@ -625,6 +626,7 @@ impl Validator<'_> {
         for (value, name) in [
             (&recovery.max_disconnection_ms, "max_disconnection_ms"),
             (&recovery.max_events, "max_events"),
+            (&recovery.max_waiting_sessions, "max_waiting_sessions"),
         ] {
             if *value.get_ref() == 0 {
                 return self.invalid(
@@ -639,6 +641,8 @@ impl Validator<'_> {
             max_disconnection: Duration::from_millis(*recovery.max_disconnection_ms.get_ref()),
             max_events: *recovery.max_events.get_ref(),
             max_bytes: bytes(recovery.max_bytes),
+            max_waiting_sessions: usize::try_from(*recovery.max_waiting_sessions.get_ref())
+                .unwrap_or(usize::MAX),
         }))
     }
 

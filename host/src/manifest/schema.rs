@@ -179,6 +179,11 @@ pub struct RecoverySection {
     /// Bytes of events kept in memory on a node without Redis: `67108864`
     /// (64 MiB).
     pub max_bytes: u64,
+    /// Sessions kept waiting for their client at once: `10000`, on a node
+    /// without Redis, or across the cluster with it (where any node may
+    /// resume them). A connection lost past it is not kept: its plugins see
+    /// it go at once, and its client reconnects as a new socket.
+    pub max_waiting_sessions: Spanned<u64>,
 }
 
 impl Default for RecoverySection {
@@ -188,6 +193,7 @@ impl Default for RecoverySection {
             max_disconnection_ms: Spanned::new(0..0, 120_000),
             max_events: Spanned::new(0..0, 100_000),
             max_bytes: 64 << 20,
+            max_waiting_sessions: Spanned::new(0..0, 10_000),
         }
     }
 }

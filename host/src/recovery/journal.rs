@@ -315,6 +315,7 @@ mod tests {
             max_disconnection: Duration::from_secs(60),
             max_events,
             max_bytes,
+            max_waiting_sessions: usize::MAX,
         }
     }
 

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 pub use journal::{CatchUp, Emit, Journal, LocalDelivery, MemoryJournal, Missed, PAGE, Page};
 pub use redis_sessions::RedisSessions;
-pub use sessions::{Expired, Lease, MemorySessions, Session, SessionStore};
+pub use sessions::{Expired, Lease, MemorySessions, Session, SessionStore, Suspension};
 pub use stream::StreamJournal;
 
 /// How often sessions past their deadline are looked for.
@@ -45,6 +45,8 @@ pub struct Recovery {
     pub sessions: Arc<dyn SessionStore>,
     /// How long a suspended session waits for its client.
     pub window: Duration,
+    /// How many sessions may wait for their client at once.
+    pub max_waiting: usize,
     /// How long a claimed session waits for its client's CONNECT to complete.
     connect_timeout: Duration,
     /// Whether sessions outlive this node (kept in Redis): a node shutting
@@ -59,6 +61,7 @@ impl Recovery {
         journal: Arc<dyn Journal>,
         sessions: Arc<dyn SessionStore>,
         window: Duration,
+        max_waiting: usize,
         connect_timeout: Duration,
         durable: bool,
         connected_here: ConnectedHere,
@@ -67,6 +70,7 @@ impl Recovery {
             journal,
             sessions,
             window,
+            max_waiting,
             connect_timeout,
             durable,
             connected_here,

@@ -25,7 +25,7 @@ use fred::prelude::{Client, HashesInterface, LuaInterface, SortedSetsInterface};
 use tokio::time::Instant;
 
 use super::REDIS_RETRIED_FOR;
-use super::sessions::{Expired, Lease, Session, SessionStore};
+use super::sessions::{Expired, Lease, Session, SessionStore, Suspension};
 use crate::bindings::Conn;
 use crate::cluster::{RecordedConn, retried};
 
@@ -47,15 +47,18 @@ return 1
 ";
 
 /// KEYS: session, rooms, waiting, socket index; ARGV: lease, deadline ms,
-/// reason, pid, grace ms, rooms... Returns 1 when the session goes on (kept
-/// here, or claimed by another connection), 0 when it is unknown.
+/// reason, pid, grace ms, max waiting, rooms... Returns 1 when the session
+/// goes on (kept here, or claimed by another connection), 0 when it is
+/// unknown, 2 when max waiting sessions wait already (it stays live, for
+/// its connection to close).
 const SUSPEND: &str = r"
 local state, lease = unpack(redis.call('HMGET', KEYS[1], 'state', 'lease'))
 if not state then return 0 end
 if state ~= 'live' or lease ~= ARGV[1] then return 1 end
+if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[6]) then return 2 end
 redis.call('HSET', KEYS[1], 'state', 'waiting', 'deadline', ARGV[2], 'reason', ARGV[3])
 redis.call('DEL', KEYS[2], KEYS[4])
-for i = 6, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
+for i = 7, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[4])
 local until_ms = tonumber(ARGV[2]) + tonumber(ARGV[5])
 redis.call('PEXPIREAT', KEYS[1], until_ms)
@@ -260,9 +263,10 @@ impl SessionStore for RedisSessions {
         rooms: Vec<String>,
         reason: &str,
         deadline: Instant,
-    ) -> bool {
+        max_waiting: usize,
+    ) -> Suspension {
         let Some(conn_keys) = self.socket_keys_of(pid).await else {
-            return false;
+            return Suspension::Gone;
         };
         let keys = vec![
             self.session_key(pid),
@@ -276,9 +280,14 @@ impl SessionStore for RedisSessions {
             reason.to_owned(),
             pid.to_owned(),
             GRACE_MS.to_string(),
+            max_waiting.to_string(),
         ];
         arguments.extend(rooms);
-        self.eval::<i64>(SUSPEND, keys, arguments).await == Some(1)
+        match self.eval::<i64>(SUSPEND, keys, arguments).await {
+            Some(1) => Suspension::Kept,
+            Some(2) => Suspension::Full,
+            _ => Suspension::Gone,
+        }
     }
 
     async fn close(&self, pid: &str, lease: Lease) {
@@ -433,7 +442,7 @@ mod tests {
 
     use super::*;
     use crate::cluster::test_redis::RedisServer;
-    use crate::recovery::sessions::tests::{conn, later};
+    use crate::recovery::sessions::tests::{conn, later, suspended, suspended_until};
 
     /// Sessions on `server` whose commands time out after 200 ms.
     async fn sessions_on(server: &RedisServer) -> RedisSessions {
@@ -464,11 +473,7 @@ mod tests {
         let sessions = sessions_on(&server).await;
         let lease = sessions.open("p", &conn(), Vec::new(), "0-1").await;
         let rooms = vec!["lobby".to_owned()];
-        assert!(
-            sessions
-                .suspend("p", lease, rooms.clone(), "transport close", later(60_000))
-                .await
-        );
+        suspended(&sessions, "p", lease, rooms.clone()).await;
 
         let claimed = while_stalled(&server, sessions.claim("/", "p", later(60_000))).await;
         assert_eq!(
@@ -485,15 +490,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn at_most_max_waiting_sessions_wait_across_the_cluster() {
+        let server = RedisServer::start();
+        let (here, there) = (sessions_on(&server).await, sessions_on(&server).await);
+        async fn suspend(sessions: &RedisSessions, pid: &str, lease: Lease) -> Suspension {
+            sessions
+                .suspend(pid, lease, Vec::new(), "transport close", later(60_000), 2)
+                .await
+        }
+        let (a, b) = (
+            here.open("a", &conn(), Vec::new(), "0-1").await,
+            there.open("b", &conn(), Vec::new(), "0-1").await,
+        );
+        assert_eq!(suspend(&here, "a", a).await, Suspension::Kept);
+        assert_eq!(suspend(&there, "b", b).await, Suspension::Kept);
+        let c = here.open("c", &conn(), Vec::new(), "0-1").await;
+        assert_eq!(suspend(&here, "c", c).await, Suspension::Full);
+        // Not kept, still live: its connection closes it.
+        here.close("c", c).await;
+        assert_eq!(here.opened_at("c").await, None);
+        assert!(there.claim("/", "a", later(1000)).await.is_some());
+        assert!(there.resume("a").await.is_some());
+        let d = here.open("d", &conn(), Vec::new(), "0-1").await;
+        assert_eq!(suspend(&here, "d", d).await, Suspension::Kept);
+    }
+
+    #[tokio::test]
     async fn a_session_expired_once_is_handed_to_its_sweep_again_and_to_no_other() {
         let server = RedisServer::start();
         let sessions = sessions_on(&server).await;
         let lease = sessions.open("p", &conn(), Vec::new(), "0-1").await;
-        assert!(
-            sessions
-                .suspend("p", lease, Vec::new(), "ping timeout", later(10))
-                .await
-        );
+        suspended_until(&sessions, "p", lease, "ping timeout", later(10)).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         let expire = |expirer: &str| {
             let keys = vec![

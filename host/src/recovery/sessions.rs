@@ -32,6 +32,17 @@ pub struct Session {
     pub opened_at: String,
 }
 
+/// What became of a session whose connection was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suspension {
+    /// It waits for its client (or another connection claimed it already).
+    Kept,
+    /// It is not this connection's to keep any more, or unknown.
+    Gone,
+    /// As many sessions wait already as may: not kept.
+    Full,
+}
+
 /// A session whose client did not come back: its plugins see `reason`.
 #[derive(Debug, Clone)]
 pub struct Expired {
@@ -46,8 +57,9 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn open(&self, pid: &str, conn: &Conn, rooms: Vec<String>, opened_at: &str) -> Lease;
     /// The offset session `pid` was opened at, and its socket id.
     async fn opened_at(&self, pid: &str) -> Option<(String, String)>;
-    /// Its connection was lost: kept until `deadline` with its `rooms`. False
-    /// when the session is no longer `lease`'s (it was resumed elsewhere).
+    /// Its connection was lost: kept until `deadline` with its `rooms`,
+    /// unless `max_waiting` sessions wait already, or the session is no
+    /// longer `lease`'s (it was resumed elsewhere).
     async fn suspend(
         &self,
         pid: &str,
@@ -55,7 +67,8 @@ pub trait SessionStore: Send + Sync + 'static {
         rooms: Vec<String>,
         reason: &str,
         deadline: Instant,
-    ) -> bool;
+        max_waiting: usize,
+    ) -> Suspension;
     /// Its client left for good.
     async fn close(&self, pid: &str, lease: Lease);
     /// A client asks to resume `pid` in `namespace`: the socket id to give
@@ -105,8 +118,15 @@ struct Entry {
 /// The sessions of a node that runs alone.
 #[derive(Default)]
 pub struct MemorySessions {
-    sessions: Mutex<HashMap<String, Entry>>,
+    sessions: Mutex<Entries>,
     leases: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct Entries {
+    by_pid: HashMap<String, Entry>,
+    /// How many are [`State::Waiting`].
+    waiting: usize,
 }
 
 impl MemorySessions {
@@ -116,7 +136,7 @@ impl MemorySessions {
             + 1
     }
 
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.sessions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -132,12 +152,17 @@ impl SessionStore for MemorySessions {
             opened_at: opened_at.to_owned(),
             state: State::Live(lease),
         };
-        self.sessions().insert(pid.to_owned(), entry);
+        let mut sessions = self.sessions();
+        let replaced = sessions.by_pid.insert(pid.to_owned(), entry);
+        if replaced.is_some_and(|entry| matches!(entry.state, State::Waiting { .. })) {
+            sessions.waiting -= 1;
+        }
         lease
     }
 
     async fn opened_at(&self, pid: &str) -> Option<(String, String)> {
         self.sessions()
+            .by_pid
             .get(pid)
             .map(|entry| (entry.opened_at.clone(), entry.conn.socket_id.clone()))
     }
@@ -149,13 +174,18 @@ impl SessionStore for MemorySessions {
         rooms: Vec<String>,
         reason: &str,
         deadline: Instant,
-    ) -> bool {
+        max_waiting: usize,
+    ) -> Suspension {
         let mut sessions = self.sessions();
-        let Some(entry) = sessions.get_mut(pid) else {
-            return false;
+        let waiting = sessions.waiting;
+        let Some(entry) = sessions.by_pid.get_mut(pid) else {
+            return Suspension::Gone;
         };
         if !matches!(entry.state, State::Live(held) if held == lease) {
-            return false;
+            return Suspension::Gone;
+        }
+        if waiting >= max_waiting {
+            return Suspension::Full;
         }
         entry.state = State::Waiting {
             deadline,
@@ -163,22 +193,24 @@ impl SessionStore for MemorySessions {
             rooms,
             claimed: false,
         };
-        true
+        sessions.waiting += 1;
+        Suspension::Kept
     }
 
     async fn close(&self, pid: &str, lease: Lease) {
         let mut sessions = self.sessions();
         if sessions
+            .by_pid
             .get(pid)
             .is_some_and(|entry| matches!(entry.state, State::Live(held) if held == lease))
         {
-            sessions.remove(pid);
+            sessions.by_pid.remove(pid);
         }
     }
 
     async fn claim(&self, namespace: &str, pid: &str, deadline: Instant) -> Option<String> {
         let mut sessions = self.sessions();
-        let entry = sessions.get_mut(pid)?;
+        let entry = sessions.by_pid.get_mut(pid)?;
         if entry.conn.namespace != namespace {
             return None;
         }
@@ -199,7 +231,7 @@ impl SessionStore for MemorySessions {
     async fn resume(&self, pid: &str) -> Option<Session> {
         let lease = self.lease();
         let mut sessions = self.sessions();
-        let entry = sessions.get_mut(pid)?;
+        let entry = sessions.by_pid.get_mut(pid)?;
         let State::Waiting {
             rooms,
             claimed: true,
@@ -210,17 +242,20 @@ impl SessionStore for MemorySessions {
         };
         let rooms = std::mem::take(rooms);
         entry.state = State::Live(lease);
-        Some(Session {
+        let session = Session {
             conn: entry.conn.clone(),
             rooms,
             lease,
             opened_at: entry.opened_at.clone(),
-        })
+        };
+        sessions.waiting -= 1;
+        Some(session)
     }
 
     async fn expired(&self, now: Instant) -> Vec<Expired> {
         let mut expired = Vec::new();
-        self.sessions().retain(|_, entry| match &entry.state {
+        let mut sessions = self.sessions();
+        sessions.by_pid.retain(|_, entry| match &entry.state {
             State::Waiting {
                 deadline, reason, ..
             } if *deadline <= now => {
@@ -232,6 +267,7 @@ impl SessionStore for MemorySessions {
             }
             _ => true,
         });
+        sessions.waiting -= expired.len();
         expired
     }
 }
@@ -251,6 +287,42 @@ pub(super) mod tests {
         }
     }
 
+    /// Suspends a session in `rooms` for a minute (its connection closed),
+    /// with no bound on the sessions waiting, and checks it is kept.
+    pub(in crate::recovery) async fn suspended(
+        sessions: &impl SessionStore,
+        pid: &str,
+        lease: Lease,
+        rooms: Vec<String>,
+    ) {
+        let suspension = sessions
+            .suspend(
+                pid,
+                lease,
+                rooms,
+                "transport close",
+                later(60_000),
+                usize::MAX,
+            )
+            .await;
+        assert_eq!(suspension, Suspension::Kept);
+    }
+
+    /// Suspends a session in no room until `deadline` for `reason`, with no
+    /// bound on the sessions waiting, and checks it is kept.
+    pub(in crate::recovery) async fn suspended_until(
+        sessions: &impl SessionStore,
+        pid: &str,
+        lease: Lease,
+        reason: &str,
+        deadline: Instant,
+    ) {
+        let suspension = sessions
+            .suspend(pid, lease, Vec::new(), reason, deadline, usize::MAX)
+            .await;
+        assert_eq!(suspension, Suspension::Kept);
+    }
+
     pub(in crate::recovery) fn later(ms: u64) -> Instant {
         Instant::now() + Duration::from_millis(ms)
     }
@@ -260,11 +332,7 @@ pub(super) mod tests {
         let sessions = MemorySessions::default();
         let lease = sessions.open("p", &conn(), Vec::new(), "0").await;
         let rooms = vec!["lobby".to_owned()];
-        assert!(
-            sessions
-                .suspend("p", lease, rooms.clone(), "transport close", later(60_000))
-                .await
-        );
+        suspended(&sessions, "p", lease, rooms.clone()).await;
         assert_eq!(
             sessions.claim("/chat", "p", later(1000)).await,
             None,
@@ -295,11 +363,7 @@ pub(super) mod tests {
     async fn a_session_not_resumed_in_time_expires_with_its_reason() {
         let sessions = MemorySessions::default();
         let lease = sessions.open("p", &conn(), Vec::new(), "0").await;
-        assert!(
-            sessions
-                .suspend("p", lease, Vec::new(), "ping timeout", later(10))
-                .await
-        );
+        suspended_until(&sessions, "p", lease, "ping timeout", later(10)).await;
         assert!(sessions.expired(Instant::now()).await.is_empty());
         let expired = sessions.expired(later(20)).await;
         assert_eq!(expired.len(), 1);
@@ -308,14 +372,56 @@ pub(super) mod tests {
     }
 
     #[tokio::test]
+    async fn at_most_max_waiting_sessions_wait_and_each_resumed_or_expired_makes_room() {
+        let sessions = MemorySessions::default();
+        let mut leases = Vec::new();
+        for pid in ["a", "b", "c"] {
+            leases.push(sessions.open(pid, &conn(), Vec::new(), "0").await);
+        }
+        let suspend = |pid, lease, deadline| {
+            sessions.suspend(pid, lease, Vec::new(), "transport close", deadline, 2)
+        };
+        assert_eq!(suspend("a", leases[0], later(10)).await, Suspension::Kept);
+        assert_eq!(
+            suspend("b", leases[1], later(60_000)).await,
+            Suspension::Kept
+        );
+        assert_eq!(
+            suspend("c", leases[2], later(60_000)).await,
+            Suspension::Full
+        );
+        // Not kept, still live: its connection closes it.
+        sessions.close("c", leases[2]).await;
+        assert_eq!(sessions.opened_at("c").await, None);
+
+        assert_eq!(sessions.expired(later(20)).await.len(), 1);
+        let lease = sessions.open("d", &conn(), Vec::new(), "0").await;
+        assert_eq!(suspend("d", lease, later(60_000)).await, Suspension::Kept);
+        assert!(sessions.claim("/", "b", later(1000)).await.is_some());
+        assert!(sessions.resume("b").await.is_some());
+        let lease = sessions.open("e", &conn(), Vec::new(), "0").await;
+        assert_eq!(suspend("e", lease, later(60_000)).await, Suspension::Kept);
+        let lease = sessions.open("f", &conn(), Vec::new(), "0").await;
+        assert_eq!(suspend("f", lease, later(60_000)).await, Suspension::Full);
+    }
+
+    #[tokio::test]
     async fn a_closed_session_cannot_be_claimed() {
         let sessions = MemorySessions::default();
         let lease = sessions.open("p", &conn(), Vec::new(), "0").await;
         sessions.close("p", lease).await;
-        assert!(
-            !sessions
-                .suspend("p", lease, Vec::new(), "transport close", later(1000))
-                .await
+        assert_eq!(
+            sessions
+                .suspend(
+                    "p",
+                    lease,
+                    Vec::new(),
+                    "transport close",
+                    later(1000),
+                    usize::MAX
+                )
+                .await,
+            Suspension::Gone
         );
         assert_eq!(sessions.claim("/", "p", later(1000)).await, None);
     }

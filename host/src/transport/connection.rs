@@ -29,7 +29,7 @@ use crate::identity::{Identity, IdentityError};
 use crate::log_context::LogContext;
 use crate::metrics;
 use crate::payload::{self, Outgoing};
-use crate::recovery::{CatchUp, Missed, PAGE, Page, Recovery, recoverable};
+use crate::recovery::{CatchUp, Missed, PAGE, Page, Recovery, Suspension, recoverable};
 use crate::runtime::Meter;
 
 /// The `on-disconnect` reason plugins see for the sockets of a node shutting down.
@@ -651,15 +651,30 @@ impl<A: Adapter> Connection<A> {
             .map(|room| room.into_owned())
             .collect();
         let deadline = Instant::now() + recovery.window;
-        let kept = recovery
+        let suspension = recovery
             .sessions
-            .suspend(pid, lease, rooms, reason, deadline)
+            .suspend(pid, lease, rooms, reason, deadline, recovery.max_waiting)
             .await;
-        if kept && let Some(liveness) = &self.namespace.liveness {
-            // Not this node's any more: if it dies, the session is not its.
-            liveness.disconnected(&self.conn).await;
+        match suspension {
+            Suspension::Kept => {
+                if let Some(liveness) = &self.namespace.liveness {
+                    // Not this node's any more: if it dies, the session is not its.
+                    liveness.disconnected(&self.conn).await;
+                }
+                true
+            }
+            Suspension::Gone => false,
+            Suspension::Full => {
+                metrics::recovery(&self.conn.namespace, "not_kept");
+                tracing::warn!(
+                    socket = %self.conn.socket_id,
+                    namespace = %self.conn.namespace,
+                    "a lost connection's session was not kept for its client: {} sessions wait already (server.recovery.max_waiting_sessions)",
+                    recovery.max_waiting
+                );
+                false
+            }
         }
-        kept
     }
 
     async fn disconnected(&self, reason: &str) {

@@ -152,6 +152,23 @@ test("a message a client keeps sending and never finishes ends its connection at
   await waitFor(async () => (await timedOut()) === 2, undefined, "both counted as ping_timeout");
 });
 
+test("a handshake's long query string is not kept for its session's life", async () => {
+  const CLIENTS = 200;
+  const node = await startHost({ plugins: [relayPlugin()] });
+  hosts.push(node);
+  const port = new URL(node.url).port;
+  sockets.push(await openRawSocket(port, "/"));
+  await sleep(SETTLE_MS);
+  const before = await metric(node.url, "switchboard_memory_allocated_bytes");
+  // Under max_header_bytes, as a client's own `query` may be.
+  const query = `pad=${"p".repeat(12_000)}`;
+  sockets.push(...(await Promise.all(Array.from({ length: CLIENTS }, () => openRawSocket(port, "/", { query })))));
+  await sleep(SETTLE_MS);
+  const perConnection = ((await metric(node.url, "switchboard_memory_allocated_bytes")) - before) / CLIENTS / 1024;
+  // 23 KiB when the query was kept.
+  assert.ok(perConnection < MAX_ALLOCATED_KIB_PER_CONNECTION + 2, `each connection has ${perConnection.toFixed(1)} KiB allocated`);
+});
+
 test(`${CONNECTIONS} idle connections hold under ${MAX_KIB_PER_CONNECTION} KiB each`, async () => {
   host = await startHost({ server: { max_connections: CONNECTIONS + 10 }, plugins: [chatPlugin()] });
   const port = new URL(host.url).port;

@@ -11,10 +11,10 @@ import WebSocket from "ws";
  * and the server's writes block); `writeRaw` writes bytes to the TCP
  * connection as they are, past the WebSocket framing, and `unsent()` is how many of them wait in this
  * process for the kernel to take them; `closed` resolves when the connection ends;
- * `events()` counts the events received.
+ * `events()` counts the events received. `query` is added to the handshake's query string.
  */
-export function openRawSocket(port, namespace, { auth, localAddress } = {}) {
-  const ws = new WebSocket(`ws://127.0.0.1:${port}/socket.io/?EIO=4&transport=websocket`, {
+export function openRawSocket(port, namespace, { auth, localAddress, query } = {}) {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/socket.io/?EIO=4&transport=websocket${query ? `&${query}` : ""}`, {
     localAddress,
     perMessageDeflate: false,
   });

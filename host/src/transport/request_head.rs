@@ -4,8 +4,9 @@
 //! session for as long as the session lives. hyper parses a head without
 //! copying: its URI and header values are slices of the connection's 8 KiB
 //! read buffer, so every idle socket would keep that whole buffer alive.
-//! Copying the URI and the few headers the server reads frees it, and the
-//! rest of the headers (a browser's cookies and user agent, say) with it.
+//! Copying the URI's path, the query parameters Engine.IO reads and the few
+//! headers the server reads frees it, and the rest of the head (a browser's
+//! cookies and user agent, a client's own query parameters) with it.
 //!
 //! The head of a request that opens a session also carries the session's
 //! [`ConnectionRates`], and its seat among the sessions the node admits
@@ -80,10 +81,11 @@ pub async fn admit_session(
     Ok(request)
 }
 
-/// A Socket.IO `request` with its URI and the headers the server reads in
-/// allocations of their own, and no other header, and with new
-/// [`ConnectionRates`] when it opens a session (it has no `sid`). Other
-/// requests are left as they are: they do not outlive their response.
+/// A Socket.IO `request` with its path, the query parameters Engine.IO
+/// reads and the headers the server reads in allocations of their own, and
+/// nothing else of its head, and with new [`ConnectionRates`] when it opens
+/// a session (it has no `sid`). Other requests are left as they are: they
+/// do not outlive their response.
 pub async fn own_request_head(State(path): State<SocketIoPath>, request: Request) -> Request {
     if !path.covers(request.uri().path()) {
         return request;
@@ -117,8 +119,24 @@ fn opens_session(uri: &Uri) -> bool {
         .is_some_and(|query| query.split('&').any(|pair| pair.starts_with("sid=")))
 }
 
+/// The query parameters engineioxide reads. The others (socket.io-client's
+/// `t`, a client's own `query`) are not kept: no one reads them, and a
+/// client's 15 KB of them were kept for its session's life.
+const READ_PARAMETERS: [&str; 4] = ["EIO=", "transport=", "sid=", "b64="];
+
+/// The path, and of the query only what is read.
 fn owned_uri(uri: &Uri) -> Uri {
-    uri.to_string().parse().unwrap_or_else(|_| uri.clone())
+    let mut owned = uri.path().to_owned();
+    let read = uri.query().into_iter().flat_map(|query| {
+        query
+            .split('&')
+            .filter(|pair| READ_PARAMETERS.iter().any(|name| pair.starts_with(name)))
+    });
+    for (n, pair) in read.enumerate() {
+        owned.push(if n == 0 { '?' } else { '&' });
+        owned.push_str(pair);
+    }
+    owned.parse().unwrap_or_else(|_| uri.clone())
 }
 
 fn owned_value(value: &HeaderValue) -> HeaderValue {
@@ -178,6 +196,22 @@ mod tests {
         let owned = own_request_head(socket_io_path(), request).await;
         let names = owned.headers().keys().collect::<Vec<_>>();
         assert_eq!(names, [header::SEC_WEBSOCKET_KEY]);
+    }
+
+    #[tokio::test]
+    async fn of_the_query_only_what_engine_io_reads_is_kept() {
+        let padding = "p".repeat(15_000);
+        let request = Request::builder()
+            .uri(format!(
+                "/socket.io/?pad={padding}&EIO=4&t=PxYz&transport=polling&sid=abc&b64=1"
+            ))
+            .body(Body::empty())
+            .expect("a request");
+        let owned = own_request_head(socket_io_path(), request).await;
+        assert_eq!(
+            owned.uri(),
+            "/socket.io/?EIO=4&transport=polling&sid=abc&b64=1"
+        );
     }
 
     #[tokio::test]

@@ -429,6 +429,7 @@ impl Server {
                 transport::SessionDoor {
                     path: socket_io_path,
                     admission: admission.clone(),
+                    max_auth_bytes: manifest.server.max_auth_bytes,
                 },
                 transport::admit_session,
             ))

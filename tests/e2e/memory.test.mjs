@@ -8,6 +8,7 @@
 // one reserved for a message a client only claims to send.
 
 import assert from "node:assert/strict";
+import { connect as connectTcp } from "node:net";
 import { after, test } from "node:test";
 
 import { memoryKib } from "../load/proc.mjs";
@@ -80,7 +81,15 @@ async function keptAfter(connections, act, server = {}) {
   const before = await metric(node.url, "switchboard_memory_allocated_bytes");
   await act(clients);
   await sleep(SETTLE_MS);
-  const kept = ((await metric(node.url, "switchboard_memory_allocated_bytes")) - before) / connections / 1024;
+  // The least of a few readings: what is in flight (a write, a thread's
+  // cache) only adds, and a loaded machine (the suite's other files) adds
+  // more of it.
+  let least = Infinity;
+  for (let reading = 0; reading < 4; reading += 1) {
+    least = Math.min(least, await metric(node.url, "switchboard_memory_allocated_bytes"));
+    await sleep(250);
+  }
+  const kept = (least - before) / connections / 1024;
   for (const client of clients) client.close();
   return kept;
 }
@@ -167,6 +176,52 @@ test("a handshake's long query string is not kept for its session's life", async
   const perConnection = ((await metric(node.url, "switchboard_memory_allocated_bytes")) - before) / CLIENTS / 1024;
   // 23 KiB when the query was kept.
   assert.ok(perConnection < MAX_ALLOCATED_KIB_PER_CONNECTION + 2, `each connection has ${perConnection.toFixed(1)} KiB allocated`);
+});
+
+/**
+ * Opens a WebSocket session on a raw TCP connection, its upgrade request
+ * carrying `headers` (raw lines): resolves to the connection and the status
+ * line of the answer.
+ */
+async function rawUpgrade(port, { key = "dGhlIHNhbXBsZSBub25jZQ==", headers = "" } = {}) {
+  const socket = connectTcp({ port, host: "127.0.0.1" });
+  socket.on("error", () => {});
+  await new Promise((resolve) => socket.once("connect", resolve));
+  socket.write(
+    "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nhost: 127.0.0.1\r\nupgrade: websocket\r\nconnection: Upgrade\r\n" +
+      `sec-websocket-version: 13\r\nsec-websocket-key: ${key}\r\n${headers}\r\n`,
+  );
+  const answer = await new Promise((resolve) => socket.once("data", (data) => resolve(String(data))));
+  return { socket, status: answer.slice(0, answer.indexOf("\r\n")), answer };
+}
+
+test("a session keeps of its handshake's headers only what is read, each within its bound", async () => {
+  const CLIENTS = 100;
+  const node = await startHost({ plugins: [relayPlugin()] });
+  hosts.push(node);
+  const port = new URL(node.url).port;
+  const long = "v".repeat(12_000);
+  const upgrades = [];
+  await sleep(SETTLE_MS);
+  const before = await metric(node.url, "switchboard_memory_allocated_bytes");
+  // A GET's content type is never read.
+  for (let n = 0; n < CLIENTS; n += 1) upgrades.push(await rawUpgrade(port, { headers: `content-type: ${long}\r\n` }));
+  await sleep(SETTLE_MS);
+  const perConnection = ((await metric(node.url, "switchboard_memory_allocated_bytes")) - before) / CLIENTS / 1024;
+  for (const { socket } of upgrades) socket.destroy();
+  assert.ok(upgrades.every(({ status }) => status === "HTTP/1.1 101 Switching Protocols"), upgrades[0].status);
+  // 19.7 KiB when it was kept; a session that joined no namespace holds about 7.
+  assert.ok(perConnection < MAX_ALLOCATED_KIB_PER_CONNECTION + 2, `each connection has ${perConnection.toFixed(1)} KiB allocated`);
+
+  // A key RFC 6455 does not allow is refused, as the RFC asks.
+  const badKey = await rawUpgrade(port, { key: long });
+  badKey.socket.destroy();
+  assert.equal(badKey.status, "HTTP/1.1 400 Bad Request");
+  // A token is bounded as the `auth` object is.
+  const largeToken = await rawUpgrade(port, { headers: `authorization: Bearer ${long}\r\n` });
+  largeToken.socket.destroy();
+  assert.equal(largeToken.status, "HTTP/1.1 431 Request Header Fields Too Large");
+  assert.match(largeToken.answer, /"code":"payload_too_large".*the Authorization header is 12007 bytes; the limit is 8192 \(server\.max_auth_bytes\)/);
 });
 
 test(`${CONNECTIONS} idle connections hold under ${MAX_KIB_PER_CONNECTION} KiB each`, async () => {

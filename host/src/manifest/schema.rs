@@ -142,7 +142,8 @@ pub struct ServerSection {
     pub max_queued_bytes_per_socket: u64,
     /// Largest handshake `auth` object, in bytes of JSON: `8192`. A larger one
     /// is refused with a `connect_error` starting `payload_too_large`, before
-    /// any plugin sees it.
+    /// any plugin sees it; an `Authorization` header larger than this, with a
+    /// 431 to the request that would open the session.
     pub max_auth_bytes: u64,
     /// Rooms a plugin may put one socket in, besides the host's own
     /// (`socket:` and `user:`): `128`. Joining more fails with `too_many_rooms`.

@@ -15,10 +15,11 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 
 use super::rates::ConnectionRates;
+use crate::http_api::ApiError;
 use crate::listener::admission::{Admission, Refusal};
 use crate::listener::{ClientAddress, ReusedConnection};
 
@@ -51,12 +52,16 @@ impl SocketIoPath {
 pub struct SessionDoor {
     pub path: SocketIoPath,
     pub admission: Arc<Admission>,
+    /// `max_auth_bytes`, which bounds the `Authorization` header too: the
+    /// session keeps it for its namespaces' connects.
+    pub max_auth_bytes: usize,
 }
 
 /// Admits a request that opens an Engine.IO session (a GET that names no
 /// `sid`: a long-polling handshake or a WebSocket without one) as
 /// [`Admission::admit_session`] decides, its seat put in its extensions, or
-/// refuses it as a connection over the same limit is refused.
+/// refuses it as a connection over the same limit is refused; one with an
+/// `Authorization` header over `max_auth_bytes` gets a 431.
 pub async fn admit_session(
     State(door): State<SessionDoor>,
     mut request: Request,
@@ -66,6 +71,21 @@ pub async fn admit_session(
         && opens_session(request.uri());
     if !opens {
         return Ok(request);
+    }
+    if let Some(authorization) = request.headers().get(header::AUTHORIZATION)
+        && authorization.len() > door.max_auth_bytes
+    {
+        let message = format!(
+            "the Authorization header is {} bytes; the limit is {} (server.max_auth_bytes)",
+            authorization.len(),
+            door.max_auth_bytes
+        );
+        let refusal = ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "payload_too_large",
+            message,
+        );
+        return Err(refusal.into_response());
     }
     // Every request from the listener has its address.
     let extensions = request.extensions();
@@ -92,25 +112,49 @@ pub async fn own_request_head(State(path): State<SocketIoPath>, request: Request
     }
     let (mut head, body) = request.into_parts();
     head.uri = owned_uri(&head.uri);
+    let opens = opens_session(&head.uri);
+    let kept = |name: &HeaderName, value: &HeaderValue| !opens || kept_by_session(name, value);
     // A map's first insert makes room for several: this one has room for these only.
-    let kept = READ_HEADERS
+    let count = READ_HEADERS
         .iter()
-        .map(|name| head.headers.get_all(name).iter().count())
+        .map(|name| {
+            let values = head.headers.get_all(name).iter();
+            values.filter(|value| kept(name, value)).count()
+        })
         .sum();
-    let mut headers = HeaderMap::with_capacity(kept);
+    let mut headers = HeaderMap::with_capacity(count);
     for name in READ_HEADERS {
         for value in head.headers.get_all(&name) {
-            headers.append(name.clone(), owned_value(value));
+            if kept(&name, value) {
+                headers.append(name.clone(), owned_value(value));
+            }
         }
     }
     head.headers = headers;
     // Kept for as long as the session: only what it reads.
     head.extensions.remove::<ClientAddress>();
     head.extensions.remove::<ReusedConnection>();
-    if opens_session(&head.uri) {
+    if opens {
         head.extensions.insert(ConnectionRates::default());
     }
     Request::from_parts(head, body)
+}
+
+/// The length of a WebSocket key: 16 bytes in base64 (RFC 6455).
+const WEBSOCKET_KEY_BYTES: usize = 24;
+
+/// What a session keeps of its opening request's headers, for its life (a
+/// client's 12 KB of any of them was 12 KB more per connection): its
+/// WebSocket key only as RFC 6455 makes it (engineioxide answers a request
+/// without one with a 400, as the RFC asks for an invalid key), and no
+/// content type (a GET has no body). Its `Authorization` is bounded before
+/// ([`admit_session`]).
+fn kept_by_session(name: &HeaderName, value: &HeaderValue) -> bool {
+    match *name {
+        header::SEC_WEBSOCKET_KEY => value.len() == WEBSOCKET_KEY_BYTES,
+        header::CONTENT_TYPE => false,
+        _ => true,
+    }
 }
 
 /// Whether the request opens an Engine.IO session: it names none (`sid`).

@@ -23,6 +23,9 @@ use socketioxide::recovery::ResumeRequest;
 use socketioxide::socket::{DisconnectReason, Sid};
 use tokio::time::Instant;
 
+use crate::log_output::ThrottledWarning;
+use crate::metrics;
+
 pub use journal::{CatchUp, Emit, Journal, LocalDelivery, MemoryJournal, Missed, PAGE, Page};
 pub use redis_sessions::RedisSessions;
 pub use sessions::{Expired, Lease, MemorySessions, Session, SessionStore, Suspension};
@@ -54,6 +57,8 @@ pub struct Recovery {
     /// elsewhere.
     pub durable: bool,
     connected_here: ConnectedHere,
+    /// Sessions not kept for want of room, warned of with a count.
+    not_kept: ThrottledWarning,
 }
 
 impl Recovery {
@@ -74,7 +79,21 @@ impl Recovery {
             connect_timeout,
             durable,
             connected_here,
+            not_kept: ThrottledWarning::default(),
         })
+    }
+
+    /// A lost connection's session in `namespace` was not kept: as many as
+    /// `max_waiting` wait already (a flood of lost connections past it is
+    /// one warning with a count, not one each).
+    pub fn not_kept(&self, namespace: &str) {
+        metrics::recovery(namespace, "not_kept");
+        if let Some(count) = self.not_kept.occurred() {
+            tracing::warn!(
+                "{count} lost connections' sessions were not kept for their clients: {} sessions wait already (server.recovery.max_waiting_sessions); their plugins saw them go at once",
+                self.max_waiting
+            );
+        }
     }
 
     /// socketioxide's question: which socket id does a client asking to

@@ -665,13 +665,7 @@ impl<A: Adapter> Connection<A> {
             }
             Suspension::Gone => false,
             Suspension::Full => {
-                metrics::recovery(&self.conn.namespace, "not_kept");
-                tracing::warn!(
-                    socket = %self.conn.socket_id,
-                    namespace = %self.conn.namespace,
-                    "a lost connection's session was not kept for its client: {} sessions wait already (server.recovery.max_waiting_sessions)",
-                    recovery.max_waiting
-                );
+                recovery.not_kept(&self.conn.namespace);
                 false
             }
         }

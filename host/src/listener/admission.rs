@@ -95,9 +95,11 @@ enum Place {
     Seat(Arc<Seat>),
 }
 
-/// How many connections each address holds open.
-#[derive(Default)]
-struct OpenByAddress(Mutex<HashMap<IpAddr, usize>>);
+/// How many connections (or sessions) each address holds open, at most `limit`.
+struct OpenByAddress {
+    limit: NonZeroUsize,
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
 
 /// An Engine.IO session let in ([`Admission::admit_session`]), in the
 /// extensions of the request that opened it, which the session keeps until
@@ -109,21 +111,28 @@ pub struct SessionSeat {
 
 /// One connection's count against its address, given back when it closes.
 struct AddressSlot {
-    counts: Arc<OpenByAddress>,
+    held_by: Arc<OpenByAddress>,
     address: IpAddr,
 }
 
 impl OpenByAddress {
+    fn new(limit: NonZeroUsize) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            counts: Mutex::default(),
+        })
+    }
+
     /// A slot for a connection from `address`, unless it holds `limit` already.
-    fn take(self: &Arc<Self>, address: IpAddr, limit: NonZeroUsize) -> Option<AddressSlot> {
-        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+    fn take(self: &Arc<Self>, address: IpAddr) -> Option<AddressSlot> {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let open = counts.entry(address).or_default();
-        if *open >= limit.get() {
+        if *open >= self.limit.get() {
             return None;
         }
         *open += 1;
         Some(AddressSlot {
-            counts: self.clone(),
+            held_by: self.clone(),
             address,
         })
     }
@@ -131,7 +140,11 @@ impl OpenByAddress {
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        let mut counts = self.counts.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut counts = self
+            .held_by
+            .counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(open) = counts.get_mut(&self.address) {
             *open -= 1;
             if *open == 0 {
@@ -158,8 +171,8 @@ pub struct Admission {
     probe_reserve: Arc<Reserve>,
     rate_reserve: Arc<Semaphore>,
     per_address: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    /// With `max_connections_per_ip`: its limit, and what each address holds.
-    open_per_address: Option<(NonZeroUsize, Arc<OpenByAddress>)>,
+    /// With `max_connections_per_ip`: the connections each address holds.
+    open_per_address: Option<Arc<OpenByAddress>>,
     /// Sessions open, at most `max_connections`.
     sessions: Arc<Semaphore>,
     /// With `max_connections_per_ip`: the sessions each address holds.
@@ -201,10 +214,9 @@ impl Admission {
                     Quota::per_second(rate.per_second).allow_burst(rate.burst),
                 )
             }),
-            open_per_address: open_per_address
-                .map(|limit| (limit, Arc::new(OpenByAddress::default()))),
+            open_per_address: open_per_address.map(OpenByAddress::new),
             sessions: Arc::new(Semaphore::new(max_connections)),
-            sessions_per_address: open_per_address.map(|_| Arc::new(OpenByAddress::default())),
+            sessions_per_address: open_per_address.map(OpenByAddress::new),
             over_max: AtomicU64::new(0),
             over_rate: AtomicU64::new(0),
             over_address: AtomicU64::new(0),
@@ -223,7 +235,7 @@ impl Admission {
             .as_ref()
             .is_some_and(|limiter| limiter.check_key(&address_key(address)).is_err());
         let address_slot = match &self.open_per_address {
-            Some((limit, counts)) => match counts.take(address_key(address), *limit) {
+            Some(counts) => match counts.take(address_key(address)) {
                 Some(slot) => Some(slot),
                 None => return self.refuse_for_address(Refusal::TooManyFromAddress),
             },
@@ -271,15 +283,15 @@ impl Admission {
             self.over_rate.fetch_add(1, Ordering::Relaxed);
             return Err(Refusal::RateLimited);
         }
-        let address_slot = match (&self.open_per_address, &self.sessions_per_address) {
-            (Some((limit, _)), Some(counts)) => match counts.take(address, *limit) {
+        let address_slot = match &self.sessions_per_address {
+            Some(counts) => match counts.take(address) {
                 Some(slot) => Some(slot),
                 None => {
                     self.over_address.fetch_add(1, Ordering::Relaxed);
                     return Err(Refusal::TooManyFromAddress);
                 }
             },
-            _ => None,
+            None => None,
         };
         let Ok(permit) = self.sessions.clone().try_acquire_owned() else {
             self.over_max.fetch_add(1, Ordering::Relaxed);

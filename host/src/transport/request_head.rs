@@ -66,9 +66,8 @@ pub async fn admit_session(
     State(door): State<SessionDoor>,
     mut request: Request,
 ) -> Result<Request, Response> {
-    let opens = request.method() == Method::GET
-        && door.path.covers(request.uri().path())
-        && opens_session(request.uri());
+    let opens =
+        door.path.covers(request.uri().path()) && opens_session(request.method(), request.uri());
     if !opens {
         return Ok(request);
     }
@@ -104,7 +103,7 @@ pub async fn admit_session(
 /// A Socket.IO `request` with its path, the query parameters Engine.IO
 /// reads and the headers the server reads in allocations of their own, and
 /// nothing else of its head, and with new [`ConnectionRates`] when it opens
-/// a session (it has no `sid`). Other requests are left as they are: they
+/// a session (a GET with no `sid`). Other requests are left as they are: they
 /// do not outlive their response.
 pub async fn own_request_head(State(path): State<SocketIoPath>, request: Request) -> Request {
     if !path.covers(request.uri().path()) {
@@ -112,7 +111,7 @@ pub async fn own_request_head(State(path): State<SocketIoPath>, request: Request
     }
     let (mut head, body) = request.into_parts();
     head.uri = owned_uri(&head.uri);
-    let opens = opens_session(&head.uri);
+    let opens = opens_session(&head.method, &head.uri);
     let kept = |name: &HeaderName, value: &HeaderValue| !opens || kept_by_session(name, value);
     // A map's first insert makes room for several: this one has room for these only.
     let count = READ_HEADERS
@@ -157,10 +156,13 @@ fn kept_by_session(name: &HeaderName, value: &HeaderValue) -> bool {
     }
 }
 
-/// Whether the request opens an Engine.IO session: it names none (`sid`).
-fn opens_session(uri: &Uri) -> bool {
-    !uri.query()
-        .is_some_and(|query| query.split('&').any(|pair| pair.starts_with("sid=")))
+/// Whether a request to the Socket.IO path opens an Engine.IO session: a
+/// GET (a long-polling handshake, or a WebSocket's) that names none (`sid`).
+fn opens_session(method: &Method, uri: &Uri) -> bool {
+    method == Method::GET
+        && !uri
+            .query()
+            .is_some_and(|query| query.split('&').any(|pair| pair.starts_with("sid=")))
 }
 
 /// The query parameters engineioxide reads. The others (socket.io-client's
@@ -271,13 +273,24 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_opening_a_session_carries_new_rates_and_others_none() {
-        for (uri, opens) in [
-            ("/socket.io/?EIO=4&transport=polling", true),
-            ("/socket.io/?EIO=4&transport=websocket", true),
-            ("/socket.io/?EIO=4&transport=polling&sid=abc", false),
-            ("/socket.io/?sid=abc&EIO=4&transport=websocket", false),
+        for (method, uri, opens) in [
+            (Method::GET, "/socket.io/?EIO=4&transport=polling", true),
+            (Method::GET, "/socket.io/?EIO=4&transport=websocket", true),
+            (
+                Method::GET,
+                "/socket.io/?EIO=4&transport=polling&sid=abc",
+                false,
+            ),
+            (
+                Method::GET,
+                "/socket.io/?sid=abc&EIO=4&transport=websocket",
+                false,
+            ),
+            // A POST names its session; without one it opens none (a 400).
+            (Method::POST, "/socket.io/?EIO=4&transport=polling", false),
         ] {
             let request = Request::builder()
+                .method(method)
                 .uri(uri)
                 .body(Body::empty())
                 .expect("a request");

@@ -3,6 +3,9 @@
 // take still succeed, and everyone else gets every event, once, in order.
 
 import assert from "node:assert/strict";
+import { mkdirSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import path from "node:path";
 import { after, describe, test } from "node:test";
 import WebSocket from "ws";
 
@@ -16,7 +19,9 @@ import {
   faultyPlugin,
   logged,
   manifestToml,
+  metric,
   startHost,
+  tempDir,
   unique,
   waitFor,
 } from "./harness.mjs";
@@ -160,5 +165,46 @@ describe("clients that stop reading", () => {
     // A byte limit no flood here reaches: only the blocked write can end it.
     const host = await startSlowHost({ max_outbound_bytes: 1 << 30, write_timeout_ms: 500 });
     await floodPastAStoppedReader(host, { count: 40, size: 900000 });
+  });
+
+  test("a client that stops reading an HTTP response is disconnected after write_timeout_ms; one that reads gets it whole", async () => {
+    // Larger than the kernel's buffers on loopback take, so the response's
+    // writes wait on a client that stops reading.
+    const size = 24 << 20;
+    const dir = tempDir();
+    mkdirSync(path.join(dir, "public"));
+    writeFileSync(path.join(dir, "public", "large.bin"), Buffer.alloc(size, 7));
+    const host = await startHost({ plugins: [], server: { static_dir: path.join(dir, "public"), write_timeout_ms: 500 } });
+    hosts.push(host);
+
+    const download = (stopped) => {
+      const socket = net.connect(host.port, "127.0.0.1");
+      const state = { received: 0, ended: false, socket };
+      if (stopped) socket.pause();
+      socket.on("data", (chunk) => {
+        state.received += chunk.length;
+      });
+      socket.on("close", () => {
+        state.ended = true;
+      });
+      socket.on("error", () => {});
+      socket.write("GET /large.bin HTTP/1.1\r\nHost: switchboard\r\nConnection: close\r\n\r\n");
+      return state;
+    };
+    const stopped = download(true);
+    await waitFor(
+      async () => (await metric(host.url, "switchboard_http_write_timeouts_total")) === 1,
+      TIMEOUT_MS,
+      "the stopped reader's connection closed for its write timeout",
+    );
+    // What the kernel buffered before the close, then the end: not the response.
+    stopped.socket.resume();
+    await waitFor(() => stopped.ended, TIMEOUT_MS, "the stopped reader to see its connection end");
+    assert.ok(stopped.received < size, `the stopped reader got ${stopped.received} of ${size} bytes`);
+
+    const reading = download(false);
+    await waitFor(() => reading.ended, TIMEOUT_MS, "the reading client's response to end");
+    assert.ok(reading.received > size, `the reading client got ${reading.received} bytes, its head and ${size} of body`);
+    assert.equal(await metric(host.url, "switchboard_http_write_timeouts_total"), 1);
   });
 });

@@ -181,6 +181,7 @@ pub struct Admission {
     over_rate: AtomicU64,
     over_address: AtomicU64,
     header_timeouts: AtomicU64,
+    write_timeouts: AtomicU64,
     heads_too_large: AtomicU64,
     failed_accepts: AtomicU64,
     last_accept_error: Mutex<Option<String>>,
@@ -221,6 +222,7 @@ impl Admission {
             over_rate: AtomicU64::new(0),
             over_address: AtomicU64::new(0),
             header_timeouts: AtomicU64::new(0),
+            write_timeouts: AtomicU64::new(0),
             heads_too_large: AtomicU64::new(0),
             failed_accepts: AtomicU64::new(0),
             last_accept_error: Mutex::new(None),
@@ -341,6 +343,10 @@ impl Admission {
         self.header_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn write_timed_out(&self) {
+        self.write_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn head_too_large(&self) {
         self.heads_too_large.fetch_add(1, Ordering::Relaxed);
     }
@@ -429,6 +435,9 @@ impl Admission {
              # HELP switchboard_http_header_timeouts_total Connections closed for not sending a request's headers in time.\n\
              # TYPE switchboard_http_header_timeouts_total counter\n\
              switchboard_http_header_timeouts_total {}\n\
+             # HELP switchboard_http_write_timeouts_total Connections closed for not reading a response within `write_timeout_ms`.\n\
+             # TYPE switchboard_http_write_timeouts_total counter\n\
+             switchboard_http_write_timeouts_total {}\n\
              # HELP switchboard_http_heads_too_large_total Requests refused with 431 for a head over `max_header_bytes`.\n\
              # TYPE switchboard_http_heads_too_large_total counter\n\
              switchboard_http_heads_too_large_total {}",
@@ -439,6 +448,7 @@ impl Admission {
             counts.over_rate,
             counts.over_address,
             self.header_timeouts.load(Ordering::Relaxed),
+            self.write_timeouts.load(Ordering::Relaxed),
             self.heads_too_large.load(Ordering::Relaxed),
         );
     }

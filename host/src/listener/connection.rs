@@ -29,8 +29,8 @@ use crate::manifest::ConnectionLimits;
 /// such connections is small.
 const REFUSAL_READ_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How long a connection may wait for its next request, and how large the
-/// request's head may be.
+/// How long a connection may wait for its next request, how large the
+/// request's head may be, and how long a response may wait on its client.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestLimits {
     /// From the connection or the previous response to a whole request head.
@@ -40,6 +40,9 @@ pub struct RequestLimits {
     /// Bytes of a request head read before it is refused with 431: what a
     /// connection holds of a head, however large the client makes it.
     pub max_head_bytes: usize,
+    /// How long a response's write may wait for the client to take what was
+    /// written before, before the connection is closed.
+    pub write: Duration,
 }
 
 impl From<&ConnectionLimits> for RequestLimits {
@@ -48,6 +51,7 @@ impl From<&ConnectionLimits> for RequestLimits {
             header_read: limits.header_read_timeout,
             idle: limits.idle_timeout,
             max_head_bytes: limits.max_header_bytes,
+            write: limits.write_timeout,
         }
     }
 }
@@ -64,7 +68,7 @@ pub struct Admitted {
 /// Serves HTTP/1 (and upgrades) on `stream` until the client closes, a
 /// timeout passes, or `closing` asks every connection to finish.
 pub async fn serve(
-    stream: AdmittedStream,
+    mut stream: AdmittedStream,
     Admitted {
         refusal,
         seat,
@@ -84,6 +88,7 @@ pub async fn serve(
         },
     };
     let activity = Arc::new(Activity::new());
+    let writes = stream.watch_writes();
     let service = ConnectionService {
         app,
         client,
@@ -127,6 +132,13 @@ pub async fn serve(
             }
             // A newer connection took its place in the reserve: close it.
             () = &mut evicted => return,
+            // A client that stopped reading its response: closed, as a
+            // WebSocket client that stops reading is (`write_timeout_ms`),
+            // rather than holding the response and the connection for good.
+            () = writes.blocked_for(requests.write) => {
+                admission.write_timed_out();
+                return;
+            }
             () = closing.cancelled(), if !finishing => finishing = true,
             () = activity.idle_for(requests.idle), if !finishing => finishing = true,
         }

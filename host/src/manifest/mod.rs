@@ -179,7 +179,6 @@ pub struct ServerSettings {
     pub max_payload_bytes: u64,
     /// Per client; see [`crate::transport`] for what happens beyond it.
     pub max_outbound_bytes: usize,
-    pub write_timeout: Duration,
     /// Zero: every WebSocket write as soon as the client can take it.
     pub min_write_interval: Duration,
     pub static_dir: Option<PathBuf>,
@@ -226,6 +225,9 @@ pub struct ConnectionLimits {
     pub connect_timeout: Duration,
     pub max_header_bytes: usize,
     pub body_timeout: Duration,
+    /// Longest a write to a client may wait for it to take what was written
+    /// before: a WebSocket write, or an HTTP response's.
+    pub write_timeout: Duration,
 }
 
 /// So many a second on average, `burst` at once.
@@ -598,7 +600,6 @@ impl Validator<'_> {
                 max_payload_bytes: server.max_payload_bytes,
                 max_outbound_bytes: usize::try_from(server.max_outbound_bytes)
                     .unwrap_or(usize::MAX),
-                write_timeout: Duration::from_millis(server.write_timeout_ms),
                 min_write_interval: Duration::from_millis(server.min_write_interval_ms),
                 static_dir: server.static_dir.map(|dir| self.base.join(dir)),
                 cache_dir: server.cache_dir.map(|dir| self.base.join(dir)),
@@ -739,6 +740,7 @@ impl Validator<'_> {
             connect_timeout: Duration::from_millis(connect_timeout_ms),
             max_header_bytes: usize::try_from(*max_header_bytes.get_ref()).unwrap_or(usize::MAX),
             body_timeout: Duration::from_millis(body_timeout_ms),
+            write_timeout: Duration::from_millis(server.write_timeout_ms),
         })
     }
 

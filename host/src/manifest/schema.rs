@@ -68,8 +68,9 @@ pub struct ServerSection {
     /// disconnected once this much waits for it, rather than left connected
     /// while it misses events.
     pub max_outbound_bytes: u64,
-    /// Longest a write to a WebSocket client may take, in milliseconds:
-    /// `10000`. A client that takes longer to read is disconnected.
+    /// Longest a write to a client may wait for it to read, in milliseconds:
+    /// `10000`. A WebSocket client that takes longer is disconnected as
+    /// slow; an HTTP response's connection is closed.
     pub write_timeout_ms: u64,
     /// Least time between two writes of events to one WebSocket client, in
     /// milliseconds: `0`. Events due sooner wait and go out together in the

@@ -101,7 +101,7 @@ pub fn socket_io<A: Adapter>(
         // backs it up.
         .max_buffer_bytes(settings.max_outbound_bytes)
         .max_buffer_size(MAX_OUTBOUND_PACKETS)
-        .write_timeout(settings.write_timeout)
+        .write_timeout(settings.connections.write_timeout)
         .ws_min_write_interval(settings.min_write_interval)
         .ws_write_observer(crate::metrics::websocket_written)
         .ws_max_message_size(frame_limit)

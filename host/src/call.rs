@@ -182,7 +182,10 @@ pub async fn call(
     let mut effects = Vec::new();
     for (event, data) in events {
         let payload = payload::one_argument((*data).to_owned());
-        let outcome = match running.on_event(&conn, event, payload, None).await {
+        let outcome = match running
+            .on_event(&conn, (*event).into(), payload, None)
+            .await
+        {
             Ok(Ok(reply)) => reply_value(reply),
             Ok(Err(refusal)) => refused(refusal),
             Err(failure) => refused(failure.into()),

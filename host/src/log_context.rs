@@ -25,7 +25,7 @@ tokio::task_local! {
 pub struct LogContext {
     conn: Arc<Conn>,
     /// The event being handled and the plugin handling it.
-    event: Option<(String, PluginName)>,
+    event: Option<(Arc<str>, PluginName)>,
 }
 
 impl LogContext {
@@ -35,8 +35,8 @@ impl LogContext {
     }
 
     /// One of the socket's events, handled by `plugin`.
-    pub fn event(conn: Arc<Conn>, event: &str, plugin: &PluginName) -> Self {
-        let event = Some((event.to_owned(), plugin.clone()));
+    pub fn event(conn: Arc<Conn>, event: Arc<str>, plugin: &PluginName) -> Self {
+        let event = Some((event, plugin.clone()));
         Self { conn, event }
     }
 

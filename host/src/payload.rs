@@ -2,6 +2,7 @@
 //! JSON the host does not need to read.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -14,7 +15,8 @@ use crate::bindings::{Payload, PluginError};
 /// into its name and its arguments as written, borrowed from the packet: what
 /// it would hold is known ([`Self::size`]) before anything is copied.
 pub struct EventParts<'a> {
-    pub event: String,
+    /// Shared by the call and what it logs.
+    pub event: Arc<str>,
     /// The event's name, then its arguments.
     parts: Vec<&'a RawValue>,
     attachments: Option<VecDeque<Bytes>>,
@@ -28,7 +30,11 @@ pub fn split_event(
     let name = parts
         .first()
         .ok_or_else(|| de::Error::custom("an event packet needs an event name"))?;
-    let event: String = serde_json::from_str(name.get())?;
+    // Borrowed from the packet unless the name has escapes.
+    let event: Arc<str> = match serde_json::from_str::<&str>(name.get()) {
+        Ok(event) => event.into(),
+        Err(_) => serde_json::from_str::<String>(name.get())?.into(),
+    };
     Ok(EventParts {
         event,
         parts,
@@ -52,7 +58,7 @@ impl EventParts<'_> {
     }
 
     /// Its name, and its arguments and attachments copied out of the packet.
-    pub fn into_event(self) -> (String, Payload) {
+    pub fn into_event(self) -> (Arc<str>, Payload) {
         let args = self.args().map(|arg| arg.get().to_owned()).collect();
         let attachments = self
             .attachments
@@ -482,19 +488,22 @@ mod tests {
         );
     }
 
-    fn decode_event(packet: &str) -> Result<(String, Payload), serde_json::Error> {
+    fn decode_event(packet: &str) -> Result<(Arc<str>, Payload), serde_json::Error> {
         split_event(packet, None).map(EventParts::into_event)
     }
 
     #[test]
     fn decodes_zero_one_and_several_arguments_as_written() {
         let (event, payload) = decode_event(r#"["ping"]"#).unwrap();
-        assert_eq!(event, "ping");
+        assert_eq!(&*event, "ping");
         assert!(payload.args.is_empty());
         let (_, payload) = decode_event(r#"["join", {"room": "a b", "at": 1.50}]"#).unwrap();
         assert_eq!(payload.args, [r#"{"room": "a b", "at": 1.50}"#]);
         let (_, payload) = decode_event(r#"["pair",1,"two",[3]]"#).unwrap();
         assert_eq!(payload.args, ["1", r#""two""#, "[3]"]);
+        // A name with escapes is decoded, not borrowed as written.
+        let (event, _) = decode_event(r#"["sa\u0079 \"hi\""]"#).unwrap();
+        assert_eq!(&*event, r#"say "hi""#);
         assert!(decode_event("[]").is_err());
         assert!(decode_event(r#"[1, 2]"#).is_err());
     }

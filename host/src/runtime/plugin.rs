@@ -326,11 +326,11 @@ impl Plugin {
     pub async fn on_event(
         self: &Arc<Self>,
         conn: &Arc<Conn>,
-        event: &str,
+        event: Arc<str>,
         payload: Payload,
         meter: Option<Arc<dyn Meter>>,
     ) -> Result<Result<Option<Payload>, PluginError>, CallError> {
-        let arguments = Arc::new((conn.clone(), event.to_owned(), payload));
+        let arguments = Arc::new((conn.clone(), event, payload));
         self.isolated(move |plugin, lease| {
             let (arguments, meter) = (arguments.clone(), meter.clone());
             async move {

@@ -477,10 +477,10 @@ impl<A: Adapter> Connection<A> {
         // What the plugin logs, and what is logged of its call (a trap, a
         // timeout), names the event and the plugin, the socket and its
         // namespace.
-        let context = LogContext::event(self.conn.clone(), &event, &slot.spec.name);
+        let context = LogContext::event(self.conn.clone(), event.clone(), &slot.spec.name);
         let plugin = slot.current();
         let meter: Arc<dyn Meter> = self.rates.clone();
-        let call = plugin.on_event(&self.conn, &event, payload, Some(meter));
+        let call = plugin.on_event(&self.conn, event.clone(), payload, Some(meter));
         let error = match context.scope(call).await {
             Ok(Ok(reply)) => {
                 let reply_bytes = reply.as_ref().map_or(0, payload::size);
@@ -803,5 +803,5 @@ fn event_name(packet: &Value) -> Option<String> {
     let text = packet.as_str()?;
     payload::split_event(text, None)
         .ok()
-        .map(|parts| parts.event)
+        .map(|parts| parts.event.to_string())
 }
